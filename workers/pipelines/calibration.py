@@ -1,0 +1,246 @@
+"""Calibrators that turn criterion votes (+ length features) into calibrated (A, B, tie) probabilities.
+
+Fitting uses scikit-learn / scipy; applying a saved calibrator needs only numpy and its JSON file.
+Every calibrator is symmetric: it is fitted on both orientations of each pair and its prediction is
+averaged with the un-swapped prediction of the mirrored pair, so swapping A and B swaps the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.storage import atomic_write_text
+from workers.pipelines.data_io import Pair
+from workers.pipelines.judge import aggregate_votes, softmax, unswap_classes, unswap_votes
+from workers.pipelines.prompts import CRITERION_NAMES, VOTES
+
+CALIBRATION_FORMAT = "arena-pref-calibration/1"
+_LOGPROB_FLOOR = -20.0
+_REGULARISATION_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+class CalibrationError(ValueError):
+    """A calibration file cannot be used as asked; the message says how to fix it."""
+
+
+def _text_length(turns: tuple[str, ...]) -> int:
+    return sum(len(turn) for turn in turns)
+
+
+def length_features(pairs: Sequence[Pair]) -> tuple[np.ndarray, list[str]]:
+    chars_a = np.array([_text_length(pair.response_a) for pair in pairs], dtype=float)
+    chars_b = np.array([_text_length(pair.response_b) for pair in pairs], dtype=float)
+    lines_a = np.array([sum(turn.count("\n") for turn in pair.response_a) for pair in pairs], dtype=float)
+    lines_b = np.array([sum(turn.count("\n") for turn in pair.response_b) for pair in pairs], dtype=float)
+    prompt_chars = np.array([_text_length(pair.prompt) for pair in pairs], dtype=float)
+    columns = {
+        "log_chars_a": np.log1p(chars_a),
+        "log_chars_b": np.log1p(chars_b),
+        "log_chars_diff": np.log1p(chars_a) - np.log1p(chars_b),
+        "chars_rel_diff": (chars_a - chars_b) / (chars_a + chars_b + 1.0),
+        "log_lines_diff": np.log1p(lines_a) - np.log1p(lines_b),
+        "empty_a": (chars_a == 0).astype(float),
+        "empty_b": (chars_b == 0).astype(float),
+        "log_prompt_chars": np.log1p(prompt_chars),
+        "same_response": np.array([pair.response_a == pair.response_b for pair in pairs], dtype=float),
+    }
+    return np.column_stack(list(columns.values())), list(columns)
+
+
+def vote_features(vote_logprobs: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Flattened per-order, per-criterion vote log-probs plus each order's aggregated log-probs."""
+    n, n_orders, n_criteria, n_votes = vote_logprobs.shape
+    names = [
+        f"order{order}_{CRITERION_NAMES[criterion]}_{VOTES[vote]}"
+        for order in range(n_orders)
+        for criterion in range(n_criteria)
+        for vote in range(n_votes)
+    ]
+    flat = np.maximum(vote_logprobs, _LOGPROB_FLOOR).reshape(n, -1)
+    aggregated = np.log(aggregate_votes(vote_logprobs)).reshape(n, -1)
+    names += [f"order{order}_aggregate_{label}" for order in range(n_orders) for label in ("A", "B", "tie")]
+    return np.column_stack([flat, aggregated]), names
+
+
+def mirror_votes(vote_logprobs: np.ndarray) -> np.ndarray:
+    """The votes as they would read for the pair with A and B swapped (orders swap too)."""
+    return unswap_votes(vote_logprobs[:, ::-1])
+
+
+def build_features(vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> tuple[np.ndarray, list[str]]:
+    votes, vote_names = vote_features(vote_logprobs)
+    lengths, length_names = length_features(pairs)
+    return np.column_stack([votes, lengths]), vote_names + length_names
+
+
+def _mirrored_inputs(vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> tuple[np.ndarray, list[Pair]]:
+    return mirror_votes(vote_logprobs), [pair.swapped() for pair in pairs]
+
+
+def prompt_groups(pairs: Sequence[Pair]) -> np.ndarray:
+    """A group id per pair from its prompt text: pairs sharing a prompt must stay on one side of a split."""
+    return np.array([int(hashlib.sha1("\x1e".join(pair.prompt).encode()).hexdigest()[:12], 16) for pair in pairs])
+
+
+def multiclass_log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-15) -> float:
+    probabilities = np.clip(probabilities, eps, 1.0)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return float(-(labels * np.log(probabilities)).sum(axis=1).mean())
+
+
+@dataclass
+class Calibrator:
+    """A fitted calibrator, stored as JSON."""
+
+    method: str  # "logistic" or "temperature"
+    n_orders: int
+    feature_names: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[list[float]]  # (3, n_features) for logistic; [[1 / T]] for temperature
+    intercept: list[float]
+    regularisation: float | None
+    fitted_on: dict
+
+    def _scores(self, vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> np.ndarray:
+        if self.method == "temperature":
+            raw = aggregate_votes(vote_logprobs).mean(axis=1)
+            return np.log(np.clip(raw, 1e-12, 1.0)) * self.coef[0][0]
+        features, names = build_features(vote_logprobs, pairs)
+        if names != self.feature_names:
+            raise CalibrationError("calibration features do not match this judge's output; refit with `arena calibrate`")
+        standardised = (features - np.array(self.mean)) / np.array(self.scale)
+        return standardised @ np.array(self.coef).T + np.array(self.intercept)
+
+    def predict(self, vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> np.ndarray:
+        """Calibrated (n, 3) probabilities, averaged over the pair and its mirror."""
+        if vote_logprobs.shape[1] != self.n_orders:
+            hint = "drop --no-tta" if self.n_orders == 2 else "pass --no-tta"
+            raise CalibrationError(
+                f"this calibrator was fitted on {self.n_orders} order(s) per pair but the judge produced"
+                f" {vote_logprobs.shape[1]}; {hint}, or refit the calibrator to match"
+            )
+        direct = softmax(self._scores(vote_logprobs, pairs))
+        mirrored = softmax(self._scores(*_mirrored_inputs(vote_logprobs, pairs)))
+        return 0.5 * (direct + unswap_classes(mirrored))
+
+    def save(self, path: Path) -> Path:
+        atomic_write_text(Path(path), json.dumps({"format": CALIBRATION_FORMAT, **asdict(self)}, indent=1))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Calibrator:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CalibrationError(f"calibration file {path} not found; create one with `arena calibrate`") from None
+        except json.JSONDecodeError as exc:
+            raise CalibrationError(f"calibration file {path} is not valid JSON ({exc.msg})") from None
+        if not isinstance(data, dict) or data.pop("format", None) != CALIBRATION_FORMAT:
+            raise CalibrationError(f"{path} is not an arena-pref calibration file ({CALIBRATION_FORMAT})")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise CalibrationError(f"{path} is incomplete or from another version ({exc}); refit it") from None
+
+
+def _expand_soft_labels(features: np.ndarray, labels: np.ndarray, groups: np.ndarray):
+    """One row per (pair, class) with the label's probability as weight: soft labels for sklearn."""
+    rows, classes = np.nonzero(labels > 0)
+    return features[rows], classes, labels[rows, classes], groups[rows]
+
+
+def fit_calibrator(
+    vote_logprobs: np.ndarray,
+    pairs: Sequence[Pair],
+    labels: np.ndarray,
+    *,
+    method: str = "logistic",
+    fitted_on: dict | None = None,
+) -> Calibrator:
+    """Fit a calibrator on labelled pairs.
+
+    Args:
+        vote_logprobs: (n, n_orders, n_criteria, 4) judge output in pair orientation.
+        pairs: the pairs (for length features).
+        labels: (n, 3) probabilities of (A, B, tie).
+        method: "logistic" (multinomial LR over votes + length features; regularisation chosen by
+            cross-validation grouped by prompt) or "temperature" (one temperature on the raw votes).
+        fitted_on: provenance stored in the file.
+
+    Returns:
+        The fitted calibrator.
+    """
+    n_orders = int(vote_logprobs.shape[1])
+    fitted_on = dict(fitted_on or {}, rows=len(pairs))
+    if method == "temperature":
+        log_raw = np.log(np.clip(aggregate_votes(vote_logprobs).mean(axis=1), 1e-12, 1.0))
+        # A dense 1-D grid, then a finer one around its best point: robust, and cheap for one scalar.
+        grid = np.concatenate([[0.0], np.geomspace(1e-3, 50.0, 400)])
+        losses = [multiclass_log_loss(labels, softmax(log_raw * inv_t)) for inv_t in grid]
+        best = int(np.argmin(losses))
+        fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 101)
+        inv_temperature = float(min(fine, key=lambda inv_t: multiclass_log_loss(labels, softmax(log_raw * inv_t))))
+        fitted_on["log_loss"] = multiclass_log_loss(labels, softmax(log_raw * inv_temperature))
+        return Calibrator("temperature", n_orders, [], [], [], [[inv_temperature]], [0.0, 0.0, 0.0], None, fitted_on)
+    if method != "logistic":
+        raise CalibrationError(f"unknown calibration method {method!r}; use 'logistic' or 'temperature'")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    features, names = build_features(vote_logprobs, pairs)
+    mirrored, _ = build_features(*_mirrored_inputs(vote_logprobs, pairs))
+    both_features = np.vstack([features, mirrored])
+    both_labels = np.vstack([labels, unswap_classes(labels)])
+    groups = prompt_groups(pairs)
+    both_groups = np.concatenate([groups, groups])
+    mean = both_features.mean(axis=0)
+    scale = both_features.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    standardised = (both_features - mean) / scale
+
+    def fit(x, y, c):
+        rows_x, rows_y, weights, _ = _expand_soft_labels(x, y, np.zeros(len(x)))
+        return LogisticRegression(C=c, max_iter=2000).fit(rows_x, rows_y, sample_weight=weights)
+
+    n_splits = min(5, len(np.unique(groups)))
+    scores = {}
+    if n_splits >= 2:
+        for c in _REGULARISATION_GRID:
+            losses = []
+            for train_rows, test_rows in GroupKFold(n_splits=n_splits).split(standardised, groups=both_groups):
+                if len(np.unique(both_labels[train_rows].argmax(axis=1))) < 3:
+                    continue
+                model = fit(standardised[train_rows], both_labels[train_rows], c)
+                losses.append(multiclass_log_loss(both_labels[test_rows], _proba3(model, standardised[test_rows])))
+            if losses:
+                scores[c] = float(np.mean(losses))
+    best_c = min(scores, key=scores.get) if scores else 0.1
+    model = fit(standardised, both_labels, best_c)
+    coef = np.zeros((3, standardised.shape[1]))
+    intercept = np.zeros(3)
+    coef[model.classes_] = model.coef_ if len(model.classes_) > 2 else _binary_to_multinomial(model.coef_)
+    intercept[model.classes_] = model.intercept_ if len(model.classes_) > 2 else [0.0, model.intercept_[0]]
+    absent = np.setdiff1d(np.arange(3), model.classes_)
+    intercept[absent] = -30.0  # a class never seen in training gets (almost) no mass
+    fitted_on["cv_log_loss_by_regularisation"] = scores
+    return Calibrator(
+        "logistic", n_orders, names, mean.tolist(), scale.tolist(), coef.tolist(), intercept.tolist(), best_c, fitted_on
+    )
+
+
+def _binary_to_multinomial(coef: np.ndarray) -> np.ndarray:
+    return np.vstack([np.zeros_like(coef[0]), coef[0]])
+
+
+def _proba3(model, x: np.ndarray) -> np.ndarray:
+    probabilities = np.full((len(x), 3), 1e-12)
+    probabilities[:, model.classes_] = model.predict_proba(x)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
