@@ -1,0 +1,94 @@
+"""`scripts/arena` end to end on real rows: predict (vLLM, prefix cache off), calibrate, evaluate."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workers.pipelines.data_io import read_arena_csv, read_submission
+
+pytestmark = pytest.mark.model
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def arena(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MAX_MODEL_LEN="1024", JUDGE_CHUNK_PAIRS="4", **(env_extra or {}))
+    env["ARENA_WORKER_PYTHON"] = sys.executable
+    return subprocess.run(
+        [str(REPO_ROOT / "scripts" / "arena"), *args], capture_output=True, text=True, env=env, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def small_files(data_csv, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    frame = pd.read_csv(data_csv, dtype=str, keep_default_na=False)
+    multi_turn = frame[frame["prompt"].map(lambda cell: len(json.loads(cell)) > 1)].head(1)
+    labelled = pd.concat([frame.iloc[[0, 700, 1500]], multi_turn])
+    labelled.to_csv(folder / "labelled.csv", index=False)
+    labelled.drop(columns=["winner_model_a", "winner_model_b", "winner_tie", "source"]).to_csv(
+        folder / "test.csv", index=False
+    )
+    return folder
+
+
+def test_predict_calibrate_evaluate(small_files, vllm_judge):
+    submission = small_files / "submission.csv"
+    votes = small_files / "votes.npz"
+    run = arena(
+        "predict", "--input", str(small_files / "test.csv"), "--output", str(submission),
+        "--no-prefix-cache", "--save-votes", str(votes),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["rows"] == 4 and summary["orders"] == 2 and not summary["calibrated"]
+    assert summary["judge"]["prefix_caching"] is False
+    test = read_arena_csv(small_files / "test.csv")
+    probabilities = read_submission(submission, expected_ids=test.ids)
+    assert submission.read_text().splitlines()[0] == "id,winner_model_a,winner_model_b,winner_tie"
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # Prefix caching changes speed, not answers (bf16 noise aside).
+    cached = vllm_judge.judge(test.pairs).raw_probabilities
+    assert np.abs(cached - probabilities).max() < 0.03
+
+    calibration = small_files / "calibration.json"
+    run = arena("calibrate", "--input", str(small_files / "labelled.csv"), "--output", str(calibration),
+                "--votes", str(votes))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(calibration.read_text())["n_orders"] == 2
+
+    calibrated = small_files / "calibrated.csv"
+    run = arena("predict", "--input", str(small_files / "test.csv"), "--output", str(calibrated),
+                "--calibration", str(calibration), "--votes", str(votes))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout)["calibrated"] is True
+    assert not np.allclose(read_submission(calibrated), probabilities, atol=1e-4)
+
+    run = arena("evaluate", "--input", str(small_files / "labelled.csv"), "--predictions", str(calibrated))
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads(run.stdout)
+    assert metrics["rows"] == 4 and 0 < metrics["log_loss"] < 5
+    assert Path(metrics["reliability_plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert "per_source" in metrics
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["predict", "--input", "MISSING.csv", "--output", "x.csv"], "no such file"),
+        (["predict", "--input", "{test}", "--output", "x.csv", "--model", "/nowhere"], "make setup"),
+        (["predict", "--input", "{test}", "--output", "x.csv", "--calibration", "/nowhere.json"], "not found"),
+        (["calibrate", "--input", "{test}", "--output", "c.json"], "needs labelled data"),
+        (["train"], "not available yet"),
+    ],
+)
+def test_user_errors_exit_2_without_traceback(small_files, args, message):
+    run = arena(*[arg.replace("{test}", str(small_files / "test.csv")) for arg in args])
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
