@@ -72,7 +72,9 @@ def main() -> None:
         "max_model_len": settings.MAX_MODEL_LEN,
         "dtype": settings.JUDGE_DTYPE,
         "prefix_cache_speedup": round(uncached["judge_seconds"] / cached["judge_seconds"], 2),
-        "max_abs_probability_diff_cache_on_vs_off": float(abs(cached["_probabilities"] - uncached["_probabilities"]).max()),
+        "max_abs_probability_diff_cache_on_vs_off": float(
+            abs(cached["_probabilities"] - uncached["_probabilities"]).max()
+        ),
         "max_abs_vote_logprob_diff_cache_on_vs_off": float(abs(cached["_votes"] - uncached["_votes"]).max()),
         "runs": [{key: value for key, value in run.items() if not key.startswith("_")} for run in runs],
     }

