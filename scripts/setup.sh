@@ -43,6 +43,9 @@ if make_venv .venv-worker "$worker_stamp"; then
   echo "$worker_stamp" > .venv-worker/.stamp
 fi
 
+echo "setup: docker-compose 1.x (offline validation of compose/)"
+scripts/setup_compose_check.sh >/dev/null
+
 echo "setup: embedded model"
 scripts/arena setup-model >/dev/null
 echo "setup: done"

@@ -18,7 +18,7 @@ def logprobs(*rows):
 
 
 def test_aggregate_is_softmax_of_expected_votes_and_ignores_na():
-    votes = logprobs(*[[1.0, 0.0, 0.0, 0.0]] * 5)  # five sure votes for A
+    votes = logprobs(*[[1.0, 1e-30, 1e-30, 1e-30]] * 5)  # five sure votes for A
     probabilities = aggregate_votes(np.maximum(votes, -50))
     expected = np.exp([5, 0, 0]) / np.exp([5, 0, 0]).sum()
     np.testing.assert_allclose(probabilities, expected, rtol=1e-6)

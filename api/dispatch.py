@@ -1,0 +1,112 @@
+"""How the gateway hands work to the workers: find the live queues, plan shards, send tasks by name.
+
+The gateway imports no worker code: it sends task names from shared/names.py over the shared Celery
+configuration (shared/celery_config.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from celery import Celery, chord
+
+from shared.job_store import plan_shards, predict_queues
+from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.schemas import JobRecord, ShardRecord
+from shared.settings import Settings
+
+PLACEHOLDER_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK}
+
+
+class BrokerUnavailableError(RuntimeError):
+    pass
+
+
+class WorkerDirectory:
+    """Which workers are up and which queues they consume, asked over the broker (cached briefly).
+
+    Args:
+        celery: the gateway's Celery client.
+        settings: INSPECT_TIMEOUT_S and FALLBACK_QUEUE are read.
+        cache_seconds: how long one answer is reused.
+    """
+
+    def __init__(self, celery: Celery, settings: Settings, *, cache_seconds: float = 5.0) -> None:
+        self.celery = celery
+        self.settings = settings
+        self.cache_seconds = cache_seconds
+        self._cached: tuple[float, dict[str, list[str]]] | None = None
+
+    def active_queues(self, *, fresh: bool = False) -> dict[str, list[str]]:
+        """Worker name → queue names; {} when none answers."""
+        if not fresh and self._cached and time.monotonic() - self._cached[0] < self.cache_seconds:
+            return self._cached[1]
+        try:
+            replies = self.celery.control.inspect(timeout=self.settings.INSPECT_TIMEOUT_S).active_queues() or {}
+        except Exception as exc:  # kombu raises several connection error types
+            raise BrokerUnavailableError(
+                f"the broker at REDIS_URL does not answer ({type(exc).__name__}: {exc})"
+            ) from exc
+        workers = {worker: sorted(queue["name"] for queue in queues) for worker, queues in replies.items()}
+        self._cached = (time.monotonic(), workers)
+        return workers
+
+    def queues_for_jobs(self) -> list[str]:
+        return predict_queues(self.active_queues(fresh=True), fallback=self.settings.FALLBACK_QUEUE)
+
+    def broker_reachable(self) -> str:
+        try:
+            with self.celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=self.settings.INSPECT_TIMEOUT_S)
+        except Exception as exc:
+            return f"unreachable: {type(exc).__name__}: {exc}"
+        return "ok"
+
+
+def new_predict_record(job_id: str, *, params: dict, rows: int, queues: list[str]) -> JobRecord:
+    shards = [
+        ShardRecord(index=index, queue=queue, start=start, stop=stop, task_id=uuid.uuid4().hex)
+        for index, (queue, start, stop) in enumerate(plan_shards(rows, queues))
+    ]
+    record = JobRecord(id=job_id, kind="predict", params=params, shards=shards)
+    record.progress.total = rows
+    record.task_ids = [shard.task_id for shard in shards] + [uuid.uuid4().hex]  # the last one: the assembly
+    return record
+
+
+def send_predict_job(celery: Celery, record: JobRecord) -> None:
+    """One shard task per planned shard, in a chord whose callback assembles the submission."""
+    header = [
+        celery.signature(
+            PREDICT_SHARD_TASK, kwargs={"job_id": record.id, "shard_index": shard.index}, queue=shard.queue
+        ).set(task_id=shard.task_id)
+        for shard in record.shards
+    ]
+    body = celery.signature(PREDICT_ASSEMBLE_TASK, kwargs={"job_id": record.id}, queue=record.shards[0].queue).set(
+        task_id=record.task_ids[-1]
+    )
+    chord(header, body, app=celery).apply_async()
+
+
+def send_placeholder_job(celery: Celery, record: JobRecord, *, queue: str) -> None:
+    celery.send_task(
+        PLACEHOLDER_TASKS[record.kind], kwargs={"job_id": record.id}, queue=queue, task_id=record.task_ids[0]
+    )
+
+
+def revoke(celery: Celery, task_ids: list[str]) -> None:
+    """Drop the job's queued tasks; running shards notice the cancelled record and stop at their next chunk."""
+    celery.control.revoke(task_ids)
+
+
+def score_pairs(celery: Celery, payload: dict, *, queue: str, timeout: float) -> dict:
+    """Run the score task on `queue` and wait for it; raises celery.exceptions.TimeoutError after `timeout`."""
+    result = celery.send_task(SCORE_TASK, args=[payload], queue=queue)
+    try:
+        return result.get(timeout=timeout, propagate=True)
+    except Exception:
+        celery.control.revoke(result.id)
+        raise
+    finally:
+        result.forget()

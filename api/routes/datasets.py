@@ -1,0 +1,33 @@
+from fastapi import APIRouter, HTTPException, UploadFile, status
+
+from api.dataset_store import DatasetNotFoundError, UploadTooLargeError
+from api.deps import DatasetStoreDep
+from shared.schemas import DatasetInfo
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
+def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
+    """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored."""
+    from workers.pipelines.data_io import DataFormatError
+
+    try:
+        return datasets.save_upload(file.file, filename=file.filename)
+    except UploadTooLargeError as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
+    except DataFormatError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a Kaggle arena CSV: {exc}") from None
+
+
+@router.get("", response_model=list[DatasetInfo])
+def read_datasets(datasets: DatasetStoreDep) -> list[DatasetInfo]:
+    return datasets.list()
+
+
+@router.get("/{dataset_id}", response_model=DatasetInfo)
+def read_dataset(dataset_id: str, datasets: DatasetStoreDep) -> DatasetInfo:
+    try:
+        return datasets.read(dataset_id)
+    except DatasetNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None

@@ -1,0 +1,175 @@
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.responses import FileResponse
+
+from api.dataset_store import DatasetNotFoundError
+from api.deps import CeleryDep, DatasetStoreDep, JobStoreDep, SettingsDep, WorkersDep
+from api.dispatch import (
+    BrokerUnavailableError,
+    new_predict_record,
+    revoke,
+    send_placeholder_job,
+    send_predict_job,
+)
+from shared.job_store import JobNotFoundError
+from shared.schemas import (
+    ID_PATTERN,
+    NAME_PATTERN,
+    JobCreated,
+    JobKind,
+    JobRecord,
+    JobState,
+    JudgeOptions,
+    PredictJobRequest,
+    SynthJobRequest,
+    TrainJobRequest,
+)
+from shared.settings import Settings
+from shared.storage import UnsafePathError, job_output_dir, new_id, resolve_inside, resolve_judge_files
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job id (32 hex digits).")]
+
+
+def _require_dataset(datasets, dataset_id: str | None):
+    if dataset_id is None:
+        return None
+    try:
+        return datasets.read(dataset_id)
+    except DatasetNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+
+
+def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
+    try:
+        resolve_judge_files(
+            settings.SHARED_DIR,
+            settings.judge_model_path,
+            model=request.model,
+            adapter=request.adapter,
+            calibration=request.calibration,
+        )
+    except (FileNotFoundError, UnsafePathError) as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+
+
+def _job_queues(workers) -> list[str]:
+    try:
+        return workers.queues_for_jobs()
+    except BrokerUnavailableError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{exc}; is Redis running?") from None
+
+
+def _read_job(jobs, job_id: str) -> JobRecord:
+    try:
+        return jobs.read(job_id)
+    except JobNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+
+
+def _enqueue_or_fail(jobs, record: JobRecord, send) -> None:
+    try:
+        send()
+    except Exception as exc:
+        jobs.fail(record.id, f"could not enqueue the job: {type(exc).__name__}: {exc}")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"could not enqueue the job ({exc}); is Redis running?"
+        ) from None
+
+
+@router.post("/predict", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+def create_predict_job(
+    request: PredictJobRequest,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    jobs: JobStoreDep,
+    datasets: DatasetStoreDep,
+    workers: WorkersDep,
+) -> JobCreated:
+    """Judge every row of a dataset; the rows are split over the live GPU workers (one shard on a CPU machine)."""
+    dataset = _require_dataset(datasets, request.dataset)
+    check_judge_files(settings, request)
+    record = new_predict_record(new_id(), params=request.model_dump(), rows=dataset.rows, queues=_job_queues(workers))
+    jobs.create(record)
+    _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
+    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+
+
+def _create_placeholder_job(kind: str, params: dict, *, celery, jobs, workers) -> JobCreated:
+    queue = _job_queues(workers)[0]
+    record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()])
+    jobs.create(record)
+    _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record, queue=queue))
+    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+def create_train_job(
+    request: TrainJobRequest, celery: CeleryDep, jobs: JobStoreDep, datasets: DatasetStoreDep, workers: WorkersDep
+) -> JobCreated:
+    """Fine-tune a LoRA judge. Accepted now; the job fails with "not available yet" until the pipeline lands."""
+    _require_dataset(datasets, request.dataset)
+    _require_dataset(datasets, request.validation_dataset)
+    return _create_placeholder_job("train", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+
+
+@router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+def create_synth_job(
+    request: SynthJobRequest, celery: CeleryDep, jobs: JobStoreDep, datasets: DatasetStoreDep, workers: WorkersDep
+) -> JobCreated:
+    """Generate synthetic pairs. Accepted now; the job fails with "not available yet" until the pipeline lands."""
+    _require_dataset(datasets, request.seed_dataset)
+    return _create_placeholder_job("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+
+
+@router.get("", response_model=list[JobRecord])
+def read_jobs(
+    jobs: JobStoreDep,
+    kind: JobKind | None = None,
+    state: JobState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobRecord]:
+    """Newest first, optionally filtered by kind and state."""
+    return jobs.list(kind=kind, state=state, limit=limit)
+
+
+@router.get("/{job_id}", response_model=JobRecord)
+def read_job(job_id: JobId, jobs: JobStoreDep) -> JobRecord:
+    return _read_job(jobs, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobRecord)
+def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep) -> JobRecord:
+    """Cancel a queued or running job: queued tasks are dropped, running shards stop at their next chunk."""
+    record = _read_job(jobs, job_id)
+    if record.terminal:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"job {job_id} is already {record.state}; nothing to cancel"
+        )
+    record = jobs.cancel(job_id)
+    try:
+        revoke(celery, record.task_ids)
+    except Exception:
+        pass  # the record says cancelled: workers check it before and during every step
+    return record
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse)
+def read_job_artifact(
+    job_id: JobId,
+    name: Annotated[str, Path(pattern=NAME_PATTERN, description="An artefact name from the job's `artifacts`.")],
+    jobs: JobStoreDep,
+    settings: SettingsDep,
+) -> FileResponse:
+    """Download one of the job's files (e.g. submission.csv, metrics.json)."""
+    record = _read_job(jobs, job_id)
+    if name not in record.artifacts:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"job {job_id} has no artefact {name!r}; it has {record.artifacts} (state: {record.state})",
+        )
+    path = resolve_inside(job_output_dir(settings.SHARED_DIR, job_id), name)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"artefact {name!r} is listed but missing on disk")
+    return FileResponse(path, filename=name)

@@ -1,0 +1,14 @@
+"""Mounts the resource routers: everything under /v1 needs the API key; /healthz and the docs do not."""
+
+from fastapi import APIRouter, Depends
+
+from api.deps import require_api_key
+from api.routes import datasets, health, jobs, score
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+v1_router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+v1_router.include_router(datasets.router)
+v1_router.include_router(jobs.router)
+v1_router.include_router(score.router)
+api_router.include_router(v1_router)

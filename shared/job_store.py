@@ -1,0 +1,159 @@
+"""Job records as JSON files in SHARED_DIR/jobs/: written by the gateway and the workers, read by GET /v1/jobs.
+
+Records outlive Redis: the broker carries work, these files carry the truth about it. Every change is a
+read-modify-write under a file lock, written atomically; a terminal state (succeeded, failed, cancelled)
+is never left again, so a late shard or a repeated message cannot resurrect a finished job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.schemas import JobRecord, ShardRecord, utc_now
+from shared.storage import atomic_write_text, file_lock, job_record_path
+
+
+class JobNotFoundError(KeyError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"no job {self.job_id!r}; list jobs with GET /v1/jobs"
+
+
+class JobStore:
+    """Read and change job records under `shared_dir/jobs/`.
+
+    Args:
+        shared_dir: the shared storage root (SHARED_DIR).
+    """
+
+    def __init__(self, shared_dir: Path) -> None:
+        self.shared_dir = Path(shared_dir)
+        self.jobs_dir = self.shared_dir / "jobs"
+
+    def _lock_path(self, job_id: str) -> Path:
+        return self.jobs_dir / ".locks" / f"{job_id}.lock"
+
+    def create(self, record: JobRecord) -> JobRecord:
+        path = job_record_path(self.shared_dir, record.id)
+        if path.exists():
+            raise FileExistsError(f"job {record.id} exists already")
+        atomic_write_text(path, record.model_dump_json(indent=1))
+        return record
+
+    def read(self, job_id: str) -> JobRecord:
+        try:
+            return JobRecord.model_validate_json(job_record_path(self.shared_dir, job_id).read_text())
+        except FileNotFoundError:
+            raise JobNotFoundError(job_id) from None
+
+    def list(self, *, kind: str | None = None, state: str | None = None, limit: int = 100) -> list[JobRecord]:
+        """Newest first."""
+        records = []
+        for path in self.jobs_dir.glob("*.json"):
+            try:
+                record = JobRecord.model_validate_json(path.read_text())
+            except (OSError, ValueError):
+                continue  # a record being replaced right now, or not ours
+            if (kind is None or record.kind == kind) and (state is None or record.state == state):
+                records.append(record)
+        records.sort(key=lambda record: record.created_at, reverse=True)
+        return records[:limit]
+
+    def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
+        """Apply `change` to the record in place and store it; a no-op on a terminal record."""
+        with file_lock(self._lock_path(job_id)):
+            record = self.read(job_id)
+            if record.terminal:
+                return record
+            change(record)
+            record.progress.done = sum(shard.done for shard in record.shards) if record.shards else record.progress.done
+            if record.terminal and record.finished_at is None:
+                record.finished_at = utc_now()
+            atomic_write_text(job_record_path(self.shared_dir, job_id), record.model_dump_json(indent=1))
+            return record
+
+    # --- transitions -------------------------------------------------------------------------------------
+
+    def start(self, job_id: str) -> JobRecord:
+        def change(record: JobRecord) -> None:
+            if record.state == "queued":
+                record.state = "running"
+                record.started_at = utc_now()
+
+        return self.update(job_id, change)
+
+    def update_shard(self, job_id: str, index: int, **fields) -> JobRecord:
+        """Set fields of shard `index`; a running shard also marks the job running."""
+
+        def change(record: JobRecord) -> None:
+            shard = _shard(record, index)
+            for name, value in fields.items():
+                setattr(shard, name, value)
+            if fields.get("state") == "running" and record.state == "queued":
+                record.state = "running"
+                record.started_at = utc_now()
+
+        return self.update(job_id, change)
+
+    def fail(self, job_id: str, error: str) -> JobRecord:
+        def change(record: JobRecord) -> None:
+            record.state = "failed"
+            record.error = error
+
+        return self.update(job_id, change)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        def change(record: JobRecord) -> None:
+            record.state = "cancelled"
+            record.error = "cancelled by request"
+            for shard in record.shards:
+                if shard.state in ("queued", "running"):
+                    shard.state = "cancelled"
+
+        return self.update(job_id, change)
+
+    def succeed(self, job_id: str, *, artifacts: list[str], result: dict) -> JobRecord:
+        def change(record: JobRecord) -> None:
+            record.state = "succeeded"
+            record.artifacts = list(artifacts)
+            record.result = dict(result)
+            if record.started_at is None:
+                record.started_at = record.created_at
+
+        return self.update(job_id, change)
+
+
+def _shard(record: JobRecord, index: int) -> ShardRecord:
+    for shard in record.shards:
+        if shard.index == index:
+            return shard
+    raise KeyError(f"job {record.id} has no shard {index}")
+
+
+def predict_queues(active_queues: dict[str, list[str]], *, fallback: str) -> list[str]:
+    """Queues a predict job is split over: every gpu.N queue some worker consumes, else cpu, else `fallback`.
+
+    Args:
+        active_queues: worker name → the queues it consumes (from `inspect().active_queues()`).
+        fallback: the queue used when no worker answers (the job then waits there).
+    """
+    from shared.names import CPU_QUEUE, gpu_index
+
+    consumed = {queue for queues in active_queues.values() for queue in queues}
+    gpu = sorted((queue for queue in consumed if gpu_index(queue) is not None), key=gpu_index)
+    if gpu:
+        return gpu
+    if CPU_QUEUE in consumed:
+        return [CPU_QUEUE]
+    return [fallback]
+
+
+def plan_shards(n_rows: int, queues: list[str]) -> list[tuple[str, int, int]]:
+    """Contiguous (queue, start, stop) row ranges, one per queue (fewer when there are fewer rows), sizes within one."""
+    n_shards = max(1, min(len(queues), n_rows))
+    bounds = [round(index * n_rows / n_shards) for index in range(n_shards + 1)]
+    return [(queues[index], bounds[index], bounds[index + 1]) for index in range(n_shards)]

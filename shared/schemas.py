@@ -1,0 +1,167 @@
+"""Request and result models of the REST API, and the job record stored in SHARED_DIR/jobs/ (both sides)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
+
+JobKind = Literal["predict", "train", "synth"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ShardState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+ID_PATTERN = r"^[0-9a-f]{32}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RELATIVE_PATH_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
+
+ObjectId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+ModelName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+RelativePath = Annotated[str, StringConstraints(pattern=RELATIVE_PATH_PATTERN, max_length=512)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are errors, so a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JudgeOptions(StrictModel):
+    model: ModelName | None = Field(
+        default=None, description="Folder name under SHARED_DIR/models/; default: the embedded SmolLM2-135M-Instruct."
+    )
+    adapter: ModelName | None = Field(
+        default=None, description="PEFT LoRA adapter folder name under SHARED_DIR/adapters/."
+    )
+    calibration: RelativePath | None = Field(
+        default=None,
+        description="Calibration JSON (from `arena calibrate`), relative to SHARED_DIR, under models/ or adapters/;"
+        " e.g. adapters/judge-v1/calibration.json. Default: the raw vote probabilities.",
+    )
+    tta: bool = Field(default=True, description="Also judge with the responses swapped and average both orders.")
+
+
+class PredictJobRequest(JudgeOptions):
+    dataset: ObjectId = Field(description="Id of an uploaded dataset (POST /v1/datasets).")
+
+
+class TrainJobRequest(StrictModel):
+    dataset: ObjectId = Field(description="Id of an uploaded labelled dataset.")
+    validation_dataset: ObjectId | None = Field(default=None, description="Labelled dataset for validation.")
+    model: ModelName | None = Field(default=None, description="Base model folder name under SHARED_DIR/models/.")
+    adapter_name: ModelName | None = Field(default=None, description="Name of the adapter folder to create.")
+    epochs: float = Field(default=2.0, gt=0, le=50, description="Passes over the training rows (both orders).")
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1)
+    lora_rank: int = Field(default=16, ge=1, le=256)
+    max_length: int = Field(default=512, ge=64, le=32768, description="Token budget of one training example.")
+
+
+class SynthJobRequest(StrictModel):
+    rows: int = Field(ge=1, le=1_000_000, description="Synthetic pairs to generate.")
+    seed_dataset: ObjectId | None = Field(default=None, description="Dataset whose prompts seed the generation.")
+    model: ModelName | None = Field(default=None, description="Generator model folder name under SHARED_DIR/models/.")
+    seed: int = Field(default=0, ge=0)
+
+
+class ScorePair(StrictModel):
+    id: str | None = Field(default=None, max_length=128, description="Echoed back; defaults to the pair's position.")
+    prompt: list[str] | str = Field(description="The user turn(s).")
+    response_a: list[str] | str = Field(description="Assistant A's turn(s).")
+    response_b: list[str] | str = Field(description="Assistant B's turn(s).")
+
+
+class ScoreRequest(JudgeOptions):
+    pairs: list[ScorePair] = Field(min_length=1, description="A few pairs (at most SCORE_MAX_PAIRS).")
+
+
+class PairProbabilities(BaseModel):
+    id: str
+    winner_model_a: float
+    winner_model_b: float
+    winner_tie: float
+
+
+class ScoreResponse(BaseModel):
+    probabilities: list[PairProbabilities]
+    seconds: float
+    judge: dict
+
+
+class DatasetInfo(BaseModel):
+    id: str
+    name: str = Field(description="The uploaded file's name.")
+    rows: int
+    labelled: bool = Field(description="True when winner_model_a/winner_model_b/winner_tie are present.")
+    bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    kind: JobKind
+    state: JobState
+
+
+class Progress(BaseModel):
+    done: int = 0
+    total: int = 0
+
+
+class ShardRecord(BaseModel):
+    index: int
+    queue: str
+    start: int = Field(description="First row (0-based) of the dataset in this shard.")
+    stop: int = Field(description="One past the last row.")
+    task_id: str
+    state: ShardState = "queued"
+    done: int = 0
+    attempts: int = 0
+    worker: str | None = None
+    error: str | None = None
+
+
+class JobRecord(BaseModel):
+    """One job, as stored in SHARED_DIR/jobs/<id>.json: the source of truth for GET /v1/jobs."""
+
+    id: str
+    kind: JobKind
+    state: JobState = "queued"
+    params: dict = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress = Field(default_factory=Progress)
+    shards: list[ShardRecord] = Field(default_factory=list)
+    task_ids: list[str] = Field(default_factory=list, description="Every Celery task id of the job (for cancel).")
+    error: str | None = None
+    artifacts: list[str] = Field(default_factory=list, description="File names under GET .../artifacts/{name}.")
+    result: dict = Field(default_factory=dict)
+
+    @computed_field
+    @property
+    def timings(self) -> dict:
+        def seconds(start: datetime | None, end: datetime | None) -> float | None:
+            return None if start is None or end is None else round((end - start).total_seconds(), 3)
+
+        return {
+            "queued_seconds": seconds(self.created_at, self.started_at),
+            "run_seconds": seconds(self.started_at, self.finished_at),
+            "total_seconds": seconds(self.created_at, self.finished_at),
+        }
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    gateway: str = "ok"
+    broker: str
+    workers: dict[str, list[str]] = Field(description="Worker name → queues it consumes.")

@@ -1,0 +1,91 @@
+"""compose/: the file validates with docker-compose (1.x from PyPI, offline) and has the shape the stack needs."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.settings import REPO_ROOT
+
+COMPOSE_DIR = REPO_ROOT / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
+
+
+def docker_compose() -> str:
+    local = REPO_ROOT / "var" / "tools" / "compose-venv" / "bin" / "docker-compose"
+    found = str(local) if local.exists() else shutil.which("docker-compose")
+    if found is None:
+        pytest.skip("docker-compose not installed: run scripts/setup_compose_check.sh (PyPI, ~1 min)")
+    return found
+
+
+def run_config(compose_file: Path, **env) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key != "API_KEY"} | env
+    return subprocess.run(
+        [docker_compose(), "-f", str(compose_file), "config", "-q"], capture_output=True, text=True, env=environment
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def test_compose_file_validates():
+    result = run_config(COMPOSE_FILE, API_KEY="k")
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_fails_fast_without_an_api_key():
+    result = run_config(COMPOSE_FILE)
+    assert result.returncode != 0
+    assert "API_KEY" in result.stderr
+
+
+def test_the_validator_catches_a_bad_key(tmp_path, compose):
+    broken = dict(
+        compose, services={**compose["services"], "redis": {**compose["services"]["redis"], "helthcheck": {}}}
+    )
+    (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
+    result = run_config(tmp_path / "docker-compose.yml", API_KEY="k")
+    assert result.returncode != 0 and "helthcheck" in result.stderr
+
+
+def test_services_and_profiles(compose):
+    services = compose["services"]
+    assert set(services) >= {"redis", "api", "worker-gpu0", "worker-gpu1", "worker-cpu", "flower"}
+    assert "--appendonly" in services["redis"]["command"] and "healthcheck" in services["redis"]
+    assert services["api"]["environment"]["API_KEY"].startswith("${API_KEY:?")
+    for name in ("api", "flower", "worker-gpu0", "worker-gpu1", "worker-cpu"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+    assert services["worker-cpu"]["profiles"] == ["cpu"]
+    for index in (0, 1):
+        worker = services[f"worker-gpu{index}"]
+        assert worker["profiles"] == ["gpu"]
+        assert worker["command"][-1] == f"gpu.{index}"
+        [device] = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert device["device_ids"] == [str(index)] and device["capabilities"] == ["gpu"]
+    assert services["flower"]["ports"] == ["${FLOWER_PORT:-5555}:5555"]
+    for name in ("api", "worker-gpu0", "worker-cpu"):
+        assert "shared:/shared" in services[name]["volumes"]
+
+
+def test_dockerfiles_and_start_scripts():
+    for dockerfile in ("Dockerfile.api", "Dockerfile.worker-gpu", "Dockerfile.worker-cpu"):
+        text = (COMPOSE_DIR / dockerfile).read_text()
+        for line in text.splitlines():
+            if line.startswith("COPY "):
+                for source in line.split()[1:-1]:
+                    assert (REPO_ROOT / source).exists(), f"{dockerfile}: COPY {source} does not exist"
+    api_requirements = [
+        line.split("#")[0].strip().lower() for line in (REPO_ROOT / "requirements" / "api.txt").read_text().splitlines()
+    ]
+    assert not [line for line in api_requirements if line.startswith(("torch", "vllm", "transformers"))]
+    for script in ("start-api.sh", "start-worker.sh", "start-flower.sh"):
+        assert os.access(COMPOSE_DIR / script, os.X_OK), script
+    start_worker = (COMPOSE_DIR / "start-worker.sh").read_text()
+    for flag in ("--pool=solo", "--concurrency=1", "-E"):
+        assert flag in start_worker

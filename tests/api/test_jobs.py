@@ -1,0 +1,172 @@
+import json
+
+import pytest
+
+from shared.job_store import JobStore
+from shared.schemas import JobRecord
+from shared.storage import job_output_dir
+from tests.api.arena_rows import arena_csv
+from tests.api.conftest import snapshot
+
+
+@pytest.fixture
+def dataset_id(client) -> str:
+    return client.post("/v1/datasets", files={"file": ("pairs.csv", arena_csv(3), "text/csv")}).json()["id"]
+
+
+def test_predict_job_is_queued_with_one_shard_when_no_worker_answers(client, dataset_id, settings):
+    response = client.post("/v1/jobs/predict", json={"dataset": dataset_id})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["state"] == "queued" and job["kind"] == "predict"
+    assert job["progress"] == {"done": 0, "total": 3}
+    assert [(shard["queue"], shard["start"], shard["stop"]) for shard in job["shards"]] == [
+        (settings.FALLBACK_QUEUE, 0, 3)
+    ]
+    assert job["params"] == {"dataset": dataset_id, "model": None, "adapter": None, "calibration": None, "tta": True}
+    assert (settings.SHARED_DIR / "jobs" / f"{job_id}.json").is_file()
+
+
+def test_cancel_a_queued_job(client, dataset_id):
+    job_id = client.post("/v1/jobs/predict", json={"dataset": dataset_id}).json()["job_id"]
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["state"] == "cancelled"
+    assert cancelled.json()["timings"]["total_seconds"] is not None
+    again = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+
+
+def test_list_jobs_filters(client, dataset_id):
+    predict_id = client.post("/v1/jobs/predict", json={"dataset": dataset_id}).json()["job_id"]
+    train_id = client.post("/v1/jobs/train", json={"dataset": dataset_id, "epochs": 1}).json()["job_id"]
+    synth_id = client.post("/v1/jobs/synth", json={"rows": 10}).json()["job_id"]
+    client.post(f"/v1/jobs/{predict_id}/cancel")
+    assert [job["id"] for job in client.get("/v1/jobs").json()] == [synth_id, train_id, predict_id]
+    assert [job["id"] for job in client.get("/v1/jobs", params={"kind": "train"}).json()] == [train_id]
+    assert [job["id"] for job in client.get("/v1/jobs", params={"state": "cancelled"}).json()] == [predict_id]
+    assert client.get("/v1/jobs", params={"state": "exploded"}).status_code == 422
+    assert client.get("/v1/jobs", params={"kind": "bake"}).status_code == 422
+
+
+BAD_PREDICT_BODIES = {
+    "unknown-dataset": ({"dataset": "0" * 32}, 404, "no dataset"),
+    "malformed-dataset-id": ({"dataset": "../../etc"}, 422, "dataset"),
+    "missing-dataset": ({}, 422, "dataset"),
+    "unknown-model": ({"model": "no-such-model"}, 422, "not found"),
+    "model-path-trick": ({"model": "../datasets"}, 422, "model"),
+    "absolute-model": ({"model": "/etc"}, 422, "model"),
+    "unknown-adapter": ({"adapter": "judge-v9"}, 422, "adapter"),
+    "calibration-escape": ({"calibration": "models/../../../etc/passwd"}, 422, "calibration"),
+    "calibration-outside": ({"calibration": "jobs/x.json"}, 422, "models/ or adapters/"),
+    "calibration-missing": ({"calibration": "models/none.json"}, 422, "not found"),
+    "typo-field": ({"ttaa": False}, 422, "ttaa"),
+    "tta-not-bool": ({"tta": "maybe"}, 422, "tta"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PREDICT_BODIES)
+def test_bad_predict_requests_are_4xx_and_store_nothing(client, dataset_id, settings, case):
+    body, status_code, expected = BAD_PREDICT_BODIES[case]
+    body = {"dataset": dataset_id, **body} if "dataset" not in body and case != "missing-dataset" else body
+    before = snapshot(settings.SHARED_DIR)
+    response = client.post("/v1/jobs/predict", json=body)
+    assert response.status_code == status_code, response.text
+    assert expected in json.dumps(response.json()["detail"])
+    assert snapshot(settings.SHARED_DIR) == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b"null", b'"dataset"', b""],
+    ids=["broken", "list", "null", "string", "empty"],
+)
+def test_bad_json_bodies_are_422(client, content, settings):
+    before = snapshot(settings.SHARED_DIR)
+    for path in ("/v1/jobs/predict", "/v1/jobs/train", "/v1/jobs/synth", "/v1/score"):
+        response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+    assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_bad_train_and_synth_parameters(client, dataset_id):
+    assert client.post("/v1/jobs/train", json={"dataset": "f" * 32}).status_code == 404
+    assert client.post("/v1/jobs/train", json={"dataset": dataset_id, "epochs": -1}).status_code == 422
+    assert client.post("/v1/jobs/train", json={"dataset": dataset_id, "lora_rank": "big"}).status_code == 422
+    assert client.post("/v1/jobs/synth", json={"rows": 0}).status_code == 422
+    assert client.post("/v1/jobs/synth", json={"rows": 5, "seed_dataset": "e" * 32}).status_code == 404
+
+
+@pytest.mark.parametrize("job_id", ["0" * 32])
+def test_unknown_job_is_404(client, job_id):
+    for method, path in [("get", ""), ("post", "/cancel"), ("get", "/artifacts/submission.csv")]:
+        response = getattr(client, method)(f"/v1/jobs/{job_id}{path}")
+        assert response.status_code == 404, (path, response.text)
+        assert "no job" in response.json()["detail"]
+
+
+def test_malformed_job_id_is_422(client):
+    assert client.get("/v1/jobs/not-a-job").status_code == 422
+
+
+@pytest.fixture
+def finished_job(settings) -> str:
+    """A succeeded job record with one artefact, and a file beside the job folder that must stay unreachable."""
+    job_id = "a" * 32
+    store = JobStore(settings.SHARED_DIR)
+    store.create(JobRecord(id=job_id, kind="predict"))
+    output_dir = job_output_dir(settings.SHARED_DIR, job_id)
+    output_dir.mkdir(parents=True)
+    (output_dir / "submission.csv").write_text("id,winner_model_a,winner_model_b,winner_tie\n1,0.4,0.4,0.2\n")
+    (settings.SHARED_DIR / "submissions" / "secret.txt").write_text("not yours")
+    store.succeed(job_id, artifacts=["submission.csv"], result={})
+    return job_id
+
+
+def test_download_an_artifact(client, finished_job):
+    response = client.get(f"/v1/jobs/{finished_job}/artifacts/submission.csv")
+    assert response.status_code == 200
+    assert response.text.startswith("id,winner_model_a")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "..%2Fsecret.txt",
+        "%2E%2E%2Fsecret.txt",
+        "%2E%2E",
+        "...",
+        ".hidden",
+        "shards",
+        "metrics.json",
+        "%2Fetc%2Fpasswd",
+        "..%5Csecret.txt",
+        "submission.csv%00.txt",
+    ],
+)
+def test_artifact_path_tricks_are_4xx(client, finished_job, name):
+    response = client.get(f"/v1/jobs/{finished_job}/artifacts/{name}")
+    assert 400 <= response.status_code < 500, (name, response.status_code)
+    assert "not yours" not in response.text
+
+
+def test_score_limits_and_no_worker(client, settings):
+    pair = {"prompt": "Hi?", "response_a": "Hello!", "response_b": ["Hey."]}
+    too_many = client.post("/v1/score", json={"pairs": [pair] * (settings.SCORE_MAX_PAIRS + 1)})
+    assert too_many.status_code == 422 and "SCORE_MAX_PAIRS" in too_many.json()["detail"]
+    assert client.post("/v1/score", json={"pairs": []}).status_code == 422
+    assert client.post("/v1/score", json={"pairs": [{"prompt": "Hi?"}]}).status_code == 422
+    assert client.post("/v1/score", json={"pairs": [pair], "model": "nope"}).status_code == 422
+    no_worker = client.post("/v1/score", json={"pairs": [pair]})
+    assert no_worker.status_code == 503 and "no worker" in no_worker.json()["detail"]
+
+
+def test_gateway_imports_no_model_code():
+    import subprocess
+    import sys
+
+    heavy = ("torch", "vllm", "transformers", "sklearn", "workers.pipelines.predict")
+    code = f"import sys; import api.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

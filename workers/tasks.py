@@ -1,0 +1,74 @@
+"""Celery tasks: thin views over workers/pipelines/jobs.py (parse the message, call the step, report).
+
+Names come from shared/names.py; the gateway sends these tasks by name and never imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.job_store import JobStore
+from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.settings import get_settings
+from workers.celery_app import app
+from workers.pipelines import jobs
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=PREDICT_SHARD_TASK, bind=True, max_retries=None)
+def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
+    """Judge one shard of a predict job; retried on unexpected errors, failing the job once retries run out."""
+    settings = get_settings()
+    store = JobStore(settings.SHARED_DIR)
+    attempt = self.request.retries
+    try:
+        return jobs.run_predict_shard(
+            settings, job_id=job_id, shard_index=shard_index, worker=self.request.hostname, attempt=attempt
+        )
+    except jobs.JobCancelledError as exc:
+        store.update_shard(job_id, shard_index, state="cancelled")
+        return {"shard": shard_index, "cancelled": str(exc)}
+    except jobs.user_errors() as exc:
+        store.update_shard(job_id, shard_index, state="failed", error=str(exc))
+        store.fail(job_id, f"shard {shard_index}: {exc}")
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempt < settings.SHARD_MAX_RETRIES:
+            log.warning("job %s shard %s attempt %s failed (%s); retrying", job_id, shard_index, attempt + 1, reason)
+            store.update_shard(job_id, shard_index, state="queued", error=reason)
+            raise self.retry(exc=exc, countdown=settings.SHARD_RETRY_DELAY_S) from None
+        store.update_shard(job_id, shard_index, state="failed", error=reason)
+        store.fail(job_id, f"shard {shard_index} failed after {attempt + 1} attempts: {reason}")
+        raise
+
+
+@app.task(name=PREDICT_ASSEMBLE_TASK, bind=True)
+def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
+    """Chord callback: merge the shards into the job's submission.csv."""
+    settings = get_settings()
+    try:
+        return jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=shard_summaries)
+    except Exception as exc:
+        JobStore(settings.SHARED_DIR).fail(job_id, f"assembling the submission failed: {type(exc).__name__}: {exc}")
+        raise
+
+
+@app.task(name=SCORE_TASK)
+def score(payload: dict) -> dict:
+    """Score a few inline pairs; errors in the request come back as {"error": ...} for the gateway's 4xx."""
+    try:
+        return jobs.run_score(get_settings(), payload)
+    except jobs.user_errors() as exc:
+        return {"error": str(exc)}
+
+
+@app.task(name=TRAIN_TASK)
+def train(*, job_id: str) -> None:
+    jobs.run_not_available(get_settings(), job_id=job_id, kind="train")
+
+
+@app.task(name=SYNTH_TASK)
+def synth(*, job_id: str) -> None:
+    jobs.run_not_available(get_settings(), job_id=job_id, kind="synth")
