@@ -9,4 +9,4 @@ python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "cython<3" wheel setuptools
 "$VENV/bin/pip" install -q --no-build-isolation pyyaml==5.4.1
 "$VENV/bin/pip" install -q docker-compose==1.29.2
-"$VENV/bin/docker-compose" version | head -1
+"$VENV/bin/docker-compose" version --short
