@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from api.dataset_store import DatasetStore
 from api.dispatch import WorkerDirectory
+from api.idempotency import IdempotencyStore
 from shared.job_store import JobStore
 from shared.settings import Settings
 
@@ -35,11 +36,16 @@ def get_workers(request: Request) -> WorkerDirectory:
     return request.app.state.workers
 
 
+def get_idempotency(request: Request) -> IdempotencyStore:
+    return request.app.state.idempotency
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 DatasetStoreDep = Annotated[DatasetStore, Depends(get_dataset_store)]
 WorkersDep = Annotated[WorkerDirectory, Depends(get_workers)]
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API_KEY>")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API_KEY>")

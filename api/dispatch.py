@@ -32,11 +32,15 @@ class WorkerDirectory:
         cache_seconds: how long one answer is reused.
     """
 
-    def __init__(self, celery: Celery, settings: Settings, *, cache_seconds: float = 5.0) -> None:
+    def __init__(
+        self, celery: Celery, settings: Settings, *, cache_seconds: float = 5.0, remember_seconds: float = 600.0
+    ) -> None:
         self.celery = celery
         self.settings = settings
         self.cache_seconds = cache_seconds
+        self.remember_seconds = remember_seconds
         self._cached: tuple[float, dict[str, list[str]]] | None = None
+        self._last_seen: tuple[float, dict[str, list[str]]] | None = None
 
     def active_queues(self, *, fresh: bool = False) -> dict[str, list[str]]:
         """Worker name → queue names; {} when none answers."""
@@ -50,7 +54,19 @@ class WorkerDirectory:
             ) from exc
         workers = {worker: sorted(queue["name"] for queue in queues) for worker, queues in replies.items()}
         self._cached = (time.monotonic(), workers)
+        if workers:
+            self._last_seen = self._cached
         return workers
+
+    def recently_seen(self) -> dict[str, list[str]]:
+        """The last non-empty answer, if younger than `remember_seconds`, else {}.
+
+        A solo-pool worker busy with a task cannot answer a broadcast: silence right after it answered means
+        busy, not gone, and its queue still takes work.
+        """
+        if self._last_seen and time.monotonic() - self._last_seen[0] < self.remember_seconds:
+            return self._last_seen[1]
+        return {}
 
     def queues_for_jobs(self) -> list[str]:
         return predict_queues(self.active_queues(fresh=True), fallback=self.settings.FALLBACK_QUEUE)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request, status
+import logging
+
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dataset_store import DatasetStore
 from api.dispatch import WorkerDirectory
+from api.idempotency import IdempotencyStore
 from api.routes.main import api_router
 from shared.celery_config import make_celery
 from shared.job_store import JobStore
 from shared.settings import Settings, get_settings
 from shared.storage import ensure_layout
+
+log = logging.getLogger(__name__)
 
 # Multipart framing around the file: the cap is checked again byte by byte while the file is copied.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -19,6 +25,49 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 class MissingApiKeyError(RuntimeError):
     pass
+
+
+class BodySizeLimit:
+    """Refuse request bodies over their cap: multipart uploads MAX_UPLOAD_BYTES, any other body MAX_REQUEST_BYTES.
+
+    A declared Content-Length over the cap is refused before anything is read; a body without one (chunked) is
+    counted as it streams in and refused (413) the moment it passes the cap, so nothing big is ever buffered.
+    """
+
+    def __init__(self, app: ASGIApp, *, upload_bytes: int, request_bytes: int) -> None:
+        self.app = app
+        self.upload_bytes = upload_bytes
+        self.request_bytes = request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        if headers.get("content-type", "").startswith("multipart/form-data"):
+            cap, setting = self.upload_bytes + MULTIPART_OVERHEAD_BYTES, "MAX_UPLOAD_BYTES"
+            hint = "split the file"
+        else:
+            cap, setting, hint = self.request_bytes, "MAX_REQUEST_BYTES", "send less, or upload a dataset instead"
+        detail = f"the request body exceeds the {cap:,}-byte cap ({setting}); {hint}"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            response = JSONResponse({"detail": detail}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    # FastAPI re-raises HTTPExceptions from body parsing: the client gets this 413.
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=detail)
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,21 +94,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_store = JobStore(settings.SHARED_DIR)
     app.state.dataset_store = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
     app.state.workers = WorkerDirectory(celery, settings)
+    app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)
 
-    @app.middleware("http")
-    async def refuse_oversized_uploads(request: Request, call_next):
-        # Refuse before the body is read when the client announces its size (it usually does).
-        declared = request.headers.get("content-length")
-        if request.method == "POST" and declared and declared.isdigit():
-            if int(declared) > settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD_BYTES:
-                return JSONResponse(
-                    {
-                        "detail": f"the request body ({int(declared):,} bytes) exceeds the"
-                        f" {settings.MAX_UPLOAD_BYTES:,}-byte cap (MAX_UPLOAD_BYTES); split the file"
-                    },
-                    status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-                )
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, upload_bytes=settings.MAX_UPLOAD_BYTES, request_bytes=settings.MAX_REQUEST_BYTES)
+    if settings.CORS_ALLOW_ORIGINS:  # off unless configured: no browser on another origin may call the API
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ALLOW_ORIGINS,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
+        )
+
+    @app.exception_handler(Exception)
+    async def hide_internal_errors(request: Request, exc: Exception) -> JSONResponse:
+        # The log keeps the traceback; the client gets neither the trace nor host paths, only where to look.
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the gateway log has the details"},
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
 
     app.include_router(api_router)
     return app

@@ -7,6 +7,7 @@ Prints one JSON object. Needs the worker environment (`make setup`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -49,6 +50,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--pairs", type=int, default=24)
     parser.add_argument("--offset", type=int, default=100, help="first row used (skips warm rows of other runs)")
+    parser.add_argument(
+        "--min-prefix-tokens",
+        type=int,
+        default=0,
+        help="only pairs whose conversation prefix has at least this many tokens (e.g. 800 for Kaggle-length rows)",
+    )
     parser.add_argument("--with-transformers", action="store_true", help="also time the transformers engine")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -57,7 +64,14 @@ def main() -> None:
     from workers.pipelines.data_io import read_arena_csv
 
     settings = get_settings()
-    pairs = read_arena_csv(args.data).pairs[args.offset : args.offset + args.pairs]
+    candidates = read_arena_csv(args.data).pairs[args.offset :]
+    if args.min_prefix_tokens:
+        from workers.pipelines.engines import load_tokenizer
+        from workers.pipelines.prompts import JudgePromptBuilder
+
+        builder = JudgePromptBuilder(load_tokenizer(settings.judge_model_path), max_model_len=settings.MAX_MODEL_LEN)
+        candidates = (pair for pair in candidates if len(builder.build(pair).prefixes[0]) >= args.min_prefix_tokens)
+    pairs = list(itertools.islice(candidates, args.pairs))
     runs = [
         run_engine(settings, pairs, engine_kind="vllm", prefix_cache=True),
         run_engine(settings, pairs, engine_kind="vllm", prefix_cache=False),
@@ -67,6 +81,7 @@ def main() -> None:
     cached, uncached = runs[0], runs[1]
     report = {
         "pairs": len(pairs),
+        "min_prefix_tokens": args.min_prefix_tokens,
         "criteria": 5,
         "orders": 2,
         "max_model_len": settings.MAX_MODEL_LEN,

@@ -14,7 +14,7 @@ def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, 
     """A Celery app on Redis (broker and result backend) with the declared queues gpu.0 … gpu.N and cpu.
 
     Args:
-        settings: REDIS_URL, REDIS_KEY_PREFIX, GPU_QUEUE_COUNT and JOB_TIME_LIMIT_S are read.
+        settings: REDIS_URL, REDIS_KEY_PREFIX, GPU_QUEUE_COUNT, JOB_TIME_LIMIT_S and BROKER_* are read.
         name: the app's main name.
         include: task modules a worker imports (the gateway passes none).
 
@@ -22,9 +22,16 @@ def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, 
         The configured app.
     """
     app = Celery(name, broker=settings.REDIS_URL, backend=settings.REDIS_URL, include=list(include))
-    # acks_late: a message is only acknowledged after its task ran; Redis redelivers an unacknowledged one after
-    # the visibility timeout, so that timeout must exceed the longest job or a running shard is started twice.
-    transport_options = {"visibility_timeout": settings.JOB_TIME_LIMIT_S + 3600}
+    # acks_late: a message is only acknowledged after its task ran; Redis redelivers an unacknowledged one (its
+    # worker died) after the visibility timeout, so that timeout must exceed the longest job (JOB_TIME_LIMIT_S,
+    # enforced between chunks) or a running shard is started twice. Idle workers sweep for such messages every
+    # BROKER_RESTORE_INTERVAL_S (kombu's default sweep is every 100 s).
+    visibility_timeout = settings.BROKER_VISIBILITY_TIMEOUT_S or settings.JOB_TIME_LIMIT_S + 3600
+    transport_options = {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": settings.BROKER_RESTORE_INTERVAL_S,
+        "unacked_restore_throttle": 1,
+    }
     if settings.REDIS_KEY_PREFIX:
         transport_options["global_keyprefix"] = settings.REDIS_KEY_PREFIX
     queue_names = [*settings.gpu_queues, CPU_QUEUE]

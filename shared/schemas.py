@@ -36,7 +36,9 @@ class JudgeOptions(StrictModel):
         default=None, description="Folder name under SHARED_DIR/models/; default: the embedded SmolLM2-135M-Instruct."
     )
     adapter: ModelName | None = Field(
-        default=None, description="PEFT LoRA adapter folder name under SHARED_DIR/adapters/."
+        default=None,
+        description="Adapter folder name under SHARED_DIR/adapters/: a judge from the train job (GET /v1/adapters;"
+        " its own calibration.json applies unless `calibration` is given) or a causal-LM LoRA that changes the votes.",
     )
     calibration: RelativePath | None = Field(
         default=None,
@@ -48,6 +50,17 @@ class JudgeOptions(StrictModel):
 
 class PredictJobRequest(JudgeOptions):
     dataset: ObjectId = Field(description="Id of an uploaded dataset (POST /v1/datasets).")
+    time_limit_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail the job when it runs longer than this (checked between chunks); at most, and by default,"
+        " the server's JOB_TIME_LIMIT_S.",
+    )
+
+
+class WeightedDataset(StrictModel):
+    dataset: ObjectId = Field(description="Id of an uploaded labelled dataset.")
+    weight: float = Field(default=1.0, gt=0, le=100, description="Loss weight of its rows (e.g. 0.5 for synthetic).")
 
 
 class TrainJobRequest(StrictModel):
@@ -59,6 +72,29 @@ class TrainJobRequest(StrictModel):
     learning_rate: float = Field(default=2e-4, gt=0, lt=1)
     lora_rank: int = Field(default=16, ge=1, le=256)
     max_length: int = Field(default=512, ge=64, le=32768, description="Token budget of one training example.")
+    # Added with the train pipeline (issue 4); every field has a default, so earlier requests stay valid.
+    extra_datasets: list[WeightedDataset] = Field(
+        default_factory=list, description="More labelled datasets (e.g. synthetic pairs) with a loss weight each."
+    )
+    lora_alpha: int = Field(default=32, ge=1, le=1024, description="LoRA alpha (scale = alpha / rank).")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="Modules that get LoRA."
+    )
+    lora_top_layers: int | None = Field(
+        default=None, ge=1, description="LoRA on the top N decoder layers only (a much cheaper backward pass)."
+    )
+    batch_size: int = Field(default=4, ge=1, le=256)
+    grad_accum: int = Field(default=1, ge=1, le=256, description="Forward passes per optimizer step.")
+    seed: int = Field(default=0, ge=0)
+    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    time_budget_min: float | None = Field(
+        default=None, gt=0, description="Stop training after this many minutes and publish the best adapter so far."
+    )
+    val_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of prompts held out for validation (without validation_dataset)."
+    )
+    max_val_rows: int | None = Field(default=None, ge=1, description="Cap on validation rows (evaluation cost).")
 
 
 class SynthJobRequest(StrictModel):
@@ -158,6 +194,29 @@ class JobRecord(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+
+class AdapterInfo(BaseModel):
+    """A trained adapter in SHARED_DIR/adapters/<name>/ and its validation figures (from its metrics.json)."""
+
+    name: str
+    task_type: str | None = Field(description="PEFT task type: SEQ_CLS for a judge from the train job.")
+    base_model: str | None = None
+    complete: bool = Field(
+        description="True once training wrote metrics.json; False while it trains (or for a hand-copied adapter)."
+    )
+    val_log_loss: float | None = Field(default=None, description="Raw adapter, both orders averaged.")
+    val_accuracy: float | None = None
+    calibrated_val_log_loss: float | None = Field(
+        default=None, description="Its calibrator (adapter + length features), grouped cross-validation."
+    )
+    val_rows: int | None = None
+    train_rows: int | None = None
+    steps: int | None = None
+    calibration: str | None = Field(
+        default=None, description="Its calibration file, relative to SHARED_DIR (the predict job's `calibration`)."
+    )
+    modified_at: datetime
 
 
 class Health(BaseModel):

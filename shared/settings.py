@@ -72,7 +72,10 @@ class Settings(BaseSettings):
         default="cpu", description="Queue for jobs submitted while no worker answers (gpu.0 on a GPU deployment)."
     )
     JOB_TIME_LIMIT_S: int = Field(
-        default=6 * 3600, ge=60, description="Longest job expected; the broker's visibility timeout is set above it."
+        default=6 * 3600,
+        ge=60,
+        description="Longest a job may run (a request may ask for less): checked between chunks, the job fails"
+        " past it. The broker's visibility timeout is set above it.",
     )
     MAX_UPLOAD_BYTES: int = Field(default=200 * 1024 * 1024, ge=1024, description="Size cap of one dataset upload.")
     SCORE_TIMEOUT_S: float = Field(
@@ -85,6 +88,23 @@ class Settings(BaseSettings):
     SHARD_RETRY_DELAY_S: float = Field(default=10.0, ge=0, description="Wait before a failed shard is retried.")
     INSPECT_TIMEOUT_S: float = Field(
         default=1.0, gt=0, description="How long the gateway waits for workers to answer a ping/inspect broadcast."
+    )
+    BROKER_VISIBILITY_TIMEOUT_S: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds before Redis hands an unacknowledged task (its worker died) to another worker. Unset:"
+        " JOB_TIME_LIMIT_S + 1 h. Shorter than a running shard, and that shard would be started twice.",
+    )
+    BROKER_RESTORE_INTERVAL_S: int = Field(
+        default=60, ge=1, description="How often idle workers look for tasks whose worker died (see above)."
+    )
+    MAX_REQUEST_BYTES: int = Field(
+        default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
+    )
+    CORS_ALLOW_ORIGINS: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API (JSON list, e.g. ["https://ui.example"]). Empty: CORS'
+        " off, browsers on other origins are refused.",
     )
 
     @property

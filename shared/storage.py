@@ -150,8 +150,10 @@ def resolve_judge_files(
     else:
         model_dir = resolve_inside(shared_dir / "models", model)
     if not (model_dir / "config.json").is_file():
+        # Named, never shown as a host path: this message reaches API clients.
+        what = f"model {model!r}" if model else f"the default judge model ({model_dir.name}, MODEL_PATH)"
         raise FileNotFoundError(
-            f"model {model or str(model_dir)!r} not found: no config.json in {model_dir.name}/; available under"
+            f"{what} not found: no config.json in {model_dir.name}/; available under"
             f" models/: {available(shared_dir / 'models', 'config.json')} (the default model needs `make setup`)"
         )
     adapter_dir = None

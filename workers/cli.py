@@ -25,7 +25,7 @@ def _progress_bar(total: int, description: str):
     return update
 
 
-def _open_judge(args, settings, *, enable_prefix_caching: bool = True):
+def _open_judge(args, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
     from workers.pipelines.predict import Judge
 
     return Judge.open(
@@ -34,15 +34,16 @@ def _open_judge(args, settings, *, enable_prefix_caching: bool = True):
         adapter_dir=args.adapter,
         engine_kind=args.engine,
         enable_prefix_caching=enable_prefix_caching,
+        with_votes=with_votes or args.with_votes,
     )
 
 
-def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = True):
+def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
     from workers.pipelines.predict import load_votes
 
     if getattr(args, "votes", None):
         return load_votes(args.votes, dataset.ids), None
-    judge = _open_judge(args, settings, enable_prefix_caching=enable_prefix_caching)
+    judge = _open_judge(args, settings, enable_prefix_caching=enable_prefix_caching, with_votes=with_votes)
     try:
         result = judge.judge(dataset.pairs, tta=args.tta, on_progress=_progress_bar(len(dataset), "judging"))
     finally:
@@ -52,28 +53,45 @@ def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = Tru
 
 def command_predict(args, settings) -> dict:
     from workers.pipelines.calibration import Calibrator
+    from workers.pipelines.classifier import adapter_calibration_path, is_classifier_adapter
     from workers.pipelines.data_io import read_arena_csv
-    from workers.pipelines.predict import Prediction, save_votes, write_prediction
+    from workers.pipelines.predict import Prediction, calibrated_probabilities, save_votes, write_prediction
 
     dataset = read_arena_csv(args.input).head(args.limit)
-    calibrator = Calibrator.load(args.calibration) if args.calibration else None
+    # A classifier adapter from `arena train` carries its own calibrator; --calibration overrides it.
+    calibration_path = args.calibration or (None if args.raw else adapter_calibration_path(args.adapter))
+    calibrator = Calibrator.load(calibration_path) if calibration_path else None
     if calibrator is not None and calibrator.n_orders != (2 if args.tta else 1):
         # Fail before spending minutes on judging.
         hint = "drop --no-tta" if calibrator.n_orders == 2 else "pass --no-tta"
-        raise ValueError(f"{args.calibration} was fitted with {calibrator.n_orders} order(s) per pair; {hint}")
-    result, description = _judge_or_load(args, dataset, settings, enable_prefix_caching=args.prefix_cache)
-    probabilities = (
-        result.raw_probabilities if calibrator is None else calibrator.predict(result.vote_logprobs, dataset.pairs)
+        raise ValueError(f"{calibration_path} was fitted with {calibrator.n_orders} order(s) per pair; {hint}")
+    if calibrator is not None and calibrator.needs_adapter and not is_classifier_adapter(args.adapter):
+        raise ValueError(
+            f"{calibration_path} stacks a trained classifier adapter; pass --adapter DIR (the adapter it was"
+            " fitted with)"
+        )
+    with_votes = calibrator is not None and calibrator.needs_votes
+    result, description = _judge_or_load(
+        args, dataset, settings, enable_prefix_caching=args.prefix_cache, with_votes=with_votes
     )
+    probabilities = calibrated_probabilities(result, dataset.pairs, calibrator)
     prediction = Prediction(probabilities=probabilities, judge_result=result, calibrated=calibrator is not None)
     write_prediction(args.output, dataset, prediction, floor=settings.PROB_FLOOR)
     if args.save_votes:
         save_votes(args.save_votes, result)
-    summary = {"submission": str(args.output), **prediction.summary(), "judge": description}
+    summary = {
+        "submission": str(args.output),
+        **prediction.summary(),
+        "calibration": str(calibration_path) if calibration_path else None,
+        "judge": description,
+    }
     if result.truncated.any():
+        budget = f"MAX_MODEL_LEN={settings.MAX_MODEL_LEN}"
+        if description and description.get("classifier_max_length"):
+            budget = f"the adapter's max length ({description['classifier_max_length']} tokens)"
         print(
-            f"note: {int(result.truncated.sum())} of {len(dataset)} rows were truncated to fit MAX_MODEL_LEN="
-            f"{settings.MAX_MODEL_LEN} (head and tail of long turns kept)",
+            f"note: {int(result.truncated.sum())} of {len(dataset)} rows were truncated to fit {budget}"
+            " (head and tail of long turns kept)",
             file=sys.stderr,
         )
     return summary
@@ -99,9 +117,11 @@ def command_calibrate(args, settings) -> dict:
         "rows": len(dataset),
         "orders": result.n_orders,
         "regularisation": calibrator.regularisation,
-        "raw_vote_log_loss_in_sample": multiclass_log_loss(dataset.labels, result.raw_probabilities),
+        "inputs": calibrator.inputs,
+        "raw_log_loss_in_sample": multiclass_log_loss(dataset.labels, result.raw_probabilities),
         "calibrated_log_loss_in_sample": multiclass_log_loss(
-            dataset.labels, calibrator.predict(result.vote_logprobs, dataset.pairs)
+            dataset.labels,
+            calibrator.predict(result.vote_logprobs, dataset.pairs, adapter_logits=result.adapter_logits),
         ),
         "cv_log_loss_by_regularisation": calibrator.fitted_on.get("cv_log_loss_by_regularisation"),
     }
@@ -133,6 +153,62 @@ def command_setup_model(args, settings) -> dict:
     return {"model": str(path)}
 
 
+def command_train(args, settings) -> dict:
+    from workers.pipelines.train import TrainConfig, TrainingSource, train_judge
+
+    weights = args.weight or []
+    if len(weights) > len(args.input):
+        raise ValueError(f"{len(weights)} --weight values for {len(args.input)} --input files; give at most one each")
+    weights = weights + [1.0] * (len(args.input) - len(weights))
+    config = TrainConfig(
+        sources=[TrainingSource(Path(path), weight) for path, weight in zip(args.input, weights, strict=True)],
+        output_dir=args.output_dir,
+        base_model=args.base_model or settings.judge_model_path,
+        validation_path=args.validation,
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        target_modules=tuple(args.target_modules.split(",")),
+        lora_top_layers=args.lora_top_layers,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        head_learning_rate=args.head_lr,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        time_budget_s=args.time_budget_min * 60 if args.time_budget_min else None,
+        val_fraction=args.val_fraction,
+        max_val_rows=args.max_val_rows,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        patience=args.patience,
+        threads=args.threads,
+    )
+    bar = None
+
+    def on_progress(progress) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=progress.total_steps, desc="training", unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar.total = progress.total_steps
+        bar.update(progress.step - bar.n)
+        postfix = {"epoch": progress.epoch, "loss": f"{progress.train_loss:.3f}"}
+        if progress.best_val_log_loss is not None:
+            postfix["best_val"] = f"{progress.best_val_log_loss:.4f}"
+        bar.set_postfix(postfix, refresh=False)
+
+    metrics = train_judge(config, on_progress=on_progress)
+    if bar is not None:
+        bar.close()
+    return {key: value for key, value in metrics.items() if key not in ("history", "config")} | {
+        "output_dir": str(args.output_dir)
+    }
+
+
 def command_not_available(args, settings) -> dict:
     raise NotAvailableError(
         f"`arena {args.command}` is not available yet: it arrives with the {args.command} job"
@@ -146,7 +222,15 @@ class NotAvailableError(RuntimeError):
 
 def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="local model folder (default: MODEL_PATH or the embedded SmolLM2-135M)")
-    parser.add_argument("--adapter", help="PEFT LoRA adapter folder to apply to the model")
+    parser.add_argument(
+        "--adapter",
+        help="PEFT adapter folder: a causal-LM LoRA (changes the votes) or a classifier judge from `arena train`",
+    )
+    parser.add_argument(
+        "--with-votes",
+        action="store_true",
+        help="with a classifier adapter, also cast the base model's criterion votes (for a stacked calibrator)",
+    )
     parser.add_argument("--engine", choices=("vllm", "transformers"), help="default: JUDGE_ENGINE (vllm)")
     parser.add_argument("--no-tta", dest="tta", action="store_false", help="judge in the given order only")
     parser.add_argument("--limit", type=int, help="only the first N rows")
@@ -164,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, type=Path)
     predict.add_argument("--calibration", type=Path, help="calibrator JSON from `arena calibrate`")
     predict.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false")
+    predict.add_argument(
+        "--raw", action="store_true", help="ignore a classifier adapter's own calibration.json (raw softmax)"
+    )
     _add_judge_options(predict)
     predict.set_defaults(handler=command_predict)
 
@@ -191,15 +278,44 @@ def build_parser() -> argparse.ArgumentParser:
     setup_model.add_argument("--force", action="store_true")
     setup_model.set_defaults(handler=command_setup_model)
 
-    for name in ("train", "synth"):
-        later = commands.add_parser(name, help=f"{name} job (not available yet)")
-        later.set_defaults(handler=command_not_available)
+    train = commands.add_parser("train", help="train a LoRA classifier judge (A / B / tie head) on labelled CSVs")
+    train.add_argument("--input", required=True, type=Path, action="append", help="labelled CSV (repeatable)")
+    train.add_argument(
+        "--weight", type=float, action="append", help="loss weight of the matching --input (repeatable; default 1)"
+    )
+    train.add_argument("--output-dir", required=True, type=Path, help="adapter folder to create (or resume)")
+    train.add_argument("--validation", type=Path, help="labelled CSV to validate on (default: hold out prompts)")
+    train.add_argument("--base-model", help="base model folder (default: MODEL_PATH or the embedded SmolLM2-135M)")
+    train.add_argument("--rank", type=int, default=16)
+    train.add_argument("--alpha", type=int, default=32)
+    train.add_argument("--dropout", type=float, default=0.05)
+    train.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated")
+    train.add_argument("--lora-top-layers", type=int, help="LoRA on the top N layers only (much cheaper backward)")
+    train.add_argument("--epochs", type=float, default=2.0)
+    train.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
+    train.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the 3-way head")
+    train.add_argument("--max-length", type=int, default=512, help="token budget of one example")
+    train.add_argument("--batch-size", type=int, default=4)
+    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    train.add_argument("--time-budget-min", type=float, help="stop (and finish normally) after N minutes of training")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="share of prompt groups held out")
+    train.add_argument("--max-val-rows", type=int, help="cap on validation rows (evaluation cost)")
+    train.add_argument("--eval-every", type=int, help="evaluate every N steps (default: 4 times per epoch)")
+    train.add_argument("--checkpoint-every", type=int, default=50, help="resumable checkpoint every N steps")
+    train.add_argument("--patience", type=int, default=3, help="evaluations without improvement before stopping")
+    train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
+    train.set_defaults(handler=command_train)
+
+    synth = commands.add_parser("synth", help="synth job (not available yet)")
+    synth.set_defaults(handler=command_not_available)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args, _unknown = build_parser().parse_known_args(argv)
-    if _unknown and args.command not in ("train", "synth"):
+    if _unknown and args.command != "synth":
         build_parser().parse_args(argv)  # let argparse report the unknown options
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.verbose:
@@ -210,11 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     from workers.pipelines.calibration import CalibrationError
     from workers.pipelines.data_io import DataFormatError
     from workers.pipelines.engines import ModelNotFoundError
+    from workers.pipelines.train import TrainingError
 
     try:
         settings = get_settings()
         summary = args.handler(args, settings)
-    except (DataFormatError, CalibrationError, ModelNotFoundError, NotAvailableError, *USER_ERRORS) as exc:
+    except (
+        DataFormatError,
+        CalibrationError,
+        ModelNotFoundError,
+        NotAvailableError,
+        TrainingError,
+        *USER_ERRORS,
+    ) as exc:
         print(f"arena {args.command}: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))

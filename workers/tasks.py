@@ -65,8 +65,23 @@ def score(payload: dict) -> dict:
 
 
 @app.task(name=TRAIN_TASK)
-def train(*, job_id: str) -> None:
-    jobs.run_not_available(get_settings(), job_id=job_id, kind="train")
+def train(*, job_id: str) -> dict:
+    """Train a LoRA judge into adapters/<name>/; a redelivered message resumes from the last checkpoint."""
+    from workers.pipelines.train import TrainingError
+    from workers.pipelines.train_job import run_train_job
+
+    settings = get_settings()
+    store = JobStore(settings.SHARED_DIR)
+    try:
+        return run_train_job(settings, job_id=job_id)
+    except jobs.JobCancelledError as exc:
+        return {"job_id": job_id, "cancelled": str(exc)}
+    except (TrainingError, *jobs.user_errors()) as exc:
+        store.fail(job_id, str(exc))
+        raise
+    except Exception as exc:
+        store.fail(job_id, f"training failed: {type(exc).__name__}: {exc}")
+        raise
 
 
 @app.task(name=SYNTH_TASK)

@@ -1,10 +1,11 @@
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import FileResponse
 
 from api.dataset_store import DatasetNotFoundError
-from api.deps import CeleryDep, DatasetStoreDep, JobStoreDep, SettingsDep, WorkersDep
+from api.deps import CeleryDep, DatasetStoreDep, IdempotencyDep, JobStoreDep, SettingsDep, WorkersDep
 from api.dispatch import (
     BrokerUnavailableError,
     new_predict_record,
@@ -12,6 +13,7 @@ from api.dispatch import (
     send_placeholder_job,
     send_predict_job,
 )
+from api.idempotency import IdempotencyConflictError, IdempotencyKeyError, IdempotencyStore
 from shared.job_store import JobNotFoundError
 from shared.schemas import (
     ID_PATTERN,
@@ -30,6 +32,16 @@ from shared.storage import UnsafePathError, job_output_dir, new_id, resolve_insi
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job id (32 hex digits).")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Any unique value (e.g. a UUID): repeating the request with the same key returns the job it"
+        " created (200) instead of creating another; the same key with a different request is a 409.",
+    ),
+]
+# A job is created, recorded and sent by a submit function; `remember(job_id)` ties the key to it before sending.
+SubmitJob = Callable[[Callable[[str], None]], JobRecord]
 
 
 def _require_dataset(datasets, dataset_id: str | None):
@@ -58,7 +70,12 @@ def _job_queues(workers) -> list[str]:
     try:
         return workers.queues_for_jobs()
     except BrokerUnavailableError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{exc}; is Redis running?") from None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"the job queue is unavailable, nothing was submitted: {exc}. Retry in a few seconds (with the"
+            " same Idempotency-Key); if it persists, check that Redis is running",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 def _read_job(jobs, job_id: str) -> JobRecord:
@@ -78,6 +95,39 @@ def _enqueue_or_fail(jobs, record: JobRecord, send) -> None:
         ) from None
 
 
+def _submit_once(
+    kind: str,
+    body: dict,
+    submit: SubmitJob,
+    *,
+    idempotency_key: str | None,
+    idempotency: IdempotencyStore,
+    jobs,
+    response: Response,
+) -> JobCreated:
+    """Create the job, or, for an Idempotency-Key seen before with the same request, return its job (200)."""
+    if idempotency_key is None:
+        record = submit(lambda _job_id: None)
+        return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+    try:
+        with idempotency.claim(idempotency_key, kind=kind, body=body) as claim:
+            if claim.job_id is not None:
+                record = _read_job(jobs, claim.job_id)
+                response.status_code = status.HTTP_200_OK
+                response.headers["Idempotent-Replayed"] = "true"
+                return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+            try:
+                record = submit(claim.remember)
+            except HTTPException:
+                idempotency.forget(idempotency_key)  # not accepted: a retry with this key must create the job
+                raise
+    except IdempotencyKeyError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+    except IdempotencyConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+
+
 @router.post("/predict", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_predict_job(
     request: PredictJobRequest,
@@ -86,41 +136,102 @@ def create_predict_job(
     jobs: JobStoreDep,
     datasets: DatasetStoreDep,
     workers: WorkersDep,
+    idempotency: IdempotencyDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
     """Judge every row of a dataset; the rows are split over the live GPU workers (one shard on a CPU machine)."""
-    dataset = _require_dataset(datasets, request.dataset)
-    check_judge_files(settings, request)
-    record = new_predict_record(new_id(), params=request.model_dump(), rows=dataset.rows, queues=_job_queues(workers))
-    jobs.create(record)
-    _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
-    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+
+    def submit(remember: Callable[[str], None]) -> JobRecord:
+        dataset = _require_dataset(datasets, request.dataset)
+        check_judge_files(settings, request)
+        if request.time_limit_s is not None and request.time_limit_s > settings.JOB_TIME_LIMIT_S:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"time_limit_s={request.time_limit_s} is more than this server allows"
+                f" (JOB_TIME_LIMIT_S={settings.JOB_TIME_LIMIT_S}); ask for less or leave it out",
+            )
+        queues = _job_queues(workers)
+        record = new_predict_record(new_id(), params=request.model_dump(), rows=dataset.rows, queues=queues)
+        jobs.create(record)
+        remember(record.id)
+        _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
+        return record
+
+    return _submit_once(
+        "predict",
+        request.model_dump(mode="json"),
+        submit,
+        idempotency_key=idempotency_key,
+        idempotency=idempotency,
+        jobs=jobs,
+        response=response,
+    )
 
 
-def _create_placeholder_job(kind: str, params: dict, *, celery, jobs, workers) -> JobCreated:
-    queue = _job_queues(workers)[0]
-    record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()])
-    jobs.create(record)
-    _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record, queue=queue))
-    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+def _placeholder_submit(kind: str, params: dict, *, celery, jobs, workers) -> SubmitJob:
+    def submit(remember: Callable[[str], None]) -> JobRecord:
+        queue = _job_queues(workers)[0]
+        record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()])
+        jobs.create(record)
+        remember(record.id)
+        _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record, queue=queue))
+        return record
+
+    return submit
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_train_job(
-    request: TrainJobRequest, celery: CeleryDep, jobs: JobStoreDep, datasets: DatasetStoreDep, workers: WorkersDep
+    request: TrainJobRequest,
+    celery: CeleryDep,
+    jobs: JobStoreDep,
+    datasets: DatasetStoreDep,
+    workers: WorkersDep,
+    idempotency: IdempotencyDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
-    """Fine-tune a LoRA judge. Accepted now; the job fails with "not available yet" until the pipeline lands."""
+    """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/; GET /v1/adapters lists it."""
     _require_dataset(datasets, request.dataset)
     _require_dataset(datasets, request.validation_dataset)
-    return _create_placeholder_job("train", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    for extra in request.extra_datasets:
+        _require_dataset(datasets, extra.dataset)
+    submit = _placeholder_submit("train", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    return _submit_once(
+        "train",
+        request.model_dump(mode="json"),
+        submit,
+        idempotency_key=idempotency_key,
+        idempotency=idempotency,
+        jobs=jobs,
+        response=response,
+    )
 
 
 @router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_synth_job(
-    request: SynthJobRequest, celery: CeleryDep, jobs: JobStoreDep, datasets: DatasetStoreDep, workers: WorkersDep
+    request: SynthJobRequest,
+    celery: CeleryDep,
+    jobs: JobStoreDep,
+    datasets: DatasetStoreDep,
+    workers: WorkersDep,
+    idempotency: IdempotencyDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
     """Generate synthetic pairs. Accepted now; the job fails with "not available yet" until the pipeline lands."""
     _require_dataset(datasets, request.seed_dataset)
-    return _create_placeholder_job("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    submit = _placeholder_submit("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    return _submit_once(
+        "synth",
+        request.model_dump(mode="json"),
+        submit,
+        idempotency_key=idempotency_key,
+        idempotency=idempotency,
+        jobs=jobs,
+        response=response,
+    )
 
 
 @router.get("", response_model=list[JobRecord])

@@ -3,11 +3,12 @@
 from fastapi import APIRouter, Depends
 
 from api.deps import require_api_key
-from api.routes import datasets, health, jobs, score
+from api.routes import adapters, datasets, health, jobs, score
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 v1_router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+v1_router.include_router(adapters.router)
 v1_router.include_router(datasets.router)
 v1_router.include_router(jobs.router)
 v1_router.include_router(score.router)

@@ -21,11 +21,16 @@ def score(request: ScoreRequest, settings: SettingsDep, celery: CeleryDep, worke
         )
     check_judge_files(settings, request)
     try:
-        active = workers.active_queues()
+        active = workers.active_queues() or workers.recently_seen()  # busy workers do not answer broadcasts
     except BrokerUnavailableError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{exc}; retry in a few seconds", headers={"Retry-After": "5"}
+        ) from None
     if not active:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="no worker is up; start one (make up)")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="no worker is up (none answered in the last 10 minutes); start one (make up)",
+        )
     queue = predict_queues(active, fallback=settings.FALLBACK_QUEUE)[0]
     try:
         result = score_pairs(celery, request.model_dump(), queue=queue, timeout=settings.SCORE_TIMEOUT_S)

@@ -24,7 +24,14 @@ def test_predict_job_is_queued_with_one_shard_when_no_worker_answers(client, dat
     assert [(shard["queue"], shard["start"], shard["stop"]) for shard in job["shards"]] == [
         (settings.FALLBACK_QUEUE, 0, 3)
     ]
-    assert job["params"] == {"dataset": dataset_id, "model": None, "adapter": None, "calibration": None, "tta": True}
+    assert job["params"] == {
+        "dataset": dataset_id,
+        "model": None,
+        "adapter": None,
+        "calibration": None,
+        "tta": True,
+        "time_limit_s": None,
+    }
     assert (settings.SHARED_DIR / "jobs" / f"{job_id}.json").is_file()
 
 

@@ -30,9 +30,12 @@ WORKER_START_TIMEOUT_S = 180
 class Stack:
     """A gateway client plus the workers this test module started."""
 
-    def __init__(self, root: Path, *, engine: str) -> None:
+    def __init__(
+        self, root: Path, *, engine: str, redis_url: str = TEST_REDIS_URL, worker_env: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.engine = engine
+        self.extra_worker_env = dict(worker_env or {})  # settings for the workers only (env vars)
         self.prefix = f"arena-it-{uuid.uuid4().hex[:12]}:"
         shared_dir = root / "shared"
         (shared_dir / "models").mkdir(parents=True)
@@ -40,7 +43,7 @@ class Stack:
         self.settings = Settings(
             SHARED_DIR=shared_dir,
             API_KEY=API_KEY,
-            REDIS_URL=TEST_REDIS_URL,
+            REDIS_URL=redis_url,
             REDIS_KEY_PREFIX=self.prefix,
             INSPECT_TIMEOUT_S=0.5,
             SCORE_TIMEOUT_S=120,
@@ -66,12 +69,15 @@ class Stack:
             # The stand-in "GPU" workers are CPU workers; a real one gets its GPU index here.
             CUDA_VISIBLE_DEVICES="",
         )
+        env.update(self.extra_worker_env)
         env.pop("API_KEY", None)
         return env
 
     def start_worker(self, queue: str) -> str:
         name = f"{queue.replace('.', '')}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         log_path = self.root / f"worker-{queue}.log"
+        if log_path.exists():  # a second worker on the same queue: its own log
+            log_path = self.root / f"worker-{queue}-{len(self.workers)}.log"
         command = [
             str(WORKER_PYTHON), "-m", "celery", "-A", "workers.celery_app", "worker",
             "-Q", queue, "-n", name, "--pool=solo", "--concurrency=1", "-E", "--loglevel=INFO",
@@ -107,9 +113,10 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.client.close()
-        client = redis_or_fail(TEST_REDIS_URL)
-        for key in client.scan_iter(match=f"{self.prefix}*", count=1000):
-            client.delete(key)
+        if self.settings.REDIS_URL == TEST_REDIS_URL:  # a test's own Redis is stopped by that test
+            client = redis_or_fail(TEST_REDIS_URL)
+            for key in client.scan_iter(match=f"{self.prefix}*", count=1000):
+                client.delete(key)
 
     # --- REST helpers -------------------------------------------------------------------------------------
 
@@ -141,10 +148,10 @@ class Stack:
         )
 
 
-def make_stack(tmp_path_factory, *, engine: str):
+def make_stack(tmp_path_factory, *, engine: str, redis_url: str = TEST_REDIS_URL, worker_env=None):
     if not (EMBEDDED_MODEL / "config.json").is_file():
         pytest.fail(f"the embedded model is missing at {EMBEDDED_MODEL}; run `make setup`")
     if not WORKER_PYTHON.exists():
         pytest.fail(f"the worker environment is missing ({WORKER_PYTHON}); run `make setup`")
-    redis_or_fail(TEST_REDIS_URL)
-    return Stack(tmp_path_factory.mktemp("stack"), engine=engine)
+    redis_or_fail(redis_url)
+    return Stack(tmp_path_factory.mktemp("stack"), engine=engine, redis_url=redis_url, worker_env=worker_env)

@@ -81,9 +81,8 @@ def test_a_shard_that_keeps_failing_fails_the_job(stack):
     assert job["shards"][0]["attempts"] == 2 and job["artifacts"] == []
 
 
-def test_train_job_fails_as_not_available(stack):
-    dataset = stack.upload(arena_csv(2))
-    response = stack.client.post("/v1/jobs/train", json={"dataset": dataset["id"]})
+def test_synth_job_fails_as_not_available(stack):
+    response = stack.client.post("/v1/jobs/synth", json={"rows": 2})
     assert response.status_code == 202
     job = stack.wait_finished(response.json()["job_id"])
     assert job["state"] == "failed" and "not available yet" in job["error"]

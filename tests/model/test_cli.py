@@ -100,11 +100,15 @@ def test_predict_calibrate_evaluate(small_files, vllm_judge):
         (["predict", "--input", "{test}", "--output", "x.csv", "--model", "/nowhere"], "make setup"),
         (["predict", "--input", "{test}", "--output", "x.csv", "--calibration", "/nowhere.json"], "not found"),
         (["calibrate", "--input", "{test}", "--output", "c.json"], "needs labelled data"),
-        (["train"], "not available yet"),
+        (["synth"], "not available yet"),
+        (["train", "--input", "{test}", "--output-dir", "{tmp}/adapter"], "needs labelled data"),
+        (["train", "--input", "MISSING.csv", "--output-dir", "{tmp}/adapter"], "no such file"),
     ],
 )
 def test_user_errors_exit_2_without_traceback(small_files, args, message):
-    run = arena(*[arg.replace("{test}", str(small_files / "test.csv")) for arg in args])
+    run = arena(
+        *[arg.replace("{test}", str(small_files / "test.csv")).replace("{tmp}", str(small_files)) for arg in args]
+    )
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr

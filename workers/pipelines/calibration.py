@@ -1,4 +1,5 @@
-"""Calibrators that turn criterion votes (+ length features) into calibrated (A, B, tie) probabilities.
+"""Calibrators that turn criterion votes and/or a trained adapter's logits (+ length features) into calibrated
+(A, B, tie) probabilities.
 
 Fitting uses scikit-learn / scipy; applying a saved calibrator needs only numpy and its JSON file.
 Every calibrator is symmetric: it is fitted on both orientations of each pair and its prediction is
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from workers.pipelines.judge import aggregate_votes, softmax, unswap_classes, un
 from workers.pipelines.prompts import CRITERION_NAMES, VOTES
 
 CALIBRATION_FORMAT = "arena-pref-calibration/1"
+CLASS_LABELS = ("A", "B", "tie")
 _LOGPROB_FLOOR = -20.0
 _REGULARISATION_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -68,19 +70,75 @@ def vote_features(vote_logprobs: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return np.column_stack([flat, aggregated]), names
 
 
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def adapter_features(adapter_logits: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per-order log-probabilities of a trained classifier adapter, plus their mean over the orders.
+
+    Args:
+        adapter_logits: (n, n_orders, 3) logits of (A, B, tie), every order in the pair's own orientation.
+    """
+    n, n_orders, _ = adapter_logits.shape
+    log_probabilities = log_softmax(adapter_logits)
+    names = [f"adapter_order{order}_{label}" for order in range(n_orders) for label in CLASS_LABELS]
+    names += [f"adapter_mean_{label}" for label in CLASS_LABELS]
+    return np.column_stack([log_probabilities.reshape(n, -1), log_probabilities.mean(axis=1)]), names
+
+
+def has_votes(vote_logprobs: np.ndarray | None) -> bool:
+    """False when the judge cast no criterion votes (a classifier adapter judged alone)."""
+    return vote_logprobs is not None and vote_logprobs.ndim == 4 and vote_logprobs.shape[2] > 0
+
+
 def mirror_votes(vote_logprobs: np.ndarray) -> np.ndarray:
     """The votes as they would read for the pair with A and B swapped (orders swap too)."""
     return unswap_votes(vote_logprobs[:, ::-1])
 
 
-def build_features(vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> tuple[np.ndarray, list[str]]:
-    votes, vote_names = vote_features(vote_logprobs)
+def mirror_adapter_logits(adapter_logits: np.ndarray) -> np.ndarray:
+    """The adapter's logits as they would read for the pair with A and B swapped (orders swap too)."""
+    return unswap_classes(adapter_logits[:, ::-1])
+
+
+def build_features(
+    vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Calibrator features: votes (when cast), adapter log-probabilities (when given), then length features."""
+    parts, names = [], []
+    if has_votes(vote_logprobs):
+        votes, vote_names = vote_features(vote_logprobs)
+        parts.append(votes)
+        names += vote_names
+    if adapter_logits is not None:
+        adapter, adapter_names = adapter_features(adapter_logits)
+        parts.append(adapter)
+        names += adapter_names
     lengths, length_names = length_features(pairs)
-    return np.column_stack([votes, lengths]), vote_names + length_names
+    return np.column_stack([*parts, lengths]), names + length_names
 
 
-def _mirrored_inputs(vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> tuple[np.ndarray, list[Pair]]:
-    return mirror_votes(vote_logprobs), [pair.swapped() for pair in pairs]
+def _mirrored_inputs(
+    vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None = None
+) -> tuple[np.ndarray | None, list[Pair], np.ndarray | None]:
+    return (
+        mirror_votes(vote_logprobs) if has_votes(vote_logprobs) else None,
+        [pair.swapped() for pair in pairs],
+        None if adapter_logits is None else mirror_adapter_logits(adapter_logits),
+    )
+
+
+def raw_log_probabilities(
+    vote_logprobs: np.ndarray | None, adapter_logits: np.ndarray | None, *, source: str
+) -> np.ndarray:
+    """Log of the uncalibrated (A, B, tie) probabilities averaged over orders, from the votes or the adapter."""
+    if source == "adapter":
+        raw = np.exp(log_softmax(adapter_logits)).mean(axis=1)
+    else:
+        raw = aggregate_votes(vote_logprobs).mean(axis=1)
+    return np.log(np.clip(raw, 1e-12, 1.0))
 
 
 def prompt_groups(pairs: Sequence[Pair]) -> np.ndarray:
@@ -107,12 +165,31 @@ class Calibrator:
     intercept: list[float]
     regularisation: float | None
     fitted_on: dict
+    # What the calibrator reads: "votes" (criterion votes), "adapter" (a trained classifier adapter's logits),
+    # "length" (length features). Files written before this field existed read votes (+ length for logistic).
+    inputs: list[str] = field(default_factory=list)
 
-    def _scores(self, vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> np.ndarray:
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            self.inputs = ["votes", "length"] if self.method == "logistic" else ["votes"]
+
+    @property
+    def needs_votes(self) -> bool:
+        return "votes" in self.inputs
+
+    @property
+    def needs_adapter(self) -> bool:
+        return "adapter" in self.inputs
+
+    def _scores(
+        self, vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None
+    ) -> np.ndarray:
         if self.method == "temperature":
-            raw = aggregate_votes(vote_logprobs).mean(axis=1)
-            return np.log(np.clip(raw, 1e-12, 1.0)) * self.coef[0][0]
-        features, names = build_features(vote_logprobs, pairs)
+            source = "adapter" if self.needs_adapter else "votes"
+            return raw_log_probabilities(vote_logprobs, adapter_logits, source=source) * self.coef[0][0]
+        features, names = build_features(
+            vote_logprobs if self.needs_votes else None, pairs, adapter_logits if self.needs_adapter else None
+        )
         if names != self.feature_names:
             raise CalibrationError(
                 "calibration features do not match this judge's output; refit with `arena calibrate`"
@@ -120,16 +197,42 @@ class Calibrator:
         standardised = (features - np.array(self.mean)) / np.array(self.scale)
         return standardised @ np.array(self.coef).T + np.array(self.intercept)
 
-    def predict(self, vote_logprobs: np.ndarray, pairs: Sequence[Pair]) -> np.ndarray:
-        """Calibrated (n, 3) probabilities, averaged over the pair and its mirror."""
-        if vote_logprobs.shape[1] != self.n_orders:
+    def check_inputs(self, vote_logprobs: np.ndarray | None, adapter_logits: np.ndarray | None) -> None:
+        """Raise CalibrationError, saying what to pass, when the judge's output lacks what this calibrator reads."""
+        if self.needs_adapter and adapter_logits is None:
+            raise CalibrationError(
+                "this calibrator stacks a trained classifier adapter's output; pass --adapter DIR (the adapter it"
+                " was fitted with), or use a calibrator fitted on the criterion votes"
+            )
+        if self.needs_votes and not has_votes(vote_logprobs):
+            raise CalibrationError(
+                "this calibrator reads the criterion votes but the judge cast none; judge with the base model"
+                " (no classifier adapter), or use the calibration.json that came with the adapter"
+            )
+        produced = next(
+            (array.shape[1] for array in (vote_logprobs, adapter_logits) if array is not None and array.ndim >= 2),
+            self.n_orders,
+        )
+        if produced != self.n_orders:
             hint = "drop --no-tta" if self.n_orders == 2 else "pass --no-tta"
             raise CalibrationError(
                 f"this calibrator was fitted on {self.n_orders} order(s) per pair but the judge produced"
-                f" {vote_logprobs.shape[1]}; {hint}, or refit the calibrator to match"
+                f" {produced}; {hint}, or refit the calibrator to match"
             )
-        direct = softmax(self._scores(vote_logprobs, pairs))
-        mirrored = softmax(self._scores(*_mirrored_inputs(vote_logprobs, pairs)))
+
+    def predict(
+        self, vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Calibrated (n, 3) probabilities, averaged over the pair and its mirror.
+
+        Args:
+            vote_logprobs: (n, n_orders, n_criteria, 4) criterion votes, or None / no criteria when none were cast.
+            pairs: the pairs (for length features).
+            adapter_logits: (n, n_orders, 3) logits of a trained classifier adapter, when the calibrator stacks one.
+        """
+        self.check_inputs(vote_logprobs, adapter_logits)
+        direct = softmax(self._scores(vote_logprobs, pairs, adapter_logits))
+        mirrored = softmax(self._scores(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits)))
         return 0.5 * (direct + unswap_classes(mirrored))
 
     def save(self, path: Path) -> Path:
@@ -160,30 +263,40 @@ def _expand_soft_labels(features: np.ndarray, labels: np.ndarray, groups: np.nda
 
 
 def fit_calibrator(
-    vote_logprobs: np.ndarray,
+    vote_logprobs: np.ndarray | None,
     pairs: Sequence[Pair],
     labels: np.ndarray,
     *,
     method: str = "logistic",
     fitted_on: dict | None = None,
+    adapter_logits: np.ndarray | None = None,
 ) -> Calibrator:
     """Fit a calibrator on labelled pairs.
 
     Args:
-        vote_logprobs: (n, n_orders, n_criteria, 4) judge output in pair orientation.
+        vote_logprobs: (n, n_orders, n_criteria, 4) judge output in pair orientation; None (or no criteria)
+            to calibrate a classifier adapter's logits alone.
         pairs: the pairs (for length features).
         labels: (n, 3) probabilities of (A, B, tie).
-        method: "logistic" (multinomial LR over votes + length features; regularisation chosen by
-            cross-validation grouped by prompt) or "temperature" (one temperature on the raw votes).
+        method: "logistic" (multinomial LR over votes and/or adapter log-probabilities + length features;
+            regularisation chosen by cross-validation grouped by prompt) or "temperature" (one temperature on
+            the raw adapter probabilities when `adapter_logits` is given, else on the raw votes).
         fitted_on: provenance stored in the file.
+        adapter_logits: (n, n_orders, 3) logits of a trained classifier adapter, in pair orientation.
 
     Returns:
         The fitted calibrator.
     """
-    n_orders = int(vote_logprobs.shape[1])
+    if not has_votes(vote_logprobs):
+        vote_logprobs = None
+    if vote_logprobs is None and adapter_logits is None:
+        raise CalibrationError("nothing to calibrate: give criterion votes, adapter logits, or both")
+    n_orders = int((vote_logprobs if vote_logprobs is not None else adapter_logits).shape[1])
+    inputs = (["votes"] if vote_logprobs is not None else []) + (["adapter"] if adapter_logits is not None else [])
     fitted_on = dict(fitted_on or {}, rows=len(pairs))
     if method == "temperature":
-        log_raw = np.log(np.clip(aggregate_votes(vote_logprobs).mean(axis=1), 1e-12, 1.0))
+        source = "adapter" if adapter_logits is not None else "votes"
+        log_raw = raw_log_probabilities(vote_logprobs, adapter_logits, source=source)
         # A dense 1-D grid, then a finer one around its best point: robust, and cheap for one scalar.
         grid = np.concatenate([[0.0], np.geomspace(1e-3, 50.0, 400)])
         losses = [multiclass_log_loss(labels, softmax(log_raw * inv_t)) for inv_t in grid]
@@ -191,14 +304,16 @@ def fit_calibrator(
         fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 101)
         inv_temperature = float(min(fine, key=lambda inv_t: multiclass_log_loss(labels, softmax(log_raw * inv_t))))
         fitted_on["log_loss"] = multiclass_log_loss(labels, softmax(log_raw * inv_temperature))
-        return Calibrator("temperature", n_orders, [], [], [], [[inv_temperature]], [0.0, 0.0, 0.0], None, fitted_on)
+        return Calibrator(
+            "temperature", n_orders, [], [], [], [[inv_temperature]], [0.0, 0.0, 0.0], None, fitted_on, [source]
+        )
     if method != "logistic":
         raise CalibrationError(f"unknown calibration method {method!r}; use 'logistic' or 'temperature'")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
-    features, names = build_features(vote_logprobs, pairs)
-    mirrored, _ = build_features(*_mirrored_inputs(vote_logprobs, pairs))
+    features, names = build_features(vote_logprobs, pairs, adapter_logits)
+    mirrored, _ = build_features(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits))
     both_features = np.vstack([features, mirrored])
     both_labels = np.vstack([labels, unswap_classes(labels)])
     groups = prompt_groups(pairs)
@@ -234,7 +349,16 @@ def fit_calibrator(
     intercept[absent] = -30.0  # a class never seen in training gets (almost) no mass
     fitted_on["cv_log_loss_by_regularisation"] = scores
     return Calibrator(
-        "logistic", n_orders, names, mean.tolist(), scale.tolist(), coef.tolist(), intercept.tolist(), best_c, fitted_on
+        "logistic",
+        n_orders,
+        names,
+        mean.tolist(),
+        scale.tolist(),
+        coef.tolist(),
+        intercept.tolist(),
+        best_c,
+        fitted_on,
+        [*inputs, "length"],
     )
 
 

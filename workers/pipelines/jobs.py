@@ -5,7 +5,11 @@ A predict job's path: the gateway stores the dataset and the job record and send
 GPU queue (`arena.predict.shard`) in a chord whose callback is `arena.predict.assemble`. Each shard judges
 its contiguous rows and publishes `submissions/<job_id>/shards/shard-NNN.npz`; the assembly concatenates
 them in row order into `submissions/<job_id>/submission.csv` (+ metrics.json, votes.npz). Files are
-published once and never replaced, so a repeated message or a retried step cannot change earlier outputs.
+published once and never replaced, so a repeated message or a retried step cannot change earlier outputs; the
+three artefacts are all written (staged) before any is published, so a failed write publishes none of them.
+
+Time limits are cooperative: a shard checks the job's deadline (started_at + time_limit_s or JOB_TIME_LIMIT_S)
+and whether the job was cancelled between chunks, and stops there without publishing anything.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.job_store import JobStore
+from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import (
     UnsafePathError,
@@ -45,6 +50,10 @@ class JobCancelledError(RuntimeError):
 
 class NotAvailableError(RuntimeError):
     """The pipeline a job asks for has not landed yet."""
+
+
+class ArtifactWriteError(OSError):
+    """A job's files could not be written to shared storage (full, read-only, permissions)."""
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -105,6 +114,11 @@ class JudgeRequest:
             from workers.pipelines.engines import ModelNotFoundError
 
             raise ModelNotFoundError(str(exc)) from None
+        if calibration_path is None:
+            # A classifier adapter from the train job carries its own calibrator: use it unless told otherwise.
+            from workers.pipelines.classifier import adapter_calibration_path
+
+            calibration_path = adapter_calibration_path(adapter_dir)
         return cls(model_path, adapter_dir, calibration_path, bool(params.get("tta", True)))
 
     def load_calibrator(self):
@@ -142,8 +156,11 @@ def load_job_dataset(settings: Settings, dataset_id: str) -> ArenaDataset:
 
     path = dataset_csv_path(settings.SHARED_DIR, dataset_id)
     if not path.is_file():
-        # Not a user error: on shared storage a file can be briefly invisible, so this is worth a retry.
-        raise FileNotFoundError(f"dataset file {path} is missing from shared storage")
+        # Not a user error: on shared storage a file can be briefly invisible, so this is worth a retry. The
+        # message names the file relative to SHARED_DIR: job records are shown to users, host paths are not.
+        raise FileNotFoundError(
+            f"dataset file datasets/{dataset_id}/{path.name} is missing from shared storage; upload the dataset again"
+        )
     return read_arena_csv(path)
 
 
@@ -155,7 +172,8 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
         job_id: the job.
         shard_index: which shard of the job record.
         worker: this worker's name, recorded for the user.
-        attempt: 0 for the first try, then the retry count.
+        attempt: 0 for the first try, then the retry count (the record's `attempts` counts every start,
+            redeliveries after a worker died included).
 
     Raises:
         JobCancelledError: the job was cancelled or failed while this shard ran.
@@ -169,7 +187,26 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
     if output_path.exists():  # a redelivered message: the shard was published already
         store.update_shard(job_id, shard_index, state="succeeded", done=shard.stop - shard.start)
         return {"shard": shard_index, "rows": shard.stop - shard.start, "repeated": True}
-    store.update_shard(job_id, shard_index, state="running", worker=worker, attempts=attempt + 1, error=None)
+    # attempts counts every start, retries and redeliveries (a worker that died mid-shard) alike.
+    record = store.update_shard(
+        job_id, shard_index, state="running", worker=worker, attempts=shard.attempts + 1, error=None
+    )
+    time_limit_s = job_time_limit_s(settings, record.params)
+    deadline = (record.started_at or utc_now()).timestamp() + time_limit_s
+
+    def check_still_wanted() -> None:
+        """Stop between chunks when the job was cancelled or failed elsewhere, or ran past its time limit."""
+        current = store.read(job_id)
+        if current.terminal:
+            raise JobCancelledError(f"job {job_id} was {current.state} while shard {shard_index} ran")
+        if time.time() > deadline:
+            reason = (
+                f"the job ran longer than its time limit of {time_limit_s}s and was stopped (shard {shard_index}"
+                f" after {current.progress.done} of {current.progress.total} rows); raise time_limit_s (at most"
+                " JOB_TIME_LIMIT_S) or split the dataset"
+            )
+            fail_shard_and_job(store, job_id, shard_index, reason)
+            raise JobCancelledError(reason)
 
     from workers.pipelines.predict import predict_dataset
 
@@ -177,11 +214,11 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
     calibrator = request.load_calibrator()
     rows = dataset_rows(load_job_dataset(settings, record.params["dataset"]), shard.start, shard.stop)
     judge = cached_judge(settings, model_path=request.model_path, adapter_dir=request.adapter_dir)
+    check_still_wanted()  # loading the judge can take minutes on a cold worker
 
     def on_progress(done: int, _total: int) -> None:
-        current = store.update_shard(job_id, shard_index, done=done)
-        if current.terminal:
-            raise JobCancelledError(f"job {job_id} was {current.state} while shard {shard_index} ran")
+        store.update_shard(job_id, shard_index, done=done)
+        check_still_wanted()
 
     prediction = predict_dataset(rows, judge, calibrator=calibrator, tta=request.tta, on_progress=on_progress)
     result = prediction.judge_result
@@ -201,8 +238,27 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
     return summary
 
 
+def job_time_limit_s(settings: Settings, params: dict) -> int:
+    """The job's own time limit when it asked for one, never more than the server's JOB_TIME_LIMIT_S."""
+    return min(params.get("time_limit_s") or settings.JOB_TIME_LIMIT_S, settings.JOB_TIME_LIMIT_S)
+
+
+def fail_shard_and_job(store: JobStore, job_id: str, shard_index: int, reason: str) -> None:
+    def change(record) -> None:
+        shard = next(shard for shard in record.shards if shard.index == shard_index)
+        shard.state, shard.error = "failed", reason
+        record.state, record.error = "failed", reason
+
+    store.update(job_id, change)
+
+
 def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: list[dict]) -> dict:
-    """Merge the shards, in row order, into submission.csv (+ metrics.json, votes.npz) and finish the job."""
+    """Merge the shards, in row order, into submission.csv (+ metrics.json, votes.npz) and finish the job.
+
+    Raises:
+        ArtifactWriteError: the files could not be written (disk full, read-only); the job is failed with the
+            reason and none of its files is published.
+    """
     from workers.pipelines.data_io import write_submission
 
     store = JobStore(settings.SHARED_DIR)
@@ -219,16 +275,14 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
         raise RuntimeError(f"job {job_id}: the shards cover {len(ids)} rows that do not match the dataset's order")
     probabilities = np.concatenate([part["probabilities"] for part in parts])
     output_dir = job_output_dir(settings.SHARED_DIR, job_id)
-    submission_path = output_dir / SUBMISSION_NAME
-    _write_once(submission_path, lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR))
     votes = {
         "ids": np.array(ids),
         "vote_logprobs": np.concatenate([part["vote_logprobs"] for part in parts]),
         "truncated": np.concatenate([part["truncated"] for part in parts]),
     }
-    _write_once(output_dir / VOTES_NAME, lambda path: _save_npz(path, **votes))
     metrics = {
-        "submission_path": str(submission_path),
+        # Relative to SHARED_DIR: records and results are shown to users, host paths are not.
+        "submission_path": str(output_dir.relative_to(settings.SHARED_DIR) / SUBMISSION_NAME),
         "rows": len(ids),
         "truncated_rows": int(votes["truncated"].sum()),
         "shards": sorted(shard_summaries or [], key=lambda summary: summary.get("shard", 0)),
@@ -238,24 +292,52 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
 
         scored = score_predictions(dataset.labels, normalise_probabilities(probabilities, floor=settings.PROB_FLOOR))
         metrics.update({key: scored[key] for key in ("log_loss", "accuracy") if key in scored})
-    _write_once(output_dir / METRICS_NAME, lambda path: path.write_text(json.dumps(metrics, indent=1, default=str)))
-    store.succeed(job_id, artifacts=[SUBMISSION_NAME, METRICS_NAME, VOTES_NAME], result=metrics)
+    writers = {
+        SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
+        VOTES_NAME: lambda path: _save_npz(path, **votes),
+        METRICS_NAME: lambda path: path.write_text(json.dumps(metrics, indent=1, default=str)),
+    }
+    try:
+        publish_together(output_dir, writers)
+    except OSError as exc:
+        reason = (
+            f"could not write the job's files into submissions/{job_id}/ ({exc.strerror or exc}); nothing was"
+            " published. Free space or fix the permissions of SHARED_DIR, then submit the job again"
+        )
+        store.fail(job_id, reason)
+        raise ArtifactWriteError(reason) from None
+    store.succeed(job_id, artifacts=list(writers), result=metrics)
     return {"job_id": job_id, "state": "succeeded", "rows": len(ids)}
 
 
-def _write_once(final: Path, write: Callable[[Path], object]) -> None:
-    """Write `final` through a staged file, unless it exists: an earlier (or concurrent) step's file is kept."""
-    if final.exists():
-        log.warning("%s exists already; keeping it", final)
+def publish_together(output_dir: Path, writers: dict[str, Callable[[Path], object]]) -> None:
+    """Write every file to a staged name, then publish them all; on any error none of them is left visible.
+
+    A file that exists already (an earlier or concurrent delivery of the same step) is kept, never replaced.
+    """
+    if all((output_dir / name).exists() for name in writers):
+        log.warning("the files of %s exist already; keeping them", output_dir.name)
         return
-    staged = final.with_name(f".{final.name}.{uuid.uuid4().hex}.staged")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+    published: list[Path] = []
     try:
-        write(staged)
-        os.link(staged, final)  # atomic, and unlike a rename it fails when `final` exists
-    except FileExistsError:
-        log.warning("%s was written concurrently; keeping that one", final)
+        for name, write in writers.items():
+            staged[name] = output_dir / f".{name}.{uuid.uuid4().hex}.staged"
+            write(staged[name])
+        for name, path in staged.items():
+            try:
+                os.link(path, output_dir / name)  # atomic, and unlike a rename it fails when the file exists
+                published.append(output_dir / name)
+            except FileExistsError:
+                log.warning("%s/%s was written concurrently; keeping that one", output_dir.name, name)
+    except BaseException:
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
     finally:
-        staged.unlink(missing_ok=True)
+        for path in staged.values():
+            path.unlink(missing_ok=True)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:

@@ -65,9 +65,15 @@ class JudgeResult:
     seconds: float
     prompt_tokens: int
     stats: dict = field(default_factory=dict)
+    # (n, n_orders, 3) logits of a trained classifier adapter, every order in the pair's own orientation;
+    # None when no classifier adapter judged. vote_logprobs then has no criteria unless votes were asked for too.
+    adapter_logits: np.ndarray | None = None
 
     @property
     def raw_probabilities(self) -> np.ndarray:
+        """Uncalibrated (A, B, tie): the adapter's softmax averaged over orders when it judged, else the votes'."""
+        if self.adapter_logits is not None:
+            return softmax(self.adapter_logits).mean(axis=1)
         return tta_probabilities(self.vote_logprobs)
 
     @property

@@ -25,18 +25,34 @@ ProgressCallback = Callable[[int, int], None]
 class Judge:
     """An engine plus its prompt builder: load once, judge many datasets.
 
+    With a classifier adapter (`arena train`, PEFT task_type SEQ_CLS) the judge is that classifier; the
+    criterion-vote engine then runs only when asked for (`with_votes`, for a calibrator that stacks both).
+
     Args:
-        engine: the inference engine.
+        engine: the criterion-vote engine, or None when only a classifier judges.
         prompt_builder: prompt/token builder for the engine's model.
         chunk_pairs: pairs per engine call.
         description: model/adapter/engine, recorded with results.
+        classifier: a classifier engine (workers/pipelines/classifier.py), or None.
+        classifier_builder: the classifier's prompt builder (the adapter's max length and question).
     """
 
-    def __init__(self, engine: JudgeEngine, prompt_builder: JudgePromptBuilder, *, chunk_pairs: int, description: dict):
+    def __init__(
+        self,
+        engine: JudgeEngine | None,
+        prompt_builder: JudgePromptBuilder | None,
+        *,
+        chunk_pairs: int,
+        description: dict,
+        classifier=None,
+        classifier_builder: JudgePromptBuilder | None = None,
+    ):
         self.engine = engine
         self.prompt_builder = prompt_builder
         self.chunk_pairs = chunk_pairs
         self.description = description
+        self.classifier = classifier
+        self.classifier_builder = classifier_builder
 
     @classmethod
     def open(
@@ -47,22 +63,39 @@ class Judge:
         adapter_dir: str | None = None,
         engine_kind: str | None = None,
         enable_prefix_caching: bool = True,
+        with_votes: bool = False,
     ) -> Judge:
+        """Load the engine(s) for a model and optional adapter.
+
+        Args:
+            settings: engine settings (MAX_MODEL_LEN, JUDGE_DTYPE, ...).
+            model_path: base model folder (default: MODEL_PATH or the embedded model).
+            adapter_dir: a causal-LM LoRA (changes the criterion votes) or a classifier adapter from `arena train`.
+            engine_kind: "vllm" or "transformers" (default: JUDGE_ENGINE).
+            enable_prefix_caching: vLLM prefix caching.
+            with_votes: with a classifier adapter, also cast the base model's criterion votes.
+        """
+        from workers.pipelines.classifier import (
+            ClassifierSettings,
+            classifier_prompt_builder,
+            is_classifier_adapter,
+            load_classifier,
+        )
+
         model_path = model_path or settings.judge_model_path
         engine_kind = engine_kind or settings.JUDGE_ENGINE
         tokenizer = load_tokenizer(model_path)
-        prompt_builder = JudgePromptBuilder(tokenizer, max_model_len=settings.MAX_MODEL_LEN)
-        engine = load_engine(
-            engine_kind,
-            model_path=model_path,
-            adapter_dir=adapter_dir,
-            max_model_len=settings.MAX_MODEL_LEN,
-            dtype=settings.JUDGE_DTYPE,
-            enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=settings.ENFORCE_EAGER,
-            kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
-            gpu_memory_utilization=settings.GPU_MEMORY_UTILIZATION,
-        )
+        classifier_adapter = is_classifier_adapter(adapter_dir)
+        engine_options = {
+            "model_path": model_path,
+            "max_model_len": settings.MAX_MODEL_LEN,
+            "dtype": settings.JUDGE_DTYPE,
+            "enable_prefix_caching": enable_prefix_caching,
+            "enforce_eager": settings.ENFORCE_EAGER,
+            "kv_cache_gib": settings.VLLM_CPU_KVCACHE_GIB,
+            "gpu_memory_utilization": settings.GPU_MEMORY_UTILIZATION,
+        }
+        engine = prompt_builder = classifier = classifier_builder = None
         description = {
             "model": str(model_path),
             "adapter": str(adapter_dir) if adapter_dir else None,
@@ -71,22 +104,74 @@ class Judge:
             "max_model_len": settings.MAX_MODEL_LEN,
             "prefix_caching": enable_prefix_caching,
         }
-        return cls(engine, prompt_builder, chunk_pairs=settings.JUDGE_CHUNK_PAIRS, description=description)
+        if classifier_adapter:
+            classifier_settings = ClassifierSettings.load(adapter_dir)
+            classifier_builder = classifier_prompt_builder(
+                tokenizer, max_length=classifier_settings.max_length, question=classifier_settings.question
+            )
+            classifier = load_classifier(
+                engine_kind,
+                adapter_dir=adapter_dir,
+                **{**engine_options, "max_model_len": classifier_settings.max_length},
+            )
+            description.update(adapter_kind="classifier", classifier_max_length=classifier_settings.max_length)
+        if not classifier_adapter or with_votes:
+            prompt_builder = JudgePromptBuilder(tokenizer, max_model_len=settings.MAX_MODEL_LEN)
+            engine = load_engine(engine_kind, adapter_dir=None if classifier_adapter else adapter_dir, **engine_options)
+        description["criterion_votes"] = engine is not None
+        return cls(
+            engine,
+            prompt_builder,
+            chunk_pairs=settings.JUDGE_CHUNK_PAIRS,
+            description=description,
+            classifier=classifier,
+            classifier_builder=classifier_builder,
+        )
 
     def judge(
         self, pairs: Sequence[Pair], *, tta: bool = True, on_progress: ProgressCallback | None = None
     ) -> JudgeResult:
-        return judge_pairs(
-            pairs,
-            engine=self.engine,
-            prompt_builder=self.prompt_builder,
-            tta=tta,
-            chunk_pairs=self.chunk_pairs,
-            on_progress=on_progress,
-        )
+        """Criterion votes (when this judge casts them) and classifier logits (when it has a classifier)."""
+        from workers.pipelines.classifier import classify_pairs
+
+        started = time.perf_counter()
+        n_orders = 2 if tta else 1
+        if self.engine is not None:
+            result = judge_pairs(
+                pairs,
+                engine=self.engine,
+                prompt_builder=self.prompt_builder,
+                tta=tta,
+                chunk_pairs=self.chunk_pairs,
+                on_progress=on_progress if self.classifier is None else None,
+            )
+        else:
+            result = JudgeResult(
+                ids=[pair.id for pair in pairs],
+                vote_logprobs=np.zeros((len(pairs), n_orders, 0, 4)),
+                truncated=np.zeros(len(pairs), dtype=bool),
+                seconds=0.0,
+                prompt_tokens=0,
+            )
+        if self.classifier is not None:
+            logits, truncated, prompt_tokens = classify_pairs(
+                pairs,
+                classifier=self.classifier,
+                prompt_builder=self.classifier_builder,
+                tta=tta,
+                chunk_pairs=self.chunk_pairs,
+                on_progress=on_progress,
+            )
+            result.adapter_logits = logits
+            result.truncated = result.truncated | truncated
+            result.prompt_tokens += prompt_tokens
+            result.seconds = time.perf_counter() - started
+        return result
 
     def close(self) -> None:
-        self.engine.close()
+        for engine in (self.engine, self.classifier):
+            if engine is not None:
+                engine.close()
 
     def __enter__(self) -> Judge:
         return self
@@ -98,8 +183,9 @@ class Judge:
 def save_votes(path: Path, result: JudgeResult) -> Path:
     """Keep the judge's raw votes so calibrators can be refitted without judging again."""
     with atomic_writer(Path(path), "wb") as handle:
+        extra = {} if result.adapter_logits is None else {"adapter_logits": result.adapter_logits}
         np.savez_compressed(
-            handle, ids=np.array(result.ids), vote_logprobs=result.vote_logprobs, truncated=result.truncated
+            handle, ids=np.array(result.ids), vote_logprobs=result.vote_logprobs, truncated=result.truncated, **extra
         )
     return Path(path)
 
@@ -118,6 +204,7 @@ def load_votes(path: Path, ids: list[str]) -> JudgeResult:
             truncated=stored["truncated"][rows],
             seconds=0.0,
             prompt_tokens=0,
+            adapter_logits=stored["adapter_logits"][rows] if "adapter_logits" in stored.files else None,
         )
 
 
@@ -148,13 +235,22 @@ def predict_dataset(
     tta: bool = True,
     on_progress: ProgressCallback | None = None,
 ) -> Prediction:
-    """Judge every pair; calibrated probabilities when a calibrator is given, else the raw vote softmax."""
+    """Judge every pair; calibrated probabilities when a calibrator is given, else the raw softmax."""
+    if calibrator is not None:
+        calibrator.check_inputs(
+            np.zeros((0, 2 if tta else 1, 1, 4)) if judge.engine is not None else None,
+            np.zeros((0, 2 if tta else 1, 3)) if judge.classifier is not None else None,
+        )  # fail before spending minutes on judging
     result = judge.judge(dataset.pairs, tta=tta, on_progress=on_progress)
-    if calibrator is None:
-        probabilities = result.raw_probabilities
-    else:
-        probabilities = calibrator.predict(result.vote_logprobs, dataset.pairs)
+    probabilities = calibrated_probabilities(result, dataset.pairs, calibrator)
     return Prediction(probabilities=probabilities, judge_result=result, calibrated=calibrator is not None)
+
+
+def calibrated_probabilities(result: JudgeResult, pairs: Sequence[Pair], calibrator: Calibrator | None) -> np.ndarray:
+    """The calibrator applied to whatever the judge produced (votes and/or classifier logits); raw without one."""
+    if calibrator is None:
+        return result.raw_probabilities
+    return calibrator.predict(result.vote_logprobs, pairs, adapter_logits=result.adapter_logits)
 
 
 def write_prediction(path: Path, dataset: ArenaDataset, prediction: Prediction, *, floor: float) -> Path:
@@ -172,7 +268,12 @@ def calibrate_dataset(
         raise ValueError("calibration needs labelled data (winner_model_a, winner_model_b, winner_tie)")
     started = time.perf_counter()
     calibrator = fit_calibrator(
-        judge_result.vote_logprobs, dataset.pairs, dataset.labels, method=method, fitted_on=dict(description)
+        judge_result.vote_logprobs,
+        dataset.pairs,
+        dataset.labels,
+        method=method,
+        fitted_on=dict(description),
+        adapter_logits=judge_result.adapter_logits,
     )
     log.info("calibrator (%s) fitted in %.1fs", method, time.perf_counter() - started)
     return calibrator

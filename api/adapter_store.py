@@ -1,0 +1,72 @@
+"""Trained adapters in SHARED_DIR/adapters/<name>/ as the gateway lists them (reads JSON only, no torch)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.schemas import NAME_PATTERN, AdapterInfo
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+METRICS_NAME = "metrics.json"
+CALIBRATION_NAME = "calibration.json"
+
+
+class AdapterNotFoundError(KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"no adapter {self.name!r}; list them with GET /v1/adapters (a train job creates one)"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def adapter_info(folder: Path) -> AdapterInfo:
+    """What a folder under adapters/ holds: its PEFT task type and, once trained, its validation figures."""
+    config = _read_json(folder / ADAPTER_CONFIG_NAME)
+    metrics = _read_json(folder / METRICS_NAME)
+    validation = metrics.get("validation") or {}
+    calibration = metrics.get("calibration") or {}
+    newest = max((path.stat().st_mtime for path in folder.iterdir() if path.is_file()), default=folder.stat().st_mtime)
+    return AdapterInfo(
+        name=folder.name,
+        task_type=config.get("task_type"),
+        base_model=metrics.get("base_model") or config.get("base_model_name_or_path"),
+        complete=bool(metrics),
+        val_log_loss=validation.get("log_loss"),
+        val_accuracy=validation.get("accuracy"),
+        calibrated_val_log_loss=calibration.get("stacked_cv_log_loss"),
+        val_rows=validation.get("rows"),
+        train_rows=metrics.get("train_rows"),
+        steps=metrics.get("steps"),
+        calibration=f"adapters/{folder.name}/{CALIBRATION_NAME}" if (folder / CALIBRATION_NAME).is_file() else None,
+        modified_at=datetime.fromtimestamp(newest, tz=UTC),
+    )
+
+
+def list_adapters(shared_dir: Path) -> list[AdapterInfo]:
+    """Every adapter folder (one with adapter_config.json, or a train job's folder still training), newest first."""
+    root = Path(shared_dir) / "adapters"
+    infos = []
+    for folder in root.iterdir() if root.is_dir() else []:
+        if folder.is_dir() and not folder.name.startswith(".") and re.match(NAME_PATTERN, folder.name):
+            if (folder / ADAPTER_CONFIG_NAME).is_file() or (folder / "train_job.json").is_file():
+                infos.append(adapter_info(folder))
+    return sorted(infos, key=lambda info: info.modified_at, reverse=True)
+
+
+def read_adapter(shared_dir: Path, name: str) -> AdapterInfo:
+    folder = Path(shared_dir) / "adapters" / name
+    if not re.match(NAME_PATTERN, name) or not folder.is_dir():
+        raise AdapterNotFoundError(name)
+    return adapter_info(folder)

@@ -1,0 +1,24 @@
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
+
+from api.adapter_store import AdapterNotFoundError, list_adapters, read_adapter
+from api.deps import SettingsDep
+from shared.schemas import NAME_PATTERN, AdapterInfo
+
+router = APIRouter(prefix="/adapters", tags=["adapters"])
+AdapterName = Annotated[str, Path(pattern=NAME_PATTERN, description="An adapter folder name under adapters/.")]
+
+
+@router.get("", response_model=list[AdapterInfo])
+def read_adapters(settings: SettingsDep) -> list[AdapterInfo]:
+    """Trained adapters with their validation figures, newest first; use a name as a predict job's `adapter`."""
+    return list_adapters(settings.SHARED_DIR)
+
+
+@router.get("/{name}", response_model=AdapterInfo)
+def read_adapter_info(name: AdapterName, settings: SettingsDep) -> AdapterInfo:
+    try:
+        return read_adapter(settings.SHARED_DIR, name)
+    except AdapterNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None

@@ -1,0 +1,99 @@
+"""Faults on the worker side, on real Redis with real workers running the real small model (transformers engine):
+a job past its time limit is stopped between chunks, and a worker killed mid-shard (kill -9) loses nothing: the
+shard is redelivered to the live worker and the submission equals an undisturbed run's, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from shared.storage import job_output_dir
+from tests.api.arena_rows import arena_csv
+from tests.api.conftest import API_KEY
+from tests.integration.conftest import make_stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
+
+# Redis hands a dead worker's unacknowledged task to a live worker after this long. It must exceed a shard's run
+# here (model load on a cold worker + a few rows), or a healthy shard would be handed out a second time.
+VISIBILITY_TIMEOUT_S = 20
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = make_stack(
+        tmp_path_factory,
+        engine="transformers",
+        worker_env={"BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S), "BROKER_RESTORE_INTERVAL_S": "1"},
+    )
+    stack.start_worker("cpu")
+    yield stack
+    stack.stop()
+
+
+def finished(job: dict) -> bool:
+    return job["state"] in ("succeeded", "failed", "cancelled")
+
+
+def test_a_job_past_its_time_limit_is_stopped_and_the_worker_takes_the_next_job(stack):
+    dataset = stack.upload(arena_csv(8, labelled=False))
+    job_id = stack.predict(dataset["id"], time_limit_s=1)
+    job = stack.wait_finished(job_id, timeout=180)
+    assert job["state"] == "failed", job
+    assert "longer than its time limit of 1s" in job["error"] and "time_limit_s" in job["error"]
+    assert job["shards"][0]["state"] == "failed" and job["progress"]["done"] < 8
+    assert (
+        job["artifacts"] == [] and not (job_output_dir(stack.settings.SHARED_DIR, job_id) / "submission.csv").exists()
+    )
+
+    after = stack.wait_finished(stack.predict(stack.upload(arena_csv(2))["id"]))
+    assert after["state"] == "succeeded", after
+    assert after["shards"][0]["worker"] == job["shards"][0]["worker"]  # the same (only) worker, free again
+
+
+def test_score_waits_for_a_busy_worker_instead_of_answering_503(stack):
+    """A solo-pool worker busy with a shard cannot answer broadcasts; the gateway must not take it for gone."""
+    dataset = stack.upload(arena_csv(8, labelled=False))
+    submitted = time.monotonic()
+    job_id = stack.predict(dataset["id"])
+    stack.wait(job_id, until=lambda job: job["progress"]["done"] >= 1)
+    time.sleep(max(0.0, submitted + 5.5 - time.monotonic()))  # past the gateway's 5 s cache of worker answers
+    pair = {"prompt": "What is 2 + 2?", "response_a": "4", "response_b": "5"}
+    response = stack.client.post("/v1/score", json={"pairs": [pair], "tta": False})
+    assert response.status_code == 200, response.text
+    assert stack.wait_finished(job_id)["state"] == "succeeded"
+
+
+def test_a_worker_killed_mid_shard_loses_nothing_and_does_nothing_twice(stack):
+    dataset = stack.upload(arena_csv(6, labelled=False))
+    undisturbed_id = stack.predict(dataset["id"])  # on the warm worker, before the second one exists
+    undisturbed = stack.wait_finished(undisturbed_id)
+    assert undisturbed["state"] == "succeeded", undisturbed
+
+    stack.start_worker("cpu")  # a second live worker on the same queue
+    job_id = stack.predict(dataset["id"])
+    running = stack.wait(job_id, until=lambda job: job["shards"][0]["state"] == "running" and job["progress"]["done"])
+    victim = running["shards"][0]["worker"]
+    os.kill(stack.workers[victim].pid, signal.SIGKILL)  # mid-shard: no ack, no result, no clean-up
+    stack.workers[victim].wait()
+    assert not finished(stack.client.get(f"/v1/jobs/{job_id}").json())
+
+    job = stack.wait_finished(job_id, timeout=VISIBILITY_TIMEOUT_S + 120)
+    assert job["state"] == "succeeded", job
+    [shard] = job["shards"]
+    assert shard["worker"] != victim and shard["attempts"] == 2  # redelivered to the live worker
+    assert job["progress"] == {"done": 6, "total": 6}  # rows judged before the kill are not counted again
+    metrics = json.loads(stack.client.get(f"/v1/jobs/{job_id}/artifacts/metrics.json").content)
+    assert [summary["shard"] for summary in metrics["shards"]] == [0]  # the chord assembled exactly one shard
+
+    files = [stack.client.get(f"/v1/jobs/{one}/artifacts/submission.csv").content for one in (undisturbed_id, job_id)]
+    assert files[0] == files[1] and files[0].count(b"\n") == 7
+
+    # The workers never saw the API key; neither their logs nor the job records hold it.
+    for path in [*stack.root.glob("worker-*.log"), *(stack.settings.SHARED_DIR / "jobs").glob("*.json")]:
+        assert API_KEY not in path.read_text(errors="replace"), path

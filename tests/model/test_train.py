@@ -1,0 +1,193 @@
+"""The train pipeline on the real SmolLM2-135M: a few rows, a few steps, tiny prompts.
+
+One run is interrupted after its second step and restarted on the same folder (it must resume, not start
+over); its artefacts are then checked, reloaded with PEFT, and used by `arena predict --adapter`.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.api.arena_rows import arena_csv
+from workers.pipelines.data_io import read_arena_csv, read_submission
+
+pytestmark = pytest.mark.model
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def _file_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _config(data_dir: Path, output_dir: Path, model_settings, **overrides):
+    from workers.pipelines.train import TrainConfig, TrainingSource
+
+    options = dict(
+        sources=[TrainingSource(data_dir / "train.csv", 1.0), TrainingSource(data_dir / "synthetic.csv", 0.5)],
+        output_dir=output_dir,
+        base_model=model_settings.judge_model_path,
+        rank=4,
+        alpha=16,
+        target_modules=("q_proj", "v_proj"),
+        max_length=256,
+        batch_size=2,
+        max_steps=3,
+        val_fraction=0.3,
+        eval_every=1,
+        checkpoint_every=1,
+    )
+    return TrainConfig(**{**options, **overrides})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("train-data")
+    (folder / "train.csv").write_bytes(arena_csv(10))
+    (folder / "synthetic.csv").write_bytes(arena_csv(4, start_id=5000))
+    (folder / "test.csv").write_bytes(arena_csv(3, labelled=False, start_id=9000))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, model_settings, tmp_path_factory):
+    """Train 3 steps, killed after step 2 and restarted: returns (adapter dir, metrics, steps seen per run)."""
+    from workers.pipelines.train import train_judge
+
+    base_digest = _file_digest(Path(model_settings.judge_model_path))
+    output_dir = tmp_path_factory.mktemp("adapters") / "judge"
+    config = _config(data_dir, output_dir, model_settings)
+    first_run: list[int] = []
+
+    def stop_after_two(progress) -> None:
+        first_run.append(progress.step)
+        if progress.step == 2:
+            raise Interrupted("simulated worker death")
+
+    with pytest.raises(Interrupted):
+        train_judge(config, on_progress=stop_after_two)
+    assert not (output_dir / "metrics.json").exists()
+    assert (output_dir / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+    second_run: list = []
+    metrics = train_judge(config, on_progress=second_run.append)
+    assert Path(model_settings.judge_model_path).is_dir()
+    return {
+        "dir": output_dir,
+        "metrics": metrics,
+        "first_run": first_run,
+        "second_run": second_run,
+        "base_digest_before": base_digest,
+    }
+
+
+def test_restart_resumes_from_the_last_checkpoint(trained):
+    assert trained["first_run"] == [1, 2]
+    assert [progress.step for progress in trained["second_run"]] == [3]
+    metrics = trained["metrics"]
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 3
+    # The history of the first run survives the restart.
+    assert [step for step, _ in metrics["history"]["train"]] == [1, 2, 3]
+    assert not (trained["dir"] / "checkpoints").exists(), "a finished run removes its checkpoints"
+
+
+def test_artefacts(trained, model_settings):
+    folder, metrics = trained["dir"], trained["metrics"]
+    for name in ("adapter_config.json", "adapter_model.safetensors", "judge_settings.json", "tokenizer.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    stored = json.loads((folder / "metrics.json").read_text())
+    assert stored["steps"] == 3 and stored["task_type"] == "SEQ_CLS"
+    assert json.loads((folder / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    validation = metrics["validation"]
+    assert validation["rows"] >= 1 and 0 < validation["log_loss"] < 5
+    assert set(validation["per_source_log_loss"]) <= {"train", "synthetic"}
+    assert metrics["train_sources"] and sum(metrics["train_sources"].values()) == metrics["train_rows"]
+    assert metrics["train_rows"] + validation["rows"] == 14
+    assert metrics["epochs"][0]["train_loss"] > 0
+    assert metrics["calibration"]["fitted"] is True
+    assert json.loads((folder / "calibration.json").read_text())["inputs"] == ["adapter", "length"]
+    # Training a second time on a finished folder returns its metrics without training.
+    from workers.pipelines.train import train_judge
+
+    assert train_judge(_config(Path("/nonexistent"), folder, model_settings, base_model="unused")) == stored
+
+
+def test_adapter_weights_changed_and_base_weights_did_not(trained, model_settings):
+    from peft import PeftModel
+    from safetensors.numpy import load_file
+
+    from workers.pipelines.classifier import load_sequence_classifier
+
+    weights = load_file(trained["dir"] / "adapter_model.safetensors")
+    assert weights and all("lora_" in name or "score" in name for name in weights), sorted(weights)[:5]
+    lora_b = [value for name, value in weights.items() if "lora_B" in name]
+    head = [value for name, value in weights.items() if "score" in name]
+    # LoRA B starts at zero (PEFT's init); the head starts from build_model's seeded init.
+    assert lora_b and all(np.abs(value).max() > 0 for value in lora_b)
+    from workers.pipelines.train import build_model
+
+    initial = build_model(_config(Path("."), trained["dir"], model_settings), pad_token_id=2)
+    initial_head = next(value for name, value in initial.named_parameters() if "score" in name and value.requires_grad)
+    assert head and np.abs(head[0] - initial_head.detach().numpy()).max() > 1e-4
+    assert _file_digest(Path(model_settings.judge_model_path)) == trained["base_digest_before"]
+
+    base = load_sequence_classifier(model_settings.judge_model_path, pad_token_id=2)
+    reference = {name: tensor.clone() for name, tensor in base.named_parameters() if "score" not in name}
+    model = PeftModel.from_pretrained(base, str(trained["dir"]))
+    assert model.peft_config["default"].task_type == "SEQ_CLS"
+    for name, tensor in model.base_model.model.named_parameters():
+        original = name.replace(".base_layer", "")
+        if original in reference:
+            assert not tensor.requires_grad
+            assert (tensor == reference[original]).all(), name
+
+
+def test_predict_with_the_adapter_writes_a_calibrated_submission(trained, data_dir):
+    submission = data_dir / "submission.csv"
+    env = dict(os.environ, ARENA_WORKER_PYTHON=sys.executable, JUDGE_CHUNK_PAIRS="2")
+    run = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "arena"), "predict", "--input", str(data_dir / "test.csv"), "--output",
+         str(submission), "--adapter", str(trained["dir"]), "--engine", "transformers"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["calibrated"] is True and summary["calibration"].endswith("calibration.json")
+    assert summary["judge"]["adapter_kind"] == "classifier" and summary["judge"]["criterion_votes"] is False
+    test = read_arena_csv(data_dir / "test.csv")
+    probabilities = read_submission(submission, expected_ids=test.ids)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert np.ptp(probabilities, axis=0).max() > 1e-4, "different pairs must get different probabilities"
+
+
+def test_classifier_judge_is_symmetric_and_batching_does_not_change_logits(trained, model_settings):
+    """Right padding in a batch must not move the pooled token; swapping A and B swaps the logits."""
+    from workers.pipelines.classifier import pair_sequences, sequence_logits
+    from workers.pipelines.predict import Judge
+
+    pairs = read_arena_csv(arena_csv(3, start_id=7000)).pairs
+    with Judge.open(model_settings, engine_kind="transformers", adapter_dir=str(trained["dir"])) as judge:
+        result = judge.judge(pairs)
+        swapped = judge.judge([pair.swapped() for pair in pairs])
+        sequences = [pair_sequences(judge.classifier_builder, pair)[0][0] for pair in pairs]
+        assert len({len(ids) for ids in sequences}) > 1, "the batch must need padding for this test to mean anything"
+        one_by_one = sequence_logits(
+            judge.classifier.model, sequences, pad_token_id=judge.classifier.pad_token_id, batch_size=1, autocast=False
+        )
+    assert result.adapter_logits.shape == (3, 2, 3) and result.vote_logprobs.shape == (3, 2, 0, 4)
+    assert np.ptp(result.adapter_logits[:, 0], axis=0).max() > 1e-3, "different pairs must get different logits"
+    np.testing.assert_allclose(result.adapter_logits[:, 0], one_by_one, atol=0.1)  # bf16 batch vs fp32 single
+    # Judging the swapped pair runs the same two prompts: its logits are ours with A and B exchanged.
+    np.testing.assert_allclose(swapped.adapter_logits[:, ::-1][..., [1, 0, 2]], result.adapter_logits, atol=0.05)

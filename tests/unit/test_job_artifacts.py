@@ -1,0 +1,111 @@
+"""Atomic artefacts: the assembly step publishes submission.csv, votes.npz and metrics.json all or none.
+
+The real assembly code (workers/pipelines/jobs.py) over a temporary SHARED_DIR with two finished shards; a
+failing write (read-only folder, full disk) is simulated by the writer raising the OSError it would raise.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import numpy as np
+import pytest
+
+from shared.job_store import JobStore
+from shared.schemas import JobRecord, ShardRecord
+from shared.settings import Settings
+from shared.storage import dataset_csv_path, job_output_dir
+from tests.api.arena_rows import arena_csv
+from workers.pipelines import data_io, jobs
+
+DATASET_ID = "d" * 32
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    settings = Settings(SHARED_DIR=tmp_path / "shared", API_KEY=None, _env_file=None)
+    path = dataset_csv_path(settings.SHARED_DIR, DATASET_ID)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(arena_csv(4))
+    return settings
+
+
+def job_with_finished_shards(settings: Settings, job_id: str) -> JobStore:
+    """A running predict job whose two shards have published their probabilities."""
+    store = JobStore(settings.SHARED_DIR)
+    shards = [ShardRecord(index=0, queue="cpu", start=0, stop=2, task_id="t0", state="succeeded", done=2),
+              ShardRecord(index=1, queue="cpu", start=2, stop=4, task_id="t1", state="succeeded", done=2)]  # fmt: skip
+    store.create(JobRecord(id=job_id, kind="predict", state="running", params={"dataset": DATASET_ID}, shards=shards))
+    for shard in shards:
+        path = jobs.shard_path(settings.SHARED_DIR, job_id, shard.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = shard.stop - shard.start
+        with open(path, "wb") as handle:
+            np.savez(
+                handle,
+                ids=np.array([str(1000 + row) for row in range(shard.start, shard.stop)]),
+                probabilities=np.full((rows, 3), 1 / 3),
+                vote_logprobs=np.zeros((rows, 2, 5, 4)),
+                truncated=np.zeros(rows, dtype=bool),
+            )
+    return store
+
+
+def visible_files(settings: Settings, job_id: str) -> dict[str, bytes]:
+    folder = job_output_dir(settings.SHARED_DIR, job_id)
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_assembly_publishes_all_three_files(settings):
+    store = job_with_finished_shards(settings, "a" * 32)
+    jobs.assemble_predict_job(settings, job_id="a" * 32, shard_summaries=[])
+    record = store.read("a" * 32)
+    assert record.state == "succeeded" and record.artifacts == ["submission.csv", "votes.npz", "metrics.json"]
+    assert set(visible_files(settings, "a" * 32)) == {
+        "submission.csv", "votes.npz", "metrics.json", "shards/shard-000.npz", "shards/shard-001.npz"
+    }  # fmt: skip
+    assert record.result["submission_path"] == f"submissions/{'a' * 32}/submission.csv"  # no host path
+
+
+@pytest.mark.parametrize(
+    ("failing", "error"),
+    [("write_submission", errno.EROFS), ("_save_npz", errno.ENOSPC)],
+    ids=["read-only-folder", "disk-full-after-the-submission"],
+)
+def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypatch, failing, error):
+    earlier = "e" * 32  # another job's finished files must not be touched
+    job_with_finished_shards(settings, earlier)
+    jobs.assemble_predict_job(settings, job_id=earlier, shard_summaries=[])
+    earlier_files = visible_files(settings, earlier)
+
+    job_id = "f" * 32
+    store = job_with_finished_shards(settings, job_id)
+    shards_before = visible_files(settings, job_id)
+
+    def half_written_then_fails(path, *args, **kwargs):
+        path.write_bytes(b"id,winner_model_a,winner_model_b,winner_tie\n1000,0.3")  # a partial file...
+        raise OSError(error, os.strerror(error))  # ...then the failure
+
+    target = data_io if failing == "write_submission" else jobs
+    monkeypatch.setattr(target, failing, half_written_then_fails)
+    with pytest.raises(jobs.ArtifactWriteError):
+        jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=[])
+
+    record = store.read(job_id)
+    assert record.state == "failed" and record.artifacts == []
+    assert "could not write the job's files" in record.error and "nothing was published" in record.error
+    assert os.strerror(error) in record.error and "SHARED_DIR" in record.error
+    assert str(settings.SHARED_DIR) not in record.error
+    # No submission.csv (whole or partial), no staged leftovers; the shards and the other job are untouched.
+    assert visible_files(settings, job_id) == shards_before
+    assert not list(job_output_dir(settings.SHARED_DIR, job_id).glob(".*"))
+    assert visible_files(settings, earlier) == earlier_files
+
+
+def test_a_cancelled_job_is_not_assembled(settings):
+    store = job_with_finished_shards(settings, "c" * 32)
+    store.cancel("c" * 32)
+    assert jobs.assemble_predict_job(settings, job_id="c" * 32, shard_summaries=[])["state"] == "cancelled"
+    assert not (job_output_dir(settings.SHARED_DIR, "c" * 32) / "submission.csv").exists()
+    assert store.read("c" * 32).artifacts == []

@@ -1,0 +1,146 @@
+"""The train job step the Celery task `arena.train` runs (no Celery in here).
+
+Path of a train job: POST /v1/jobs/train stores the job record and sends `arena.train` by name; the task
+calls `run_train_job`, which trains into SHARED_DIR/adapters/<adapter_name or job_id>/ (workers/pipelines/
+train.py), reports step / epoch / validation loss in the job record, and finishes the job with the adapter's
+validation figures. metrics.json and learning_curve.png are also copied to submissions/<job_id>/ so that
+GET /v1/jobs/{id}/artifacts/{name} serves them; GET /v1/adapters lists the adapter.
+
+A redelivered message (the worker died) resumes from the adapter folder's last checkpoint; a folder that is
+finished already is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from shared.job_store import JobStore
+from shared.settings import Settings
+from shared.storage import dataset_csv_path, job_output_dir, resolve_inside, resolve_judge_files
+from workers.pipelines.classifier import CALIBRATION_NAME, METRICS_NAME
+from workers.pipelines.jobs import JobCancelledError
+from workers.pipelines.train import CURVE_NAME, TrainConfig, TrainingError, TrainingSource, TrainProgress, train_judge
+
+log = logging.getLogger(__name__)
+
+OWNER_NAME = "train_job.json"
+
+
+def _dataset_path(settings: Settings, dataset_id: str) -> Path:
+    path = dataset_csv_path(settings.SHARED_DIR, dataset_id)
+    if not path.is_file():
+        raise TrainingError(f"dataset {dataset_id} is missing from shared storage; upload it again (POST /v1/datasets)")
+    return path
+
+
+def _claim_adapter_dir(settings: Settings, name: str, job_id: str) -> Path:
+    """adapters/<name>/, marked as this job's; another job's folder is refused (choose another adapter_name)."""
+    output_dir = resolve_inside(settings.SHARED_DIR / "adapters", name)
+    owner_path = output_dir / OWNER_NAME
+    if owner_path.is_file():
+        owner = json.loads(owner_path.read_text()).get("job_id")
+        if owner != job_id:
+            raise TrainingError(f"adapter {name!r} belongs to job {owner}; choose another adapter_name")
+    elif output_dir.exists() and any(output_dir.iterdir()):
+        raise TrainingError(f"adapters/{name} exists already; choose another adapter_name")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    owner_path.write_text(json.dumps({"job_id": job_id}))
+    return output_dir
+
+
+def train_config_from_params(settings: Settings, params: dict, *, output_dir: Path) -> TrainConfig:
+    """TrainConfig from a stored TrainJobRequest (shared/schemas.py); dataset ids become shared-storage paths."""
+    try:
+        model_dir, _, _ = resolve_judge_files(settings.SHARED_DIR, settings.judge_model_path, model=params.get("model"))
+    except FileNotFoundError as exc:
+        raise TrainingError(str(exc)) from None
+    sources = [TrainingSource(_dataset_path(settings, params["dataset"]), 1.0)]
+    sources += [
+        TrainingSource(_dataset_path(settings, extra["dataset"]), float(extra.get("weight", 1.0)))
+        for extra in params.get("extra_datasets") or []
+    ]
+    validation = params.get("validation_dataset")
+    # Training stops by itself (publishing the best adapter so far) at the job's budget or the server's limit.
+    budgets = [params["time_budget_min"] * 60] if params.get("time_budget_min") else []
+    time_budget_s = min([*budgets, settings.JOB_TIME_LIMIT_S])
+    return TrainConfig(
+        sources=sources,
+        output_dir=output_dir,
+        base_model=str(model_dir),
+        validation_path=_dataset_path(settings, validation) if validation else None,
+        rank=int(params.get("lora_rank", 16)),
+        alpha=int(params.get("lora_alpha", 32)),
+        dropout=float(params.get("lora_dropout", 0.05)),
+        target_modules=tuple(params.get("target_modules") or ("q_proj", "k_proj", "v_proj", "o_proj")),
+        lora_top_layers=params.get("lora_top_layers"),
+        epochs=float(params.get("epochs", 2.0)),
+        learning_rate=float(params.get("learning_rate", 2e-4)),
+        max_length=int(params.get("max_length", 512)),
+        batch_size=int(params.get("batch_size", 4)),
+        grad_accum=int(params.get("grad_accum", 1)),
+        seed=int(params.get("seed", 0)),
+        max_steps=params.get("max_steps"),
+        time_budget_s=time_budget_s,
+        val_fraction=float(params.get("val_fraction", 0.1)),
+        max_val_rows=params.get("max_val_rows"),
+    )
+
+
+def run_train_job(settings: Settings, *, job_id: str) -> dict:
+    """Train the job's adapter, reporting progress in its record; returns the job's result.
+
+    Raises:
+        JobCancelledError: the job was cancelled (or failed elsewhere) before or while it trained.
+        TrainingError, DataFormatError: the request cannot be trained as given (the job should fail).
+    """
+    store = JobStore(settings.SHARED_DIR)
+    record = store.read(job_id)
+    if record.terminal:
+        raise JobCancelledError(f"job {job_id} is already {record.state}")
+    params = record.params
+    name = params.get("adapter_name") or job_id
+    output_dir = _claim_adapter_dir(settings, name, job_id)
+    config = train_config_from_params(settings, params, output_dir=output_dir)
+    store.start(job_id)
+
+    def on_progress(progress: TrainProgress) -> None:
+        def change(current) -> None:
+            current.progress.done = progress.step
+            current.progress.total = progress.total_steps
+            current.result = {
+                "adapter": name,
+                "epoch": progress.epoch,
+                "train_loss": round(progress.train_loss, 4),
+                "val_log_loss": progress.val_log_loss,
+                "best_val_log_loss": progress.best_val_log_loss,
+                "seconds_per_step": progress.seconds_per_step,
+            }
+
+        if store.update(job_id, change).terminal:
+            raise JobCancelledError(f"job {job_id} was cancelled at step {progress.step}")
+
+    metrics = train_judge(config, on_progress=on_progress)
+    artifacts = []
+    job_dir = job_output_dir(settings.SHARED_DIR, job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for artifact in (METRICS_NAME, CURVE_NAME):
+        if (output_dir / artifact).is_file():
+            shutil.copyfile(output_dir / artifact, job_dir / artifact)
+            artifacts.append(artifact)
+    calibration = metrics.get("calibration", {})
+    result = {
+        "adapter": name,
+        "adapter_dir": f"adapters/{name}",
+        "calibration": f"adapters/{name}/{CALIBRATION_NAME}" if calibration.get("fitted") else None,
+        "validation": {key: value for key, value in metrics.get("validation", {}).items() if key != "loss_per_order"},
+        "calibrated_val_log_loss": calibration.get("stacked_cv_log_loss"),
+        "steps": metrics.get("steps"),
+        "stop_reason": metrics.get("stop_reason"),
+        "seconds_per_step": metrics.get("seconds_per_step"),
+        "resumed_from_step": metrics.get("resumed_from_step"),
+    }
+    store.succeed(job_id, artifacts=artifacts, result=result)
+    return {"job_id": job_id, "state": "succeeded", "adapter": name}
