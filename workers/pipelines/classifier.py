@@ -27,7 +27,13 @@ import numpy as np
 
 from shared.storage import atomic_write_text
 from workers.pipelines.data_io import Pair
-from workers.pipelines.engines import ModelNotFoundError, check_adapter_dir, check_model_dir, cuda_available
+from workers.pipelines.engines import (
+    ModelNotFoundError,
+    check_adapter_dir,
+    check_model_dir,
+    shutdown_vllm,
+    vllm_device_options,
+)
 from workers.pipelines.judge import unswap_classes
 from workers.pipelines.prompts import Criterion, JudgePromptBuilder
 
@@ -284,9 +290,9 @@ class VllmClassifier:
         kv_cache_gib: int = 2,
         gpu_memory_utilization: float = 0.85,
     ) -> None:
-        on_gpu = cuda_available()
-        if not on_gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        device_options = vllm_device_options(
+            enforce_eager=enforce_eager, kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization
+        )
         merged_dir = merge_for_serving(model_path, adapter_dir)
         from vllm import LLM
 
@@ -296,8 +302,7 @@ class VllmClassifier:
             max_model_len=max_model_len,
             dtype=dtype,
             enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
-            **({"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}),
+            **device_options,
         )
 
     def logits(self, sequences: Sequence[list[int]]) -> np.ndarray:
@@ -312,9 +317,7 @@ class VllmClassifier:
         return np.array([output.outputs.probs for output in outputs], dtype=float)
 
     def close(self) -> None:
-        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if engine_core is not None:
-            engine_core.shutdown()
+        shutdown_vllm(self.llm)
 
 
 def load_classifier(

@@ -79,6 +79,24 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def vllm_device_options(*, enforce_eager: bool | None, kv_cache_gib: int, gpu_memory_utilization: float) -> dict:
+    """vLLM options that depend on the device: eager + KV cache size on CPU, CUDA graphs + memory share on GPU."""
+    on_gpu = cuda_available()
+    if not on_gpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    options: dict = {"enforce_eager": (not on_gpu) if enforce_eager is None else enforce_eager}
+    if on_gpu:
+        options["gpu_memory_utilization"] = gpu_memory_utilization
+    return options
+
+
+def shutdown_vllm(llm) -> None:
+    """Stop vLLM's engine process; without it the interpreter aborts at exit (rc 134)."""
+    engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if engine_core is not None:
+        engine_core.shutdown()
+
+
 def _normalise(logprobs: np.ndarray) -> np.ndarray:
     finite_max = np.max(np.where(np.isfinite(logprobs), logprobs, -np.inf), axis=-1, keepdims=True)
     shifted = np.exp(logprobs - finite_max)
@@ -115,9 +133,9 @@ class VllmEngine:
         seed: int = 0,
     ) -> None:
         model_dir = check_model_dir(model_path)
-        on_gpu = cuda_available()
-        if not on_gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        device_options = vllm_device_options(
+            enforce_eager=enforce_eager, kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization
+        )
         from vllm import LLM
 
         lora_options: dict = {}
@@ -135,10 +153,9 @@ class VllmEngine:
             max_model_len=max_model_len,
             dtype=dtype,
             enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             logprobs_mode="processed_logprobs",
             seed=seed,
-            **({"gpu_memory_utilization": gpu_memory_utilization} if on_gpu else {}),
+            **device_options,
             **lora_options,
         )
         self.cached_prompt_tokens = 0
@@ -190,9 +207,7 @@ class VllmEngine:
         return result
 
     def close(self) -> None:
-        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if engine_core is not None:
-            engine_core.shutdown()
+        shutdown_vllm(self.llm)
 
 
 class TransformersEngine:
