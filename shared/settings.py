@@ -13,6 +13,7 @@ from shared.names import gpu_queue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
 
 
 class Settings(BaseSettings):
@@ -26,6 +27,11 @@ class Settings(BaseSettings):
         default=None,
         description="Judge base model: a local folder of a causal LM (HF layout). "
         "Unset means the embedded SmolLM2-135M-Instruct converted into SHARED_DIR/models/.",
+    )
+    TEXT_ENCODER_PATH: str | None = Field(
+        default=None,
+        description="Sentence encoder of the text model that trained judges stack (a local BERT-style folder). "
+        "Unset means the embedded all-MiniLM-L6-v2 copied into SHARED_DIR/models/.",
     )
     JUDGE_ENGINE: Literal["vllm", "transformers"] = Field(
         default="vllm", description="Inference engine; transformers is the fallback (and the training path)."
@@ -118,6 +124,14 @@ class Settings(BaseSettings):
     @property
     def judge_model_path(self) -> str:
         return self.MODEL_PATH or str(self.default_model_dir)
+
+    @property
+    def default_text_encoder_dir(self) -> Path:
+        return self.models_dir / DEFAULT_TEXT_ENCODER_NAME
+
+    @property
+    def text_encoder_path(self) -> str:
+        return self.TEXT_ENCODER_PATH or str(self.default_text_encoder_dir)
 
     @property
     def gpu_queues(self) -> list[str]:

@@ -121,7 +121,12 @@ def command_calibrate(args, settings) -> dict:
         "raw_log_loss_in_sample": multiclass_log_loss(dataset.labels, result.raw_probabilities),
         "calibrated_log_loss_in_sample": multiclass_log_loss(
             dataset.labels,
-            calibrator.predict(result.vote_logprobs, dataset.pairs, adapter_logits=result.adapter_logits),
+            calibrator.predict(
+                result.vote_logprobs,
+                dataset.pairs,
+                adapter_logits=result.adapter_logits,
+                text_logprobs=result.text_logprobs,
+            ),
         ),
         "cv_log_loss_by_regularisation": calibrator.fitted_on.get("cv_log_loss_by_regularisation"),
     }
@@ -148,20 +153,35 @@ def command_split(args, settings) -> dict:
 
 def command_setup_model(args, settings) -> dict:
     from workers.pipelines.model_setup import convert_embedded_model
+    from workers.pipelines.text_features import install_text_encoder
 
     path = convert_embedded_model(settings.default_model_dir, force=args.force)
-    return {"model": str(path)}
+    encoder = install_text_encoder(settings.default_text_encoder_dir, force=args.force)
+    return {"model": str(path), "text_encoder": str(encoder)}
 
 
-def command_train(args, settings) -> dict:
-    from workers.pipelines.train import TrainConfig, TrainingSource, train_judge
+def _training_sources(args) -> list:
+    from workers.pipelines.train import TrainingSource
 
     weights = args.weight or []
     if len(weights) > len(args.input):
         raise ValueError(f"{len(weights)} --weight values for {len(args.input)} --input files; give at most one each")
     weights = weights + [1.0] * (len(args.input) - len(weights))
+    return [TrainingSource(Path(path), weight) for path, weight in zip(args.input, weights, strict=True)]
+
+
+def command_stack(args, settings) -> dict:
+    from workers.pipelines.train import restack_adapter
+
+    encoder = None if args.no_text_model else (args.text_encoder or settings.text_encoder_path)
+    return restack_adapter(args.adapter, sources=_training_sources(args), text_encoder=encoder)
+
+
+def command_train(args, settings) -> dict:
+    from workers.pipelines.train import TrainConfig, train_judge
+
     config = TrainConfig(
-        sources=[TrainingSource(Path(path), weight) for path, weight in zip(args.input, weights, strict=True)],
+        sources=_training_sources(args),
         output_dir=args.output_dir,
         base_model=args.base_model or settings.judge_model_path,
         validation_path=args.validation,
@@ -185,6 +205,8 @@ def command_train(args, settings) -> dict:
         checkpoint_every=args.checkpoint_every,
         patience=args.patience,
         threads=args.threads,
+        device=args.device,
+        text_encoder=None if args.no_text_model else (args.text_encoder or settings.text_encoder_path),
     )
     bar = None
 
@@ -306,7 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=50, help="resumable checkpoint every N steps")
     train.add_argument("--patience", type=int, default=3, help="evaluations without improvement before stopping")
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when a GPU is visible)")
+    train.add_argument(
+        "--text-encoder", help="sentence encoder of the stacked text model (default: TEXT_ENCODER_PATH / embedded)"
+    )
+    train.add_argument("--no-text-model", action="store_true", help="stack the adapter with length features only")
     train.set_defaults(handler=command_train)
+
+    stack = commands.add_parser(
+        "stack", help="refit a trained adapter's text model and calibrator from its stored validation logits"
+    )
+    stack.add_argument("--adapter", required=True, type=Path, help="adapter folder made by `arena train`")
+    stack.add_argument(
+        "--input", required=True, type=Path, action="append", help="the labelled CSV(s) it was trained on"
+    )
+    stack.add_argument("--weight", type=float, action="append", help="loss weight of the matching --input")
+    stack.add_argument("--text-encoder", help="sentence encoder (default: TEXT_ENCODER_PATH / embedded)")
+    stack.add_argument("--no-text-model", action="store_true", help="stack with length features only")
+    stack.set_defaults(handler=command_stack)
 
     synth = commands.add_parser("synth", help="synth job (not available yet)")
     synth.set_defaults(handler=command_not_available)

@@ -103,10 +103,18 @@ def mirror_adapter_logits(adapter_logits: np.ndarray) -> np.ndarray:
     return unswap_classes(adapter_logits[:, ::-1])
 
 
+def text_features(text_logprobs: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The text model's (A, B, tie) log-probabilities (text_features.py), already symmetric over orders."""
+    return np.maximum(text_logprobs, _LOGPROB_FLOOR), [f"text_{label}" for label in CLASS_LABELS]
+
+
 def build_features(
-    vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None = None
+    vote_logprobs: np.ndarray | None,
+    pairs: Sequence[Pair],
+    adapter_logits: np.ndarray | None = None,
+    text_logprobs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Calibrator features: votes (when cast), adapter log-probabilities (when given), then length features."""
+    """Calibrator features: votes (when cast), adapter and text-model log-probabilities (when given), lengths."""
     parts, names = [], []
     if has_votes(vote_logprobs):
         votes, vote_names = vote_features(vote_logprobs)
@@ -116,17 +124,25 @@ def build_features(
         adapter, adapter_names = adapter_features(adapter_logits)
         parts.append(adapter)
         names += adapter_names
+    if text_logprobs is not None:
+        text, text_names = text_features(text_logprobs)
+        parts.append(text)
+        names += text_names
     lengths, length_names = length_features(pairs)
     return np.column_stack([*parts, lengths]), names + length_names
 
 
 def _mirrored_inputs(
-    vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None = None
-) -> tuple[np.ndarray | None, list[Pair], np.ndarray | None]:
+    vote_logprobs: np.ndarray | None,
+    pairs: Sequence[Pair],
+    adapter_logits: np.ndarray | None = None,
+    text_logprobs: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, list[Pair], np.ndarray | None, np.ndarray | None]:
     return (
         mirror_votes(vote_logprobs) if has_votes(vote_logprobs) else None,
         [pair.swapped() for pair in pairs],
         None if adapter_logits is None else mirror_adapter_logits(adapter_logits),
+        None if text_logprobs is None else unswap_classes(text_logprobs),
     )
 
 
@@ -166,7 +182,8 @@ class Calibrator:
     regularisation: float | None
     fitted_on: dict
     # What the calibrator reads: "votes" (criterion votes), "adapter" (a trained classifier adapter's logits),
-    # "length" (length features). Files written before this field existed read votes (+ length for logistic).
+    # "text" (the text model's log-probabilities, text_features.py), "length" (length features). Files written
+    # before this field existed read votes (+ length for logistic).
     inputs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -181,14 +198,25 @@ class Calibrator:
     def needs_adapter(self) -> bool:
         return "adapter" in self.inputs
 
+    @property
+    def needs_text(self) -> bool:
+        return "text" in self.inputs
+
     def _scores(
-        self, vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None
+        self,
+        vote_logprobs: np.ndarray | None,
+        pairs: Sequence[Pair],
+        adapter_logits: np.ndarray | None,
+        text_logprobs: np.ndarray | None = None,
     ) -> np.ndarray:
         if self.method == "temperature":
             source = "adapter" if self.needs_adapter else "votes"
             return raw_log_probabilities(vote_logprobs, adapter_logits, source=source) * self.coef[0][0]
         features, names = build_features(
-            vote_logprobs if self.needs_votes else None, pairs, adapter_logits if self.needs_adapter else None
+            vote_logprobs if self.needs_votes else None,
+            pairs,
+            adapter_logits if self.needs_adapter else None,
+            text_logprobs if self.needs_text else None,
         )
         if names != self.feature_names:
             raise CalibrationError(
@@ -197,8 +225,23 @@ class Calibrator:
         standardised = (features - np.array(self.mean)) / np.array(self.scale)
         return standardised @ np.array(self.coef).T + np.array(self.intercept)
 
-    def check_inputs(self, vote_logprobs: np.ndarray | None, adapter_logits: np.ndarray | None) -> None:
-        """Raise CalibrationError, saying what to pass, when the judge's output lacks what this calibrator reads."""
+    def check_inputs(
+        self,
+        vote_logprobs: np.ndarray | None,
+        adapter_logits: np.ndarray | None,
+        text_logprobs: np.ndarray | None = None,
+        *,
+        text_expected: bool = False,
+    ) -> None:
+        """Raise CalibrationError, saying what to pass, when the judge's output lacks what this calibrator reads.
+
+        `text_expected`: the judge will compute text-model log-probabilities even though none are passed yet.
+        """
+        if self.needs_text and text_logprobs is None and not text_expected:
+            raise CalibrationError(
+                "this calibrator stacks the text model of a trained adapter; pass --adapter DIR (the adapter"
+                " folder holding text_model.json), or use a calibrator fitted without it"
+            )
         if self.needs_adapter and adapter_logits is None:
             raise CalibrationError(
                 "this calibrator stacks a trained classifier adapter's output; pass --adapter DIR (the adapter it"
@@ -221,7 +264,11 @@ class Calibrator:
             )
 
     def predict(
-        self, vote_logprobs: np.ndarray | None, pairs: Sequence[Pair], adapter_logits: np.ndarray | None = None
+        self,
+        vote_logprobs: np.ndarray | None,
+        pairs: Sequence[Pair],
+        adapter_logits: np.ndarray | None = None,
+        text_logprobs: np.ndarray | None = None,
     ) -> np.ndarray:
         """Calibrated (n, 3) probabilities, averaged over the pair and its mirror.
 
@@ -229,10 +276,11 @@ class Calibrator:
             vote_logprobs: (n, n_orders, n_criteria, 4) criterion votes, or None / no criteria when none were cast.
             pairs: the pairs (for length features).
             adapter_logits: (n, n_orders, 3) logits of a trained classifier adapter, when the calibrator stacks one.
+            text_logprobs: (n, 3) log-probabilities of the adapter's text model, when the calibrator stacks it.
         """
-        self.check_inputs(vote_logprobs, adapter_logits)
-        direct = softmax(self._scores(vote_logprobs, pairs, adapter_logits))
-        mirrored = softmax(self._scores(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits)))
+        self.check_inputs(vote_logprobs, adapter_logits, text_logprobs)
+        direct = softmax(self._scores(vote_logprobs, pairs, adapter_logits, text_logprobs))
+        mirrored = softmax(self._scores(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits, text_logprobs)))
         return 0.5 * (direct + unswap_classes(mirrored))
 
     def save(self, path: Path) -> Path:
@@ -270,6 +318,7 @@ def fit_calibrator(
     method: str = "logistic",
     fitted_on: dict | None = None,
     adapter_logits: np.ndarray | None = None,
+    text_logprobs: np.ndarray | None = None,
 ) -> Calibrator:
     """Fit a calibrator on labelled pairs.
 
@@ -283,6 +332,7 @@ def fit_calibrator(
             the raw adapter probabilities when `adapter_logits` is given, else on the raw votes).
         fitted_on: provenance stored in the file.
         adapter_logits: (n, n_orders, 3) logits of a trained classifier adapter, in pair orientation.
+        text_logprobs: (n, 3) log-probabilities of a text model (logistic method only), in pair orientation.
 
     Returns:
         The fitted calibrator.
@@ -293,6 +343,9 @@ def fit_calibrator(
         raise CalibrationError("nothing to calibrate: give criterion votes, adapter logits, or both")
     n_orders = int((vote_logprobs if vote_logprobs is not None else adapter_logits).shape[1])
     inputs = (["votes"] if vote_logprobs is not None else []) + (["adapter"] if adapter_logits is not None else [])
+    if method == "temperature":
+        text_logprobs = None
+    inputs += ["text"] if text_logprobs is not None else []
     fitted_on = dict(fitted_on or {}, rows=len(pairs))
     if method == "temperature":
         source = "adapter" if adapter_logits is not None else "votes"
@@ -312,8 +365,8 @@ def fit_calibrator(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
-    features, names = build_features(vote_logprobs, pairs, adapter_logits)
-    mirrored, _ = build_features(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits))
+    features, names = build_features(vote_logprobs, pairs, adapter_logits, text_logprobs)
+    mirrored, _ = build_features(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits, text_logprobs))
     both_features = np.vstack([features, mirrored])
     both_labels = np.vstack([labels, unswap_classes(labels)])
     groups = prompt_groups(pairs)

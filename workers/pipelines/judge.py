@@ -68,6 +68,8 @@ class JudgeResult:
     # (n, n_orders, 3) logits of a trained classifier adapter, every order in the pair's own orientation;
     # None when no classifier adapter judged. vote_logprobs then has no criteria unless votes were asked for too.
     adapter_logits: np.ndarray | None = None
+    # (n, 3) log-probabilities of the adapter's text model (text_features.py), when the adapter carries one.
+    text_logprobs: np.ndarray | None = None
 
     @property
     def raw_probabilities(self) -> np.ndarray:

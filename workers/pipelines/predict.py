@@ -35,6 +35,8 @@ class Judge:
         description: model/adapter/engine, recorded with results.
         classifier: a classifier engine (workers/pipelines/classifier.py), or None.
         classifier_builder: the classifier's prompt builder (the adapter's max length and question).
+        text_model: the adapter's text model (text_features.py), stacked by its calibrator, or None.
+        text_encoder: the sentence encoder the text model reads, or None.
     """
 
     def __init__(
@@ -46,6 +48,8 @@ class Judge:
         description: dict,
         classifier=None,
         classifier_builder: JudgePromptBuilder | None = None,
+        text_model=None,
+        text_encoder=None,
     ):
         self.engine = engine
         self.prompt_builder = prompt_builder
@@ -53,6 +57,8 @@ class Judge:
         self.description = description
         self.classifier = classifier
         self.classifier_builder = classifier_builder
+        self.text_model = text_model
+        self.text_encoder = text_encoder
 
     @classmethod
     def open(
@@ -95,7 +101,7 @@ class Judge:
             "kv_cache_gib": settings.VLLM_CPU_KVCACHE_GIB,
             "gpu_memory_utilization": settings.GPU_MEMORY_UTILIZATION,
         }
-        engine = prompt_builder = classifier = classifier_builder = None
+        engine = prompt_builder = classifier = classifier_builder = text_model = text_encoder = None
         description = {
             "model": str(model_path),
             "adapter": str(adapter_dir) if adapter_dir else None,
@@ -115,6 +121,8 @@ class Judge:
                 **{**engine_options, "max_model_len": classifier_settings.max_length},
             )
             description.update(adapter_kind="classifier", classifier_max_length=classifier_settings.max_length)
+            text_model, text_encoder = _open_text_model(settings, adapter_dir)
+            description["text_model"] = text_model is not None
         if not classifier_adapter or with_votes:
             prompt_builder = JudgePromptBuilder(tokenizer, max_model_len=settings.MAX_MODEL_LEN)
             engine = load_engine(engine_kind, adapter_dir=None if classifier_adapter else adapter_dir, **engine_options)
@@ -126,6 +134,8 @@ class Judge:
             description=description,
             classifier=classifier,
             classifier_builder=classifier_builder,
+            text_model=text_model,
+            text_encoder=text_encoder,
         )
 
     def judge(
@@ -165,7 +175,11 @@ class Judge:
             result.adapter_logits = logits
             result.truncated = result.truncated | truncated
             result.prompt_tokens += prompt_tokens
-            result.seconds = time.perf_counter() - started
+        if self.text_model is not None:
+            from workers.pipelines.text_features import embed_pairs
+
+            result.text_logprobs = self.text_model.log_probabilities(pairs, embed_pairs(pairs, self.text_encoder))
+        result.seconds = time.perf_counter() - started
         return result
 
     def close(self) -> None:
@@ -180,10 +194,22 @@ class Judge:
         self.close()
 
 
+def _open_text_model(settings: Settings, adapter_dir: str | Path):
+    """The adapter's text model and the encoder it reads, or (None, None) when the adapter has none."""
+    from workers.pipelines.text_features import TEXT_MODEL_NAME, TextEncoder, TextModel
+
+    path = Path(adapter_dir) / TEXT_MODEL_NAME
+    if not path.is_file():
+        return None, None
+    return TextModel.load(path), TextEncoder(settings.text_encoder_path)
+
+
 def save_votes(path: Path, result: JudgeResult) -> Path:
     """Keep the judge's raw votes so calibrators can be refitted without judging again."""
     with atomic_writer(Path(path), "wb") as handle:
         extra = {} if result.adapter_logits is None else {"adapter_logits": result.adapter_logits}
+        if result.text_logprobs is not None:
+            extra["text_logprobs"] = result.text_logprobs
         np.savez_compressed(
             handle, ids=np.array(result.ids), vote_logprobs=result.vote_logprobs, truncated=result.truncated, **extra
         )
@@ -205,6 +231,7 @@ def load_votes(path: Path, ids: list[str]) -> JudgeResult:
             seconds=0.0,
             prompt_tokens=0,
             adapter_logits=stored["adapter_logits"][rows] if "adapter_logits" in stored.files else None,
+            text_logprobs=stored["text_logprobs"][rows] if "text_logprobs" in stored.files else None,
         )
 
 
@@ -240,6 +267,7 @@ def predict_dataset(
         calibrator.check_inputs(
             np.zeros((0, 2 if tta else 1, 1, 4)) if judge.engine is not None else None,
             np.zeros((0, 2 if tta else 1, 3)) if judge.classifier is not None else None,
+            text_expected=judge.text_model is not None,
         )  # fail before spending minutes on judging
     result = judge.judge(dataset.pairs, tta=tta, on_progress=on_progress)
     probabilities = calibrated_probabilities(result, dataset.pairs, calibrator)
@@ -250,7 +278,9 @@ def calibrated_probabilities(result: JudgeResult, pairs: Sequence[Pair], calibra
     """The calibrator applied to whatever the judge produced (votes and/or classifier logits); raw without one."""
     if calibrator is None:
         return result.raw_probabilities
-    return calibrator.predict(result.vote_logprobs, pairs, adapter_logits=result.adapter_logits)
+    return calibrator.predict(
+        result.vote_logprobs, pairs, adapter_logits=result.adapter_logits, text_logprobs=result.text_logprobs
+    )
 
 
 def write_prediction(path: Path, dataset: ArenaDataset, prediction: Prediction, *, floor: float) -> Path:
@@ -274,6 +304,7 @@ def calibrate_dataset(
         method=method,
         fitted_on=dict(description),
         adapter_logits=judge_result.adapter_logits,
+        text_logprobs=judge_result.text_logprobs,
     )
     log.info("calibrator (%s) fitted in %.1fs", method, time.perf_counter() - started)
     return calibrator

