@@ -95,12 +95,23 @@ class TrainJobRequest(StrictModel):
         default=0.1, ge=0, lt=1, description="Share of prompts held out for validation (without validation_dataset)."
     )
     max_val_rows: int | None = Field(default=None, ge=1, description="Cap on validation rows (evaluation cost).")
+    text_model: bool = Field(
+        default=True,
+        description="Stack the adapter with the text model (frozen MiniLM + length features, LightGBM) when the"
+        " stacked calibrator validates better; needs the sentence encoder on the worker (TEXT_ENCODER_PATH).",
+    )
 
 
 class SynthJobRequest(StrictModel):
-    rows: int = Field(ge=1, le=1_000_000, description="Synthetic pairs to generate.")
-    seed_dataset: ObjectId | None = Field(default=None, description="Dataset whose prompts seed the generation.")
-    model: ModelName | None = Field(default=None, description="Generator model folder name under SHARED_DIR/models/.")
+    dataset: ObjectId = Field(description="Id of an uploaded dataset of pairs to label (winner columns optional).")
+    teacher_model: ModelName | None = Field(
+        default=None, description="Teacher model folder name under SHARED_DIR/models/ (default: the judge model)."
+    )
+    chunk_pairs: int = Field(default=32, ge=1, le=4096, description="Distinct pairs per chunk (the unit of resuming).")
+    rationale_tokens: int = Field(
+        default=64, ge=0, le=1024, description="Token budget of one rationale; 0 writes votes and probabilities only."
+    )
+    limit: int | None = Field(default=None, ge=1, description="Label only the first N rows (a trial run).")
     seed: int = Field(default=0, ge=0)
 
 

@@ -156,8 +156,11 @@ def command_setup_model(args, settings) -> dict:
     from workers.pipelines.text_features import install_text_encoder
 
     path = convert_embedded_model(settings.default_model_dir, force=args.force)
-    encoder = install_text_encoder(settings.default_text_encoder_dir, force=args.force)
-    return {"model": str(path), "text_encoder": str(encoder)}
+    try:
+        encoder = str(install_text_encoder(settings.default_text_encoder_dir, force=args.force))
+    except FileNotFoundError as exc:  # e.g. a GPU image without the MiniLM wheel: train with --no-text-model
+        encoder = f"not installed: {exc}"
+    return {"model": str(path), "text_encoder": encoder}
 
 
 def _training_sources(args) -> list:
@@ -231,15 +234,29 @@ def command_train(args, settings) -> dict:
     }
 
 
-def command_not_available(args, settings) -> dict:
-    raise NotAvailableError(
-        f"`arena {args.command}` is not available yet: it arrives with the {args.command} job"
-        " (see the open issues); nothing was run"
+def command_synth(args, settings) -> dict:
+    from workers.pipelines.synth import SynthConfig, run_synth
+
+    config = SynthConfig(
+        input_path=str(args.input),
+        output_dir=str(args.output_dir),
+        teacher_model=args.teacher_model or settings.judge_model_path,
+        chunk_pairs=args.chunk_pairs,
+        rationale_tokens=args.rationale_tokens,
+        max_model_len=settings.MAX_MODEL_LEN,
+        seed=args.seed,
+        limit=args.limit,
     )
+    bar = None
 
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(total, "labelling")
+        bar(done, total)
 
-class NotAvailableError(RuntimeError):
-    pass
+    metrics = run_synth(config, on_progress=on_progress)
+    return {"output_dir": str(args.output_dir), **metrics}
 
 
 def _add_judge_options(parser: argparse.ArgumentParser) -> None:
@@ -347,15 +364,24 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-text-model", action="store_true", help="stack with length features only")
     stack.set_defaults(handler=command_stack)
 
-    synth = commands.add_parser("synth", help="synth job (not available yet)")
-    synth.set_defaults(handler=command_not_available)
+    synth = commands.add_parser(
+        "synth", help="label pairs with a teacher LLM: per-criterion votes, probabilities, rationales, soft labels"
+    )
+    synth.add_argument("--input", required=True, type=Path, help="Kaggle-format CSV of pairs (labels optional)")
+    synth.add_argument("--output-dir", required=True, type=Path, help="folder to create or resume")
+    synth.add_argument("--teacher-model", help="teacher model folder (default: MODEL_PATH or the embedded model)")
+    synth.add_argument("--chunk-pairs", type=int, default=32, help="distinct pairs per chunk (the unit of resuming)")
+    synth.add_argument(
+        "--rationale-tokens", type=int, default=64, help="token budget of one rationale (0: votes only, faster)"
+    )
+    synth.add_argument("--limit", type=int, help="label only the first N rows")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(handler=command_synth)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, _unknown = build_parser().parse_known_args(argv)
-    if _unknown and args.command != "synth":
-        build_parser().parse_args(argv)  # let argparse report the unknown options
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -374,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
         DataFormatError,
         CalibrationError,
         ModelNotFoundError,
-        NotAvailableError,
         TrainingError,
         *USER_ERRORS,
     ) as exc:

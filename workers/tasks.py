@@ -85,5 +85,20 @@ def train(*, job_id: str) -> dict:
 
 
 @app.task(name=SYNTH_TASK)
-def synth(*, job_id: str) -> None:
-    jobs.run_not_available(get_settings(), job_id=job_id, kind="synth")
+def synth(*, job_id: str) -> dict:
+    """Label a dataset with the teacher into synth/<job_id>/; a redelivered message skips the finished chunks."""
+    from workers.pipelines.synth import SynthError
+    from workers.pipelines.synth_job import run_synth_job
+
+    settings = get_settings()
+    store = JobStore(settings.SHARED_DIR)
+    try:
+        return run_synth_job(settings, job_id=job_id)
+    except jobs.JobCancelledError as exc:
+        return {"job_id": job_id, "cancelled": str(exc)}
+    except (SynthError, *jobs.user_errors()) as exc:
+        store.fail(job_id, str(exc))
+        raise
+    except Exception as exc:
+        store.fail(job_id, f"synth failed: {type(exc).__name__}: {exc}")
+        raise

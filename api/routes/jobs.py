@@ -220,8 +220,11 @@ def create_synth_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
-    """Generate synthetic pairs. Accepted now; the job fails with "not available yet" until the pipeline lands."""
-    _require_dataset(datasets, request.seed_dataset)
+    """Label a dataset's pairs with a teacher LLM into synth/<job id>/ (pairs.csv, annotations.jsonl, metrics.json).
+
+    Upload synth/<job id>/pairs.csv's content as a dataset to train on it (`extra_datasets` with a weight).
+    """
+    _require_dataset(datasets, request.dataset)
     submit = _placeholder_submit("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
     return _submit_once(
         "synth",

@@ -48,7 +48,7 @@ def test_cancel_a_queued_job(client, dataset_id):
 def test_list_jobs_filters(client, dataset_id):
     predict_id = client.post("/v1/jobs/predict", json={"dataset": dataset_id}).json()["job_id"]
     train_id = client.post("/v1/jobs/train", json={"dataset": dataset_id, "epochs": 1}).json()["job_id"]
-    synth_id = client.post("/v1/jobs/synth", json={"rows": 10}).json()["job_id"]
+    synth_id = client.post("/v1/jobs/synth", json={"dataset": dataset_id}).json()["job_id"]
     client.post(f"/v1/jobs/{predict_id}/cancel")
     assert [job["id"] for job in client.get("/v1/jobs").json()] == [synth_id, train_id, predict_id]
     assert [job["id"] for job in client.get("/v1/jobs", params={"kind": "train"}).json()] == [train_id]
@@ -101,8 +101,10 @@ def test_bad_train_and_synth_parameters(client, dataset_id):
     assert client.post("/v1/jobs/train", json={"dataset": "f" * 32}).status_code == 404
     assert client.post("/v1/jobs/train", json={"dataset": dataset_id, "epochs": -1}).status_code == 422
     assert client.post("/v1/jobs/train", json={"dataset": dataset_id, "lora_rank": "big"}).status_code == 422
-    assert client.post("/v1/jobs/synth", json={"rows": 0}).status_code == 422
-    assert client.post("/v1/jobs/synth", json={"rows": 5, "seed_dataset": "e" * 32}).status_code == 404
+    assert client.post("/v1/jobs/synth", json={"rows": 3}).status_code == 422
+    assert client.post("/v1/jobs/synth", json={"dataset": dataset_id, "rationale_tokens": -1}).status_code == 422
+    missing = client.post("/v1/jobs/synth", json={"dataset": "e" * 32})
+    assert missing.status_code == 404 and "upload" in missing.json()["detail"]
 
 
 @pytest.mark.parametrize("job_id", ["0" * 32])

@@ -57,7 +57,7 @@ def test_the_same_key_with_another_request_is_a_conflict(client, dataset_id):
     for path, body in [
         ("/v1/jobs/predict", {"dataset": dataset_id, "tta": False}),
         ("/v1/jobs/train", {"dataset": dataset_id}),
-        ("/v1/jobs/synth", {"rows": 3}),
+        ("/v1/jobs/synth", {"dataset": dataset_id, "limit": 3}),
     ]:
         response = client.post(path, json=body, headers=key)
         assert response.status_code == 409, (path, response.text)

@@ -24,6 +24,7 @@ from tests.api.conftest import API_KEY, TEST_REDIS_URL, redis_or_fail
 
 WORKER_PYTHON = REPO_ROOT / ".venv-worker" / "bin" / "python"
 EMBEDDED_MODEL = REPO_ROOT / "var" / "shared" / "models" / "SmolLM2-135M-Instruct"
+EMBEDDED_TEXT_ENCODER = REPO_ROOT / "var" / "shared" / "models" / "all-MiniLM-L6-v2"
 WORKER_START_TIMEOUT_S = 180
 
 
@@ -40,6 +41,7 @@ class Stack:
         shared_dir = root / "shared"
         (shared_dir / "models").mkdir(parents=True)
         (shared_dir / "models" / EMBEDDED_MODEL.name).symlink_to(EMBEDDED_MODEL)
+        (shared_dir / "models" / EMBEDDED_TEXT_ENCODER.name).symlink_to(EMBEDDED_TEXT_ENCODER)
         self.settings = Settings(
             SHARED_DIR=shared_dir,
             API_KEY=API_KEY,

@@ -79,10 +79,3 @@ def test_a_shard_that_keeps_failing_fails_the_job(stack):
     assert job["state"] == "failed"
     assert "shard 0 failed after 2 attempts" in job["error"] and "missing from shared storage" in job["error"]
     assert job["shards"][0]["attempts"] == 2 and job["artifacts"] == []
-
-
-def test_synth_job_fails_as_not_available(stack):
-    response = stack.client.post("/v1/jobs/synth", json={"rows": 2})
-    assert response.status_code == 202
-    job = stack.wait_finished(response.json()["job_id"])
-    assert job["state"] == "failed" and "not available yet" in job["error"]

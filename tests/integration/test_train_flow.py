@@ -1,6 +1,9 @@
-"""Train through REST on a real worker: train job (8 rows, 2 steps) → adapter listed → predict job with it.
+"""Synth → train → predict through REST on a real worker.
 
-One CPU worker on the transformers engine (the classifier's path on CPU without a merged vLLM copy).
+The synth job labels 8 rows with the teacher (vLLM, short rationales) and registers its pairs.csv as a
+dataset; a train job (2 steps) uses it as a weighted extra dataset; the adapter is listed; a predict job
+uses it. One CPU worker; the judge engine is transformers (the classifier's path on CPU without a merged
+vLLM copy), the teacher is always vLLM (structured generation).
 """
 
 import io
@@ -23,8 +26,23 @@ def stack(tmp_path_factory):
     stack.stop()
 
 
-def test_train_job_then_predict_with_its_adapter(stack):
+def test_synth_job_then_train_on_its_labels_then_predict_with_the_adapter(stack):
     dataset = stack.upload(arena_csv(8))
+    synth = stack.client.post(
+        "/v1/jobs/synth", json={"dataset": dataset["id"], "chunk_pairs": 4, "rationale_tokens": 24, "limit": 6}
+    )
+    assert synth.status_code == 202, synth.text
+    synth_id = synth.json()["job_id"]
+    synth_job = stack.wait_finished(synth_id, timeout=600)
+    assert synth_job["state"] == "succeeded", synth_job
+    assert set(synth_job["artifacts"]) == {"pairs.csv", "annotations.jsonl", "metrics.json"}
+    assert synth_job["result"]["rows"] == 6 and synth_job["progress"]["done"] == synth_job["progress"]["total"]
+    assert synth_job["result"]["agreement_with_human_labels"] is not None
+    annotations = stack.client.get(f"/v1/jobs/{synth_id}/artifacts/annotations.jsonl").text.splitlines()
+    assert len(annotations) == 6 and set(json.loads(annotations[0])["criteria"]) >= {"relevance", "accuracy"}
+    synth_dataset = stack.client.get(f"/v1/datasets/{synth_job['result']['dataset']}").json()
+    assert synth_dataset["rows"] == 6 and synth_dataset["labelled"] is True
+
     response = stack.client.post(
         "/v1/jobs/train",
         json={
@@ -36,12 +54,13 @@ def test_train_job_then_predict_with_its_adapter(stack):
             "lora_rank": 4,
             "target_modules": ["q_proj", "v_proj"],
             "val_fraction": 0.3,
+            "extra_datasets": [{"dataset": synth_dataset["id"], "weight": 0.5}],
         },
     )
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     job = stack.wait_finished(job_id, timeout=600)
-    assert job["state"] == "succeeded", job
+    assert job["state"] == "succeeded", job.get("error")
     assert job["progress"] == {"done": 2, "total": 2}
     result = job["result"]
     assert result["adapter"] == "it-judge" and result["calibration"] == "adapters/it-judge/calibration.json"
@@ -49,6 +68,8 @@ def test_train_job_then_predict_with_its_adapter(stack):
     assert set(job["artifacts"]) == {"metrics.json", "learning_curve.png"}
     metrics = json.loads(stack.client.get(f"/v1/jobs/{job_id}/artifacts/metrics.json").content)
     assert metrics["adapter"] == "it-judge" and metrics["task_type"] == "SEQ_CLS"
+    assert "synth" in metrics["train_sources"], "the synthetic rows were trained on"
+    assert metrics["calibration"]["text_model"]["validation_log_loss"] > 0
 
     [adapter] = stack.client.get("/v1/adapters").json()
     assert adapter["name"] == "it-judge" and adapter["complete"] and adapter["task_type"] == "SEQ_CLS"

@@ -100,7 +100,6 @@ def test_predict_calibrate_evaluate(small_files, vllm_judge):
         (["predict", "--input", "{test}", "--output", "x.csv", "--model", "/nowhere"], "make setup"),
         (["predict", "--input", "{test}", "--output", "x.csv", "--calibration", "/nowhere.json"], "not found"),
         (["calibrate", "--input", "{test}", "--output", "c.json"], "needs labelled data"),
-        (["synth"], "not available yet"),
         (["train", "--input", "{test}", "--output-dir", "{tmp}/adapter"], "needs labelled data"),
         (["train", "--input", "MISSING.csv", "--output-dir", "{tmp}/adapter"], "no such file"),
     ],

@@ -35,3 +35,27 @@ def test_epoch_batches_cover_every_example_once_in_similar_lengths():
     assert spread < 60, "examples of one batch should have similar lengths (little padding)"
     assert batches != epoch_batches(lengths, batch_size=4, seed=3, epoch=1), "a fresh order every epoch"
     assert batches == epoch_batches(lengths, batch_size=4, seed=3, epoch=0), "and the same order on resume"
+
+
+def test_validation_holds_real_rows_only_and_drops_their_synthetic_copies(tmp_path):
+    import pandas as pd
+
+    from tests.api.arena_rows import arena_csv
+    from workers.pipelines.calibration import prompt_groups
+    from workers.pipelines.train import TrainConfig, TrainingSource, split_rows
+
+    (tmp_path / "real.csv").write_bytes(arena_csv(12))
+    synthetic = pd.read_csv(tmp_path / "real.csv")
+    synthetic["id"] += 100_000  # the same prompts and responses, relabelled by a teacher
+    synthetic.to_csv(tmp_path / "synth.csv", index=False)
+    config = TrainConfig(
+        sources=[TrainingSource(tmp_path / "real.csv"), TrainingSource(tmp_path / "synth.csv", 0.5)],
+        output_dir=tmp_path / "out",
+        base_model="unused",
+        val_fraction=0.4,
+    )
+    train, validation = split_rows(config)
+    assert validation.pairs and all(int(pair.id) < 100_000 for pair in validation.pairs)
+    assert not set(prompt_groups(validation.pairs)) & set(prompt_groups(train.pairs))
+    assert any(int(pair.id) >= 100_000 for pair in train.pairs)
+    assert len(train.pairs) + 2 * len(validation.pairs) == 24

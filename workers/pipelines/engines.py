@@ -192,6 +192,36 @@ class VllmEngine:
                     result[row, column] = top[token_id].logprob
         return _normalise(result)
 
+    def generate_json(
+        self, token_lists: list[list[int]], *, schema: dict, max_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[tuple[str, int]]:
+        """Structured generation: each output is held to the JSON schema by vLLM's guided decoding.
+
+        Returns (text, generated token count) per prompt; a text can still be cut short by `max_tokens`.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            structured_outputs=StructuredOutputsParams(json=schema),
+        )
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in token_lists],
+            params,
+            use_tqdm=False,
+            lora_request=self._lora_request,
+        )
+        results = []
+        for output in outputs:
+            self.prompt_tokens += len(output.prompt_token_ids or [])
+            self.cached_prompt_tokens += output.num_cached_tokens or 0
+            results.append((output.outputs[0].text, len(output.outputs[0].token_ids)))
+        return results
+
     def vote_logprobs(self, prefixes, suffixes, vote_token_ids, *, on_prefix_done=None) -> np.ndarray:
         result = np.zeros((len(prefixes), len(suffixes), len(vote_token_ids)))
         if not prefixes:

@@ -1,5 +1,5 @@
-"""Job steps the Celery tasks run (no Celery in here): predict shards, their assembly, /v1/score, and the
-train/synth placeholders.
+"""Job steps the Celery tasks run (no Celery in here): predict shards, their assembly and /v1/score (train and
+synth have their own modules: train_job.py, synth_job.py).
 
 A predict job's path: the gateway stores the dataset and the job record and sends one shard task per live
 GPU queue (`arena.predict.shard`) in a chord whose callback is `arena.predict.assemble`. Each shard judges
@@ -48,10 +48,6 @@ class JobCancelledError(RuntimeError):
     """The job was cancelled (or failed elsewhere) while this step ran; stop without publishing anything."""
 
 
-class NotAvailableError(RuntimeError):
-    """The pipeline a job asks for has not landed yet."""
-
-
 class ArtifactWriteError(OSError):
     """A job's files could not be written to shared storage (full, read-only, permissions)."""
 
@@ -61,7 +57,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from workers.pipelines.calibration import CalibrationError
     from workers.pipelines.engines import ModelNotFoundError
 
-    return (DataFormatError, ModelNotFoundError, CalibrationError, UnsafePathError, NotAvailableError)
+    return (DataFormatError, ModelNotFoundError, CalibrationError, UnsafePathError)
 
 
 # --- the judge, loaded once per worker process ------------------------------------------------------------
@@ -379,17 +375,3 @@ def run_score(settings: Settings, payload: dict) -> dict:
         "seconds": round(time.perf_counter() - started, 3),
         "judge": judge.description,
     }
-
-
-# --- later pipelines ----------------------------------------------------------------------------------------
-
-
-def run_not_available(settings: Settings, *, job_id: str, kind: str) -> None:
-    """Train and synth jobs are accepted now; their pipelines land in later issues. Fail honestly until then."""
-    store = JobStore(settings.SHARED_DIR)
-    store.start(job_id)
-    message = (
-        f"the {kind} pipeline is not available yet (it lands in a later issue); nothing was run and nothing was written"
-    )
-    store.fail(job_id, message)
-    raise NotAvailableError(message)

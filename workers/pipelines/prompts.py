@@ -75,16 +75,24 @@ class JudgePromptBuilder:
         tokenizer: a transformers tokenizer of the judge model.
         max_model_len: token budget of one whole prompt (prefix + criterion question).
         criteria: the criteria asked, in order.
+        answer_instruction: how to answer, after each question (the synth job asks for JSON with a rationale).
     """
 
-    def __init__(self, tokenizer, *, max_model_len: int, criteria: tuple[Criterion, ...] = CRITERIA) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        max_model_len: int,
+        criteria: tuple[Criterion, ...] = CRITERIA,
+        answer_instruction: str = ANSWER_INSTRUCTION,
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.criteria = criteria
         head, middle, tail = self._template_parts()
         self.head_ids = self._encode(head)
         self.suffix_ids = [
-            self._encode(f"{middle}{criterion.question} {ANSWER_INSTRUCTION}{tail}") for criterion in criteria
+            self._encode(f"{middle}{criterion.question} {answer_instruction}{tail}") for criterion in criteria
         ]
         self.prefix_budget = max_model_len - max(len(ids) for ids in self.suffix_ids) - _SAFETY_TOKENS
         if self.prefix_budget < 128:

@@ -190,6 +190,7 @@ class _Rows:
     sources: list[str]
     sequences: list[tuple[list[int], list[int]]] = field(default_factory=list)
     truncated: int = 0
+    origins: np.ndarray | None = None  # index of the input file each row came from
 
     def subset(self, rows: np.ndarray) -> _Rows:
         return _Rows(
@@ -197,6 +198,7 @@ class _Rows:
             labels=self.labels[rows],
             weights=self.weights[rows],
             sources=[self.sources[row] for row in rows],
+            origins=None if self.origins is None else self.origins[rows],
         )
 
 
@@ -210,13 +212,20 @@ def _read_source(source: TrainingSource) -> ArenaDataset:
 
 
 def _concatenate(parts: Sequence[tuple[ArenaDataset, TrainingSource]]) -> _Rows:
-    pairs, labels, weights, sources = [], [], [], []
-    for dataset, source in parts:
+    pairs, labels, weights, sources, origins = [], [], [], [], []
+    for origin, (dataset, source) in enumerate(parts):
         pairs += dataset.pairs
         labels.append(dataset.labels)
         weights += [source.weight] * len(dataset)
         sources += dataset.sources or [Path(source.path).stem] * len(dataset)
-    return _Rows(pairs=pairs, labels=np.vstack(labels), weights=np.array(weights, dtype=float), sources=sources)
+        origins += [origin] * len(dataset)
+    return _Rows(
+        pairs=pairs,
+        labels=np.vstack(labels),
+        weights=np.array(weights, dtype=float),
+        sources=sources,
+        origins=np.array(origins, dtype=int),
+    )
 
 
 def validation_mask(groups: np.ndarray, *, fraction: float, seed: int) -> np.ndarray:
@@ -238,7 +247,11 @@ def validation_mask(groups: np.ndarray, *, fraction: float, seed: int) -> np.nda
 
 
 def split_rows(config: TrainConfig) -> tuple[_Rows, _Rows]:
-    """Training and validation rows; validation is grouped by prompt so no prompt is on both sides."""
+    """Training and validation rows; validation is grouped by prompt so no prompt is on both sides.
+
+    Validation rows come from the first input only (real labels): rows of the other inputs (synthetic labels,
+    often of the same prompts) whose prompt is held out are dropped, neither trained nor validated on.
+    """
     rows = _concatenate([(_read_source(source), source) for source in config.sources])
     if config.validation_path is not None:
         validation_source = TrainingSource(Path(config.validation_path))
@@ -246,7 +259,9 @@ def split_rows(config: TrainConfig) -> tuple[_Rows, _Rows]:
         train = rows
     else:
         held_out = validation_mask(prompt_groups(rows.pairs), fraction=config.val_fraction, seed=config.seed)
-        train, validation = rows.subset(np.flatnonzero(~held_out)), rows.subset(np.flatnonzero(held_out))
+        primary = rows.origins == 0
+        train = rows.subset(np.flatnonzero(~held_out))
+        validation = rows.subset(np.flatnonzero(held_out & primary))
     if config.max_val_rows is not None and len(validation.pairs) > config.max_val_rows:
         # A seeded sample across the file: its first rows would often all come from one source.
         keep = np.random.default_rng(config.seed).permutation(len(validation.pairs))[: config.max_val_rows]

@@ -86,6 +86,7 @@ def train_config_from_params(settings: Settings, params: dict, *, output_dir: Pa
         time_budget_s=time_budget_s,
         val_fraction=float(params.get("val_fraction", 0.1)),
         max_val_rows=params.get("max_val_rows"),
+        text_encoder=settings.text_encoder_path if params.get("text_model", True) else None,
     )
 
 

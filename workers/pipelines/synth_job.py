@@ -1,0 +1,152 @@
+"""The synth job step the Celery task `arena.synth` runs (no Celery in here).
+
+Path of a synth job: POST /v1/jobs/synth stores the job record and sends `arena.synth` by name; the task calls
+`run_synth_job`, which labels the dataset into SHARED_DIR/synth/<job_id>/ (workers/pipelines/synth.py),
+reports distinct pairs done in the job record, registers pairs.csv as a new dataset (so a train job can use
+it at once through `extra_datasets`), and links pairs.csv, annotations.jsonl and metrics.json into
+submissions/<job_id>/ for GET /v1/jobs/{id}/artifacts/{name}.
+
+A redelivered message (the worker died) resumes: chunks already in synth/<job_id>/chunks/ are not labelled
+again. Cancelling or the job's time limit stops it between chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from shared.job_store import JobStore
+from shared.schemas import DatasetInfo, utc_now
+from shared.settings import Settings
+from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, job_output_dir, new_id, resolve_judge_files
+from workers.pipelines.jobs import JobCancelledError, close_cached_judges, job_time_limit_s
+from workers.pipelines.synth import (
+    ANNOTATIONS_NAME,
+    METRICS_NAME,
+    PAIRS_NAME,
+    SynthConfig,
+    SynthError,
+    Teacher,
+    run_synth,
+)
+
+log = logging.getLogger(__name__)
+
+
+def synth_config_from_params(settings: Settings, params: dict, *, job_id: str) -> SynthConfig:
+    """SynthConfig from a stored SynthJobRequest (shared/schemas.py)."""
+    try:
+        teacher, _, _ = resolve_judge_files(
+            settings.SHARED_DIR, settings.judge_model_path, model=params.get("teacher_model")
+        )
+    except FileNotFoundError as exc:
+        raise SynthError(str(exc)) from None
+    input_path = dataset_csv_path(settings.SHARED_DIR, params["dataset"])
+    if not input_path.is_file():
+        raise SynthError(f"dataset {params['dataset']} is missing from shared storage; upload it again")
+    return SynthConfig(
+        input_path=str(input_path),
+        output_dir=str(settings.SHARED_DIR / "synth" / job_id),
+        teacher_model=str(teacher),
+        chunk_pairs=int(params.get("chunk_pairs", 32)),
+        rationale_tokens=int(params.get("rationale_tokens", 64)),
+        max_model_len=settings.MAX_MODEL_LEN,
+        seed=int(params.get("seed", 0)),
+        limit=params.get("limit"),
+    )
+
+
+def register_dataset(settings: Settings, csv_path: Path, *, name: str, rows: int) -> DatasetInfo:
+    """Store a finished, labelled CSV as a dataset (as an upload would be), without copying it twice."""
+    dataset_id = new_id()
+    staging = settings.SHARED_DIR / "datasets" / f".synth-{dataset_id}"
+    staging.mkdir(parents=True)
+    try:
+        _link_or_copy(csv_path, staging / "dataset.csv")
+        data = (staging / "dataset.csv").read_bytes()
+        info = DatasetInfo(
+            id=dataset_id,
+            name=name,
+            rows=rows,
+            labelled=True,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            created_at=utc_now(),
+        )
+        atomic_write_text(staging / "meta.json", info.model_dump_json(indent=1))
+        staging.rename(dataset_dir(settings.SHARED_DIR, dataset_id))
+        return info
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
+
+
+def run_synth_job(settings: Settings, *, job_id: str) -> dict:
+    """Label the job's dataset, reporting progress in its record; returns the job's result.
+
+    Raises:
+        JobCancelledError: the job was cancelled (or failed elsewhere) before or while it ran.
+        SynthError, DataFormatError: the request cannot run as given (the job should fail).
+    """
+    store = JobStore(settings.SHARED_DIR)
+    record = store.read(job_id)
+    if record.terminal:
+        raise JobCancelledError(f"job {job_id} is already {record.state}")
+    config = synth_config_from_params(settings, record.params, job_id=job_id)
+    record = store.start(job_id)
+    time_limit_s = job_time_limit_s(settings, record.params)
+    deadline = (record.started_at or utc_now()).timestamp() + time_limit_s
+
+    def on_progress(done: int, total: int) -> None:
+        def change(current) -> None:
+            current.progress.done, current.progress.total = done, total
+
+        current = store.update(job_id, change)
+        if current.terminal:
+            raise JobCancelledError(f"job {job_id} was {current.state} after {done} of {total} distinct pairs")
+        if time.time() > deadline and done < total:
+            reason = (
+                f"the job ran longer than its time limit of {time_limit_s}s and was stopped after {done} of {total}"
+                " distinct pairs (finished chunks are kept); raise time_limit_s, or submit the rest with `limit`"
+            )
+            store.fail(job_id, reason)
+            raise JobCancelledError(reason)
+
+    def teacher_factory() -> Teacher:
+        close_cached_judges()  # one engine per worker: the teacher takes the judge's memory
+        return Teacher(config, kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB, enforce_eager=settings.ENFORCE_EAGER)
+
+    metrics = run_synth(config, teacher_factory=teacher_factory, on_progress=on_progress)
+    output_dir = Path(config.output_dir)
+    dataset = register_dataset(settings, output_dir / PAIRS_NAME, name=f"synth-{job_id}.csv", rows=metrics["rows"])
+    job_dir = job_output_dir(settings.SHARED_DIR, job_id)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = [PAIRS_NAME, ANNOTATIONS_NAME, METRICS_NAME]
+    for name in artifacts:
+        if not (job_dir / name).exists():
+            _link_or_copy(output_dir / name, job_dir / name)
+    human = metrics.get("versus_human_labels") or {}
+    result = {
+        "synth_dir": f"synth/{job_id}",
+        "dataset": dataset.id,
+        "rows": metrics["rows"],
+        "distinct_pairs": metrics["distinct_pairs"],
+        "chunks_reused": metrics["chunks_reused"],
+        "pairs_per_second": metrics["throughput"]["pairs_per_second"],
+        "generated_tokens_per_second": metrics["throughput"]["generated_tokens_per_second"],
+        "rationale_parse_failures": metrics["rationales"]["parse_failures"],
+        "agreement_with_human_labels": human.get("agreement"),
+        "log_loss_against_human_labels": human.get("log_loss"),
+    }
+    store.succeed(job_id, artifacts=artifacts, result=result)
+    return {"job_id": job_id, "state": "succeeded", "dataset": dataset.id}
