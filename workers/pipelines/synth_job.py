@@ -124,7 +124,12 @@ def run_synth_job(settings: Settings, *, job_id: str) -> dict:
 
     def teacher_factory() -> Teacher:
         close_cached_judges()  # one engine per worker: the teacher takes the judge's memory
-        return Teacher(config, kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB, enforce_eager=settings.ENFORCE_EAGER)
+        return Teacher(
+            config,
+            kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
+            enforce_eager=settings.ENFORCE_EAGER,
+            tensor_parallel_size=settings.TEACHER_TENSOR_PARALLEL,
+        )
 
     metrics = run_synth(config, teacher_factory=teacher_factory, on_progress=on_progress)
     output_dir = Path(config.output_dir)
