@@ -745,7 +745,12 @@ def _finish(
         validation.update(score_logits(val_logits, val_rows.labels, val_rows.sources))
         validation["best_step"] = best["step"]
         with atomic_writer(output_dir / VALIDATION_LOGITS_NAME, "wb") as handle:
-            np.savez(handle, ids=np.array([pair.id for pair in val_rows.pairs]), logits=val_logits)
+            np.savez(
+                handle,
+                ids=np.array([pair.id for pair in val_rows.pairs]),
+                logits=val_logits,
+                train_digest=np.array(_rows_digest(train_rows)),
+            )
         calibration = fit_stack(val_logits, train_rows, val_rows, output_dir, config)
     plot_learning_curve(
         history, output_dir / CURVE_NAME, title=f"{output_dir.name}: LoRA judge on {Path(config.base_model).name}"
@@ -867,6 +872,14 @@ def _fit_text_model(train_rows: _Rows, val_rows: _Rows, config: TrainConfig):
     )
 
 
+def _rows_digest(rows: _Rows) -> str:
+    """Which rows (and weights) a model was trained on, to check a restack uses the same ones."""
+    digest = hashlib.sha256()
+    for pair, weight in zip(rows.pairs, rows.weights, strict=True):
+        digest.update(f"{pair.id}:{weight:.6g}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _check_text_encoder(path: str | None) -> None:
     """Fail before training, not after it, when the text model's encoder is missing."""
     if path and not (Path(path) / "config.json").is_file():
@@ -909,7 +922,8 @@ def restack_adapter(adapter_dir: Path, *, sources: list[TrainingSource], text_en
     train_rows, val_rows = split_rows(config)
     with np.load(logits_path) as saved:
         saved_ids, val_logits = [str(value) for value in saved["ids"]], saved["logits"]
-    if saved_ids != [pair.id for pair in val_rows.pairs]:
+        train_digest = str(saved["train_digest"]) if "train_digest" in saved.files else None
+    if saved_ids != [pair.id for pair in val_rows.pairs] or train_digest not in (None, _rows_digest(train_rows)):
         raise TrainingError(
             "these --input files do not give the validation rows the adapter was validated on; pass the same"
             " training CSVs (and weights) it was trained on"
