@@ -19,7 +19,7 @@ def encoder(model_settings):
 @pytest.fixture(scope="module")
 def real_rows(data_csv):
     dataset = read_arena_csv(data_csv, require_labels=True)
-    rows = np.random.default_rng(0).permutation(len(dataset))[:500]
+    rows = np.random.default_rng(0).permutation(len(dataset))[:1000]
     return [dataset.pairs[row] for row in rows], dataset.labels[rows]
 
 
@@ -38,21 +38,33 @@ def test_text_model_beats_the_prior_is_symmetric_and_round_trips(encoder, real_r
 
     pairs, labels = real_rows
     embeddings = embed_pairs(pairs, encoder)
-    train, test = slice(0, 400), slice(400, 500)
-    model = fit_text_model(
-        pairs[train], labels[train], _rows(embeddings, train), groups=prompt_groups(pairs[train]), n_components=8
+    train, test = slice(0, 800), slice(800, 1000)
+    groups = prompt_groups(pairs[train])
+    fit = fit_text_model(
+        pairs[train], labels[train], _rows(embeddings, train), groups=groups, projection_sizes={"diff": 8, "sum": 4}
     )
+    model = fit.model
+    assert set(model.projections) == {"diff", "sum"}
     probabilities = model.probabilities(pairs[test], _rows(embeddings, test))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
-    prior = np.tile(labels[train].mean(axis=0), (100, 1))
+    prior = np.tile(labels[train].mean(axis=0), (200, 1))
     assert multiclass_log_loss(labels[test], probabilities) < multiclass_log_loss(labels[test], prior)
     swapped = model.probabilities([pair.swapped() for pair in pairs[test]], _rows(embeddings, test).swapped())
     np.testing.assert_allclose(swapped[:, [1, 0, 2]], probabilities, atol=1e-9)
+    # Out-of-fold predictions: one per training row, honest (the fitted model itself does better in sample).
+    assert fit.out_of_fold.shape == (800, 3)
+    np.testing.assert_allclose(fit.out_of_fold.sum(axis=1), 1.0, atol=1e-6)
+    assert model.fitted_on["cv_log_loss"] == pytest.approx(multiclass_log_loss(labels[train], fit.out_of_fold))
+    in_sample = model.probabilities(pairs[train], _rows(embeddings, train))
+    assert multiclass_log_loss(labels[train], in_sample) < model.fitted_on["cv_log_loss"]
     loaded = TextModel.load(model.save(tmp_path / "text_model.json"))
     np.testing.assert_allclose(loaded.probabilities(pairs[test], _rows(embeddings, test)), probabilities)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(TextModelError, match="not an arena-pref text model"):
         TextModel.load(tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text('{"format": "arena-pref-text-model/1"}')
+    with pytest.raises(TextModelError, match="arena stack"):
+        TextModel.load(tmp_path / "old.json")
 
 
 def _rows(embeddings, rows: slice):

@@ -219,7 +219,10 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
         dataset = read_arena_csv(data_dir / "train.csv", require_labels=True)
         embeddings = embed_pairs(dataset.pairs, TextEncoder(model_settings.text_encoder_path))
         groups = np.arange(len(dataset))
-        text_model = fit_text_model(dataset.pairs, dataset.labels, embeddings, groups=groups, n_components=4)
+        small = {"diff": 4, "sum": 2, "prompt": 2}
+        text_model = fit_text_model(
+            dataset.pairs, dataset.labels, embeddings, groups=groups, projection_sizes=small
+        ).model
         text_model.save(adapter / "text_model.json")
         logits = np.random.default_rng(0).normal(size=(len(dataset), 2, 3))
         fit_calibrator(

@@ -13,6 +13,7 @@ differently by the two. The overall question ends with the chat template's assis
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -129,13 +130,28 @@ def pair_sequences(builder: JudgePromptBuilder, pair: Pair) -> tuple[tuple[list[
     return (prompts.prefixes[0] + suffix, prompts.prefixes[1] + suffix), prompts.truncated
 
 
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AMX or AVX512-BF16).
+
+    Without it torch emulates bf16 and autocast is 3-4x slower than fp32 (measured on an AVX-512 Xeon without
+    AMX: MiniLM embedding 18.6 s vs 5.3 s for 256 texts), so autocast is only worth it where this holds.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def autocast_context(device: str, enabled: bool):
-    """bf16 autocast on CPU (AMX) and GPU; a no-op context when disabled."""
+    """bf16 autocast on a GPU, and on a CPU with bf16 hardware; a no-op context otherwise or when disabled."""
     import contextlib
 
     import torch
 
-    if not enabled:
+    on_cuda = device.startswith("cuda")
+    if not enabled or not (on_cuda or cpu_has_fast_bf16()):
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
