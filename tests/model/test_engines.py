@@ -30,8 +30,12 @@ def test_vllm_reuses_the_shared_prefix(vllm_judge, few_pairs):
 def test_engines_agree(vllm_judge, transformers_judge, few_pairs):
     from_vllm = vllm_judge.judge(few_pairs)
     from_transformers = transformers_judge.judge(few_pairs)
-    # bf16 on both sides: agreement within bf16 noise, not bit for bit.
-    assert np.abs(from_vllm.vote_logprobs - from_transformers.vote_logprobs).max() < 0.3
+    # bf16 on both sides, each engine with its own kernels: agreement within bf16 noise, not bit for bit. One
+    # unlikely vote's log-probability can move by ~0.3 nats (0.31 on one CI machine), so the bounds are on
+    # probabilities and on the typical gap; a wrong prompt or token id moves votes by whole nats.
+    vote_gap = np.abs(np.exp(from_vllm.vote_logprobs) - np.exp(from_transformers.vote_logprobs))
+    assert vote_gap.max() < 0.15
+    assert np.median(np.abs(from_vllm.vote_logprobs - from_transformers.vote_logprobs)) < 0.1
     assert np.abs(from_vllm.raw_probabilities - from_transformers.raw_probabilities).max() < 0.05
 
 
