@@ -208,6 +208,7 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     report = restack_adapter(adapter, sources=sources, text_encoder=model_settings.text_encoder_path)
     assert report["fitted"] is True and 0 < report["text_model"]["validation_log_loss"] < 5
     assert "stacked_cv_log_loss (adapter + text model + length)" in report
+    assert "stacked_cv_log_loss (adapter + text model)" in report
     stored = json.loads((adapter / "metrics.json").read_text())
     assert stored["calibration"] == json.loads(json.dumps(report, default=str))
     inputs = json.loads((adapter / "calibration.json").read_text())["inputs"]
@@ -243,3 +244,24 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     assert json.loads(run.stdout)["judge"]["text_model"] is True
     probabilities = read_submission(submission, expected_ids=read_arena_csv(data_dir / "test.csv").ids)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_validation_that_uses_up_the_time_budget_ends_the_run(data_dir, model_settings, tmp_path, monkeypatch):
+    """Stop on the validated step: no extra step that only gets validated again (5 minutes each on a CPU)."""
+    import time
+
+    from workers.pipelines import train
+
+    real_evaluate = train.evaluate_rows
+
+    def slow_evaluate(*args, **kwargs):
+        result = real_evaluate(*args, **kwargs)
+        time.sleep(4.0)
+        return result
+
+    monkeypatch.setattr(train, "evaluate_rows", slow_evaluate)
+    config = _config(data_dir, tmp_path / "judge", model_settings, max_steps=5, time_budget_s=3.0)
+    metrics = train.train_judge(config)
+    assert metrics["steps"] == 1, metrics["stop_reason"]
+    assert "time budget" in metrics["stop_reason"]
+    assert [entry["step"] for entry in metrics["history"]["val"]] == [1]

@@ -67,3 +67,26 @@ def test_vote_calibrators_written_before_adapters_existed_still_load(tmp_path):
     loaded = Calibrator.load(path)
     assert loaded.inputs == ["votes", "length"]
     np.testing.assert_allclose(loaded.predict(votes, pairs), calibrator.predict(votes, pairs))
+
+
+def test_stack_without_length_features_ignores_lengths_and_round_trips(tmp_path):
+    pairs, labels, logits = _data()
+    text_logprobs = np.log(np.full((len(pairs), 3), 1 / 3))
+    calibrator = fit_calibrator(
+        None, pairs, labels, adapter_logits=logits, text_logprobs=text_logprobs, with_length=False
+    )
+    assert calibrator.inputs == ["adapter", "text"]
+    assert not any(name.startswith(("log_chars", "chars_")) for name in calibrator.feature_names)
+    loaded = Calibrator.load(calibrator.save(tmp_path / "calibration.json"))
+    longer = [Pair(p.id, p.prompt, (p.response_a[0] * 3,), p.response_b) for p in pairs]
+    # Lengths are not read: the same logits give the same output whatever the responses' lengths.
+    np.testing.assert_allclose(
+        loaded.predict(None, longer, adapter_logits=logits, text_logprobs=text_logprobs),
+        calibrator.predict(None, pairs, adapter_logits=logits, text_logprobs=text_logprobs),
+    )
+    with_length = fit_calibrator(None, pairs, labels, adapter_logits=logits, text_logprobs=text_logprobs)
+    assert with_length.inputs == ["adapter", "text", "length"]
+    assert not np.allclose(
+        with_length.predict(None, longer, adapter_logits=logits, text_logprobs=text_logprobs),
+        with_length.predict(None, pairs, adapter_logits=logits, text_logprobs=text_logprobs),
+    )

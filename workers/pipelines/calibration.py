@@ -113,6 +113,8 @@ def build_features(
     pairs: Sequence[Pair],
     adapter_logits: np.ndarray | None = None,
     text_logprobs: np.ndarray | None = None,
+    *,
+    with_length: bool = True,
 ) -> tuple[np.ndarray, list[str]]:
     """Calibrator features: votes (when cast), adapter and text-model log-probabilities (when given), lengths."""
     parts, names = [], []
@@ -128,8 +130,11 @@ def build_features(
         text, text_names = text_features(text_logprobs)
         parts.append(text)
         names += text_names
-    lengths, length_names = length_features(pairs)
-    return np.column_stack([*parts, lengths]), names + length_names
+    if with_length:
+        lengths, length_names = length_features(pairs)
+        parts.append(lengths)
+        names += length_names
+    return np.column_stack(parts), names
 
 
 def _mirrored_inputs(
@@ -217,6 +222,7 @@ class Calibrator:
             pairs,
             adapter_logits if self.needs_adapter else None,
             text_logprobs if self.needs_text else None,
+            with_length="length" in self.inputs,
         )
         if names != self.feature_names:
             raise CalibrationError(
@@ -319,6 +325,7 @@ def fit_calibrator(
     fitted_on: dict | None = None,
     adapter_logits: np.ndarray | None = None,
     text_logprobs: np.ndarray | None = None,
+    with_length: bool = True,
 ) -> Calibrator:
     """Fit a calibrator on labelled pairs.
 
@@ -333,6 +340,8 @@ def fit_calibrator(
         fitted_on: provenance stored in the file.
         adapter_logits: (n, n_orders, 3) logits of a trained classifier adapter, in pair orientation.
         text_logprobs: (n, 3) log-probabilities of a text model (logistic method only), in pair orientation.
+        with_length: add the length features (logistic method only). The text model already reads lengths; on
+            a few hundred validation rows nine more columns can cost more in variance than they add.
 
     Returns:
         The fitted calibrator.
@@ -365,8 +374,10 @@ def fit_calibrator(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
-    features, names = build_features(vote_logprobs, pairs, adapter_logits, text_logprobs)
-    mirrored, _ = build_features(*_mirrored_inputs(vote_logprobs, pairs, adapter_logits, text_logprobs))
+    features, names = build_features(vote_logprobs, pairs, adapter_logits, text_logprobs, with_length=with_length)
+    mirrored, _ = build_features(
+        *_mirrored_inputs(vote_logprobs, pairs, adapter_logits, text_logprobs), with_length=with_length
+    )
     both_features = np.vstack([features, mirrored])
     both_labels = np.vstack([labels, unswap_classes(labels)])
     groups = prompt_groups(pairs)
@@ -411,7 +422,7 @@ def fit_calibrator(
         intercept.tolist(),
         best_c,
         fitted_on,
-        [*inputs, "length"],
+        [*inputs, "length"] if with_length else inputs,
     )
 
 

@@ -653,6 +653,11 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
                     evals_without_gain = 0
                 else:
                     evals_without_gain += 1
+                if config.time_budget_s is not None and not out_of_time:
+                    # A validation can take minutes on a CPU: when it used up the budget, stop on this validated
+                    # step instead of taking one more step only to validate again.
+                    out_of_time = time.perf_counter() - train_started > config.time_budget_s
+                    finishing = finishing or out_of_time
             if step % config.checkpoint_every == 0 and not finishing:
                 state = {
                     "step": step,
@@ -782,8 +787,8 @@ def fit_stack(
     The text model (length, style and sentence-encoder features, text_features.py) is fitted on the training and
     validation rows, when `config.text_encoder` names an encoder. The stacker (multinomial LR, calibration.py)
     is fitted on the validation rows, which the adapter never saw, reading the text model's out-of-fold
-    predictions: once over the adapter + length, once over adapter + text model + length. The one with the
-    lower grouped-CV log loss is saved as calibration.json.
+    predictions: over the adapter + length, over adapter + text model + length, and over adapter + text model.
+    The one with the lowest grouped-CV log loss is saved as calibration.json.
     """
     from workers.pipelines.judge import softmax as softmax_scores
 
@@ -812,6 +817,17 @@ def fit_stack(
                 adapter_logits=val_logits,
                 text_logprobs=text_logprobs,
                 fitted_on=fitted_on,
+            )
+            # The text model reads lengths already; measured on 471 validation rows, the nine length columns
+            # took the stack from 0.936 to 0.965 grouped-CV log loss, so the stack is also tried without them.
+            candidates["adapter + text model"] = fit_calibrator(
+                None,
+                val_rows.pairs,
+                val_rows.labels,
+                adapter_logits=val_logits,
+                text_logprobs=text_logprobs,
+                fitted_on=fitted_on,
+                with_length=False,
             )
     except ValueError as exc:  # too few validation rows / classes for a regression
         return {**report, "fitted": False, "reason": f"{type(exc).__name__}: {exc}"}
