@@ -4,8 +4,9 @@
     .venv-worker/bin/python scripts/adapter_report.py --input HOLDOUT.csv --adapter ADAPTER \
         --adapter-votes adapter.npz [--votes criterion_votes.npz]
 
-Rows: the adapter alone (raw softmax of both orders), the adapter with the calibrator it was trained with
-(fitted on its own validation split: no holdout label is used), and calibrators fitted on the holdout itself by
+Rows: the adapter alone (raw softmax of both orders), the text model alone (when the adapter has one), the
+shipped stack, i.e. what `predict --adapter` writes (its calibrator was fitted on the adapter's own validation
+split: no holdout label is used), and calibrators fitted on the holdout itself by
 5-fold cross-validation grouped by prompt: length features only, criterion votes + length, adapter + length,
 adapter + votes + length.
 """
@@ -58,11 +59,15 @@ def main() -> None:
 
     dataset = read_arena_csv(args.input, require_labels=True)
     pairs, labels = dataset.pairs, dataset.labels
-    adapter_logits = load_votes(args.adapter_votes, dataset.ids).adapter_logits
+    saved = load_votes(args.adapter_votes, dataset.ids)
+    adapter_logits, text_logprobs = saved.adapter_logits, saved.text_logprobs
     parts: dict[str, np.ndarray] = {"adapter alone (raw, both orders averaged)": softmax(adapter_logits).mean(axis=1)}
+    if text_logprobs is not None:
+        parts["text model alone (its text_model.json)"] = np.exp(text_logprobs)
     shipped = Calibrator.load(args.adapter / "calibration.json")
-    parts["adapter + length, its shipped calibrator (fitted on train-side validation)"] = shipped.predict(
-        None, pairs, adapter_logits=adapter_logits
+    shipped_inputs = " + ".join(shipped.inputs)
+    parts[f"shipped: {shipped_inputs}, its calibrator (fitted on train-side validation)"] = shipped.predict(
+        None, pairs, adapter_logits=adapter_logits, text_logprobs=text_logprobs
     )
     zeros = np.zeros_like(adapter_logits)  # constant features: the calibrator then reads lengths only
     parts["length features only (CV on holdout)"] = cross_validated(pairs, labels, adapter_logits=zeros)

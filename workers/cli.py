@@ -87,7 +87,9 @@ def command_predict(args, settings) -> dict:
     }
     if result.truncated.any():
         budget = f"MAX_MODEL_LEN={settings.MAX_MODEL_LEN}"
-        if description and description.get("classifier_max_length"):
+        if description is None:  # loaded with --votes: the judge that wrote the file set the budget
+            budget = f"the token budget of the judge that wrote {args.votes}"
+        elif description.get("classifier_max_length"):
             budget = f"the adapter's max length ({description['classifier_max_length']} tokens)"
         print(
             f"note: {int(result.truncated.sum())} of {len(dataset)} rows were truncated to fit {budget}"
