@@ -36,8 +36,10 @@ class Settings(BaseSettings):
     JUDGE_ENGINE: Literal["vllm", "transformers"] = Field(
         default="vllm", description="Inference engine; transformers is the fallback (and the training path)."
     )
-    JUDGE_DTYPE: Literal["bfloat16", "float16", "float32"] = Field(
-        default="bfloat16", description="Weights/activations dtype of the judge engine."
+    JUDGE_DTYPE: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto",
+        description="Weights/activations dtype of the judge and teacher engines. auto: bfloat16 on a GPU or a CPU"
+        " with bf16 hardware (AMX, AVX512-BF16), float32 elsewhere (emulated bf16 runs several times slower).",
     )
     MAX_MODEL_LEN: int = Field(
         default=2048, ge=256, description="Token budget of one judge prompt; longer conversations are truncated."

@@ -13,7 +13,6 @@ differently by the two. The overall question ends with the chat template's assis
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ from workers.pipelines.engines import (
     ModelNotFoundError,
     check_adapter_dir,
     check_model_dir,
+    cpu_has_fast_bf16,
+    resolve_dtype,
     shutdown_vllm,
     vllm_device_options,
 )
@@ -128,20 +129,6 @@ def pair_sequences(builder: JudgePromptBuilder, pair: Pair) -> tuple[tuple[list[
     prompts = builder.build(pair)
     suffix = builder.suffix_ids[0]
     return (prompts.prefixes[0] + suffix, prompts.prefixes[1] + suffix), prompts.truncated
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 in hardware (AMX or AVX512-BF16).
-
-    Without it torch emulates bf16 and autocast is 3-4x slower than fp32 (measured on an AVX-512 Xeon without
-    AMX: MiniLM embedding 18.6 s vs 5.3 s for 256 texts), so autocast is only worth it where this holds.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def autocast_context(device: str, enabled: bool):
@@ -285,7 +272,8 @@ class VllmClassifier:
         model_path: the base model folder.
         adapter_dir: the PEFT SEQ_CLS adapter folder.
         max_model_len: context length to allocate.
-        dtype: model dtype ("float32" matches transformers to ~5e-5 on CPU; bf16 to ~0.1 in logits).
+        dtype: model dtype, or "auto" (resolve_dtype); "float32" matches transformers to ~5e-5 on CPU, bf16 to
+            ~0.1 in logits.
         enable_prefix_caching: reuse the KV cache of shared prefixes.
         enforce_eager: None picks eager on CPU and CUDA graphs on GPU.
         kv_cache_gib: KV cache size on CPU.
@@ -300,7 +288,7 @@ class VllmClassifier:
         *,
         adapter_dir: str | Path,
         max_model_len: int = 2048,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         enable_prefix_caching: bool = True,
         enforce_eager: bool | None = None,
         kv_cache_gib: int = 2,
@@ -316,7 +304,7 @@ class VllmClassifier:
             model=str(merged_dir),
             runner="pooling",
             max_model_len=max_model_len,
-            dtype=dtype,
+            dtype=resolve_dtype(dtype),
             enable_prefix_caching=enable_prefix_caching,
             **device_options,
         )
@@ -342,7 +330,7 @@ def load_classifier(
     model_path: str | Path,
     adapter_dir: str | Path,
     max_model_len: int = 2048,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     enable_prefix_caching: bool = True,
     enforce_eager: bool | None = None,
     kv_cache_gib: int = 2,

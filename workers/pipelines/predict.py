@@ -14,7 +14,7 @@ from shared.settings import Settings
 from shared.storage import atomic_writer
 from workers.pipelines.calibration import Calibrator, fit_calibrator
 from workers.pipelines.data_io import ArenaDataset, Pair, write_submission
-from workers.pipelines.engines import JudgeEngine, load_engine, load_tokenizer
+from workers.pipelines.engines import JudgeEngine, load_engine, load_tokenizer, resolve_dtype
 from workers.pipelines.judge import JudgeResult, judge_pairs
 from workers.pipelines.prompts import JudgePromptBuilder
 
@@ -95,7 +95,7 @@ class Judge:
         engine_options = {
             "model_path": model_path,
             "max_model_len": settings.MAX_MODEL_LEN,
-            "dtype": settings.JUDGE_DTYPE,
+            "dtype": resolve_dtype(settings.JUDGE_DTYPE),
             "enable_prefix_caching": enable_prefix_caching,
             "enforce_eager": settings.ENFORCE_EAGER,
             "kv_cache_gib": settings.VLLM_CPU_KVCACHE_GIB,
@@ -106,7 +106,7 @@ class Judge:
             "model": str(model_path),
             "adapter": str(adapter_dir) if adapter_dir else None,
             "engine": engine_kind,
-            "dtype": settings.JUDGE_DTYPE,
+            "dtype": engine_options["dtype"],
             "max_model_len": settings.MAX_MODEL_LEN,
             "prefix_caching": enable_prefix_caching,
         }

@@ -148,6 +148,7 @@ class Teacher:
         config: SynthConfig,
         *,
         engine=None,
+        dtype: str = "auto",
         kv_cache_gib: int = 2,
         enforce_eager: bool | None = None,
         tensor_parallel_size: int = 1,
@@ -169,6 +170,7 @@ class Teacher:
         self.engine = engine or VllmEngine(
             config.teacher_model,
             max_model_len=config.max_model_len,
+            dtype=dtype,
             kv_cache_gib=kv_cache_gib,
             enforce_eager=enforce_eager,
             seed=config.seed,

@@ -126,6 +126,7 @@ def run_synth_job(settings: Settings, *, job_id: str) -> dict:
         close_cached_judges()  # one engine per worker: the teacher takes the judge's memory
         return Teacher(
             config,
+            dtype=settings.JUDGE_DTYPE,
             kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
             enforce_eager=settings.ENFORCE_EAGER,
             tensor_parallel_size=settings.TEACHER_TENSOR_PARALLEL,
