@@ -9,9 +9,9 @@ from celery import Celery
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.dataset_store import DatasetStore
 from api.dispatch import WorkerDirectory
 from api.idempotency import IdempotencyStore
+from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.settings import Settings
 

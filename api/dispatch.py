@@ -11,8 +11,8 @@ import uuid
 
 from celery import Celery, chord
 
-from shared.job_store import plan_shards, predict_queues
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.routing import plan_shards, predict_queues
 from shared.schemas import JobRecord, ShardRecord
 from shared.settings import Settings
 

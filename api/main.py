@@ -8,11 +8,11 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.dataset_store import DatasetStore
 from api.dispatch import WorkerDirectory
 from api.idempotency import IdempotencyStore
 from api.routes.main import api_router
 from shared.celery_config import make_celery
+from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.settings import Settings, get_settings
 from shared.storage import ensure_layout

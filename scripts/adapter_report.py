@@ -22,11 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.pipelines.calibration import Calibrator, fit_calibrator, multiclass_log_loss, prompt_groups  # noqa: E402
-from workers.pipelines.data_io import read_arena_csv  # noqa: E402
-from workers.pipelines.evaluate import score_predictions  # noqa: E402
-from workers.pipelines.judge import softmax  # noqa: E402
-from workers.pipelines.predict import load_votes  # noqa: E402
+from shared.arena_csv import read_arena_csv  # noqa: E402
+from workers.judge.judge import load_votes  # noqa: E402
+from workers.judge.votes import softmax  # noqa: E402
+from workers.stacking.calibration import Calibrator, fit_calibrator, multiclass_log_loss, prompt_groups  # noqa: E402
+from workers.stacking.evaluate import score_predictions  # noqa: E402
 
 
 def cross_validated(pairs, labels, *, votes=None, adapter_logits=None, folds: int = 5) -> np.ndarray:

@@ -19,7 +19,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "prefer
 
 
 def run_engine(settings, pairs, *, engine_kind: str, prefix_cache: bool) -> dict:
-    from workers.pipelines.predict import Judge
+    from workers.judge.judge import Judge
 
     started = time.perf_counter()
     judge = Judge.open(settings, engine_kind=engine_kind, enable_prefix_caching=prefix_cache)
@@ -60,14 +60,14 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
+    from shared.arena_csv import read_arena_csv
     from shared.settings import get_settings
-    from workers.pipelines.data_io import read_arena_csv
 
     settings = get_settings()
     candidates = read_arena_csv(args.data).pairs[args.offset :]
     if args.min_prefix_tokens:
-        from workers.pipelines.engines import load_tokenizer
-        from workers.pipelines.prompts import JudgePromptBuilder
+        from workers.judge.engines import load_tokenizer
+        from workers.judge.prompts import JudgePromptBuilder
 
         builder = JudgePromptBuilder(load_tokenizer(settings.judge_model_path), max_model_len=settings.MAX_MODEL_LEN)
         candidates = (pair for pair in candidates if len(builder.build(pair).prefixes[0]) >= args.min_prefix_tokens)

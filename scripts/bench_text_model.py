@@ -1,4 +1,4 @@
-"""Benchmark the text model (text_features.py) on a labelled file: grouped 5-fold CV and a grouped holdout.
+"""Benchmark the text model (stacking/text_model.py) on a labelled file: grouped 5-fold CV and a grouped holdout.
 
 Prints JSON: embedding and fitting time, the out-of-fold log loss of a fit on every row (5 folds grouped by
 prompt), and the log loss on a holdout of prompt groups (the `arena split` rule, same fraction and seed) of a fit
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.arena_csv import read_arena_csv
 from shared.settings import get_settings
-from workers.pipelines.calibration import multiclass_log_loss, prompt_groups
-from workers.pipelines.data_io import read_arena_csv
-from workers.pipelines.splits import holdout_mask
-from workers.pipelines.text_features import TextEncoder, embed_pairs, fit_text_model
+from workers.stacking.calibration import multiclass_log_loss, prompt_groups
+from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
+from workers.training.splits import holdout_mask
 
 
 def _by_source(labels: np.ndarray, probabilities: np.ndarray, sources: np.ndarray) -> dict[str, float]:

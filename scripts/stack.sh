@@ -94,7 +94,7 @@ up() {
       -Q "$queue" -n "${queue/./}@%h" --pool=solo --concurrency=1 -E --loglevel=INFO
   done
   start api "$PY_API" -m uvicorn --factory api.main:create_app --host "$API_HOST" --port "$API_PORT"
-  start flower "$PY_API" -m celery -A workers.celery_app flower --address=127.0.0.1 --port="$FLOWER_PORT"
+  start flower "$PY_API" -m celery -A shared.celery_client flower --address=127.0.0.1 --port="$FLOWER_PORT"
 
   say "waiting for the gateway and a worker (GET /healthz)"
   local deadline=$(( SECONDS + READY_TIMEOUT_S ))

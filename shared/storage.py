@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from shared.artifacts import ADAPTER_CONFIG_NAME, DATASET_CSV_NAME
+from shared.errors import UserError
+
 STORAGE_SUBDIRS = ("datasets", "models", "adapters", "synth", "submissions", "jobs")
 
 
@@ -44,7 +47,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(UserError, ValueError):
     """A user-supplied name would resolve outside the folder it must stay in."""
 
 
@@ -107,7 +110,7 @@ def dataset_dir(shared_dir: Path, dataset_id: str) -> Path:
 
 
 def dataset_csv_path(shared_dir: Path, dataset_id: str) -> Path:
-    return dataset_dir(shared_dir, dataset_id) / "dataset.csv"
+    return dataset_dir(shared_dir, dataset_id) / DATASET_CSV_NAME
 
 
 def job_record_path(shared_dir: Path, job_id: str) -> Path:
@@ -159,7 +162,7 @@ def resolve_judge_files(
     adapter_dir = None
     if adapter is not None:
         adapter_dir = resolve_inside(shared_dir / "adapters", adapter)
-        if not (adapter_dir / "adapter_config.json").is_file():
+        if not (adapter_dir / ADAPTER_CONFIG_NAME).is_file():
             raise FileNotFoundError(
                 f"adapter {adapter!r} not found (no adapters/{adapter}/adapter_config.json); available:"
                 f" {available(shared_dir / 'adapters', 'adapter_config.json')}"

@@ -21,6 +21,6 @@ app = make_celery(get_settings(), include=("workers.tasks",))
 @worker_shutdown.connect
 def close_judges(**_kwargs) -> None:
     # vLLM runs its engine in a child process: close it so a stopped worker leaves nothing behind.
-    from workers.pipelines.jobs import close_cached_judges
+    from workers.judge.request import close_cached_judges
 
     close_cached_judges()

@@ -26,7 +26,7 @@ def _progress_bar(total: int, description: str):
 
 
 def _open_judge(args, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
-    from workers.pipelines.predict import Judge
+    from workers.judge.judge import Judge
 
     return Judge.open(
         settings,
@@ -39,7 +39,7 @@ def _open_judge(args, settings, *, enable_prefix_caching: bool = True, with_vote
 
 
 def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
-    from workers.pipelines.predict import load_votes
+    from workers.judge.judge import load_votes
 
     if getattr(args, "votes", None):
         return load_votes(args.votes, dataset.ids), None
@@ -52,10 +52,10 @@ def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = Tru
 
 
 def command_predict(args, settings) -> dict:
-    from workers.pipelines.calibration import Calibrator
-    from workers.pipelines.classifier import adapter_calibration_path, is_classifier_adapter
-    from workers.pipelines.data_io import read_arena_csv
-    from workers.pipelines.predict import Prediction, calibrated_probabilities, save_votes, write_prediction
+    from shared.arena_csv import read_arena_csv
+    from workers.judge.classifier import adapter_calibration_path, is_classifier_adapter
+    from workers.judge.judge import Prediction, calibrated_probabilities, save_votes, write_prediction
+    from workers.stacking.calibration import Calibrator
 
     dataset = read_arena_csv(args.input).head(args.limit)
     # A classifier adapter from `arena train` carries its own calibrator; --calibration overrides it.
@@ -100,8 +100,8 @@ def command_predict(args, settings) -> dict:
 
 
 def command_calibrate(args, settings) -> dict:
-    from workers.pipelines.data_io import read_arena_csv
-    from workers.pipelines.predict import calibrate_dataset, save_votes
+    from shared.arena_csv import read_arena_csv
+    from workers.judge.judge import calibrate_dataset, save_votes
 
     dataset = read_arena_csv(args.input, require_labels=True).head(args.limit)
     result, description = _judge_or_load(args, dataset, settings)
@@ -111,7 +111,7 @@ def command_calibrate(args, settings) -> dict:
         dataset, result, method=args.method, description={"input": str(args.input), "judge": description}
     )
     calibrator.save(args.output)
-    from workers.pipelines.calibration import multiclass_log_loss
+    from workers.stacking.calibration import multiclass_log_loss
 
     return {
         "calibration": str(args.output),
@@ -135,8 +135,8 @@ def command_calibrate(args, settings) -> dict:
 
 
 def command_evaluate(args, settings) -> dict:
-    from workers.pipelines.data_io import read_arena_csv, read_submission
-    from workers.pipelines.evaluate import plot_reliability, score_predictions
+    from shared.arena_csv import read_arena_csv, read_submission
+    from workers.stacking.evaluate import plot_reliability, score_predictions
 
     dataset = read_arena_csv(args.input, require_labels=True)
     probabilities = read_submission(args.predictions, expected_ids=dataset.ids)
@@ -148,14 +148,14 @@ def command_evaluate(args, settings) -> dict:
 
 
 def command_split(args, settings) -> dict:
-    from workers.pipelines.splits import split_file
+    from workers.training.splits import split_file
 
     return split_file(args.input, args.output_dir, holdout_fraction=args.holdout, seed=args.seed)
 
 
 def command_setup_model(args, settings) -> dict:
-    from workers.pipelines.model_setup import convert_embedded_model
-    from workers.pipelines.text_features import install_text_encoder
+    from workers.judge.model_setup import convert_embedded_model
+    from workers.stacking.text_model import install_text_encoder
 
     path = convert_embedded_model(settings.default_model_dir, force=args.force)
     try:
@@ -166,7 +166,7 @@ def command_setup_model(args, settings) -> dict:
 
 
 def _training_sources(args) -> list:
-    from workers.pipelines.train import TrainingSource
+    from workers.training.train import TrainingSource
 
     weights = args.weight or []
     if len(weights) > len(args.input):
@@ -176,14 +176,14 @@ def _training_sources(args) -> list:
 
 
 def command_stack(args, settings) -> dict:
-    from workers.pipelines.train import restack_adapter
+    from workers.training.train import restack_adapter
 
     encoder = None if args.no_text_model else (args.text_encoder or settings.text_encoder_path)
     return restack_adapter(args.adapter, sources=_training_sources(args), text_encoder=encoder)
 
 
 def command_train(args, settings) -> dict:
-    from workers.pipelines.train import TrainConfig, train_judge
+    from workers.training.train import TrainConfig, train_judge
 
     config = TrainConfig(
         sources=_training_sources(args),
@@ -237,7 +237,7 @@ def command_train(args, settings) -> dict:
 
 
 def command_synth(args, settings) -> dict:
-    from workers.pipelines.synth import SynthConfig, run_synth
+    from workers.synth.labelling import SynthConfig, run_synth
 
     config = SynthConfig(
         input_path=str(args.input),
@@ -389,11 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from shared.arena_csv import DataFormatError
     from shared.settings import get_settings
-    from workers.pipelines.calibration import CalibrationError
-    from workers.pipelines.data_io import DataFormatError
-    from workers.pipelines.engines import ModelNotFoundError
-    from workers.pipelines.train import TrainingError
+    from workers.judge.engines import ModelNotFoundError
+    from workers.stacking.calibration import CalibrationError
+    from workers.training.train import TrainingError
 
     try:
         settings = get_settings()

@@ -1,4 +1,4 @@
-"""Celery tasks: thin views over workers/pipelines/jobs.py (parse the message, call the step, report).
+"""Celery tasks: thin views over workers/jobs/ (parse the message, call the job step, report).
 
 Names come from shared/names.py; the gateway sends these tasks by name and never imports this module.
 """
@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 
+from shared.errors import UserError
 from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.settings import get_settings
 from workers.celery_app import app
-from workers.pipelines import jobs
+from workers.jobs import predict
+from workers.jobs import score as score_step
+from workers.jobs.run import JobCancelledError
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +26,13 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
     store = JobStore(settings.SHARED_DIR)
     attempt = self.request.retries
     try:
-        return jobs.run_predict_shard(
+        return predict.run_predict_shard(
             settings, job_id=job_id, shard_index=shard_index, worker=self.request.hostname, attempt=attempt
         )
-    except jobs.JobCancelledError as exc:
+    except JobCancelledError as exc:
         store.update_shard(job_id, shard_index, state="cancelled")
         return {"shard": shard_index, "cancelled": str(exc)}
-    except jobs.user_errors() as exc:
+    except UserError as exc:
         store.update_shard(job_id, shard_index, state="failed", error=str(exc))
         store.fail(job_id, f"shard {shard_index}: {exc}")
         raise
@@ -49,7 +52,7 @@ def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
     """Chord callback: merge the shards into the job's submission.csv."""
     settings = get_settings()
     try:
-        return jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=shard_summaries)
+        return predict.assemble_predict_job(settings, job_id=job_id, shard_summaries=shard_summaries)
     except Exception as exc:
         JobStore(settings.SHARED_DIR).fail(job_id, f"assembling the submission failed: {type(exc).__name__}: {exc}")
         raise
@@ -59,24 +62,23 @@ def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
 def score(payload: dict) -> dict:
     """Score a few inline pairs; errors in the request come back as {"error": ...} for the gateway's 4xx."""
     try:
-        return jobs.run_score(get_settings(), payload)
-    except jobs.user_errors() as exc:
+        return score_step.run_score(get_settings(), payload)
+    except UserError as exc:
         return {"error": str(exc)}
 
 
 @app.task(name=TRAIN_TASK)
 def train(*, job_id: str) -> dict:
     """Train a LoRA judge into adapters/<name>/; a redelivered message resumes from the last checkpoint."""
-    from workers.pipelines.train import TrainingError
-    from workers.pipelines.train_job import run_train_job
+    from workers.jobs.train import run_train_job
 
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     try:
         return run_train_job(settings, job_id=job_id)
-    except jobs.JobCancelledError as exc:
+    except JobCancelledError as exc:
         return {"job_id": job_id, "cancelled": str(exc)}
-    except (TrainingError, *jobs.user_errors()) as exc:
+    except UserError as exc:
         store.fail(job_id, str(exc))
         raise
     except Exception as exc:
@@ -87,16 +89,15 @@ def train(*, job_id: str) -> dict:
 @app.task(name=SYNTH_TASK)
 def synth(*, job_id: str) -> dict:
     """Label a dataset with the teacher into synth/<job_id>/; a redelivered message skips the finished chunks."""
-    from workers.pipelines.synth import SynthError
-    from workers.pipelines.synth_job import run_synth_job
+    from workers.jobs.synth import run_synth_job
 
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     try:
         return run_synth_job(settings, job_id=job_id)
-    except jobs.JobCancelledError as exc:
+    except JobCancelledError as exc:
         return {"job_id": job_id, "cancelled": str(exc)}
-    except (SynthError, *jobs.user_errors()) as exc:
+    except UserError as exc:
         store.fail(job_id, str(exc))
         raise
     except Exception as exc:

@@ -2,8 +2,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from api.adapter_store import AdapterNotFoundError, list_adapters, read_adapter
 from api.deps import SettingsDep
+from shared.adapter_store import AdapterNotFoundError, list_adapters, read_adapter
 from shared.schemas import NAME_PATTERN, AdapterInfo
 
 router = APIRouter(prefix="/adapters", tags=["adapters"])

@@ -1,7 +1,7 @@
 from fastapi import APIRouter, HTTPException, UploadFile, status
 
-from api.dataset_store import DatasetNotFoundError, UploadTooLargeError
 from api.deps import DatasetStoreDep
+from shared.dataset_store import DatasetNotFoundError, UploadTooLargeError
 from shared.schemas import DatasetInfo
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -10,7 +10,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
 def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
     """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored."""
-    from workers.pipelines.data_io import DataFormatError
+    from shared.arena_csv import DataFormatError
 
     try:
         return datasets.save_upload(file.file, filename=file.filename)

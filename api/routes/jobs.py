@@ -4,7 +4,6 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import FileResponse
 
-from api.dataset_store import DatasetNotFoundError
 from api.deps import CeleryDep, DatasetStoreDep, IdempotencyDep, JobStoreDep, SettingsDep, WorkersDep
 from api.dispatch import (
     BrokerUnavailableError,
@@ -14,6 +13,7 @@ from api.dispatch import (
     send_predict_job,
 )
 from api.idempotency import IdempotencyConflictError, IdempotencyKeyError, IdempotencyStore
+from shared.dataset_store import DatasetNotFoundError
 from shared.job_store import JobNotFoundError
 from shared.schemas import (
     ID_PATTERN,

@@ -4,7 +4,7 @@ from fastapi import APIRouter, HTTPException, status
 from api.deps import CeleryDep, SettingsDep, WorkersDep
 from api.dispatch import BrokerUnavailableError, score_pairs
 from api.routes.jobs import check_judge_files
-from shared.job_store import predict_queues
+from shared.routing import predict_queues
 from shared.schemas import ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/score", tags=["score"])

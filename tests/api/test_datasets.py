@@ -67,7 +67,7 @@ def test_the_size_cap_also_holds_without_a_content_length(settings):
     """A chunked upload announces no size: the copy loop enforces the cap itself."""
     import io
 
-    from api.dataset_store import DatasetStore, UploadTooLargeError
+    from shared.dataset_store import DatasetStore, UploadTooLargeError
 
     store = DatasetStore(settings.SHARED_DIR, max_bytes=1000)
     (settings.SHARED_DIR / "datasets").mkdir(parents=True, exist_ok=True)

@@ -70,7 +70,8 @@ def test_flower_lists_the_workers_and_tasks(stack):
     env = dict(os.environ, REDIS_URL=stack.settings.REDIS_URL, REDIS_KEY_PREFIX=stack.prefix,
                FLOWER_UNAUTHENTICATED_API="true")  # fmt: skip
     flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", "--address=127.0.0.1", f"--port={port}"],
+        [sys.executable, "-m", "celery", "-A", "shared.celery_client", "flower", "--address=127.0.0.1",
+         f"--port={port}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

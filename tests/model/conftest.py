@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.arena_csv import read_arena_csv
 from shared.settings import Settings
-from workers.pipelines.data_io import read_arena_csv
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def few_pairs(data_csv):
 
 @pytest.fixture(scope="session")
 def vllm_judge(model_settings):
-    from workers.pipelines.predict import Judge
+    from workers.judge.judge import Judge
 
     judge = Judge.open(model_settings, engine_kind="vllm")
     yield judge
@@ -32,7 +32,7 @@ def vllm_judge(model_settings):
 
 @pytest.fixture(scope="session")
 def transformers_judge(model_settings):
-    from workers.pipelines.predict import Judge
+    from workers.judge.judge import Judge
 
     judge = Judge.open(model_settings, engine_kind="transformers")
     yield judge

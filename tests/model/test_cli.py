@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workers.pipelines.data_io import read_arena_csv, read_submission
+from shared.arena_csv import read_arena_csv, read_submission
 
 pytestmark = pytest.mark.model
 REPO_ROOT = Path(__file__).resolve().parents[2]

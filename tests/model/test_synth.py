@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workers.pipelines.data_io import read_arena_csv
+from shared.arena_csv import read_arena_csv
 
 pytestmark = pytest.mark.model
 
@@ -38,7 +38,7 @@ def synth_input(data_csv, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def synth_run(synth_input, model_settings, tmp_path_factory):
-    from workers.pipelines.synth import SynthConfig, Teacher, chunk_path, run_synth
+    from workers.synth.labelling import SynthConfig, Teacher, chunk_path, run_synth
 
     output_dir = tmp_path_factory.mktemp("synth-out") / "job"
     config = SynthConfig(
@@ -68,7 +68,7 @@ def synth_run(synth_input, model_settings, tmp_path_factory):
 
 
 def test_restart_skips_the_finished_chunk(synth_run):
-    from workers.pipelines.synth import chunk_path
+    from workers.synth.labelling import chunk_path
 
     metrics = synth_run["metrics"]
     assert metrics["distinct_pairs"] == 4 and metrics["duplicate_rows"] == 2 and metrics["rows"] == 6
@@ -77,7 +77,7 @@ def test_restart_skips_the_finished_chunk(synth_run):
 
 
 def test_outputs_cover_every_row_with_soft_labels_votes_and_rationales(synth_run, synth_input):
-    from workers.pipelines.prompts import CRITERION_NAMES, VOTES
+    from workers.judge.prompts import CRITERION_NAMES, VOTES
 
     folder, metrics = synth_run["dir"], synth_run["metrics"]
     pairs = read_arena_csv(folder / "pairs.csv", require_labels=True)
@@ -110,7 +110,7 @@ def test_outputs_cover_every_row_with_soft_labels_votes_and_rationales(synth_run
 
 
 def test_a_finished_folder_is_not_labelled_again_and_other_settings_are_refused(synth_run, synth_input):
-    from workers.pipelines.synth import SynthConfig, SynthError, run_synth
+    from workers.synth.labelling import SynthConfig, SynthError, run_synth
 
     config = json.loads((synth_run["dir"] / "synth_config.json").read_text())["config"]
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from workers.pipelines.calibration import multiclass_log_loss, prompt_groups
-from workers.pipelines.data_io import read_arena_csv
+from shared.arena_csv import read_arena_csv
+from workers.stacking.calibration import multiclass_log_loss, prompt_groups
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
 def encoder(model_settings):
-    from workers.pipelines.text_features import TextEncoder
+    from workers.stacking.text_model import TextEncoder
 
     return TextEncoder(model_settings.text_encoder_path)
 
@@ -24,7 +24,7 @@ def real_rows(data_csv):
 
 
 def test_embeddings_are_unit_length_and_shared_texts_are_embedded_once(encoder, real_rows):
-    from workers.pipelines.text_features import embed_pairs
+    from workers.stacking.text_model import embed_pairs
 
     pairs = real_rows[0][:20]
     embeddings = embed_pairs(pairs + pairs[:5], encoder)
@@ -34,7 +34,7 @@ def test_embeddings_are_unit_length_and_shared_texts_are_embedded_once(encoder, 
 
 
 def test_text_model_beats_the_prior_is_symmetric_and_round_trips(encoder, real_rows, tmp_path):
-    from workers.pipelines.text_features import TextModel, TextModelError, embed_pairs, fit_text_model
+    from workers.stacking.text_model import TextModel, TextModelError, embed_pairs, fit_text_model
 
     pairs, labels = real_rows
     embeddings = embed_pairs(pairs, encoder)
@@ -68,6 +68,6 @@ def test_text_model_beats_the_prior_is_symmetric_and_round_trips(encoder, real_r
 
 
 def _rows(embeddings, rows: slice):
-    from workers.pipelines.text_features import PairEmbeddings
+    from workers.stacking.text_model import PairEmbeddings
 
     return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.arena_csv import read_arena_csv, read_submission
 from tests.api.arena_rows import arena_csv
-from workers.pipelines.data_io import read_arena_csv, read_submission
 
 pytestmark = pytest.mark.model
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def _file_digest(folder: Path) -> str:
 
 
 def _config(data_dir: Path, output_dir: Path, model_settings, **overrides):
-    from workers.pipelines.train import TrainConfig, TrainingSource
+    from workers.training.train import TrainConfig, TrainingSource
 
     options = dict(
         sources=[TrainingSource(data_dir / "train.csv", 1.0), TrainingSource(data_dir / "synthetic.csv", 0.5)],
@@ -64,7 +64,7 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(data_dir, model_settings, tmp_path_factory):
     """Train 3 steps, killed after step 2 and restarted: returns (adapter dir, metrics, steps seen per run)."""
-    from workers.pipelines.train import train_judge
+    from workers.training.train import train_judge
 
     base_digest = _file_digest(Path(model_settings.judge_model_path))
     output_dir = tmp_path_factory.mktemp("adapters") / "judge"
@@ -120,7 +120,7 @@ def test_artefacts(trained, model_settings):
     assert metrics["calibration"]["fitted"] is True
     assert json.loads((folder / "calibration.json").read_text())["inputs"] == ["adapter", "length"]
     # Training a second time on a finished folder returns its metrics without training.
-    from workers.pipelines.train import train_judge
+    from workers.training.train import train_judge
 
     assert train_judge(_config(Path("/nonexistent"), folder, model_settings, base_model="unused")) == stored
 
@@ -129,7 +129,7 @@ def test_adapter_weights_changed_and_base_weights_did_not(trained, model_setting
     from peft import PeftModel
     from safetensors.numpy import load_file
 
-    from workers.pipelines.classifier import load_sequence_classifier
+    from workers.judge.classifier import load_sequence_classifier
 
     weights = load_file(trained["dir"] / "adapter_model.safetensors")
     assert weights and all("lora_" in name or "score" in name for name in weights), sorted(weights)[:5]
@@ -137,7 +137,7 @@ def test_adapter_weights_changed_and_base_weights_did_not(trained, model_setting
     head = [value for name, value in weights.items() if "score" in name]
     # LoRA B starts at zero (PEFT's init); the head starts from build_model's seeded init.
     assert lora_b and all(np.abs(value).max() > 0 for value in lora_b)
-    from workers.pipelines.train import build_model
+    from workers.training.train import build_model
 
     initial = build_model(_config(Path("."), trained["dir"], model_settings), pad_token_id=2)
     initial_head = next(value for name, value in initial.named_parameters() if "score" in name and value.requires_grad)
@@ -175,8 +175,8 @@ def test_predict_with_the_adapter_writes_a_calibrated_submission(trained, data_d
 
 def test_classifier_judge_is_symmetric_and_batching_does_not_change_logits(trained, model_settings):
     """Right padding in a batch must not move the pooled token; swapping A and B swaps the logits."""
-    from workers.pipelines.classifier import pair_sequences, sequence_logits
-    from workers.pipelines.predict import Judge
+    from workers.judge.classifier import pair_sequences, sequence_logits
+    from workers.judge.judge import Judge
 
     pairs = read_arena_csv(arena_csv(3, start_id=7000)).pairs
     with Judge.open(model_settings, engine_kind="transformers", adapter_dir=str(trained["dir"])) as judge:
@@ -198,7 +198,7 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     """`arena stack` refits the stack from stored validation logits; predict then embeds with the text model."""
     import shutil
 
-    from workers.pipelines.train import TrainingError, TrainingSource, restack_adapter
+    from workers.training.train import TrainingError, TrainingSource, restack_adapter
 
     adapter = tmp_path / "judge"
     shutil.copytree(trained["dir"], adapter)
@@ -214,8 +214,8 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     inputs = json.loads((adapter / "calibration.json").read_text())["inputs"]
     assert (adapter / "text_model.json").is_file() == ("text" in inputs)
     if "text" not in inputs:  # these 14 toy rows may not justify it; force the text stack to test predict with it
-        from workers.pipelines.calibration import fit_calibrator
-        from workers.pipelines.text_features import TextEncoder, embed_pairs, fit_text_model
+        from workers.stacking.calibration import fit_calibrator
+        from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
 
         dataset = read_arena_csv(data_dir / "train.csv", require_labels=True)
         embeddings = embed_pairs(dataset.pairs, TextEncoder(model_settings.text_encoder_path))
@@ -250,7 +250,7 @@ def test_a_validation_that_uses_up_the_time_budget_ends_the_run(data_dir, model_
     """Stop on the validated step: no extra step that only gets validated again (5 minutes each on a CPU)."""
     import time
 
-    from workers.pipelines import train
+    from workers.training import train
 
     real_evaluate = train.evaluate_rows
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from workers.pipelines.calibration import CalibrationError, Calibrator, fit_calibrator, multiclass_log_loss
-from workers.pipelines.data_io import Pair
-from workers.pipelines.judge import unswap_classes
+from shared.arena_csv import Pair
+from workers.judge.votes import unswap_classes
+from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator, multiclass_log_loss
 
 
 def _data(n: int = 120, seed: int = 0):

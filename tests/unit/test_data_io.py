@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from workers.pipelines.data_io import (
+from shared.arena_csv import (
     DataFormatError,
     clean_text,
     read_arena_csv,

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from workers.pipelines import engines
+from workers.judge import engines
 
 AVX2_ONLY = "flags\t\t: fpu sse sse2 avx avx2 fma\n"
 AVX512_BF16 = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"

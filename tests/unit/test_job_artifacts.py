@@ -1,6 +1,6 @@
 """Atomic artefacts: the assembly step publishes submission.csv, votes.npz and metrics.json all or none.
 
-The real assembly code (workers/pipelines/jobs.py) over a temporary SHARED_DIR with two finished shards; a
+The real assembly code (workers/jobs/predict.py) over a temporary SHARED_DIR with two finished shards; a
 failing write (read-only folder, full disk) is simulated by the writer raising the OSError it would raise.
 """
 
@@ -17,7 +17,7 @@ from shared.schemas import JobRecord, ShardRecord
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir
 from tests.api.arena_rows import arena_csv
-from workers.pipelines import data_io, jobs
+from workers.jobs import predict as jobs
 
 DATASET_ID = "d" * 32
 
@@ -87,8 +87,7 @@ def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypat
         path.write_bytes(b"id,winner_model_a,winner_model_b,winner_tie\n1000,0.3")  # a partial file...
         raise OSError(error, os.strerror(error))  # ...then the failure
 
-    target = data_io if failing == "write_submission" else jobs
-    monkeypatch.setattr(target, failing, half_written_then_fails)
+    monkeypatch.setattr(jobs, failing, half_written_then_fails)
     with pytest.raises(jobs.ArtifactWriteError):
         jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=[])
 

@@ -1,9 +1,9 @@
 import pytest
 
+from shared.arena_csv import Pair, read_arena_csv
 from shared.settings import get_settings
-from workers.pipelines.data_io import Pair, read_arena_csv
-from workers.pipelines.engines import ModelNotFoundError, load_tokenizer
-from workers.pipelines.prompts import CRITERIA, VOTES, JudgePromptBuilder, keep_head_and_tail
+from workers.judge.engines import ModelNotFoundError, load_tokenizer
+from workers.judge.prompts import CRITERIA, VOTES, JudgePromptBuilder, keep_head_and_tail
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 import numpy as np
 
-from workers.pipelines.calibration import prompt_groups
-from workers.pipelines.data_io import read_arena_csv
-from workers.pipelines.evaluate import plot_reliability, score_predictions
-from workers.pipelines.splits import split_file
+from shared.arena_csv import read_arena_csv
+from workers.stacking.calibration import prompt_groups
+from workers.stacking.evaluate import plot_reliability, score_predictions
+from workers.training.splits import split_file
 
 
 def test_split_is_grouped_by_prompt_and_deterministic(data_csv, tmp_path):

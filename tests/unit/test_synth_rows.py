@@ -1,7 +1,7 @@
 """Synth bookkeeping without a model: duplicate detection in either order, and annotations of swapped rows."""
 
-from workers.pipelines.data_io import Pair
-from workers.pipelines.synth import _oriented, distinct_pairs, pair_key
+from shared.arena_csv import Pair
+from workers.synth.labelling import _oriented, distinct_pairs, pair_key
 
 
 def _pair(pair_id: str, prompt: str, a: str, b: str) -> Pair:

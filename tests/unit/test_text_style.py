@@ -1,7 +1,7 @@
 """Style features of the text model, on hand-made responses (no encoder needed)."""
 
-from workers.pipelines.data_io import Pair
-from workers.pipelines.text_features import style_features
+from shared.arena_csv import Pair
+from workers.stacking.text_model import style_features
 
 
 def test_style_features_read_lists_code_repetition_and_refusals():

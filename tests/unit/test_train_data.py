@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from workers.pipelines.splits import holdout_mask
-from workers.pipelines.train import epoch_batches, validation_mask
+from workers.training.splits import holdout_mask
+from workers.training.train import epoch_batches, validation_mask
 
 
 def test_validation_split_finds_groups_inside_a_file_made_by_arena_split():
@@ -41,8 +41,8 @@ def test_validation_holds_real_rows_only_and_drops_their_synthetic_copies(tmp_pa
     import pandas as pd
 
     from tests.api.arena_rows import arena_csv
-    from workers.pipelines.calibration import prompt_groups
-    from workers.pipelines.train import TrainConfig, TrainingSource, split_rows
+    from workers.stacking.calibration import prompt_groups
+    from workers.training.train import TrainConfig, TrainingSource, split_rows
 
     (tmp_path / "real.csv").write_bytes(arena_csv(12))
     synthetic = pd.read_csv(tmp_path / "real.csv")

@@ -1,15 +1,15 @@
 import numpy as np
 import pytest
 
-from workers.pipelines.calibration import (
+from shared.arena_csv import Pair
+from workers.judge.votes import aggregate_votes, tta_probabilities, unswap_classes, unswap_votes
+from workers.stacking.calibration import (
     CalibrationError,
     Calibrator,
     fit_calibrator,
     mirror_votes,
     multiclass_log_loss,
 )
-from workers.pipelines.data_io import Pair
-from workers.pipelines.judge import aggregate_votes, tta_probabilities, unswap_classes, unswap_votes
 
 
 def logprobs(*rows):

@@ -2,7 +2,7 @@
 
 It reads the discriminator's own prompt (the same conversation prefix, token for token, from
 `JudgePromptBuilder`) followed by one overall question, and classifies from the hidden state of the
-prompt's last token. `arena train` (workers/pipelines/train.py) makes such adapters; `arena predict
+prompt's last token. `arena train` (workers/training/train.py) makes such adapters; `arena predict
 --adapter DIR` recognises them by `task_type: SEQ_CLS` in adapter_config.json and scores with
 `TransformersClassifier` or, on a merged copy of the model, `VllmClassifier` (vLLM's pooling runner).
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.arena_csv import Pair
 from shared.storage import atomic_write_text
-from workers.pipelines.data_io import Pair
-from workers.pipelines.engines import (
+from workers.judge.engines import (
     ModelNotFoundError,
     check_adapter_dir,
     check_model_dir,
@@ -36,8 +36,8 @@ from workers.pipelines.engines import (
     shutdown_vllm,
     vllm_device_options,
 )
-from workers.pipelines.judge import unswap_classes
-from workers.pipelines.prompts import Criterion, JudgePromptBuilder
+from workers.judge.prompts import Criterion, JudgePromptBuilder
+from workers.judge.votes import unswap_classes
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ class DatasetStore:
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
         # The gateway validates with the workers' reader (pandas + numpy, no torch): one schema, one place.
-        from workers.pipelines.data_io import read_arena_csv
+        from shared.arena_csv import read_arena_csv
 
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"

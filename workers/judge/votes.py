@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workers.pipelines.data_io import Pair
-from workers.pipelines.engines import JudgeEngine
-from workers.pipelines.prompts import JudgePromptBuilder
+from shared.arena_csv import Pair
+from workers.judge.engines import JudgeEngine
+from workers.judge.prompts import JudgePromptBuilder
 
 # Vote columns, in prompts.VOTES order.
 VOTE_A, VOTE_B, VOTE_TIE, VOTE_NA = range(4)

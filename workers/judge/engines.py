@@ -17,12 +17,14 @@ from typing import Protocol
 
 import numpy as np
 
+from shared.errors import UserError
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """The model or adapter folder does not exist or is not a model; the message says what to do."""
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.arena_csv import Pair
+from shared.errors import UserError
 from shared.storage import atomic_write_text
-from workers.pipelines.data_io import Pair
-from workers.pipelines.judge import aggregate_votes, softmax, unswap_classes, unswap_votes
-from workers.pipelines.prompts import CRITERION_NAMES, VOTES
+from workers.judge.prompts import CRITERION_NAMES, VOTES
+from workers.judge.votes import aggregate_votes, softmax, unswap_classes, unswap_votes
 
 CALIBRATION_FORMAT = "arena-pref-calibration/1"
 CLASS_LABELS = ("A", "B", "tie")
@@ -27,7 +28,7 @@ _LOGPROB_FLOOR = -20.0
 _REGULARISATION_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """A calibration file cannot be used as asked; the message says how to fix it."""
 
 

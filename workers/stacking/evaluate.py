@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.pipelines.calibration import multiclass_log_loss
+from workers.stacking.calibration import multiclass_log_loss
 
 CLASS_NAMES = ("A", "B", "tie")
 

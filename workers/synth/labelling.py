@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.arena_csv import ArenaDataset, Pair, read_arena_csv
+from shared.errors import UserError
 from shared.storage import atomic_creator, atomic_write_text, atomic_writer
-from workers.pipelines.data_io import ArenaDataset, Pair, read_arena_csv
-from workers.pipelines.judge import aggregate_votes, judge_pairs
-from workers.pipelines.prompts import CRITERIA, CRITERION_NAMES, VOTES, JudgePromptBuilder
+from workers.judge.prompts import CRITERIA, CRITERION_NAMES, VOTES, JudgePromptBuilder
+from workers.judge.votes import aggregate_votes, judge_pairs
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ RATIONALE_INSTRUCTION = (
 )
 
 
-class SynthError(ValueError):
+class SynthError(UserError, ValueError):
     """The synth request cannot run as given; the message says what to change."""
 
 
@@ -153,7 +154,7 @@ class Teacher:
         enforce_eager: bool | None = None,
         tensor_parallel_size: int = 1,
     ):
-        from workers.pipelines.engines import VllmEngine, load_tokenizer
+        from workers.judge.engines import VllmEngine, load_tokenizer
 
         tokenizer = load_tokenizer(config.teacher_model)
         self.vote_builder = JudgePromptBuilder(tokenizer, max_model_len=config.max_model_len)
@@ -449,7 +450,7 @@ def _kaggle_frame(config: SynthConfig, dataset: ArenaDataset, labels: np.ndarray
 
 
 def _metrics(config, dataset, distinct, rows, labels, chunk_stats, run, started) -> dict:
-    from workers.pipelines.calibration import multiclass_log_loss
+    from workers.stacking.calibration import multiclass_log_loss
 
     labelled_seconds = sum(stats["seconds"] for stats in chunk_stats)
     labelled_pairs = sum(stats["pairs"] for stats in chunk_stats)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.errors import UserError
 from shared.storage import atomic_writer
 
 REQUIRED_COLUMNS = ("id", "prompt", "response_a", "response_b")
@@ -19,7 +20,7 @@ SUBMISSION_COLUMNS = ("id", *LABEL_COLUMNS)
 TURN_COLUMNS = ("prompt", "response_a", "response_b")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """The input file does not follow the Kaggle arena schema; the message says what to fix."""
 
 

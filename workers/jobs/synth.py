@@ -1,7 +1,7 @@
 """The synth job step the Celery task `arena.synth` runs (no Celery in here).
 
 Path of a synth job: POST /v1/jobs/synth stores the job record and sends `arena.synth` by name; the task calls
-`run_synth_job`, which labels the dataset into SHARED_DIR/synth/<job_id>/ (workers/pipelines/synth.py),
+`run_synth_job`, which labels the dataset into SHARED_DIR/synth/<job_id>/ (workers/synth/labelling.py),
 reports distinct pairs done in the job record, registers pairs.csv as a new dataset (so a train job can use
 it at once through `extra_datasets`), and links pairs.csv, annotations.jsonl and metrics.json into
 submissions/<job_id>/ for GET /v1/jobs/{id}/artifacts/{name}.
@@ -23,8 +23,9 @@ from shared.job_store import JobStore
 from shared.schemas import DatasetInfo, utc_now
 from shared.settings import Settings
 from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, job_output_dir, new_id, resolve_judge_files
-from workers.pipelines.jobs import JobCancelledError, close_cached_judges, job_time_limit_s
-from workers.pipelines.synth import (
+from workers.jobs.run import JobCancelledError, job_time_limit_s
+from workers.judge.request import close_cached_judges
+from workers.synth.labelling import (
     ANNOTATIONS_NAME,
     METRICS_NAME,
     PAIRS_NAME,

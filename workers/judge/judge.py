@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.arena_csv import ArenaDataset, Pair, write_submission
 from shared.settings import Settings
 from shared.storage import atomic_writer
-from workers.pipelines.calibration import Calibrator, fit_calibrator
-from workers.pipelines.data_io import ArenaDataset, Pair, write_submission
-from workers.pipelines.engines import JudgeEngine, load_engine, load_tokenizer, resolve_dtype
-from workers.pipelines.judge import JudgeResult, judge_pairs
-from workers.pipelines.prompts import JudgePromptBuilder
+from workers.judge.engines import JudgeEngine, load_engine, load_tokenizer, resolve_dtype
+from workers.judge.prompts import JudgePromptBuilder
+from workers.judge.votes import JudgeResult, judge_pairs
+from workers.stacking.calibration import Calibrator, fit_calibrator
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]
@@ -33,7 +33,7 @@ class Judge:
         prompt_builder: prompt/token builder for the engine's model.
         chunk_pairs: pairs per engine call.
         description: model/adapter/engine, recorded with results.
-        classifier: a classifier engine (workers/pipelines/classifier.py), or None.
+        classifier: a classifier engine (workers/judge/classifier.py), or None.
         classifier_builder: the classifier's prompt builder (the adapter's max length and question).
         text_model: the adapter's text model (text_features.py), stacked by its calibrator, or None.
         text_encoder: the sentence encoder the text model reads, or None.
@@ -81,7 +81,7 @@ class Judge:
             enable_prefix_caching: vLLM prefix caching.
             with_votes: with a classifier adapter, also cast the base model's criterion votes.
         """
-        from workers.pipelines.classifier import (
+        from workers.judge.classifier import (
             ClassifierSettings,
             classifier_prompt_builder,
             is_classifier_adapter,
@@ -142,7 +142,7 @@ class Judge:
         self, pairs: Sequence[Pair], *, tta: bool = True, on_progress: ProgressCallback | None = None
     ) -> JudgeResult:
         """Criterion votes (when this judge casts them) and classifier logits (when it has a classifier)."""
-        from workers.pipelines.classifier import classify_pairs
+        from workers.judge.classifier import classify_pairs
 
         started = time.perf_counter()
         n_orders = 2 if tta else 1
@@ -176,7 +176,7 @@ class Judge:
             result.truncated = result.truncated | truncated
             result.prompt_tokens += prompt_tokens
         if self.text_model is not None:
-            from workers.pipelines.text_features import embed_pairs
+            from workers.stacking.text_model import embed_pairs
 
             result.text_logprobs = self.text_model.log_probabilities(pairs, embed_pairs(pairs, self.text_encoder))
         result.seconds = time.perf_counter() - started
@@ -196,7 +196,7 @@ class Judge:
 
 def _open_text_model(settings: Settings, adapter_dir: str | Path):
     """The adapter's text model and the encoder it reads, or (None, None) when the adapter has none."""
-    from workers.pipelines.text_features import TEXT_MODEL_NAME, TextEncoder, TextModel
+    from workers.stacking.text_model import TEXT_MODEL_NAME, TextEncoder, TextModel
 
     path = Path(adapter_dir) / TEXT_MODEL_NAME
     if not path.is_file():

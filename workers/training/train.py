@@ -1,6 +1,6 @@
 """Train a LoRA judge: the base causal LM + PEFT LoRA + a 3-way (A, B, tie) head, on labelled arena CSVs.
 
-The model reads exactly the discriminator's prompt (workers/pipelines/classifier.py): the shared conversation
+The model reads exactly the discriminator's prompt (workers/judge/classifier.py): the shared conversation
 prefix of `JudgePromptBuilder`, then one overall question. Each pair is trained in both orders (A/B swapped,
 label swapped), with soft-label cross-entropy weighted per source. A validation split grouped by prompt
 early-stops training on the log loss of the two orders' averaged prediction (what `arena predict` computes).
@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.arena_csv import ArenaDataset, Pair, read_arena_csv
+from shared.errors import UserError
 from shared.storage import atomic_write_text, atomic_writer
-from workers.pipelines.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
-from workers.pipelines.classifier import (
+from workers.judge.classifier import (
     CALIBRATION_NAME,
     CLASS_LABELS,
     JUDGE_SETTINGS_NAME,
@@ -48,10 +49,10 @@ from workers.pipelines.classifier import (
     pair_sequences,
     sequence_logits,
 )
-from workers.pipelines.data_io import ArenaDataset, Pair, read_arena_csv
-from workers.pipelines.engines import check_model_dir, load_tokenizer
-from workers.pipelines.judge import softmax, unswap_classes
-from workers.pipelines.text_features import TEXT_MODEL_NAME
+from workers.judge.engines import check_model_dir, load_tokenizer
+from workers.judge.votes import softmax, unswap_classes
+from workers.stacking.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
+from workers.stacking.text_model import TEXT_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _MEGABATCH_FACTOR = 32  # batches are formed from length-sorted windows of batch_size * this many examples
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """The training request cannot run as given; the message says what to change."""
 
 
@@ -355,7 +356,7 @@ def _batch_loss(model, sequences, targets, weights, *, pad_token_id: int, device
     """Soft-label cross-entropy, weighted per example (source weight)."""
     import torch
 
-    from workers.pipelines.classifier import autocast_context, pad_batch
+    from workers.judge.classifier import autocast_context, pad_batch
 
     input_ids, attention_mask = pad_batch(sequences, pad_token_id=pad_token_id, device=device)
     with autocast_context(device, True):
@@ -790,7 +791,7 @@ def fit_stack(
     predictions: over the adapter + length, over adapter + text model + length, and over adapter + text model.
     The one with the lowest grouped-CV log loss is saved as calibration.json.
     """
-    from workers.pipelines.judge import softmax as softmax_scores
+    from workers.judge.votes import softmax as softmax_scores
 
     fitted_on = {"adapter": output_dir.name, "rows": len(val_rows.pairs), "split": "validation"}
     raw_adapter = softmax_scores(val_logits).mean(axis=1)
@@ -857,7 +858,7 @@ def _fit_text_model(train_rows: _Rows, val_rows: _Rows, config: TrainConfig):
     Only the adapter must not see the validation rows. The text model gains from them (+16% rows here), and
     its out-of-fold probabilities of each validation row come from fold models that never saw that prompt.
     """
-    from workers.pipelines.text_features import TextEncoder, embed_pairs, fit_text_model
+    from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
 
     started = time.perf_counter()
     encoder = TextEncoder(config.text_encoder, device=config.device)

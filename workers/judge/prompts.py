@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from workers.pipelines.data_io import Pair
+from shared.arena_csv import Pair
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.arena_csv import Pair
+from shared.errors import UserError
 from shared.storage import atomic_write_text
-from workers.pipelines.data_io import Pair
-from workers.pipelines.judge import unswap_classes
+from workers.judge.votes import unswap_classes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ _LIGHTGBM_PARAMS = {
 }
 
 
-class TextModelError(ValueError):
+class TextModelError(UserError, ValueError):
     """A text model or encoder cannot be used as asked; the message says what to do."""
 
 
@@ -130,7 +131,7 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        from workers.pipelines.classifier import autocast_context
+        from workers.judge.classifier import autocast_context
 
         embeddings = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         order = np.argsort([len(text) for text in texts], kind="stable")
@@ -268,7 +269,7 @@ def _projection_inputs(embeddings: PairEmbeddings) -> dict[str, np.ndarray]:
 def _features(
     pairs: Sequence[Pair], embeddings: PairEmbeddings, projections: dict[str, dict]
 ) -> tuple[np.ndarray, list[str]]:
-    from workers.pipelines.calibration import length_features
+    from workers.stacking.calibration import length_features
 
     blocks = [length_features(pairs), semantic_features(embeddings), style_features(pairs)]
     inputs = _projection_inputs(embeddings)
@@ -376,7 +377,7 @@ def fit_text_model(
     from sklearn.decomposition import PCA
     from sklearn.model_selection import GroupKFold
 
-    from workers.pipelines.calibration import multiclass_log_loss
+    from workers.stacking.calibration import multiclass_log_loss
 
     weights = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
     n_splits = min(5, len(np.unique(groups)))

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.arena_csv import LABEL_COLUMNS, read_arena_csv
 from shared.storage import atomic_writer
-from workers.pipelines.calibration import prompt_groups
-from workers.pipelines.data_io import LABEL_COLUMNS, read_arena_csv
+from workers.stacking.calibration import prompt_groups
 
 
 def holdout_mask(groups: np.ndarray, *, holdout_fraction: float, seed: int) -> np.ndarray:

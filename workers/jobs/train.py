@@ -1,7 +1,7 @@
 """The train job step the Celery task `arena.train` runs (no Celery in here).
 
 Path of a train job: POST /v1/jobs/train stores the job record and sends `arena.train` by name; the task
-calls `run_train_job`, which trains into SHARED_DIR/adapters/<adapter_name or job_id>/ (workers/pipelines/
+calls `run_train_job`, which trains into SHARED_DIR/adapters/<adapter_name or job_id>/ (workers/training/
 train.py), reports step / epoch / validation loss in the job record, and finishes the job with the adapter's
 validation figures. metrics.json and learning_curve.png are also copied to submissions/<job_id>/ so that
 GET /v1/jobs/{id}/artifacts/{name} serves them; GET /v1/adapters lists the adapter.
@@ -20,9 +20,9 @@ from pathlib import Path
 from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, resolve_inside, resolve_judge_files
-from workers.pipelines.classifier import CALIBRATION_NAME, METRICS_NAME
-from workers.pipelines.jobs import JobCancelledError
-from workers.pipelines.train import CURVE_NAME, TrainConfig, TrainingError, TrainingSource, TrainProgress, train_judge
+from workers.jobs.run import JobCancelledError
+from workers.judge.classifier import CALIBRATION_NAME, METRICS_NAME
+from workers.training.train import CURVE_NAME, TrainConfig, TrainingError, TrainingSource, TrainProgress, train_judge
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,33 @@
+"""File names of the artefacts on the shared volume, written once here (layout: shared/storage.py)."""
+
+from __future__ import annotations
+
+# submissions/<job_id>/: what a predict job publishes (train and synth jobs reuse METRICS_NAME)
+SUBMISSION_NAME = "submission.csv"
+METRICS_NAME = "metrics.json"
+VOTES_NAME = "votes.npz"
+
+# datasets/<id>/
+DATASET_CSV_NAME = "dataset.csv"
+DATASET_META_NAME = "meta.json"
+
+# adapters/<name>/: a trained judge (PEFT files + ours)
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)
+CALIBRATION_NAME = "calibration.json"
+JUDGE_SETTINGS_NAME = "judge_settings.json"
+TEXT_MODEL_NAME = "text_model.json"
+TRAIN_JOB_OWNER_NAME = "train_job.json"
+CURVE_NAME = "learning_curve.png"
+VALIDATION_LOGITS_NAME = "validation_logits.npz"
+MERGED_DIR_NAME = "merged-for-vllm"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+TRAINER_STATE_NAME = "trainer_state.json"
+
+# synth/<job_id>/
+SYNTH_PAIRS_NAME = "pairs.csv"
+SYNTH_ANNOTATIONS_NAME = "annotations.jsonl"
+SYNTH_CONFIG_NAME = "synth_config.json"
+SYNTH_CHUNKS_DIR = "chunks"

@@ -1,0 +1,1 @@
+"""Stacking the judge's outputs: calibration, the text model, evaluation."""

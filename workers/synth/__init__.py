@@ -1,0 +1,1 @@
+"""Synthetic labels from a teacher model (the synth job's pipeline)."""

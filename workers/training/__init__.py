@@ -1,0 +1,1 @@
+"""Training a LoRA classifier judge: config, data, splits, the training loop, the stack."""
