@@ -23,8 +23,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.arena_csv import read_arena_csv  # noqa: E402
-from workers.judge.judge import load_votes  # noqa: E402
-from workers.judge.votes import softmax  # noqa: E402
+from workers.judge.votes import (
+    load_votes,  # noqa: E402
+    softmax,  # noqa: E402
+)
 from workers.stacking.calibration import Calibrator, fit_calibrator, multiclass_log_loss, prompt_groups  # noqa: E402
 from workers.stacking.evaluate import score_predictions  # noqa: E402
 

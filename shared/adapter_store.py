@@ -7,11 +7,8 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
 from shared.schemas import NAME_PATTERN, AdapterInfo
-
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-METRICS_NAME = "metrics.json"
-CALIBRATION_NAME = "calibration.json"
 
 
 class AdapterNotFoundError(KeyError):
@@ -60,7 +57,7 @@ def list_adapters(shared_dir: Path) -> list[AdapterInfo]:
     infos = []
     for folder in root.iterdir() if root.is_dir() else []:
         if folder.is_dir() and not folder.name.startswith(".") and re.match(NAME_PATTERN, folder.name):
-            if (folder / ADAPTER_CONFIG_NAME).is_file() or (folder / "train_job.json").is_file():
+            if (folder / ADAPTER_CONFIG_NAME).is_file() or (folder / TRAIN_JOB_OWNER_NAME).is_file():
                 infos.append(adapter_info(folder))
     return sorted(infos, key=lambda info: info.modified_at, reverse=True)
 

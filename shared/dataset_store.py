@@ -1,4 +1,4 @@
-"""Uploaded datasets in SHARED_DIR/datasets/<id>/ (dataset.csv as uploaded, meta.json).
+"""Datasets in SHARED_DIR/datasets/<id>/ (dataset.csv, meta.json): uploads, and CSVs a synth job registers.
 
 An upload is streamed to a staging folder with a size cap, validated against the Kaggle arena schema,
 and only then renamed into place: a rejected upload leaves nothing behind.
@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from shared.artifacts import DATASET_CSV_NAME, DATASET_META_NAME
 from shared.schemas import ID_PATTERN, DatasetInfo, utc_now
-from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, new_id
+from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, link_or_copy, new_id
 
 CHUNK_BYTES = 1 << 20
 
@@ -44,17 +45,13 @@ class DatasetStore:
             UploadTooLargeError: more than `max_bytes`.
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
-        # The gateway validates with the workers' reader (pandas + numpy, no torch): one schema, one place.
-        from shared.arena_csv import read_arena_csv
-
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"
         staging.mkdir(parents=True)
         try:
             digest = hashlib.sha256()
             size = 0
-            csv_path = staging / "dataset.csv"
-            with open(csv_path, "wb") as handle:
+            with open(staging / DATASET_CSV_NAME, "wb") as handle:
                 while chunk := source.read(CHUNK_BYTES):
                     size += len(chunk)
                     if size > self.max_bytes:
@@ -63,27 +60,55 @@ class DatasetStore:
                         )
                     digest.update(chunk)
                     handle.write(chunk)
-            dataset = read_arena_csv(csv_path)
-            info = DatasetInfo(
-                id=dataset_id,
-                name=Path(filename or "dataset.csv").name[:200],
-                rows=len(dataset),
-                labelled=dataset.labels is not None,
-                bytes=size,
-                sha256=digest.hexdigest(),
-                created_at=utc_now(),
-            )
-            atomic_write_text(staging / "meta.json", info.model_dump_json(indent=1))
-            staging.rename(dataset_dir(self.shared_dir, dataset_id))
-            return info
+            name = Path(filename or DATASET_CSV_NAME).name[:200]
+            return self._publish(staging, dataset_id, name=name, size=size, sha256=digest.hexdigest())
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def register(self, csv_path: Path, *, name: str) -> DatasetInfo:
+        """Store a CSV already on the shared volume (a synth job's pairs.csv) as a dataset, linked, not copied.
+
+        Raises:
+            DataFormatError: not a Kaggle arena CSV.
+        """
+        dataset_id = new_id()
+        staging = self.root / f".register-{dataset_id}"
+        staging.mkdir(parents=True)
+        try:
+            link_or_copy(Path(csv_path), staging / DATASET_CSV_NAME)
+            data = (staging / DATASET_CSV_NAME).read_bytes()
+            return self._publish(
+                staging, dataset_id, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish(self, staging: Path, dataset_id: str, *, name: str, size: int, sha256: str) -> DatasetInfo:
+        """Validate staging/dataset.csv, write meta.json beside it and rename the folder into place."""
+        # Imported here: pandas is only needed once a file arrives.
+        from shared.arena_csv import read_arena_csv
+
+        dataset = read_arena_csv(staging / DATASET_CSV_NAME)
+        info = DatasetInfo(
+            id=dataset_id,
+            name=name,
+            rows=len(dataset),
+            labelled=dataset.labels is not None,
+            bytes=size,
+            sha256=sha256,
+            created_at=utc_now(),
+        )
+        atomic_write_text(staging / DATASET_META_NAME, info.model_dump_json(indent=1))
+        staging.rename(dataset_dir(self.shared_dir, dataset_id))
+        return info
 
     def read(self, dataset_id: str) -> DatasetInfo:
         if not re.match(ID_PATTERN, dataset_id):
             raise DatasetNotFoundError(dataset_id)
         try:
-            return DatasetInfo.model_validate_json((dataset_dir(self.shared_dir, dataset_id) / "meta.json").read_text())
+            return DatasetInfo.model_validate_json(
+                (dataset_dir(self.shared_dir, dataset_id) / DATASET_META_NAME).read_text()
+            )
         except FileNotFoundError:
             raise DatasetNotFoundError(dataset_id) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,14 @@ def atomic_writer(path: Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_writer(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link to `source` at `target`, or a copy when links are not possible (another file system)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class UnsafePathError(UserError, ValueError):

@@ -9,7 +9,11 @@ import os
 import sys
 from pathlib import Path
 
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError)
+from shared.errors import UserError
+
+# A command line names its own files and options: beside UserError (what the jobs fail on at once), a bad value
+# or a missing path given here is the user's to fix too.
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ValueError, FileNotFoundError)
 
 
 def _progress_bar(total: int, description: str):
@@ -39,7 +43,7 @@ def _open_judge(args, settings, *, enable_prefix_caching: bool = True, with_vote
 
 
 def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
-    from workers.judge.judge import load_votes
+    from workers.judge.votes import load_votes
 
     if getattr(args, "votes", None):
         return load_votes(args.votes, dataset.ids), None
@@ -53,23 +57,19 @@ def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = Tru
 
 def command_predict(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv
-    from workers.judge.classifier import adapter_calibration_path, is_classifier_adapter
-    from workers.judge.judge import Prediction, calibrated_probabilities, save_votes, write_prediction
-    from workers.stacking.calibration import Calibrator
+    from workers.judge.judge import Prediction, calibrated_probabilities, write_prediction
+    from workers.judge.request import calibration_for, load_calibrator
+    from workers.judge.votes import save_votes
 
     dataset = read_arena_csv(args.input).head(args.limit)
     # A classifier adapter from `arena train` carries its own calibrator; --calibration overrides it.
-    calibration_path = args.calibration or (None if args.raw else adapter_calibration_path(args.adapter))
-    calibrator = Calibrator.load(calibration_path) if calibration_path else None
-    if calibrator is not None and calibrator.n_orders != (2 if args.tta else 1):
-        # Fail before spending minutes on judging.
-        hint = "drop --no-tta" if calibrator.n_orders == 2 else "pass --no-tta"
-        raise ValueError(f"{calibration_path} was fitted with {calibrator.n_orders} order(s) per pair; {hint}")
-    if calibrator is not None and calibrator.needs_adapter and not is_classifier_adapter(args.adapter):
-        raise ValueError(
-            f"{calibration_path} stacks a trained classifier adapter; pass --adapter DIR (the adapter it was"
-            " fitted with)"
-        )
+    calibration_path = None if args.raw and not args.calibration else calibration_for(args.adapter, args.calibration)
+    calibrator = load_calibrator(
+        calibration_path,
+        tta=args.tta,
+        adapter_dir=args.adapter,
+        tta_hint=lambda n_orders: "drop --no-tta" if n_orders == 2 else "pass --no-tta",
+    )
     with_votes = calibrator is not None and calibrator.needs_votes
     result, description = _judge_or_load(
         args, dataset, settings, enable_prefix_caching=args.prefix_cache, with_votes=with_votes
@@ -101,7 +101,8 @@ def command_predict(args, settings) -> dict:
 
 def command_calibrate(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv
-    from workers.judge.judge import calibrate_dataset, save_votes
+    from workers.judge.judge import calibrate_dataset
+    from workers.judge.votes import save_votes
 
     dataset = read_arena_csv(args.input, require_labels=True).head(args.limit)
     result, description = _judge_or_load(args, dataset, settings)
@@ -389,22 +390,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from shared.arena_csv import DataFormatError
     from shared.settings import get_settings
-    from workers.judge.engines import ModelNotFoundError
-    from workers.stacking.calibration import CalibrationError
-    from workers.training.train import TrainingError
 
     try:
         settings = get_settings()
         summary = args.handler(args, settings)
-    except (
-        DataFormatError,
-        CalibrationError,
-        ModelNotFoundError,
-        TrainingError,
-        *USER_ERRORS,
-    ) as exc:
+    except USER_ERRORS as exc:
         print(f"arena {args.command}: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from shared.arena_csv import Pair
-from workers.judge.votes import unswap_classes
+from workers.judge.outcomes import unswap_classes
 from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator, multiclass_log_loss
 
 

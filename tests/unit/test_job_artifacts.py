@@ -70,7 +70,7 @@ def test_assembly_publishes_all_three_files(settings):
 
 @pytest.mark.parametrize(
     ("failing", "error"),
-    [("write_submission", errno.EROFS), ("_save_npz", errno.ENOSPC)],
+    [("write_submission", errno.EROFS), ("save_votes", errno.ENOSPC)],
     ids=["read-only-folder", "disk-full-after-the-submission"],
 )
 def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypatch, failing, error):
@@ -108,3 +108,35 @@ def test_a_cancelled_job_is_not_assembled(settings):
     assert jobs.assemble_predict_job(settings, job_id="c" * 32, shard_summaries=[])["state"] == "cancelled"
     assert not (job_output_dir(settings.SHARED_DIR, "c" * 32) / "submission.csv").exists()
     assert store.read("c" * 32).artifacts == []
+
+
+def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
+    """The job's votes.npz used to drop `adapter_logits` (and `text_logprobs`) that `--save-votes` keeps."""
+    from workers.judge.votes import JudgeResult, load_votes, write_votes
+
+    job_id = "9" * 32
+    store = job_with_finished_shards(settings, job_id)
+    rng = np.random.default_rng(0)
+    written = []
+    for shard in store.read(job_id).shards:
+        rows = shard.stop - shard.start
+        result = JudgeResult(
+            ids=[str(1000 + row) for row in range(shard.start, shard.stop)],
+            vote_logprobs=np.zeros((rows, 2, 0, 4)),
+            truncated=np.zeros(rows, dtype=bool),
+            seconds=1.0,
+            prompt_tokens=10,
+            adapter_logits=rng.normal(size=(rows, 2, 3)),
+            text_logprobs=np.log(np.full((rows, 3), 1 / 3)),
+        )
+        written.append(result)
+        with open(jobs.shard_path(settings.SHARED_DIR, job_id, shard.index), "wb") as handle:
+            write_votes(handle, result, probabilities=np.full((rows, 3), 1 / 3))
+
+    jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=[])
+
+    votes = load_votes(job_output_dir(settings.SHARED_DIR, job_id) / "votes.npz")
+    assert votes.ids == [str(1000 + row) for row in range(4)]
+    np.testing.assert_array_equal(votes.adapter_logits, np.concatenate([part.adapter_logits for part in written]))
+    np.testing.assert_array_equal(votes.text_logprobs, np.concatenate([part.text_logprobs for part in written]))
+    assert votes.vote_logprobs.shape == (4, 2, 0, 4)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from shared.arena_csv import Pair
-from workers.judge.votes import aggregate_votes, tta_probabilities, unswap_classes, unswap_votes
+from workers.judge.outcomes import unswap_classes, unswap_votes
+from workers.judge.votes import aggregate_votes, tta_probabilities
 from workers.stacking.calibration import (
     CalibrationError,
     Calibrator,

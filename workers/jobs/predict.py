@@ -29,6 +29,7 @@ from shared.storage import atomic_creator, dataset_csv_path, job_output_dir
 from workers.jobs.run import ArtifactWriteError, JobCancelledError, job_time_limit_s, publish_together
 from workers.judge.judge import predict_dataset
 from workers.judge.request import JudgeRequest, cached_judge
+from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,7 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
     result = prediction.judge_result
     try:
         with atomic_creator(output_path, "wb") as handle:
-            np.savez(
-                handle,
-                ids=np.array(rows.ids),
-                probabilities=prediction.probabilities,
-                vote_logprobs=result.vote_logprobs,
-                truncated=result.truncated,
-            )
+            write_votes(handle, result, probabilities=prediction.probabilities)
     except FileExistsError:
         log.warning("shard %s of job %s was published by another delivery; keeping that one", shard_index, job_id)
     summary = {"shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description}
@@ -151,25 +146,18 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
     if record.terminal:
         return {"job_id": job_id, "state": record.state}
     dataset = load_job_dataset(settings, record.params["dataset"])
-    parts = []
-    for shard in sorted(record.shards, key=lambda shard: shard.index):
-        with np.load(shard_path(settings.SHARED_DIR, job_id, shard.index)) as stored:
-            parts.append({name: stored[name] for name in ("ids", "probabilities", "vote_logprobs", "truncated")})
-    ids = [str(row_id) for part in parts for row_id in part["ids"]]
+    paths = [shard_path(settings.SHARED_DIR, job_id, shard.index) for shard in sorted(record.shards, key=_index)]
+    votes = concatenate_results([load_votes(path) for path in paths])
+    ids = votes.ids
     if ids != dataset.ids:
         raise RuntimeError(f"job {job_id}: the shards cover {len(ids)} rows that do not match the dataset's order")
-    probabilities = np.concatenate([part["probabilities"] for part in parts])
+    probabilities = np.concatenate([_stored_probabilities(path) for path in paths])
     output_dir = job_output_dir(settings.SHARED_DIR, job_id)
-    votes = {
-        "ids": np.array(ids),
-        "vote_logprobs": np.concatenate([part["vote_logprobs"] for part in parts]),
-        "truncated": np.concatenate([part["truncated"] for part in parts]),
-    }
     metrics = {
         # Relative to SHARED_DIR: records and results are shown to users, host paths are not.
         "submission_path": str(output_dir.relative_to(settings.SHARED_DIR) / SUBMISSION_NAME),
         "rows": len(ids),
-        "truncated_rows": int(votes["truncated"].sum()),
+        "truncated_rows": int(votes.truncated.sum()),
         "shards": sorted(shard_summaries or [], key=lambda summary: summary.get("shard", 0)),
     }
     if dataset.labels is not None:
@@ -179,7 +167,7 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
         metrics.update({key: scored[key] for key in ("log_loss", "accuracy") if key in scored})
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
-        VOTES_NAME: lambda path: _save_npz(path, **votes),
+        VOTES_NAME: lambda path: save_votes(path, votes),
         METRICS_NAME: lambda path: path.write_text(json.dumps(metrics, indent=1, default=str)),
     }
     try:
@@ -195,8 +183,10 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
     return {"job_id": job_id, "state": "succeeded", "rows": len(ids)}
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a handle, so numpy does not append .npz to the staged name
-        np.savez_compressed(handle, **arrays)
+def _index(shard) -> int:
+    return shard.index
 
 
+def _stored_probabilities(path: Path) -> np.ndarray:
+    with np.load(path) as stored:
+        return stored["probabilities"]

@@ -12,23 +12,20 @@ again. Cancelling or the job's time limit stops it between chunks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
+from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_PAIRS_NAME
+from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
-from shared.schemas import DatasetInfo, utc_now
+from shared.schemas import utc_now
 from shared.settings import Settings
-from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, job_output_dir, new_id, resolve_judge_files
+from shared.storage import dataset_csv_path, job_output_dir, link_or_copy, resolve_judge_files
 from workers.jobs.run import JobCancelledError, job_time_limit_s
+from workers.judge.engines import EngineConfig
 from workers.judge.request import close_cached_judges
 from workers.synth.labelling import (
-    ANNOTATIONS_NAME,
-    METRICS_NAME,
-    PAIRS_NAME,
     SynthConfig,
     SynthError,
     Teacher,
@@ -61,35 +58,10 @@ def synth_config_from_params(settings: Settings, params: dict, *, job_id: str) -
     )
 
 
-def register_dataset(settings: Settings, csv_path: Path, *, name: str, rows: int) -> DatasetInfo:
-    """Store a finished, labelled CSV as a dataset (as an upload would be), without copying it twice."""
-    dataset_id = new_id()
-    staging = settings.SHARED_DIR / "datasets" / f".synth-{dataset_id}"
-    staging.mkdir(parents=True)
-    try:
-        _link_or_copy(csv_path, staging / "dataset.csv")
-        data = (staging / "dataset.csv").read_bytes()
-        info = DatasetInfo(
-            id=dataset_id,
-            name=name,
-            rows=rows,
-            labelled=True,
-            bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            created_at=utc_now(),
-        )
-        atomic_write_text(staging / "meta.json", info.model_dump_json(indent=1))
-        staging.rename(dataset_dir(settings.SHARED_DIR, dataset_id))
-        return info
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, target)
+def teacher_engine_config(settings: Settings) -> EngineConfig:
+    """The teacher's engine: the judge's engine settings (GPU_MEMORY_UTILIZATION included), on vLLM, spread over
+    TEACHER_TENSOR_PARALLEL GPUs."""
+    return EngineConfig.from_settings(settings, kind="vllm", tensor_parallel_size=settings.TEACHER_TENSOR_PARALLEL)
 
 
 def run_synth_job(settings: Settings, *, job_id: str) -> dict:
@@ -125,23 +97,18 @@ def run_synth_job(settings: Settings, *, job_id: str) -> dict:
 
     def teacher_factory() -> Teacher:
         close_cached_judges()  # one engine per worker: the teacher takes the judge's memory
-        return Teacher(
-            config,
-            dtype=settings.JUDGE_DTYPE,
-            kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
-            enforce_eager=settings.ENFORCE_EAGER,
-            tensor_parallel_size=settings.TEACHER_TENSOR_PARALLEL,
-        )
+        return Teacher(config, engine_config=teacher_engine_config(settings))
 
     metrics = run_synth(config, teacher_factory=teacher_factory, on_progress=on_progress)
     output_dir = Path(config.output_dir)
-    dataset = register_dataset(settings, output_dir / PAIRS_NAME, name=f"synth-{job_id}.csv", rows=metrics["rows"])
+    datasets = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
+    dataset = datasets.register(output_dir / SYNTH_PAIRS_NAME, name=f"synth-{job_id}.csv")
     job_dir = job_output_dir(settings.SHARED_DIR, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
-    artifacts = [PAIRS_NAME, ANNOTATIONS_NAME, METRICS_NAME]
+    artifacts = [SYNTH_PAIRS_NAME, SYNTH_ANNOTATIONS_NAME, METRICS_NAME]
     for name in artifacts:
         if not (job_dir / name).exists():
-            _link_or_copy(output_dir / name, job_dir / name)
+            link_or_copy(output_dir / name, job_dir / name)
     human = metrics.get("versus_human_labels") or {}
     result = {
         "synth_dir": f"synth/{job_id}",

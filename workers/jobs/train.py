@@ -17,16 +17,14 @@ import logging
 import shutil
 from pathlib import Path
 
+from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
 from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, resolve_inside, resolve_judge_files
 from workers.jobs.run import JobCancelledError
-from workers.judge.classifier import CALIBRATION_NAME, METRICS_NAME
-from workers.training.train import CURVE_NAME, TrainConfig, TrainingError, TrainingSource, TrainProgress, train_judge
+from workers.training.train import TrainConfig, TrainingError, TrainingSource, TrainProgress, train_judge
 
 log = logging.getLogger(__name__)
-
-OWNER_NAME = "train_job.json"
 
 
 def _dataset_path(settings: Settings, dataset_id: str) -> Path:
@@ -39,7 +37,7 @@ def _dataset_path(settings: Settings, dataset_id: str) -> Path:
 def _claim_adapter_dir(settings: Settings, name: str, job_id: str) -> Path:
     """adapters/<name>/, marked as this job's; another job's folder is refused (choose another adapter_name)."""
     output_dir = resolve_inside(settings.SHARED_DIR / "adapters", name)
-    owner_path = output_dir / OWNER_NAME
+    owner_path = output_dir / TRAIN_JOB_OWNER_NAME
     if owner_path.is_file():
         owner = json.loads(owner_path.read_text()).get("job_id")
         if owner != job_id:

@@ -26,27 +26,22 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import Pair
+from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
 from shared.storage import atomic_write_text
 from workers.judge.engines import (
+    EngineConfig,
     ModelNotFoundError,
     check_adapter_dir,
     check_model_dir,
     cpu_has_fast_bf16,
-    resolve_dtype,
     shutdown_vllm,
-    vllm_device_options,
 )
+from workers.judge.outcomes import CLASS_LABELS, unswap_classes
 from workers.judge.prompts import Criterion, JudgePromptBuilder
-from workers.judge.votes import unswap_classes
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_FORMAT = "arena-pref-classifier/1"
-JUDGE_SETTINGS_NAME = "judge_settings.json"
-CALIBRATION_NAME = "calibration.json"
-METRICS_NAME = "metrics.json"
-MERGED_DIR_NAME = "merged-for-vllm"
-CLASS_LABELS = ("A", "B", "tie")
 OVERALL_QUESTION = Criterion("overall", "Overall, which response is better, or are they equally good?")
 
 
@@ -83,7 +78,7 @@ class ClassifierSettings:
 
 def adapter_task_type(adapter_dir: str | Path) -> str | None:
     """The `task_type` of a PEFT adapter folder (CAUSAL_LM, SEQ_CLS, ...), None when it names none."""
-    config = json.loads((check_adapter_dir(adapter_dir) / "adapter_config.json").read_text())
+    config = json.loads((check_adapter_dir(adapter_dir) / ADAPTER_CONFIG_NAME).read_text())
     return config.get("task_type")
 
 
@@ -271,43 +266,17 @@ class VllmClassifier:
     Args:
         model_path: the base model folder.
         adapter_dir: the PEFT SEQ_CLS adapter folder.
-        max_model_len: context length to allocate.
-        dtype: model dtype, or "auto" (resolve_dtype); "float32" matches transformers to ~5e-5 on CPU, bf16 to
-            ~0.1 in logits.
-        enable_prefix_caching: reuse the KV cache of shared prefixes.
-        enforce_eager: None picks eager on CPU and CUDA graphs on GPU.
-        kv_cache_gib: KV cache size on CPU.
-        gpu_memory_utilization: fraction of GPU memory vLLM may take.
+        config: how the engine runs; dtype "float32" matches transformers to ~5e-5 on CPU, bf16 to ~0.1 in logits.
     """
 
     name = "vllm"
 
-    def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        adapter_dir: str | Path,
-        max_model_len: int = 2048,
-        dtype: str = "auto",
-        enable_prefix_caching: bool = True,
-        enforce_eager: bool | None = None,
-        kv_cache_gib: int = 2,
-        gpu_memory_utilization: float = 0.85,
-    ) -> None:
-        device_options = vllm_device_options(
-            enforce_eager=enforce_eager, kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization
-        )
+    def __init__(self, model_path: str | Path, *, adapter_dir: str | Path, config: EngineConfig | None = None) -> None:
+        options = (config or EngineConfig(kind="vllm")).vllm_options()
         merged_dir = merge_for_serving(model_path, adapter_dir)
         from vllm import LLM
 
-        self.llm = LLM(
-            model=str(merged_dir),
-            runner="pooling",
-            max_model_len=max_model_len,
-            dtype=resolve_dtype(dtype),
-            enable_prefix_caching=enable_prefix_caching,
-            **device_options,
-        )
+        self.llm = LLM(model=str(merged_dir), runner="pooling", **options)
 
     def logits(self, sequences: Sequence[list[int]]) -> np.ndarray:
         from vllm import PoolingParams
@@ -324,33 +293,13 @@ class VllmClassifier:
         shutdown_vllm(self.llm)
 
 
-def load_classifier(
-    kind: str,
-    *,
-    model_path: str | Path,
-    adapter_dir: str | Path,
-    max_model_len: int = 2048,
-    dtype: str = "auto",
-    enable_prefix_caching: bool = True,
-    enforce_eager: bool | None = None,
-    kv_cache_gib: int = 2,
-    gpu_memory_utilization: float = 0.85,
-):
-    """The classifier engine named `kind` ("vllm" or "transformers") for a SEQ_CLS adapter."""
-    if kind == "transformers":
+def load_classifier(model_path: str | Path, *, adapter_dir: str | Path, config: EngineConfig):
+    """The classifier engine `config.kind` names ("vllm" or "transformers") for a SEQ_CLS adapter."""
+    if config.kind == "transformers":
         return TransformersClassifier(model_path, adapter_dir=adapter_dir)
-    if kind == "vllm":
-        return VllmClassifier(
-            model_path,
-            adapter_dir=adapter_dir,
-            max_model_len=max_model_len,
-            dtype=dtype,
-            enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=enforce_eager,
-            kv_cache_gib=kv_cache_gib,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
-    raise ValueError(f"unknown engine {kind!r}; use 'vllm' or 'transformers'")
+    if config.kind == "vllm":
+        return VllmClassifier(model_path, adapter_dir=adapter_dir, config=config)
+    raise ValueError(f"unknown engine {config.kind!r}; use 'vllm' or 'transformers'")
 
 
 def classify_pairs(

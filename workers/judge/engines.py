@@ -7,17 +7,21 @@ the distribution restricted to the vote tokens, so their outputs are comparable 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from shared.artifacts import ADAPTER_CONFIG_NAME
 from shared.errors import UserError
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,66 @@ ProgressCallback = Callable[[int], None]
 
 class ModelNotFoundError(UserError, FileNotFoundError):
     """The model or adapter folder does not exist or is not a model; the message says what to do."""
+
+
+def _setting_default(name: str):
+    return Settings.model_fields[name].default
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """How an engine runs (which model it runs is passed beside it); its defaults are the settings' defaults.
+
+    Attributes:
+        kind: "vllm" or "transformers" (JUDGE_ENGINE).
+        max_model_len: context length to allocate (MAX_MODEL_LEN; a classifier uses its adapter's max length).
+        dtype: model dtype, or "auto" (resolve_dtype) (JUDGE_DTYPE).
+        enable_prefix_caching: vLLM reuses the KV cache of shared prefixes.
+        enforce_eager: vLLM eager mode; None picks eager on CPU and CUDA graphs on GPU (ENFORCE_EAGER).
+        kv_cache_gib: KV cache size on CPU (VLLM_CPU_KVCACHE_GIB).
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU_MEMORY_UTILIZATION).
+        tensor_parallel_size: GPUs the model is split across (a large synth teacher; TEACHER_TENSOR_PARALLEL).
+        seed: vLLM's sampling seed.
+    """
+
+    kind: str = _setting_default("JUDGE_ENGINE")
+    max_model_len: int = _setting_default("MAX_MODEL_LEN")
+    dtype: str = _setting_default("JUDGE_DTYPE")
+    enable_prefix_caching: bool = True
+    enforce_eager: bool | None = _setting_default("ENFORCE_EAGER")
+    kv_cache_gib: int = _setting_default("VLLM_CPU_KVCACHE_GIB")
+    gpu_memory_utilization: float = _setting_default("GPU_MEMORY_UTILIZATION")
+    tensor_parallel_size: int = 1
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> EngineConfig:
+        """The engine the settings ask for; `overrides` (EngineConfig fields) win over them."""
+        config = cls(
+            kind=settings.JUDGE_ENGINE,
+            max_model_len=settings.MAX_MODEL_LEN,
+            dtype=settings.JUDGE_DTYPE,
+            enforce_eager=settings.ENFORCE_EAGER,
+            kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
+            gpu_memory_utilization=settings.GPU_MEMORY_UTILIZATION,
+        )
+        return dataclasses.replace(config, **overrides)
+
+    def replace(self, **changes) -> EngineConfig:
+        return dataclasses.replace(self, **changes)
+
+    def vllm_options(self) -> dict:
+        """Keyword arguments of `vllm.LLM` common to every engine: length, dtype, prefix cache, device options."""
+        return {
+            "max_model_len": self.max_model_len,
+            "dtype": resolve_dtype(self.dtype),
+            "enable_prefix_caching": self.enable_prefix_caching,
+            **vllm_device_options(
+                enforce_eager=self.enforce_eager,
+                kv_cache_gib=self.kv_cache_gib,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+            ),
+        }
 
 
 class JudgeEngine(Protocol):
@@ -62,7 +126,7 @@ def check_model_dir(model_path: str | Path) -> Path:
 
 def check_adapter_dir(adapter_dir: str | Path) -> Path:
     path = Path(adapter_dir)
-    if not (path / "adapter_config.json").is_file():
+    if not (path / ADAPTER_CONFIG_NAME).is_file():
         raise ModelNotFoundError(f"adapter folder {path} has no adapter_config.json; pass a PEFT LoRA adapter folder")
     return path
 
@@ -143,35 +207,17 @@ class VllmEngine:
     Args:
         model_path: local model folder.
         adapter_dir: optional PEFT LoRA adapter served through vLLM's LoRA support.
-        max_model_len: context length to allocate.
-        dtype: model dtype, or "auto" (resolve_dtype).
-        enable_prefix_caching: reuse the KV cache of shared prefixes (on by default).
-        enforce_eager: None picks eager on CPU and CUDA graphs on GPU.
-        kv_cache_gib: KV cache size on CPU.
-        gpu_memory_utilization: fraction of GPU memory vLLM may take.
-        tensor_parallel_size: GPUs the model is split across (a large synth teacher); 1 on CPU.
+        config: how the engine runs (length, dtype, device options, tensor parallelism, seed).
     """
 
     name = "vllm"
 
     def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        adapter_dir: str | Path | None = None,
-        max_model_len: int = 2048,
-        dtype: str = "auto",
-        enable_prefix_caching: bool = True,
-        enforce_eager: bool | None = None,
-        kv_cache_gib: int = 2,
-        gpu_memory_utilization: float = 0.85,
-        seed: int = 0,
-        tensor_parallel_size: int = 1,
+        self, model_path: str | Path, *, adapter_dir: str | Path | None = None, config: EngineConfig | None = None
     ) -> None:
+        config = config or EngineConfig(kind="vllm")
         model_dir = check_model_dir(model_path)
-        device_options = vllm_device_options(
-            enforce_eager=enforce_eager, kv_cache_gib=kv_cache_gib, gpu_memory_utilization=gpu_memory_utilization
-        )
+        options = config.vllm_options()
         from vllm import LLM
 
         lora_options: dict = {}
@@ -180,19 +226,17 @@ class VllmEngine:
             from vllm.lora.request import LoRARequest
 
             adapter_path = check_adapter_dir(adapter_dir)
-            rank = int(json.loads((adapter_path / "adapter_config.json").read_text()).get("r", 8))
+            rank = int(json.loads((adapter_path / ADAPTER_CONFIG_NAME).read_text()).get("r", 8))
             lora_options = {"enable_lora": True, "max_lora_rank": max(8, 1 << (rank - 1).bit_length())}
             self._lora_request = LoRARequest("judge-adapter", 1, str(adapter_path))
-        self.enable_prefix_caching = enable_prefix_caching
-        parallel_options = {"tensor_parallel_size": tensor_parallel_size} if tensor_parallel_size > 1 else {}
+        self.enable_prefix_caching = config.enable_prefix_caching
+        parallel = config.tensor_parallel_size
+        parallel_options = {"tensor_parallel_size": parallel} if parallel > 1 else {}
         self.llm = LLM(
             model=str(model_dir),
-            max_model_len=max_model_len,
-            dtype=resolve_dtype(dtype),
-            enable_prefix_caching=enable_prefix_caching,
             logprobs_mode="processed_logprobs",
-            seed=seed,
-            **device_options,
+            seed=config.seed,
+            **options,
             **lora_options,
             **parallel_options,
         )
@@ -341,30 +385,10 @@ class TransformersEngine:
         self.model = None
 
 
-def load_engine(
-    kind: str,
-    *,
-    model_path: str | Path,
-    adapter_dir: str | Path | None = None,
-    max_model_len: int = 2048,
-    dtype: str = "auto",
-    enable_prefix_caching: bool = True,
-    enforce_eager: bool | None = None,
-    kv_cache_gib: int = 2,
-    gpu_memory_utilization: float = 0.85,
-) -> JudgeEngine:
-    """Build the engine named `kind` ("vllm" or "transformers")."""
-    if kind == "vllm":
-        return VllmEngine(
-            model_path,
-            adapter_dir=adapter_dir,
-            max_model_len=max_model_len,
-            dtype=dtype,
-            enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=enforce_eager,
-            kv_cache_gib=kv_cache_gib,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
-    if kind == "transformers":
-        return TransformersEngine(model_path, adapter_dir=adapter_dir, dtype=dtype)
-    raise ValueError(f"unknown engine {kind!r}; use 'vllm' or 'transformers'")
+def load_engine(model_path: str | Path, *, adapter_dir: str | Path | None = None, config: EngineConfig) -> JudgeEngine:
+    """Build the engine `config.kind` names ("vllm" or "transformers")."""
+    if config.kind == "vllm":
+        return VllmEngine(model_path, adapter_dir=adapter_dir, config=config)
+    if config.kind == "transformers":
+        return TransformersEngine(model_path, adapter_dir=adapter_dir, dtype=config.dtype)
+    raise ValueError(f"unknown engine {config.kind!r}; use 'vllm' or 'transformers'")

@@ -12,8 +12,7 @@ import numpy as np
 
 from shared.arena_csv import ArenaDataset, Pair, write_submission
 from shared.settings import Settings
-from shared.storage import atomic_writer
-from workers.judge.engines import JudgeEngine, load_engine, load_tokenizer, resolve_dtype
+from workers.judge.engines import EngineConfig, JudgeEngine, load_engine, load_tokenizer, resolve_dtype
 from workers.judge.prompts import JudgePromptBuilder
 from workers.judge.votes import JudgeResult, judge_pairs
 from workers.stacking.calibration import Calibrator, fit_calibrator
@@ -81,61 +80,52 @@ class Judge:
             enable_prefix_caching: vLLM prefix caching.
             with_votes: with a classifier adapter, also cast the base model's criterion votes.
         """
-        from workers.judge.classifier import (
-            ClassifierSettings,
-            classifier_prompt_builder,
-            is_classifier_adapter,
-            load_classifier,
-        )
+        from workers.judge.classifier import is_classifier_adapter
 
         model_path = model_path or settings.judge_model_path
-        engine_kind = engine_kind or settings.JUDGE_ENGINE
+        config = EngineConfig.from_settings(
+            settings, kind=engine_kind or settings.JUDGE_ENGINE, enable_prefix_caching=enable_prefix_caching
+        )
         tokenizer = load_tokenizer(model_path)
         classifier_adapter = is_classifier_adapter(adapter_dir)
-        engine_options = {
-            "model_path": model_path,
-            "max_model_len": settings.MAX_MODEL_LEN,
-            "dtype": resolve_dtype(settings.JUDGE_DTYPE),
-            "enable_prefix_caching": enable_prefix_caching,
-            "enforce_eager": settings.ENFORCE_EAGER,
-            "kv_cache_gib": settings.VLLM_CPU_KVCACHE_GIB,
-            "gpu_memory_utilization": settings.GPU_MEMORY_UTILIZATION,
-        }
-        engine = prompt_builder = classifier = classifier_builder = text_model = text_encoder = None
-        description = {
-            "model": str(model_path),
-            "adapter": str(adapter_dir) if adapter_dir else None,
-            "engine": engine_kind,
-            "dtype": engine_options["dtype"],
-            "max_model_len": settings.MAX_MODEL_LEN,
-            "prefix_caching": enable_prefix_caching,
-        }
-        if classifier_adapter:
-            classifier_settings = ClassifierSettings.load(adapter_dir)
-            classifier_builder = classifier_prompt_builder(
-                tokenizer, max_length=classifier_settings.max_length, question=classifier_settings.question
-            )
-            classifier = load_classifier(
-                engine_kind,
-                adapter_dir=adapter_dir,
-                **{**engine_options, "max_model_len": classifier_settings.max_length},
-            )
-            description.update(adapter_kind="classifier", classifier_max_length=classifier_settings.max_length)
-            text_model, text_encoder = _open_text_model(settings, adapter_dir)
-            description["text_model"] = text_model is not None
-        if not classifier_adapter or with_votes:
-            prompt_builder = JudgePromptBuilder(tokenizer, max_model_len=settings.MAX_MODEL_LEN)
-            engine = load_engine(engine_kind, adapter_dir=None if classifier_adapter else adapter_dir, **engine_options)
-        description["criterion_votes"] = engine is not None
-        return cls(
-            engine,
-            prompt_builder,
+        judge = cls(
+            None,
+            None,
             chunk_pairs=settings.JUDGE_CHUNK_PAIRS,
-            description=description,
-            classifier=classifier,
-            classifier_builder=classifier_builder,
-            text_model=text_model,
-            text_encoder=text_encoder,
+            description={
+                "model": str(model_path),
+                "adapter": str(adapter_dir) if adapter_dir else None,
+                "engine": config.kind,
+                "dtype": resolve_dtype(config.dtype),
+                "max_model_len": config.max_model_len,
+                "prefix_caching": enable_prefix_caching,
+            },
+        )
+        if classifier_adapter:
+            judge._open_classifier(settings, tokenizer, model_path=model_path, adapter_dir=adapter_dir, config=config)
+        if not classifier_adapter or with_votes:
+            judge.prompt_builder = JudgePromptBuilder(tokenizer, max_model_len=config.max_model_len)
+            vote_adapter = None if classifier_adapter else adapter_dir
+            judge.engine = load_engine(model_path, adapter_dir=vote_adapter, config=config)
+        judge.description["criterion_votes"] = judge.engine is not None
+        return judge
+
+    def _open_classifier(self, settings: Settings, tokenizer, *, model_path, adapter_dir, config: EngineConfig) -> None:
+        """The classifier adapter, its prompt builder, and the text model it stacks (when it has one)."""
+        from workers.judge.classifier import ClassifierSettings, classifier_prompt_builder, load_classifier
+
+        adapter_settings = ClassifierSettings.load(adapter_dir)
+        self.classifier_builder = classifier_prompt_builder(
+            tokenizer, max_length=adapter_settings.max_length, question=adapter_settings.question
+        )
+        self.classifier = load_classifier(
+            model_path, adapter_dir=adapter_dir, config=config.replace(max_model_len=adapter_settings.max_length)
+        )
+        self.text_model, self.text_encoder = _open_text_model(settings, adapter_dir)
+        self.description.update(
+            adapter_kind="classifier",
+            classifier_max_length=adapter_settings.max_length,
+            text_model=self.text_model is not None,
         )
 
     def judge(
@@ -196,43 +186,13 @@ class Judge:
 
 def _open_text_model(settings: Settings, adapter_dir: str | Path):
     """The adapter's text model and the encoder it reads, or (None, None) when the adapter has none."""
-    from workers.stacking.text_model import TEXT_MODEL_NAME, TextEncoder, TextModel
+    from shared.artifacts import TEXT_MODEL_NAME
+    from workers.stacking.text_model import TextEncoder, TextModel
 
     path = Path(adapter_dir) / TEXT_MODEL_NAME
     if not path.is_file():
         return None, None
     return TextModel.load(path), TextEncoder(settings.text_encoder_path)
-
-
-def save_votes(path: Path, result: JudgeResult) -> Path:
-    """Keep the judge's raw votes so calibrators can be refitted without judging again."""
-    with atomic_writer(Path(path), "wb") as handle:
-        extra = {} if result.adapter_logits is None else {"adapter_logits": result.adapter_logits}
-        if result.text_logprobs is not None:
-            extra["text_logprobs"] = result.text_logprobs
-        np.savez_compressed(
-            handle, ids=np.array(result.ids), vote_logprobs=result.vote_logprobs, truncated=result.truncated, **extra
-        )
-    return Path(path)
-
-
-def load_votes(path: Path, ids: list[str]) -> JudgeResult:
-    with np.load(Path(path)) as stored:
-        stored_ids = [str(value) for value in stored["ids"]]
-        position = {row_id: index for index, row_id in enumerate(stored_ids)}
-        missing = [row_id for row_id in ids if row_id not in position]
-        if missing:
-            raise ValueError(f"{path} holds no votes for {len(missing)} id(s), e.g. {missing[:3]}; judge them again")
-        rows = [position[row_id] for row_id in ids]
-        return JudgeResult(
-            ids=ids,
-            vote_logprobs=stored["vote_logprobs"][rows],
-            truncated=stored["truncated"][rows],
-            seconds=0.0,
-            prompt_tokens=0,
-            adapter_logits=stored["adapter_logits"][rows] if "adapter_logits" in stored.files else None,
-            text_logprobs=stored["text_logprobs"][rows] if "text_logprobs" in stored.files else None,
-        )
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,23 +60,57 @@ class JudgeRequest:
             )
         except FileNotFoundError as exc:
             raise ModelNotFoundError(str(exc)) from None
-        if calibration_path is None:
-            # A classifier adapter from the train job carries its own calibrator: use it unless told otherwise.
-            from workers.judge.classifier import adapter_calibration_path
-
-            calibration_path = adapter_calibration_path(adapter_dir)
-        return cls(model_path, adapter_dir, calibration_path, bool(params.get("tta", True)))
+        return cls(
+            model_path, adapter_dir, calibration_for(adapter_dir, calibration_path), bool(params.get("tta", True))
+        )
 
     def load_calibrator(self):
         """The calibrator, checked against the judge's order count before any judging is spent."""
-        if self.calibration_path is None:
-            return None
-        from workers.stacking.calibration import CalibrationError, Calibrator
+        return load_calibrator(
+            self.calibration_path,
+            tta=self.tta,
+            adapter_dir=self.adapter_dir,
+            tta_hint=lambda n_orders: f"set tta={'true' if n_orders == 2 else 'false'}",
+        )
 
-        calibrator = Calibrator.load(self.calibration_path)
-        if calibrator.n_orders != (2 if self.tta else 1):
-            raise CalibrationError(
-                f"{self.calibration_path.name} was fitted with {calibrator.n_orders} order(s) per pair; set"
-                f" tta={'true' if calibrator.n_orders == 2 else 'false'} or refit the calibration"
-            )
-        return calibrator
+
+def calibration_for(adapter_dir: str | Path | None, requested: str | Path | None) -> Path | None:
+    """The calibration a judge uses: the one asked for, else the one a classifier adapter from `arena train`
+    carries (None for raw probabilities)."""
+    if requested is not None:
+        return Path(requested)
+    from workers.judge.classifier import adapter_calibration_path
+
+    return adapter_calibration_path(adapter_dir)
+
+
+def load_calibrator(path: Path | None, *, tta: bool, adapter_dir: str | Path | None, tta_hint: Callable[[int], str]):
+    """The calibrator at `path` (None: none), refused before any judging when the judge cannot feed it.
+
+    Args:
+        path: the calibration file, or None.
+        tta: whether the judge will see both orders.
+        adapter_dir: the judge's adapter (a calibrator that stacks a classifier needs one).
+        tta_hint: what to change so the orders match, given the calibrator's order count (CLI or job words).
+
+    Raises:
+        CalibrationError: the file is unusable with this judge; the message says what to change.
+    """
+    if path is None:
+        return None
+    from workers.judge.classifier import is_classifier_adapter
+    from workers.stacking.calibration import CalibrationError, Calibrator
+
+    calibrator = Calibrator.load(path)
+    if calibrator.n_orders != (2 if tta else 1):
+        hint = tta_hint(calibrator.n_orders)
+        raise CalibrationError(
+            f"{Path(path).name} was fitted with {calibrator.n_orders} order(s) per pair; {hint} or refit"
+            " the calibration"
+        )
+    if calibrator.needs_adapter and not is_classifier_adapter(adapter_dir):
+        raise CalibrationError(
+            f"{Path(path).name} stacks a trained classifier adapter; pass the adapter it was fitted with"
+            " (--adapter DIR, or the job's adapter)"
+        )
+    return calibrator

@@ -5,33 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from shared.arena_csv import Pair
+from shared.storage import atomic_writer
 from workers.judge.engines import JudgeEngine
+from workers.judge.outcomes import softmax, unswap_votes
 from workers.judge.prompts import JudgePromptBuilder
-
-# Vote columns, in prompts.VOTES order.
-VOTE_A, VOTE_B, VOTE_TIE, VOTE_NA = range(4)
-_SWAP_VOTES = [VOTE_B, VOTE_A, VOTE_TIE, VOTE_NA]
-_SWAP_CLASSES = [1, 0, 2]
-
-
-def unswap_votes(vote_logprobs: np.ndarray) -> np.ndarray:
-    """Votes cast with B shown first, re-expressed for the original (A, B) order."""
-    return vote_logprobs[..., _SWAP_VOTES]
-
-
-def unswap_classes(probabilities: np.ndarray) -> np.ndarray:
-    """(A, B, tie) probabilities of the swapped pair, re-expressed for the original pair."""
-    return probabilities[..., _SWAP_CLASSES]
-
-
-def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
-    shifted = scores - scores.max(axis=axis, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=axis, keepdims=True)
 
 
 def aggregate_votes(vote_logprobs: np.ndarray) -> np.ndarray:
@@ -133,4 +116,67 @@ def judge_pairs(
         truncated=truncated,
         seconds=time.perf_counter() - started,
         prompt_tokens=prompt_tokens,
+    )
+
+
+# --- the votes file: one reader, one writer (CLI --save-votes, a predict shard, the job's votes.npz) -------------
+
+_OPTIONAL_ARRAYS = ("adapter_logits", "text_logprobs")
+
+
+def write_votes(handle: BinaryIO, result: JudgeResult, **extra: np.ndarray) -> None:
+    """Write the judge's raw outputs (votes, truncation, classifier logits, text model) and `extra` arrays."""
+    optional = {name: getattr(result, name) for name in _OPTIONAL_ARRAYS if getattr(result, name) is not None}
+    np.savez_compressed(
+        handle,
+        ids=np.array(result.ids),
+        vote_logprobs=result.vote_logprobs,
+        truncated=result.truncated,
+        **optional,
+        **extra,
+    )
+
+
+def save_votes(path: Path, result: JudgeResult) -> Path:
+    """Keep the judge's raw votes so calibrators can be refitted without judging again (written atomically)."""
+    with atomic_writer(Path(path), "wb") as handle:
+        write_votes(handle, result)
+    return Path(path)
+
+
+def load_votes(path: Path, ids: list[str] | None = None) -> JudgeResult:
+    """The judge's outputs stored at `path`, for `ids` in that order (every stored row when None)."""
+    with np.load(Path(path)) as stored:
+        stored_ids = [str(value) for value in stored["ids"]]
+        if ids is None:
+            ids = stored_ids
+        position = {row_id: index for index, row_id in enumerate(stored_ids)}
+        missing = [row_id for row_id in ids if row_id not in position]
+        if missing:
+            raise ValueError(f"{path} holds no votes for {len(missing)} id(s), e.g. {missing[:3]}; judge them again")
+        rows = [position[row_id] for row_id in ids]
+        return JudgeResult(
+            ids=list(ids),
+            vote_logprobs=stored["vote_logprobs"][rows],
+            truncated=stored["truncated"][rows],
+            seconds=0.0,
+            prompt_tokens=0,
+            **{name: stored[name][rows] if name in stored.files else None for name in _OPTIONAL_ARRAYS},
+        )
+
+
+def concatenate_results(parts: list[JudgeResult]) -> JudgeResult:
+    """Results of consecutive row ranges (a job's shards) as one, in the given order."""
+
+    def joined(name: str) -> np.ndarray | None:
+        arrays = [getattr(part, name) for part in parts]
+        return None if any(array is None for array in arrays) else np.concatenate(arrays)
+
+    return JudgeResult(
+        ids=[row_id for part in parts for row_id in part.ids],
+        vote_logprobs=np.concatenate([part.vote_logprobs for part in parts]),
+        truncated=np.concatenate([part.truncated for part in parts]),
+        seconds=sum(part.seconds for part in parts),
+        prompt_tokens=sum(part.prompt_tokens for part in parts),
+        **{name: joined(name) for name in _OPTIONAL_ARRAYS},
     )

