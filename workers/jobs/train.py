@@ -18,11 +18,10 @@ import shutil
 from pathlib import Path
 
 from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
-from shared.job_store import JobStore
 from shared.schemas import TrainJobRequest
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, resolve_inside, resolve_judge_files
-from workers.jobs.run import JobCancelledError
+from workers.jobs.run import JobRun
 from workers.training.config import TrainConfig, TrainingError, TrainingSource, TrainProgress
 from workers.training.trainer import train_judge
 
@@ -97,33 +96,33 @@ def run_train_job(settings: Settings, *, job_id: str) -> dict:
         JobCancelledError: the job was cancelled (or failed elsewhere) before or while it trained.
         TrainingError, DataFormatError: the request cannot be trained as given (the job should fail).
     """
-    store = JobStore(settings.SHARED_DIR)
-    record = store.read(job_id)
-    if record.terminal:
-        raise JobCancelledError(f"job {job_id} is already {record.state}")
-    params = record.params
-    name = params.get("adapter_name") or job_id
-    output_dir = _claim_adapter_dir(settings, name, job_id)
-    config = train_config_from_params(settings, params, output_dir=output_dir)
-    store.start(job_id)
+    with JobRun(settings, job_id, unit="steps") as run:
+        name = run.params.get("adapter_name") or job_id
+        output_dir = _claim_adapter_dir(settings, name, job_id)
+        config = train_config_from_params(settings, run.params, output_dir=output_dir)
+        run.start(deadline=False)  # the time limit is the run's own budget: it stops and publishes its best
 
-    def on_progress(progress: TrainProgress) -> None:
-        def change(current) -> None:
-            current.progress.done = progress.step
-            current.progress.total = progress.total_steps
-            current.result = {
-                "adapter": name,
-                "epoch": progress.epoch,
-                "train_loss": round(progress.train_loss, 4),
-                "val_log_loss": progress.val_log_loss,
-                "best_val_log_loss": progress.best_val_log_loss,
-                "seconds_per_step": progress.seconds_per_step,
-            }
+        def on_progress(progress: TrainProgress) -> None:
+            run.report(progress.step, progress.total_steps, result=_progress_result(name, progress))
 
-        if store.update(job_id, change).terminal:
-            raise JobCancelledError(f"job {job_id} was cancelled at step {progress.step}")
+        metrics = train_judge(config, on_progress=on_progress)
+        return _publish_training(settings, run, name=name, output_dir=output_dir, metrics=metrics)
 
-    metrics = train_judge(config, on_progress=on_progress)
+
+def _progress_result(name: str, progress: TrainProgress) -> dict:
+    return {
+        "adapter": name,
+        "epoch": progress.epoch,
+        "train_loss": round(progress.train_loss, 4),
+        "val_log_loss": progress.val_log_loss,
+        "best_val_log_loss": progress.best_val_log_loss,
+        "seconds_per_step": progress.seconds_per_step,
+    }
+
+
+def _publish_training(settings: Settings, run: JobRun, *, name: str, output_dir: Path, metrics: dict) -> dict:
+    """Copy metrics.json and the learning curve into submissions/<job_id>/ and finish the job."""
+    job_id = run.job_id
     artifacts = []
     job_dir = job_output_dir(settings.SHARED_DIR, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -143,5 +142,5 @@ def run_train_job(settings: Settings, *, job_id: str) -> dict:
         "seconds_per_step": metrics.get("seconds_per_step"),
         "resumed_from_step": metrics.get("resumed_from_step"),
     }
-    store.succeed(job_id, artifacts=artifacts, result=result)
+    run.succeed(artifacts=artifacts, result=result)
     return {"job_id": job_id, "state": "succeeded", "adapter": name}
