@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -46,6 +46,23 @@ def atomic_writer(path: Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_writer(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def replace_folder(target_dir: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a staging folder beside `target_dir`, then put it in place of whatever was there; on any error the
+    staging folder is removed and `target_dir` is left as it was."""
+    target_dir = Path(target_dir)
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
+    try:
+        fill(staging)
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        os.replace(staging, target_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target_dir
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -306,10 +306,12 @@ class Calibrator:
             raise CalibrationError(f"{path} is incomplete or from another version ({exc}); refit it") from None
 
 
-def _expand_soft_labels(features: np.ndarray, labels: np.ndarray, groups: np.ndarray):
-    """One row per (pair, class) with the label's probability as weight: soft labels for sklearn."""
+def soft_label_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None):
+    """One training row per (pair, class with mass), weighted by that probability (times the pair's weight):
+    soft labels as weighted hard labels, for sklearn and LightGBM. Returns rows, classes, weights, pair index."""
     rows, classes = np.nonzero(labels > 0)
-    return features[rows], classes, labels[rows, classes], groups[rows]
+    row_weights = labels[rows, classes] if weights is None else labels[rows, classes] * weights[rows]
+    return features[rows], classes, row_weights, rows
 
 
 def fit_calibrator(
@@ -422,7 +424,7 @@ def _fit_logistic(
 def _fit_soft_lr(x: np.ndarray, y: np.ndarray, c: float):
     from sklearn.linear_model import LogisticRegression
 
-    rows_x, rows_y, weights, _ = _expand_soft_labels(x, y, np.zeros(len(x)))
+    rows_x, rows_y, weights, _ = soft_label_rows(x, y)
     return LogisticRegression(C=c, max_iter=2000).fit(rows_x, rows_y, sample_weight=weights)
 
 
