@@ -410,18 +410,31 @@ def _add_stack(commands) -> None:
 
 
 def _add_synth(commands) -> None:
+    import dataclasses
+
+    from workers.synth.labelling import SynthConfig
+
+    default = {field.name: field.default for field in dataclasses.fields(SynthConfig)}
     synth = commands.add_parser(
         "synth", help="label pairs with a teacher LLM: per-criterion votes, probabilities, rationales, soft labels"
     )
     synth.add_argument("--input", required=True, type=Path, help="Kaggle-format CSV of pairs (labels optional)")
     synth.add_argument("--output-dir", required=True, type=Path, help="folder to create or resume")
     synth.add_argument("--teacher-model", help="teacher model folder (default: MODEL_PATH or the embedded model)")
-    synth.add_argument("--chunk-pairs", type=int, default=32, help="distinct pairs per chunk (the unit of resuming)")
     synth.add_argument(
-        "--rationale-tokens", type=int, default=64, help="token budget of one rationale (0: votes only, faster)"
+        "--chunk-pairs",
+        type=int,
+        default=default["chunk_pairs"],
+        help="distinct pairs per chunk (the unit of resuming)",
+    )
+    synth.add_argument(
+        "--rationale-tokens",
+        type=int,
+        default=default["rationale_tokens"],
+        help="token budget of one rationale (0: votes only, faster)",
     )
     synth.add_argument("--limit", type=int, help="label only the first N rows")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=default["seed"])
     synth.set_defaults(handler=command_synth)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_PAIRS_NAME
 from shared.dataset_store import DatasetStore
+from shared.schemas import SynthJobRequest
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, link_or_copy, resolve_judge_files
 from workers.jobs.run import JobRun
@@ -33,25 +34,24 @@ log = logging.getLogger(__name__)
 
 
 def synth_config_from_params(settings: Settings, params: dict, *, job_id: str) -> SynthConfig:
-    """SynthConfig from a stored SynthJobRequest (shared/schemas.py)."""
+    """SynthConfig from a stored SynthJobRequest (shared/schemas.py, the one source of the synth defaults)."""
+    request = SynthJobRequest.model_validate(params)
     try:
-        teacher, _, _ = resolve_judge_files(
-            settings.SHARED_DIR, settings.judge_model_path, model=params.get("teacher_model")
-        )
+        teacher, _, _ = resolve_judge_files(settings.SHARED_DIR, settings.judge_model_path, model=request.teacher_model)
     except FileNotFoundError as exc:
         raise SynthError(str(exc)) from None
-    input_path = dataset_csv_path(settings.SHARED_DIR, params["dataset"])
+    input_path = dataset_csv_path(settings.SHARED_DIR, request.dataset)
     if not input_path.is_file():
-        raise SynthError(f"dataset {params['dataset']} is missing from shared storage; upload it again")
+        raise SynthError(f"dataset {request.dataset} is missing from shared storage; upload it again")
     return SynthConfig(
         input_path=str(input_path),
         output_dir=str(settings.SHARED_DIR / "synth" / job_id),
         teacher_model=str(teacher),
-        chunk_pairs=int(params.get("chunk_pairs", 32)),
-        rationale_tokens=int(params.get("rationale_tokens", 64)),
+        chunk_pairs=request.chunk_pairs,
+        rationale_tokens=request.rationale_tokens,
         max_model_len=settings.MAX_MODEL_LEN,
-        seed=int(params.get("seed", 0)),
-        limit=params.get("limit"),
+        seed=request.seed,
+        limit=request.limit,
     )
 
 
