@@ -1,0 +1,125 @@
+"""Gateway hardening (issue 14, item 3): hostile input gets a 4xx that names the fix, and nothing stored changes.
+
+The real app over a temporary SHARED_DIR and the real Redis (no worker), as in the other tests/api files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from tests.api.conftest import API_KEY, snapshot
+
+
+def call_asgi(app, *, method: str, path: str, headers: dict[str, str], body_chunks: list[bytes]):
+    """Run one request straight through the ASGI app; returns (status, body, how many body chunks it read)."""
+    reads = 0
+    chunks = list(body_chunks)
+
+    async def receive():
+        nonlocal reads
+        reads += 1
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(message for message in sent if message["type"] == "http.response.start")
+    body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+    return start["status"], json.loads(body), reads
+
+
+# --- the key is checked before any body is read -------------------------------------------------------------
+
+
+def test_a_request_without_the_key_is_refused_before_its_body_is_read(settings):
+    app = create_app(settings)
+    body = json.dumps({"dataset": "a" * 32}).encode()
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
+        status_code, payload, reads = call_asgi(
+            app,
+            method="POST",
+            path="/v1/jobs/predict",
+            headers={**headers, "Content-Type": "application/json", "Content-Length": str(len(body))},
+            body_chunks=[body],
+        )
+        assert status_code == 401 and "API key" in payload["detail"], payload
+        assert reads == 0, "the body was read before the key was checked"
+
+
+def test_a_huge_body_without_the_key_is_401_not_413(settings):
+    app = create_app(settings)
+    huge = str(50 * settings.MAX_UPLOAD_BYTES)
+    for path in ("/v1/jobs/predict", "/v1/datasets"):
+        status_code, payload, reads = call_asgi(
+            app,
+            method="POST",
+            path=path,
+            headers={"Content-Type": "multipart/form-data; boundary=x", "Content-Length": huge},
+            body_chunks=[b"x" * 1024] * 4,
+        )
+        assert (status_code, reads) == (401, 0), (path, status_code, payload)
+        assert "API key" in payload["detail"]
+
+
+# --- the body cap comes from the route, not from the client's Content-Type ------------------------------------
+
+
+def test_a_json_route_sent_as_multipart_keeps_the_json_cap(settings):
+    capped = settings.model_copy(update={"MAX_REQUEST_BYTES": 4096})
+    body = b"x" * 20_000  # over MAX_REQUEST_BYTES, under MAX_UPLOAD_BYTES
+    with TestClient(create_app(capped), headers={"X-API-Key": API_KEY}) as gateway:
+        before = snapshot(settings.SHARED_DIR)
+        declared = gateway.post(
+            "/v1/jobs/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=x"}
+        )
+        assert declared.status_code == 413, declared.text
+        assert "MAX_REQUEST_BYTES" in declared.json()["detail"]
+        chunked = gateway.post(
+            "/v1/score",
+            content=(body[start : start + 1024] for start in range(0, len(body), 1024)),
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert "MAX_REQUEST_BYTES" in chunked.json()["detail"]
+        assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_the_upload_route_gets_the_upload_cap_whatever_its_content_type(settings):
+    capped = settings.model_copy(update={"MAX_REQUEST_BYTES": 4096})
+    from tests.api.arena_rows import arena_csv
+
+    csv_bytes = arena_csv(40)
+    assert 4096 < len(csv_bytes) < settings.MAX_UPLOAD_BYTES
+    with TestClient(create_app(capped), headers={"X-API-Key": API_KEY}) as gateway:
+        created = gateway.post("/v1/datasets", files={"file": ("pairs.csv", csv_bytes, "text/csv")})
+        assert created.status_code == 201, created.text
+        # A body over the upload cap is refused as an upload, even when it claims to be JSON.
+        refused = gateway.post(
+            "/v1/datasets",
+            content=b"x" * (settings.MAX_UPLOAD_BYTES + 128 * 1024),
+            headers={"Content-Type": "application/json"},
+        )
+        assert refused.status_code == 413 and "MAX_UPLOAD_BYTES" in refused.json()["detail"]
