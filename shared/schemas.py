@@ -233,5 +233,5 @@ class AdapterInfo(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     gateway: str = "ok"
-    broker: str
-    workers: dict[str, list[str]] = Field(description="Worker name → queues it consumes.")
+    broker: Literal["ok", "unreachable"]
+    workers: dict[str, int] = Field(description="Queue name → how many live workers consume it.")
