@@ -32,10 +32,11 @@ class DatasetNotFoundError(KeyError):
 
 
 class DatasetStore:
-    def __init__(self, shared_dir: Path, *, max_bytes: int) -> None:
+    def __init__(self, shared_dir: Path, *, max_bytes: int, max_cell_bytes: int | None = None) -> None:
         self.shared_dir = Path(shared_dir)
         self.root = self.shared_dir / "datasets"
         self.max_bytes = max_bytes
+        self.max_cell_bytes = max_cell_bytes
 
     def save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
         """Copy, validate and store an uploaded CSV.
@@ -63,7 +64,7 @@ class DatasetStore:
                         )
                     digest.update(chunk)
                     handle.write(chunk)
-            dataset = read_arena_csv(csv_path)
+            dataset = read_arena_csv(csv_path, max_cell_bytes=self.max_cell_bytes)
             info = DatasetInfo(
                 id=dataset_id,
                 name=Path(filename or "dataset.csv").name[:200],

@@ -131,7 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = celery
     app.state.job_store = JobStore(settings.SHARED_DIR)
-    app.state.dataset_store = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
+    app.state.dataset_store = DatasetStore(
+        settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES, max_cell_bytes=settings.MAX_CELL_BYTES
+    )
     app.state.workers = WorkerDirectory(celery, settings)
     app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)
 

@@ -159,3 +159,46 @@ def test_health_with_an_unreachable_broker_says_so_without_its_address(settings)
     assert health.json()["broker"].startswith("unreachable")
     for leak in ("localhost", "s3cret", "redis://", ":1", "Error", "refused"):
         assert leak not in health.text, (leak, health.text)
+
+
+# --- upload cells: size and JSON nesting capped ----------------------------------------------------------------
+
+
+def csv_with_cell(column: str, cell: str) -> bytes:
+    """Two good rows, then row 3 (id 'bad') with `cell` in `column`."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "prompt", "response_a", "response_b"])
+    writer.writerow(["1", '["Hi?"]', '["Hello."]', '["Hey."]'])
+    writer.writerow(["2", '["Hi?"]', '["Hello."]', '["Hey."]'])
+    row = {"id": "bad", "prompt": '["Hi?"]', "response_a": '["Hello."]', "response_b": '["Hey."]', column: cell}
+    writer.writerow([row["id"], row["prompt"], row["response_a"], row["response_b"]])
+    return buffer.getvalue().encode()
+
+
+def test_a_cell_over_max_cell_bytes_is_422_naming_row_column_and_setting(settings):
+    capped = settings.model_copy(update={"MAX_CELL_BYTES": 4096})
+    with TestClient(create_app(capped), headers={"X-API-Key": API_KEY}) as gateway:
+        before = snapshot(settings.SHARED_DIR)
+        for column, cell in [("response_b", json.dumps(["é" * 3000])), ("id", "x" * 5000)]:
+            response = gateway.post(
+                "/v1/datasets", files={"file": ("big-cell.csv", csv_with_cell(column, cell), "text/csv")}
+            )
+            assert response.status_code == 422, response.text[:500]
+            detail = response.json()["detail"]
+            assert "row 3" in detail and repr(column) in detail and "MAX_CELL_BYTES" in detail, detail
+            assert len(detail) < 1000, "the error message must not echo the huge cell"
+        assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_deeply_nested_turns_are_422_naming_row_and_column(client, settings):
+    before = snapshot(settings.SHARED_DIR)
+    for cell in ["[" * 20_000 + "]" * 20_000, json.dumps([["nested"]]), json.dumps([{"role": "user"}])]:
+        response = client.post("/v1/datasets", files={"file": ("deep.csv", csv_with_cell("prompt", cell), "text/csv")})
+        assert response.status_code == 422, response.text[:500]
+        detail = response.json()["detail"]
+        assert "row 3" in detail and "'prompt'" in detail and "list of strings" in detail, detail
+    assert snapshot(settings.SHARED_DIR) == before
