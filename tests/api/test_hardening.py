@@ -202,3 +202,55 @@ def test_deeply_nested_turns_are_422_naming_row_and_column(client, settings):
         detail = response.json()["detail"]
         assert "row 3" in detail and "'prompt'" in detail and "list of strings" in detail, detail
     assert snapshot(settings.SHARED_DIR) == before
+
+
+# --- request numbers are range-checked -------------------------------------------------------------------------
+
+OUT_OF_RANGE = [
+    ("/v1/jobs/train", "seed", 2**32),
+    ("/v1/jobs/train", "seed", -1),
+    ("/v1/jobs/train", "max_steps", 10**12),
+    ("/v1/jobs/train", "time_budget_min", 10**9),
+    ("/v1/jobs/train", "max_val_rows", 10**12),
+    ("/v1/jobs/train", "lora_top_layers", 10**6),
+    ("/v1/jobs/train", "epochs", 0),
+    ("/v1/jobs/train", "learning_rate", 5),
+    ("/v1/jobs/train", "lora_rank", 100_000),
+    ("/v1/jobs/train", "lora_alpha", 0),
+    ("/v1/jobs/train", "lora_dropout", 1.5),
+    ("/v1/jobs/train", "max_length", 10**9),
+    ("/v1/jobs/train", "batch_size", 0),
+    ("/v1/jobs/train", "grad_accum", 10**6),
+    ("/v1/jobs/train", "val_fraction", 1),
+    ("/v1/jobs/train", "target_modules", ["q_proj"] * 1000),
+    ("/v1/jobs/synth", "seed", 2**40),
+    ("/v1/jobs/synth", "limit", 10**12),
+    ("/v1/jobs/synth", "chunk_pairs", 0),
+    ("/v1/jobs/synth", "rationale_tokens", 10**6),
+    ("/v1/jobs/predict", "time_limit_s", 0),
+]
+
+
+def test_out_of_range_numbers_are_422_naming_the_field(client, settings):
+    dataset = "a" * 32  # checked after the body: range errors come first (time_limit_s's cap: test_reliability)
+    before = snapshot(settings.SHARED_DIR)
+    for path, field, value in OUT_OF_RANGE:
+        response = client.post(path, json={"dataset": dataset, field: value})
+        assert response.status_code == 422, (path, field, value, response.status_code)
+        errors = response.json()["detail"]
+        assert any(error["loc"][-1] == field for error in errors), (field, errors)
+    assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_non_finite_numbers_are_422(client):
+    for path, field in [("/v1/jobs/train", "time_budget_min"), ("/v1/jobs/train", "epochs")]:
+        for literal in ("Infinity", "NaN"):
+            body = '{"dataset": "' + "a" * 32 + '", "' + field + '": ' + literal + "}"
+            response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert response.status_code == 422, (field, literal, response.text)
+
+
+def test_a_422_does_not_echo_the_bad_input(client):
+    response = client.post("/v1/jobs/train", json={"dataset": "a" * 32, "target_modules": ["x" * 50_000]})
+    assert response.status_code == 422
+    assert len(response.text) < 2000 and "xxxxxxxxxx" not in response.text
