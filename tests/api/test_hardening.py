@@ -254,3 +254,59 @@ def test_a_422_does_not_echo_the_bad_input(client):
     response = client.post("/v1/jobs/train", json={"dataset": "a" * 32, "target_modules": ["x" * 50_000]})
     assert response.status_code == 422
     assert len(response.text) < 2000 and "xxxxxxxxxx" not in response.text
+
+
+# --- the train route validates before 202 ------------------------------------------------------------------------
+
+
+def upload(client, *, labelled: bool) -> str:
+    from tests.api.arena_rows import arena_csv
+
+    response = client.post("/v1/datasets", files={"file": ("pairs.csv", arena_csv(6, labelled=labelled), "text/csv")})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_train_refuses_unlabelled_data_and_unknown_models_before_202(client, settings):
+    labelled, unlabelled = upload(client, labelled=True), upload(client, labelled=False)
+    before = snapshot(settings.SHARED_DIR)
+    cases = [
+        ({"dataset": unlabelled}, 422, ["winner_model_a", unlabelled]),
+        ({"dataset": labelled, "validation_dataset": unlabelled}, 422, ["validation_dataset", unlabelled]),
+        ({"dataset": labelled, "extra_datasets": [{"dataset": unlabelled}]}, 422, ["extra_datasets", unlabelled]),
+        ({"dataset": labelled, "model": "no-such-model"}, 422, ["no-such-model", "available"]),
+        ({"dataset": labelled, "model": ".."}, 422, []),
+    ]
+    for body, expected, words in cases:
+        response = client.post("/v1/jobs/train", json=body)
+        assert response.status_code == expected, (body, response.text)
+        detail = json.dumps(response.json()["detail"])
+        for word in words:
+            assert word in detail, (word, detail)
+        assert str(settings.SHARED_DIR) not in detail
+    assert client.get("/v1/jobs").json() == []
+    assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_train_refuses_an_adapter_name_already_taken(client, settings):
+    labelled = upload(client, labelled=True)
+    existing = settings.SHARED_DIR / "adapters" / "judge-v1"
+    existing.mkdir(parents=True)
+    (existing / "adapter_config.json").write_text("{}")
+    taken = client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-v1"})
+    assert taken.status_code == 409, taken.text
+    assert "judge-v1" in taken.json()["detail"] and "another adapter_name" in taken.json()["detail"]
+
+    key = {"Idempotency-Key": "train-judge-v2"}
+    first = client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-v2"}, headers=key)
+    assert first.status_code == 202, first.text
+    # The same request again (a client retry) is its own job, not a conflict with itself.
+    replay = client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-v2"}, headers=key)
+    assert replay.status_code == 200 and replay.json()["job_id"] == first.json()["job_id"]
+    # Another job for the name of a queued one: it would fail when the worker starts it.
+    second = client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-v2"})
+    assert second.status_code == 409, second.text
+    assert first.json()["job_id"] in second.json()["detail"] and "another adapter_name" in second.json()["detail"]
+    client.post(f"/v1/jobs/{first.json()['job_id']}/cancel")
+    assert client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-v2"}).status_code == 202
+    assert len(client.get("/v1/jobs").json()) == 2
