@@ -46,8 +46,9 @@ class DatasetStore:
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
         # The gateway validates with the workers' reader (pandas + numpy, no torch): one schema, one place.
-        from workers.pipelines.data_io import read_arena_csv
+        from workers.pipelines.data_io import DataFormatError, read_arena_csv
 
+        display_name = Path(filename or "dataset.csv").name[:200]
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"
         staging.mkdir(parents=True)
@@ -64,10 +65,14 @@ class DatasetStore:
                         )
                     digest.update(chunk)
                     handle.write(chunk)
-            dataset = read_arena_csv(csv_path, max_cell_bytes=self.max_cell_bytes)
+            try:
+                dataset = read_arena_csv(csv_path, max_cell_bytes=self.max_cell_bytes)
+            except DataFormatError as exc:
+                # The client knows its file by the name it sent, not by our staging path.
+                raise DataFormatError(str(exc).replace(str(csv_path), display_name)) from None
             info = DatasetInfo(
                 id=dataset_id,
-                name=Path(filename or "dataset.csv").name[:200],
+                name=display_name,
                 rows=len(dataset),
                 labelled=dataset.labels is not None,
                 bytes=size,

@@ -310,3 +310,30 @@ def test_train_refuses_an_adapter_name_already_taken(client, settings):
     client.post(f"/v1/jobs/{first.json()['job_id']}/cancel")
     assert client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-v2"}).status_code == 202
     assert len(client.get("/v1/jobs").json()) == 2
+
+
+# --- error messages name files relative to SHARED_DIR ------------------------------------------------------------
+
+
+def test_upload_errors_name_no_host_path(client, settings):
+    for content in (b"", b"\n"):
+        response = client.post("/v1/datasets", files={"file": ("empty.csv", content, "text/csv")})
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert "empty" in detail or "column" in detail, detail
+        assert str(settings.SHARED_DIR) not in detail and "/tmp/" not in detail and ".upload-" not in detail, detail
+
+
+def test_job_errors_are_stored_with_paths_relative_to_shared_dir(settings):
+    from shared.job_store import JobStore
+    from shared.schemas import JobRecord, ShardRecord
+
+    store = JobStore(settings.SHARED_DIR)
+    store.create(
+        JobRecord(id="f" * 32, kind="predict", shards=[ShardRecord(index=0, queue="cpu", start=0, stop=1, task_id="t")])
+    )
+    absolute = settings.SHARED_DIR / "adapters" / "judge-v1"
+    store.update_shard("f" * 32, 0, error=f"{absolute}/calibration.json is not valid JSON")
+    record = store.fail("f" * 32, f"{absolute.resolve()} holds a checkpoint of a different training configuration")
+    assert record.error == "adapters/judge-v1 holds a checkpoint of a different training configuration"
+    assert record.shards[0].error == "adapters/judge-v1/calibration.json is not valid JSON"
