@@ -584,7 +584,8 @@ def train_judge(config: TrainConfig, *, on_progress: Callable[[TrainProgress], N
                 f" or delete {output_dir / CHECKPOINTS_DIR} to start over"
             )
         _load_adapter_weights(model, checkpoint)
-        optim_state = torch.load(checkpoint / "optim.pt", weights_only=False, map_location=device)
+        # weights_only: the file sits on shared storage; a full unpickle would run whatever code it carries.
+        optim_state = torch.load(checkpoint / "optim.pt", weights_only=True, map_location=device)
         optimizer.load_state_dict(optim_state["optimizer"])
         scheduler.load_state_dict(optim_state["scheduler"])
         step = resumed_from = int(state["step"])
