@@ -8,7 +8,7 @@ them in row order into `submissions/<job_id>/submission.csv` (+ metrics.json, vo
 published once and never replaced, so a repeated message or a retried step cannot change earlier outputs; the
 three artefacts are all written (staged) before any is published, so a failed write publishes none of them.
 
-Time limits are cooperative: a shard checks the job's deadline (started_at + time_limit_s or JOB_TIME_LIMIT_S)
+Time limits are cooperative: a shard checks its attempt's deadline (its start + time_limit_s or JOB_TIME_LIMIT_S)
 and whether the job was cancelled between chunks, and stops there without publishing anything.
 """
 
@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from shared.job_store import JobStore
-from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import (
     UnsafePathError,
@@ -188,7 +187,9 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
         job_id, shard_index, state="running", worker=worker, attempts=shard.attempts + 1, error=None
     )
     time_limit_s = job_time_limit_s(settings, record.params)
-    deadline = (record.started_at or utc_now()).timestamp() + time_limit_s
+    # Per attempt, not from the job's first started_at: a shard redelivered after its worker died (hours later,
+    # past the visibility timeout) would otherwise arrive past its deadline and fail the job on the spot.
+    deadline = time.time() + time_limit_s
 
     def check_still_wanted() -> None:
         """Stop between chunks when the job was cancelled or failed elsewhere, or ran past its time limit."""
