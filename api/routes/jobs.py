@@ -253,6 +253,7 @@ def create_train_job(
 @router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_synth_job(
     request: SynthJobRequest,
+    settings: SettingsDep,
     celery: CeleryDep,
     jobs: JobStoreDep,
     datasets: DatasetStoreDep,
@@ -266,6 +267,7 @@ def create_synth_job(
     Upload synth/<job id>/pairs.csv's content as a dataset to train on it (`extra_datasets` with a weight).
     """
     _require_dataset(datasets, request.dataset)
+    check_judge_files(settings, JudgeOptions(model=request.teacher_model))  # a 422 now, not a failed job later
     submit = _placeholder_submit("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
     return _submit_once(
         "synth",

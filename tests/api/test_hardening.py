@@ -337,3 +337,24 @@ def test_job_errors_are_stored_with_paths_relative_to_shared_dir(settings):
     record = store.fail("f" * 32, f"{absolute.resolve()} holds a checkpoint of a different training configuration")
     assert record.error == "adapters/judge-v1 holds a checkpoint of a different training configuration"
     assert record.shards[0].error == "adapters/judge-v1/calibration.json is not valid JSON"
+
+
+def test_non_finite_labels_are_422(client, settings):
+    before = snapshot(settings.SHARED_DIR)
+    for cell in ("nan", "inf", "-inf"):
+        content = (
+            'id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n1,"[""q""]","[""a""]","[""b""]",'
+            f"{cell},0,0\n"
+        ).encode()
+        response = client.post("/v1/datasets", files={"file": ("labels.csv", content, "text/csv")})
+        assert response.status_code == 422, (cell, response.text)
+        assert "row 1" in response.json()["detail"] and "sum to 1" in response.json()["detail"]
+    assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_synth_refuses_an_unknown_teacher_model_before_202(client):
+    dataset = upload(client, labelled=False)
+    response = client.post("/v1/jobs/synth", json={"dataset": dataset, "teacher_model": "no-such-teacher"})
+    assert response.status_code == 422, response.text
+    assert "no-such-teacher" in response.json()["detail"] and "available" in response.json()["detail"]
+    assert client.get("/v1/jobs").json() == []

@@ -142,12 +142,14 @@ def _parse_labels(frame: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
                     f"row {row_index + 1} (id={ids[row_index]!r}), column {column!r}: {cell!r} is not a number; use 0/1"
                     " or a probability"
                 ) from None
-    bad = np.flatnonzero((labels < 0).any(axis=1) | (np.abs(labels.sum(axis=1) - 1.0) > 1e-3))
+    # "nan" parses as a float and fails no comparison: it must be refused explicitly, or it reaches training.
+    finite = np.isfinite(labels).all(axis=1)
+    bad = np.flatnonzero(~finite | (labels < 0).any(axis=1) | (np.abs(labels.sum(axis=1) - 1.0) > 1e-3))
     if bad.size:
         row_index = int(bad[0])
         raise DataFormatError(
             f"row {row_index + 1} (id={ids[row_index]!r}): winner_model_a, winner_model_b and winner_tie must be"
-            f" non-negative and sum to 1, got {labels[row_index].tolist()} ({bad.size} such rows)"
+            f" finite, non-negative and sum to 1, got {labels[row_index].tolist()} ({bad.size} such rows)"
         )
     return labels
 
