@@ -52,18 +52,28 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 KEY_HINT = "send the key as 'Authorization: Bearer <API_KEY>' or 'X-API-Key: <API_KEY>'"
 
 
+def api_key_problem(provided: str | None, expected: str | None) -> str | None:
+    """Why `provided` is not the key (the 401 detail), or None when it is.
+
+    Shared by `require_api_key` and the ASGI gate in api/main.py (which checks before any body is read).
+    """
+    if provided is None:
+        return f"missing API key: {KEY_HINT}"
+    # Constant-time comparison: the time taken says nothing about how much of the key matched.
+    if not secrets.compare_digest(provided.encode(), (expected or "").encode()):
+        return f"wrong API key: {KEY_HINT}"
+    return None
+
+
 def require_api_key(
+    request: Request,
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header_key: Annotated[str | None, Security(_api_key_header)],
 ) -> None:
+    if getattr(request.state, "api_key_checked", False):
+        return  # the ApiKeyGate in api/main.py checked it before the body was read: compare once per request
     provided = header_key if header_key is not None else (bearer.credentials if bearer is not None else None)
-    if provided is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, detail=f"missing API key: {KEY_HINT}", headers={"WWW-Authenticate": "Bearer"}
-        )
-    # Constant-time comparison: the time taken says nothing about how much of the key matched.
-    if not secrets.compare_digest(provided.encode(), (settings.API_KEY or "").encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, detail=f"wrong API key: {KEY_HINT}", headers={"WWW-Authenticate": "Bearer"}
-        )
+    problem = api_key_problem(provided, settings.API_KEY)
+    if problem is not None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=problem, headers={"WWW-Authenticate": "Bearer"})

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import api_key_problem
 from api.dispatch import WorkerDirectory
 from api.idempotency import IdempotencyStore
 from api.routes.main import api_router
@@ -27,11 +30,49 @@ class MissingApiKeyError(RuntimeError):
     pass
 
 
-class BodySizeLimit:
-    """Refuse request bodies over their cap: multipart uploads MAX_UPLOAD_BYTES, any other body MAX_REQUEST_BYTES.
+class ApiKeyGate:
+    """Refuse /v1/* requests without the right key (401) before the app reads a byte of their body.
 
-    A declared Content-Length over the cap is refused before anything is read; a body without one (chunked) is
-    counted as it streams in and refused (413) the moment it passes the cap, so nothing big is ever buffered.
+    FastAPI reads and parses a request's body before it runs the route's dependencies, so `require_api_key`
+    alone would let anyone make the gateway receive (and for an upload, stage) a body. The dependency stays
+    for the OpenAPI docs; this gate is what answers first. /healthz and the docs stay open.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        provided = headers.get("x-api-key")
+        if provided is None:
+            scheme, _, credentials = headers.get("authorization", "").partition(" ")
+            provided = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+        problem = api_key_problem(provided, self.api_key)
+        if problem is not None:
+            response = JSONResponse(
+                {"detail": problem}, status_code=status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key_checked"] = True  # read by require_api_key (request.state)
+        await self.app(scope, receive, send)
+
+
+# Routes whose body is a dataset file (MAX_UPLOAD_BYTES); every other body gets MAX_REQUEST_BYTES.
+UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets")})
+
+
+class BodySizeLimit:
+    """Refuse request bodies over their route's cap: uploads MAX_UPLOAD_BYTES, any other body MAX_REQUEST_BYTES.
+
+    The cap follows the route, never the client's Content-Type: a JSON route sent as multipart/form-data keeps
+    the small cap. A declared Content-Length over the cap is refused before anything is read; a body without
+    one (chunked) is counted as it streams in and refused (413) the moment it passes the cap, so nothing big is
+    ever buffered.
     """
 
     def __init__(self, app: ASGIApp, *, upload_bytes: int, request_bytes: int) -> None:
@@ -44,7 +85,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        if headers.get("content-type", "").startswith("multipart/form-data"):
+        if (scope["method"], scope["path"].rstrip("/")) in UPLOAD_ROUTES:
             cap, setting = self.upload_bytes + MULTIPART_OVERHEAD_BYTES, "MAX_UPLOAD_BYTES"
             hint = "split the file"
         else:
@@ -92,11 +133,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = celery
     app.state.job_store = JobStore(settings.SHARED_DIR)
-    app.state.dataset_store = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
+    app.state.dataset_store = DatasetStore(
+        settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES, max_cell_bytes=settings.MAX_CELL_BYTES
+    )
     app.state.workers = WorkerDirectory(celery, settings)
     app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)
 
     app.add_middleware(BodySizeLimit, upload_bytes=settings.MAX_UPLOAD_BYTES, request_bytes=settings.MAX_REQUEST_BYTES)
+    # Added after (so outside) the body cap: a caller without the key learns nothing, not even the cap.
+    app.add_middleware(ApiKeyGate, api_key=settings.API_KEY)
     if settings.CORS_ALLOW_ORIGINS:  # off unless configured: no browser on another origin may call the API
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -106,6 +151,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def describe_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each bad `input`: a NaN/Infinity there makes the 422 itself fail (a 500),
+        # and a huge one is sent back whole. Where (loc) and what to fix (msg) are enough.
+        errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(Exception)
     async def hide_internal_errors(request: Request, exc: Exception) -> JSONResponse:

@@ -74,6 +74,11 @@ def parse_turns(cell: str, *, row: int, column: str, row_id: str) -> tuple[str, 
     where = f"row {row} (id={row_id!r}), column {column!r}"
     try:
         value = json.loads(cell)
+    except RecursionError:
+        # Deep nesting ("[[[[…") exhausts the parser's recursion limit; turns are never nested anyway.
+        raise DataFormatError(
+            f'{where}: JSON nested too deeply; expected a flat JSON list of strings such as ["Hello?"]'
+        ) from None
     except (json.JSONDecodeError, TypeError) as exc:
         raise DataFormatError(
             f"{where}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
@@ -92,7 +97,10 @@ def parse_turns(cell: str, *, row: int, column: str, row_id: str) -> tuple[str, 
         elif isinstance(turn, str):
             turns.append(clean_text(turn))
         else:
-            raise DataFormatError(f"{where}: turns must be strings or null, found {type(turn).__name__}")
+            raise DataFormatError(
+                f"{where}: turns must be strings or null, found {type(turn).__name__}; expected a flat JSON list"
+                ' of strings such as ["Hello?"] (no nested lists or objects)'
+            )
     return tuple(turns)
 
 
@@ -135,22 +143,41 @@ def _parse_labels(frame: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
                     f"row {row_index + 1} (id={ids[row_index]!r}), column {column!r}: {cell!r} is not a number; use 0/1"
                     " or a probability"
                 ) from None
-    bad = np.flatnonzero((labels < 0).any(axis=1) | (np.abs(labels.sum(axis=1) - 1.0) > 1e-3))
+    # "nan" parses as a float and fails no comparison: it must be refused explicitly, or it reaches training.
+    finite = np.isfinite(labels).all(axis=1)
+    bad = np.flatnonzero(~finite | (labels < 0).any(axis=1) | (np.abs(labels.sum(axis=1) - 1.0) > 1e-3))
     if bad.size:
         row_index = int(bad[0])
         raise DataFormatError(
             f"row {row_index + 1} (id={ids[row_index]!r}): winner_model_a, winner_model_b and winner_tie must be"
-            f" non-negative and sum to 1, got {labels[row_index].tolist()} ({bad.size} such rows)"
+            f" finite, non-negative and sum to 1, got {labels[row_index].tolist()} ({bad.size} such rows)"
         )
     return labels
 
 
-def read_arena_csv(source: Path | str | bytes, *, require_labels: bool = False) -> ArenaDataset:
+def _check_cell_sizes(frame: pd.DataFrame, *, max_cell_bytes: int) -> None:
+    """Refuse any cell over `max_cell_bytes` (UTF-8), naming its row and column but never echoing it."""
+    for column in frame.columns:
+        values = frame[column]
+        # A character is at most 4 UTF-8 bytes: only cells that long can be over the cap, and only those are encoded.
+        for row_index in np.flatnonzero(values.str.len().to_numpy() * 4 > max_cell_bytes):
+            size = len(values.iat[row_index].encode("utf-8", "surrogatepass"))
+            if size > max_cell_bytes:
+                raise DataFormatError(
+                    f"row {row_index + 1}, column {str(column)[:64]!r}: the cell holds {size:,} bytes, over the"
+                    f" {max_cell_bytes:,}-byte cap (MAX_CELL_BYTES); shorten it or drop the row"
+                )
+
+
+def read_arena_csv(
+    source: Path | str | bytes, *, require_labels: bool = False, max_cell_bytes: int | None = None
+) -> ArenaDataset:
     """Read and validate a Kaggle arena train/test CSV.
 
     Args:
         source: a file path, or the raw CSV bytes.
         require_labels: fail unless the three winner columns are present.
+        max_cell_bytes: refuse a file with a larger cell (the gateway passes MAX_CELL_BYTES); None: no cap.
 
     Returns:
         The parsed dataset, with labels when the winner columns exist.
@@ -168,6 +195,8 @@ def read_arena_csv(source: Path | str | bytes, *, require_labels: bool = False) 
         )
     if len(frame) == 0:
         raise DataFormatError("the CSV has a header but no rows")
+    if max_cell_bytes is not None:
+        _check_cell_sizes(frame, max_cell_bytes=max_cell_bytes)
     ids = [str(value).strip() for value in frame["id"].tolist()]
     for row_index, row_id in enumerate(ids):
         if not row_id:

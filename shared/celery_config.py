@@ -25,7 +25,8 @@ def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, 
     # acks_late: a message is only acknowledged after its task ran; Redis redelivers an unacknowledged one (its
     # worker died) after the visibility timeout, so that timeout must exceed the longest job (JOB_TIME_LIMIT_S,
     # enforced between chunks) or a running shard is started twice. Idle workers sweep for such messages every
-    # BROKER_RESTORE_INTERVAL_S (kombu's default sweep is every 100 s).
+    # BROKER_RESTORE_INTERVAL_S (kombu's default sweep is every 100 s). The redelivered shard's time limit counts
+    # from its own start (workers/jobs/run.py, JobRun.start), so arriving hours late does not fail it.
     visibility_timeout = settings.BROKER_VISIBILITY_TIMEOUT_S or settings.JOB_TIME_LIMIT_S + 3600
     transport_options = {
         "visibility_timeout": visibility_timeout,
@@ -39,8 +40,9 @@ def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, 
         task_queues=[Queue(queue_name, routing_key=queue_name) for queue_name in queue_names],
         task_default_queue=CPU_QUEUE,
         task_create_missing_queues=False,
+        # No task_reject_on_worker_lost: it acts when a pool child dies, and --pool=solo has no children. A dead
+        # solo worker never acknowledges its message, so Redis redelivers it after the visibility timeout.
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_pool="solo",

@@ -33,10 +33,11 @@ class DatasetNotFoundError(KeyError):
 
 
 class DatasetStore:
-    def __init__(self, shared_dir: Path, *, max_bytes: int) -> None:
+    def __init__(self, shared_dir: Path, *, max_bytes: int, max_cell_bytes: int | None = None) -> None:
         self.shared_dir = Path(shared_dir)
         self.root = self.shared_dir / "datasets"
         self.max_bytes = max_bytes
+        self.max_cell_bytes = max_cell_bytes
 
     def save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
         """Copy, validate and store an uploaded CSV.
@@ -45,6 +46,10 @@ class DatasetStore:
             UploadTooLargeError: more than `max_bytes`.
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
+        # Imported here: pandas is only needed once a file arrives.
+        from shared.arena_csv import DataFormatError
+
+        display_name = Path(filename or DATASET_CSV_NAME).name[:200]
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"
         staging.mkdir(parents=True)
@@ -60,8 +65,19 @@ class DatasetStore:
                         )
                     digest.update(chunk)
                     handle.write(chunk)
-            name = Path(filename or DATASET_CSV_NAME).name[:200]
-            return self._publish(staging, dataset_id, name=name, size=size, sha256=digest.hexdigest())
+            try:
+                return self._publish(
+                    staging,
+                    dataset_id,
+                    name=display_name,
+                    size=size,
+                    sha256=digest.hexdigest(),
+                    max_cell_bytes=self.max_cell_bytes,
+                )
+            except DataFormatError as exc:
+                # The client knows its file by the name it sent, not by our staging path.
+                staged = str(staging / DATASET_CSV_NAME)
+                raise DataFormatError(str(exc).replace(staged, display_name)) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -83,12 +99,15 @@ class DatasetStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _publish(self, staging: Path, dataset_id: str, *, name: str, size: int, sha256: str) -> DatasetInfo:
-        """Validate staging/dataset.csv, write meta.json beside it and rename the folder into place."""
+    def _publish(
+        self, staging: Path, dataset_id: str, *, name: str, size: int, sha256: str, max_cell_bytes: int | None = None
+    ) -> DatasetInfo:
+        """Validate staging/dataset.csv (cells capped at `max_cell_bytes`), write meta.json beside it and rename
+        the folder into place."""
         # Imported here: pandas is only needed once a file arrives.
         from shared.arena_csv import read_arena_csv
 
-        dataset = read_arena_csv(staging / DATASET_CSV_NAME)
+        dataset = read_arena_csv(staging / DATASET_CSV_NAME, max_cell_bytes=max_cell_bytes)
         info = DatasetInfo(
             id=dataset_id,
             name=name,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shared.schemas import JobRecord, ShardRecord, utc_now
-from shared.storage import atomic_write_text, file_lock, job_record_path
+from shared.storage import atomic_write_text, file_lock, job_record_path, relative_to_shared
 
 
 class JobNotFoundError(KeyError):
@@ -89,6 +89,9 @@ class JobStore:
     def update_shard(self, job_id: str, index: int, **fields) -> JobRecord:
         """Set fields of shard `index`; a running shard also marks the job running."""
 
+        if fields.get("error"):
+            fields["error"] = relative_to_shared(fields["error"], self.shared_dir)
+
         def change(record: JobRecord) -> None:
             shard = _shard(record, index)
             for name, value in fields.items():
@@ -100,6 +103,8 @@ class JobStore:
         return self.update(job_id, change)
 
     def fail(self, job_id: str, error: str) -> JobRecord:
+        error = relative_to_shared(error, self.shared_dir)
+
         def change(record: JobRecord) -> None:
             record.state = "failed"
             record.error = error

@@ -20,6 +20,11 @@ ObjectId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ModelName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 RelativePath = Annotated[str, StringConstraints(pattern=RELATIVE_PATH_PATTERN, max_length=512)]
 
+# Upper bounds of request numbers: far above any real use, low enough that no job starts on an absurd value.
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit: a larger one fails the job with a traceback
+MAX_TIME_LIMIT_S = 30 * 24 * 3600
+MAX_ROWS = 100_000_000
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -28,7 +33,8 @@ def utc_now() -> datetime:
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are errors, so a typo never silently falls back to a default."""
 
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: JSON parsers accept NaN and Infinity, which pass a bare `gt=0` and reach a job.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class JudgeOptions(StrictModel):
@@ -74,27 +80,39 @@ class TrainJobRequest(StrictModel):
     max_length: int = Field(default=512, ge=64, le=32768, description="Token budget of one training example.")
     # Added with the train pipeline (issue 4); every field has a default, so earlier requests stay valid.
     extra_datasets: list[WeightedDataset] = Field(
-        default_factory=list, description="More labelled datasets (e.g. synthetic pairs) with a loss weight each."
+        default_factory=list,
+        max_length=32,
+        description="More labelled datasets (e.g. synthetic pairs) with a loss weight each.",
     )
     lora_alpha: int = Field(default=32, ge=1, le=1024, description="LoRA alpha (scale = alpha / rank).")
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default=["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="Modules that get LoRA."
+    target_modules: list[Annotated[str, StringConstraints(max_length=128)]] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        max_length=64,
+        description="Modules that get LoRA.",
     )
     lora_top_layers: int | None = Field(
-        default=None, ge=1, description="LoRA on the top N decoder layers only (a much cheaper backward pass)."
+        default=None, ge=1, le=1024, description="LoRA on the top N decoder layers only (a much cheaper backward pass)."
     )
     batch_size: int = Field(default=4, ge=1, le=256)
     grad_accum: int = Field(default=1, ge=1, le=256, description="Forward passes per optimizer step.")
-    seed: int = Field(default=0, ge=0)
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many optimizer steps.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    max_steps: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Stop after this many optimizer steps."
+    )
     time_budget_min: float | None = Field(
-        default=None, gt=0, description="Stop training after this many minutes and publish the best adapter so far."
+        default=None,
+        gt=0,
+        le=MAX_TIME_LIMIT_S / 60,
+        description="Stop training after this many minutes and publish the best adapter so far.",
     )
     val_fraction: float = Field(
         default=0.1, ge=0, lt=1, description="Share of prompts held out for validation (without validation_dataset)."
     )
-    max_val_rows: int | None = Field(default=None, ge=1, description="Cap on validation rows (evaluation cost).")
+    max_val_rows: int | None = Field(
+        default=None, ge=1, le=MAX_ROWS, description="Cap on validation rows (evaluation cost)."
+    )
     text_model: bool = Field(
         default=True,
         description="Stack the adapter with the text model (frozen MiniLM + length features, LightGBM) when the"
@@ -111,8 +129,8 @@ class SynthJobRequest(StrictModel):
     rationale_tokens: int = Field(
         default=64, ge=0, le=1024, description="Token budget of one rationale; 0 writes votes and probabilities only."
     )
-    limit: int | None = Field(default=None, ge=1, description="Label only the first N rows (a trial run).")
-    seed: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1, le=MAX_ROWS, description="Label only the first N rows (a trial run).")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 class ScorePair(StrictModel):
@@ -233,5 +251,5 @@ class AdapterInfo(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     gateway: str = "ok"
-    broker: str
-    workers: dict[str, list[str]] = Field(description="Worker name → queues it consumes.")
+    broker: Literal["ok", "unreachable"]
+    workers: dict[str, int] = Field(description="Queue name → how many live workers consume it.")

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         " past it. The broker's visibility timeout is set above it.",
     )
     MAX_UPLOAD_BYTES: int = Field(default=200 * 1024 * 1024, ge=1024, description="Size cap of one dataset upload.")
+    MAX_CELL_BYTES: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Size cap of one cell of an uploaded CSV (a whole conversation's turns are one cell).",
+    )
     SCORE_TIMEOUT_S: float = Field(
         default=60.0, gt=0, description="POST /v1/score waits this long for a worker before answering 504."
     )

@@ -77,6 +77,18 @@ class UnsafePathError(UserError, ValueError):
     """A user-supplied name would resolve outside the folder it must stay in."""
 
 
+def relative_to_shared(text: str, shared_dir: Path) -> str:
+    """`text` with every SHARED_DIR/… path written relative to SHARED_DIR (adapters/x, not /srv/…/adapters/x).
+
+    Job errors are shown to API clients; the host's layout is not theirs to see, and the relative name is the
+    one they use in requests.
+    """
+    shared_dir = Path(shared_dir)
+    for root in dict.fromkeys((str(shared_dir.resolve()), str(shared_dir))):  # as configured, and through links
+        text = text.replace(root.rstrip("/") + "/", "")
+    return text
+
+
 def new_id() -> str:
     """A fresh dataset/job id: 32 hex digits, never reused."""
     return uuid.uuid4().hex

@@ -12,6 +12,7 @@ from shared.errors import UserError
 from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.settings import get_settings
+from shared.storage import relative_to_shared
 from workers.celery_app import app
 from workers.jobs import predict
 from workers.jobs import score as score_step
@@ -62,10 +63,11 @@ def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
 @app.task(name=SCORE_TASK)
 def score(payload: dict) -> dict:
     """Score a few inline pairs; errors in the request come back as {"error": ...} for the gateway's 4xx."""
+    settings = get_settings()
     try:
-        return score_step.run_score(get_settings(), payload)
+        return score_step.run_score(settings, payload)
     except UserError as exc:
-        return {"error": str(exc)}
+        return {"error": relative_to_shared(str(exc), settings.SHARED_DIR)}  # the gateway shows it to the client
 
 
 @app.task(name=TRAIN_TASK)

@@ -55,6 +55,34 @@ def _require_dataset(datasets, dataset_id: str | None):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
 
 
+def _require_labelled(datasets, field: str, dataset_id: str | None) -> None:
+    dataset = _require_dataset(datasets, dataset_id)
+    if dataset is not None and not dataset.labelled:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"{field}: dataset {dataset_id} has no labels; training needs the columns winner_model_a,"
+            " winner_model_b and winner_tie (upload a labelled CSV, or label this one with POST /v1/jobs/synth)",
+        )
+
+
+def _require_free_adapter_name(settings: Settings, jobs, name: str) -> None:
+    """409 when adapters/<name>/ holds files or a queued/running train job will write there (the worker refuses)."""
+    folder = settings.SHARED_DIR / "adapters" / name
+    if folder.is_dir() and any(folder.iterdir()):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"adapter {name!r} exists already (GET /v1/adapters/{name}); choose another adapter_name",
+        )
+    for state in ("queued", "running"):
+        for record in jobs.list(kind="train", state=state, limit=100_000):
+            if record.params.get("adapter_name") == name:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    detail=f"train job {record.id} ({state}) will write adapter {name!r}; choose another"
+                    " adapter_name, or cancel that job first",
+                )
+
+
 def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
     try:
         resolve_judge_files(
@@ -186,6 +214,7 @@ def _placeholder_submit(kind: str, params: dict, *, celery, jobs, workers) -> Su
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_train_job(
     request: TrainJobRequest,
+    settings: SettingsDep,
     celery: CeleryDep,
     jobs: JobStoreDep,
     datasets: DatasetStoreDep,
@@ -194,12 +223,24 @@ def create_train_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
-    """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/; GET /v1/adapters lists it."""
-    _require_dataset(datasets, request.dataset)
-    _require_dataset(datasets, request.validation_dataset)
-    for extra in request.extra_datasets:
-        _require_dataset(datasets, extra.dataset)
-    submit = _placeholder_submit("train", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/; GET /v1/adapters lists it.
+
+    Everything the worker would fail on is checked first (labelled datasets, the base model, a free adapter
+    name): a bad request is a 4xx now, never a 202 for a job that fails later.
+    """
+    placeholder = _placeholder_submit("train", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+
+    def submit(remember: Callable[[str], None]) -> JobRecord:
+        # Inside the submit: an Idempotency-Key replay returns its job before its own name counts as taken.
+        _require_labelled(datasets, "dataset", request.dataset)
+        _require_labelled(datasets, "validation_dataset", request.validation_dataset)
+        for extra in request.extra_datasets:
+            _require_labelled(datasets, "extra_datasets", extra.dataset)
+        check_judge_files(settings, JudgeOptions(model=request.model))
+        if request.adapter_name is not None:
+            _require_free_adapter_name(settings, jobs, request.adapter_name)
+        return placeholder(remember)
+
     return _submit_once(
         "train",
         request.model_dump(mode="json"),
@@ -214,6 +255,7 @@ def create_train_job(
 @router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_synth_job(
     request: SynthJobRequest,
+    settings: SettingsDep,
     celery: CeleryDep,
     jobs: JobStoreDep,
     datasets: DatasetStoreDep,
@@ -227,6 +269,7 @@ def create_synth_job(
     Upload synth/<job id>/pairs.csv's content as a dataset to train on it (`extra_datasets` with a weight).
     """
     _require_dataset(datasets, request.dataset)
+    check_judge_files(settings, JudgeOptions(model=request.teacher_model))  # a 422 now, not a failed job later
     submit = _placeholder_submit("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
     return _submit_once(
         "synth",

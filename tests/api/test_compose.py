@@ -35,14 +35,31 @@ def compose() -> dict:
 
 
 def test_compose_file_validates():
-    result = run_config(COMPOSE_FILE, API_KEY="k")
+    result = run_config(COMPOSE_FILE, API_KEY="k", FLOWER_BASIC_AUTH="admin:pw")
     assert result.returncode == 0, result.stderr
 
 
 def test_compose_fails_fast_without_an_api_key():
-    result = run_config(COMPOSE_FILE)
+    result = run_config(COMPOSE_FILE, FLOWER_BASIC_AUTH="admin:pw")
     assert result.returncode != 0
     assert "API_KEY" in result.stderr
+
+
+def test_compose_fails_fast_without_flower_credentials():
+    result = run_config(COMPOSE_FILE, API_KEY="k")
+    assert result.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_flower_refuses_to_start_without_credentials(tmp_path):
+    # Flower shows every task's arguments and can revoke them: never without a password, unless only this host
+    # can reach it (the native stack, scripts/stack.sh, runs it on 127.0.0.1).
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("FLOWER_")}
+    refused = subprocess.run(
+        ["bash", str(COMPOSE_DIR / "start-flower.sh")], capture_output=True, text=True, env=environment, cwd=tmp_path
+    )
+    assert refused.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in refused.stderr and "user:password" in refused.stderr
 
 
 def test_the_validator_catches_a_bad_key(tmp_path, compose):
@@ -50,7 +67,7 @@ def test_the_validator_catches_a_bad_key(tmp_path, compose):
         compose, services={**compose["services"], "redis": {**compose["services"]["redis"], "helthcheck": {}}}
     )
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken))
-    result = run_config(tmp_path / "docker-compose.yml", API_KEY="k")
+    result = run_config(tmp_path / "docker-compose.yml", API_KEY="k", FLOWER_BASIC_AUTH="admin:pw")
     assert result.returncode != 0 and "helthcheck" in result.stderr
 
 
@@ -68,7 +85,9 @@ def test_services_and_profiles(compose):
         assert worker["command"][-1] == f"gpu.{index}"
         [device] = worker["deploy"]["resources"]["reservations"]["devices"]
         assert device["device_ids"] == [str(index)] and device["capabilities"] == ["gpu"]
-    assert services["flower"]["ports"] == ["${FLOWER_PORT:-5555}:5555"]
+    # Flower on this host only (an SSH tunnel reaches it), and never without a password.
+    assert services["flower"]["ports"] == ["127.0.0.1:${FLOWER_PORT:-5555}:5555"]
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     for name in ("api", "worker-gpu0", "worker-cpu"):
         assert "shared:/shared" in services[name]["volumes"]
 

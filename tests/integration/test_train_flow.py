@@ -75,11 +75,9 @@ def test_synth_job_then_train_on_its_labels_then_predict_with_the_adapter(stack)
     assert adapter["name"] == "it-judge" and adapter["complete"] and adapter["task_type"] == "SEQ_CLS"
     assert adapter["val_log_loss"] == result["validation"]["log_loss"]
 
-    # The same name again is refused by the worker: it belongs to the first job.
+    # The same name again is refused before 202: it belongs to the first job.
     again = stack.client.post("/v1/jobs/train", json={"dataset": dataset["id"], "adapter_name": "it-judge"})
-    assert again.status_code == 202, again.text
-    refused = stack.wait_finished(again.json()["job_id"], timeout=120)
-    assert refused["state"] == "failed" and "choose another adapter_name" in refused["error"]
+    assert again.status_code == 409 and "choose another adapter_name" in again.json()["detail"], again.text
 
     test = stack.upload(arena_csv(3, labelled=False, start_id=4000))
     predict_id = stack.predict(test["id"], adapter="it-judge")

@@ -7,7 +7,7 @@ them in row order into `submissions/<job_id>/submission.csv` (+ metrics.json, vo
 published once and never replaced, so a repeated message or a retried step cannot change earlier outputs; the
 three artefacts are all written (staged) before any is published, so a failed write publishes none of them.
 
-Time limits are cooperative: a shard checks the job's deadline (started_at + time_limit_s or JOB_TIME_LIMIT_S)
+Time limits are cooperative: a shard checks its attempt's deadline (its start + time_limit_s or JOB_TIME_LIMIT_S)
 and whether the job was cancelled between chunks, and stops there without publishing anything.
 """
 

@@ -33,10 +33,11 @@ class JobRun:
     """A job step's hold on its record (SHARED_DIR/jobs/<id>.json), the one protocol of predict, train and synth.
 
     Entering reads the record (JobCancelledError when the job is finished already); `start()` marks it running
-    and fixes the deadline (started_at + the job's time limit); `report()` records progress and stops the step
-    (JobCancelledError) when the job was cancelled or failed elsewhere, or ran past its deadline, which then
-    fails the job (and the shard) with a message saying what to change. Failing the job on other errors stays
-    with the Celery task, which knows whether a retry is left.
+    and fixes the deadline (started_at + the job's time limit; for a predict shard, this attempt's start + the
+    limit); `report()` records progress and stops the step (JobCancelledError) when the job was cancelled or
+    failed elsewhere, or ran past its deadline, which then fails the job (and the shard) with a message saying
+    what to change. Failing the job on other errors stays with the Celery task, which knows whether a retry is
+    left.
 
         with JobRun(settings, job_id, unit="distinct pairs") as run:
             config = config_from(run.params)   # a bad request fails here, before the job is started
@@ -95,7 +96,14 @@ class JobRun:
             self.record = self.store.update_shard(self.job_id, self.shard_index, state="running", **shard_fields)
         if deadline:
             self.time_limit_s = job_time_limit_s(self.settings, self.record.params)
-            self.deadline = (self.record.started_at or utc_now()).timestamp() + self.time_limit_s
+            if self.shard_index is None:
+                started = (self.record.started_at or utc_now()).timestamp()
+            else:
+                # A shard counts from this attempt's start, not from the job's first started_at: a shard
+                # redelivered after its worker died (hours later, past the visibility timeout) would otherwise
+                # arrive past its deadline and fail the job on the spot.
+                started = time.time()
+            self.deadline = started + self.time_limit_s
         return self.record
 
     def report(self, done: int, total: int, *, result: dict | None = None) -> None:

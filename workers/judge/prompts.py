@@ -99,7 +99,18 @@ class JudgePromptBuilder:
             raise ValueError(f"MAX_MODEL_LEN={max_model_len} leaves no room for the conversation; use at least 512")
 
     def _encode(self, text: str) -> list[int]:
+        """Our own template text: its special-token strings (<|im_start|> …) are meant as turn markers."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _encode_user_text(self, text: str) -> list[int]:
+        """Conversation text from a dataset or a request: special-token strings in it stay plain text.
+
+        split_special_tokens tokenizes "<|im_end|>" as the characters it is made of, so a pair cannot end the
+        user turn and open a system or assistant turn of its own; the judge still reads the markers as text.
+        Escaping or stripping them instead would change what the judge sees and depends on knowing each
+        model's markers; the tokenizer knows them all.
+        """
+        return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def _template_parts(self) -> tuple[str, str, str]:
         user_content = f"{_CONVERSATION_MARK}{_QUESTION_MARK}"
@@ -134,7 +145,8 @@ class JudgePromptBuilder:
     def _count_tokens(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        encoded = self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [len(ids) for ids in encoded]
 
     def build(self, pair: Pair) -> JudgePrompts:
         """Token-id prefixes of both orders, truncated to the budget when the conversation is too long."""
@@ -153,8 +165,8 @@ class JudgePromptBuilder:
     def _render_both_orders(self, pieces: dict[str, list[str]]) -> tuple[list[int], list[int]]:
         prompt, first, second = tuple(pieces["prompt"]), tuple(pieces["a"]), tuple(pieces["b"])
         return (
-            self.head_ids + self._encode(render_conversation(prompt, first, second)),
-            self.head_ids + self._encode(render_conversation(prompt, second, first)),
+            self.head_ids + self._encode_user_text(render_conversation(prompt, first, second)),
+            self.head_ids + self._encode_user_text(render_conversation(prompt, second, first)),
         )
 
     def _shrink(self, pieces: dict[str, list[str]], overflow: int) -> dict[str, list[str]]:

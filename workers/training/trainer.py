@@ -165,7 +165,8 @@ class Trainer:
                     f" --output-dir, or delete {self.output_dir / CHECKPOINTS_DIR} to start over"
                 )
             load_adapter_weights(self.model, checkpoint)
-            optim_state = torch.load(checkpoint / "optim.pt", weights_only=False, map_location=self.device)
+            # weights_only: the file sits on shared storage; a full unpickle would run whatever code it carries.
+            optim_state = torch.load(checkpoint / "optim.pt", weights_only=True, map_location=self.device)
             self.optimizer.load_state_dict(optim_state["optimizer"])
             self.scheduler.load_state_dict(optim_state["scheduler"])
             self.step = self.resumed_from = int(state["step"])
