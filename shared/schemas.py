@@ -43,7 +43,13 @@ class JudgeOptions(StrictModel):
     calibration: RelativePath | None = Field(
         default=None,
         description="Calibration JSON (from `arena calibrate`), relative to SHARED_DIR, under models/ or adapters/;"
-        " e.g. adapters/judge-v1/calibration.json. Default: the raw vote probabilities.",
+        " e.g. adapters/judge-v1/calibration.json. Without adapter, calibration and raw: the default predictor"
+        " (SHARED_DIR/models/DEFAULT_PREDICTOR, a calibrated text model).",
+    )
+    raw: bool = Field(
+        default=False,
+        description="The judge model's uncalibrated criterion votes (worse than a uniform guess on real data): for"
+        " fitting your own calibrator (`arena calibrate`) or inspecting the judge.",
     )
     tta: bool = Field(default=True, description="Also judge with the responses swapped and average both orders.")
 

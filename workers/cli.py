@@ -62,7 +62,9 @@ def command_predict(args, settings) -> dict:
     from workers.judge.votes import save_votes
 
     dataset = read_arena_csv(args.input).head(args.limit)
-    # A classifier adapter from `arena train` carries its own calibrator; --calibration overrides it.
+    if args.adapter is None and args.calibration is None and not args.raw and not args.votes:
+        args.adapter = _default_predictor(args, settings)
+    # A trained adapter or predictor carries its own calibrator; --calibration overrides it.
     calibration_path = None if args.raw and not args.calibration else calibration_for(args.adapter, args.calibration)
     calibrator = load_calibrator(
         calibration_path,
@@ -97,6 +99,18 @@ def command_predict(args, settings) -> dict:
             file=sys.stderr,
         )
     return summary
+
+
+def _default_predictor(args, settings) -> Path:
+    """The default predictor for a predict that names no adapter, calibration or --raw: never raw votes unasked."""
+    from shared.storage import JudgeOptionsError, default_predictor_dir
+
+    if args.model:
+        raise JudgeOptionsError(
+            f"--model {args.model} without --calibration would write its raw criterion votes, which score worse than"
+            " a uniform guess; pass --calibration (from `arena calibrate`), or --raw to get the raw votes anyway"
+        )
+    return default_predictor_dir(settings.SHARED_DIR, settings.DEFAULT_PREDICTOR)
 
 
 def command_calibrate(args, settings) -> dict:
@@ -186,6 +200,9 @@ def command_stack(args, settings) -> dict:
 def command_train(args, settings) -> dict:
     from workers.training.train import TrainConfig, train_judge
 
+    if args.text_only:
+        return _train_text_predictor(args, settings)
+
     config = TrainConfig(
         sources=_training_sources(args),
         output_dir=args.output_dir,
@@ -235,6 +252,21 @@ def command_train(args, settings) -> dict:
     return {key: value for key, value in metrics.items() if key not in ("history", "config")} | {
         "output_dir": str(args.output_dir)
     }
+
+
+def _train_text_predictor(args, settings) -> dict:
+    from workers.training.text_predictor import fit_text_predictor
+
+    if args.weight or args.validation or args.no_text_model:
+        raise ValueError("--text-only takes --input, --output-dir, --seed, --device and --text-encoder only")
+    metrics = fit_text_predictor(
+        inputs=args.input,
+        output_dir=args.output_dir,
+        text_encoder=args.text_encoder or settings.text_encoder_path,
+        seed=args.seed,
+        device=args.device,
+    )
+    return {"output_dir": str(args.output_dir), **metrics}
 
 
 def command_synth(args, settings) -> dict:
@@ -291,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--calibration", type=Path, help="calibrator JSON from `arena calibrate`")
     predict.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false")
     predict.add_argument(
-        "--raw", action="store_true", help="ignore a classifier adapter's own calibration.json (raw softmax)"
+        "--raw",
+        action="store_true",
+        help="the judge's uncalibrated output: criterion votes (worse than uniform on real data), or an adapter's"
+        " softmax ignoring its calibration.json. Without --raw, --adapter or --calibration: the default predictor"
+        " (SHARED_DIR/models/DEFAULT_PREDICTOR, a calibrated text model)",
     )
     _add_judge_options(predict)
     predict.set_defaults(handler=command_predict)
@@ -326,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight", type=float, action="append", help="loss weight of the matching --input (repeatable; default 1)"
     )
     train.add_argument("--output-dir", required=True, type=Path, help="adapter folder to create (or resume)")
+    train.add_argument(
+        "--text-only",
+        action="store_true",
+        help="fit a text predictor (sentence-encoder + length/style features, LightGBM, calibrated; no LLM, minutes on"
+        " a CPU) into --output-dir; `--output-dir $SHARED_DIR/models/default` replaces the default predictor",
+    )
     train.add_argument("--validation", type=Path, help="labelled CSV to validate on (default: hold out prompts)")
     train.add_argument("--base-model", help="base model folder (default: MODEL_PATH or the embedded SmolLM2-135M)")
     train.add_argument("--rank", type=int, default=16)
