@@ -217,6 +217,11 @@ class AdapterInfo(BaseModel):
     """A trained adapter in SHARED_DIR/adapters/<name>/ and its validation figures (from its metrics.json)."""
 
     name: str
+    kind: Literal["lora", "text"] = Field(
+        default="lora",
+        description="lora: a LoRA judge (PEFT files) and what it stacks; text: a text predictor (`arena train"
+        " --text-only`: text model + calibrator, no LLM).",
+    )
     task_type: str | None = Field(description="PEFT task type: SEQ_CLS for a judge from the train job.")
     base_model: str | None = None
     complete: bool = Field(

@@ -180,6 +180,25 @@ def command_setup_model(args, settings) -> dict:
     return {"model": str(path), "text_encoder": encoder}
 
 
+def command_setup_default(args, settings) -> dict:
+    """Fit the default predictor on DEFAULT_TRAIN_CSV unless the one there is current (same CSV, loadable)."""
+    from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
+
+    inputs = [Path(args.input or settings.DEFAULT_TRAIN_CSV)]
+    if not inputs[0].is_file():
+        raise FileNotFoundError(
+            f"{inputs[0]} not found: set DEFAULT_TRAIN_CSV (or --input) to a labelled arena CSV to fit the default"
+            " predictor on"
+        )
+    output_dir = settings.default_predictor_dir
+    if not args.force and text_predictor_is_current(output_dir, inputs=inputs):
+        return {"output_dir": str(output_dir), "fitted": False, "reason": "current (same CSV, this version)"}
+    metrics = fit_text_predictor(
+        inputs=inputs, output_dir=output_dir, text_encoder=settings.text_encoder_path, seed=0, device=args.device
+    )
+    return {"output_dir": str(output_dir), "fitted": True, **metrics}
+
+
 def _training_sources(args) -> list:
     from workers.training.train import TrainingSource
 
@@ -355,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     setup_model = commands.add_parser("setup-model", help="convert the embedded SmolLM2-135M into SHARED_DIR/models")
     setup_model.add_argument("--force", action="store_true")
     setup_model.set_defaults(handler=command_setup_model)
+
+    setup_default = commands.add_parser(
+        "setup-default",
+        help="fit the default predictor (a calibrated text model) on DEFAULT_TRAIN_CSV into SHARED_DIR/models/"
+        "DEFAULT_PREDICTOR, unless the one there is current",
+    )
+    setup_default.add_argument("--input", type=Path, help="labelled CSV (default: DEFAULT_TRAIN_CSV)")
+    setup_default.add_argument("--device", help="encoder device: cpu, cuda (default: CUDA when visible)")
+    setup_default.add_argument("--force", action="store_true", help="refit even when the predictor is current")
+    setup_default.set_defaults(handler=command_setup_default)
 
     train = commands.add_parser("train", help="train a LoRA classifier judge (A / B / tie head) on labelled CSVs")
     train.add_argument("--input", required=True, type=Path, action="append", help="labelled CSV (repeatable)")

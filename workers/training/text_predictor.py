@@ -115,3 +115,17 @@ def fit_text_predictor(
         raise
     log.info("text predictor %s: grouped-CV log loss %.4f", output_dir.name, metrics["out_of_fold"]["log_loss"])
     return metrics
+
+
+def text_predictor_is_current(predictor_dir: Path, *, inputs: Sequence[Path]) -> bool:
+    """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs."""
+    from workers.stacking.text_model import TextModel, TextModelError
+
+    try:
+        TextModel.load(Path(predictor_dir) / TEXT_MODEL_NAME)
+        metrics = json.loads((Path(predictor_dir) / METRICS_NAME).read_text())
+    except (TextModelError, OSError, ValueError):
+        return False
+    if not (Path(predictor_dir) / CALIBRATION_NAME).is_file():
+        return False
+    return [entry.get("sha256") for entry in metrics.get("inputs", [])] == [_file_digest(Path(p)) for p in inputs]
