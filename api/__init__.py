@@ -1,0 +1,1 @@
+"""The FastAPI gateway: routes, dependencies, auth; imports only api/ and shared/ (never torch or vLLM)."""

@@ -59,7 +59,13 @@ class Settings(BaseSettings):
     ENFORCE_EAGER: bool | None = Field(
         default=None, description="vLLM eager mode. Unset: eager on CPU, CUDA graphs on GPU."
     )
-    GPU_MEMORY_UTILIZATION: float = Field(default=0.85, gt=0, le=1)
+    GPU_MEMORY_UTILIZATION: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="Share of a GPU's memory vLLM may take (judge, classifier and synth teacher engines); unused"
+        " on CPU.",
+    )
     TEACHER_TENSOR_PARALLEL: int = Field(
         default=1, ge=1, description="GPUs one synth teacher spans (vLLM tensor parallelism); 1 on CPU."
     )

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -48,6 +48,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def replace_folder(target_dir: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a staging folder beside `target_dir`, then put it in place of whatever was there; on any error the
+    staging folder is removed and `target_dir` is left as it was."""
+    target_dir = Path(target_dir)
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
+    try:
+        fill(staging)
+        if target_dir.exists():
+            shutil.rmtree(target_dir)
+        os.replace(staging, target_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target_dir
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """A hard link to `source` at `target`, or a copy when links are not possible (another file system)."""
     try:
@@ -67,21 +84,6 @@ class JudgeOptionsError(UserError, ValueError):
 def is_text_predictor(folder: Path) -> bool:
     """A trained predictor without an LLM: a text model (+ its calibrator), no LoRA adapter files."""
     return (Path(folder) / TEXT_MODEL_NAME).is_file() and not (Path(folder) / ADAPTER_CONFIG_NAME).is_file()
-
-
-def staging_dir_for(final: Path) -> Path:
-    """A fresh hidden folder beside `final`, on the same file system, to build it in before `publish_dir`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
-
-
-def publish_dir(staging: Path, final: Path) -> None:
-    """Replace `final` with the finished `staging` folder (the old one is removed only after the rename)."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def new_id() -> str:

@@ -1,0 +1,1 @@
+"""Celery workers: tasks (thin views) over job steps in jobs/, the judge, stacking, training, synth; the CLI."""

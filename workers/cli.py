@@ -200,7 +200,7 @@ def command_setup_default(args, settings) -> dict:
 
 
 def _training_sources(args) -> list:
-    from workers.training.train import TrainingSource
+    from workers.training.config import TrainingSource
 
     weights = args.weight or []
     if len(weights) > len(args.input):
@@ -210,14 +210,15 @@ def _training_sources(args) -> list:
 
 
 def command_stack(args, settings) -> dict:
-    from workers.training.train import restack_adapter
+    from workers.training.stack import restack_adapter
 
     encoder = None if args.no_text_model else (args.text_encoder or settings.text_encoder_path)
     return restack_adapter(args.adapter, sources=_training_sources(args), text_encoder=encoder)
 
 
 def command_train(args, settings) -> dict:
-    from workers.training.train import TrainConfig, train_judge
+    from workers.training.config import TrainConfig
+    from workers.training.trainer import train_judge
 
     if args.text_only:
         return _train_text_predictor(args, settings)
@@ -335,7 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description="Pairwise preference judge (A / B / tie).")
     parser.add_argument("-v", "--verbose", action="store_true", help="show engine logs")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (
+        _add_predict,
+        _add_calibrate,
+        _add_evaluate,
+        _add_split,
+        _add_setup_model,
+        _add_train,
+        _add_stack,
+        _add_synth,
+    ):
+        add_command(commands)
+    return parser
 
+
+def _add_predict(commands) -> None:
     predict = commands.add_parser("predict", help="write a Kaggle submission for a test CSV")
     predict.add_argument("--input", required=True, type=Path)
     predict.add_argument("--output", required=True, type=Path)
@@ -351,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_options(predict)
     predict.set_defaults(handler=command_predict)
 
+
+def _add_calibrate(commands) -> None:
     calibrate = commands.add_parser("calibrate", help="fit a calibrator on a labelled CSV")
     calibrate.add_argument("--input", required=True, type=Path)
     calibrate.add_argument("--output", required=True, type=Path)
@@ -358,12 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_judge_options(calibrate)
     calibrate.set_defaults(handler=command_calibrate)
 
+
+def _add_evaluate(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score a submission against a labelled CSV")
     evaluate.add_argument("--input", required=True, type=Path)
     evaluate.add_argument("--predictions", required=True, type=Path)
     evaluate.add_argument("--plot", type=Path, help="reliability diagram PNG (default: beside the predictions)")
     evaluate.set_defaults(handler=command_evaluate)
 
+
+def _add_split(commands) -> None:
     split = commands.add_parser("split", help="train/holdout split of a labelled CSV, grouped by prompt")
     split.add_argument("--input", required=True, type=Path)
     split.add_argument("--output-dir", required=True, type=Path)
@@ -371,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(handler=command_split)
 
+
+def _add_setup_model(commands) -> None:
     setup_model = commands.add_parser("setup-model", help="convert the embedded SmolLM2-135M into SHARED_DIR/models")
     setup_model.add_argument("--force", action="store_true")
     setup_model.set_defaults(handler=command_setup_model)
@@ -385,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     setup_default.add_argument("--force", action="store_true", help="refit even when the predictor is current")
     setup_default.set_defaults(handler=command_setup_default)
 
+
+def _add_train(commands) -> None:
+    import dataclasses
+
+    from workers.training.config import TrainConfig
+
+    # The defaults are TrainConfig's, which are TrainJobRequest's (shared/schemas.py): one source for REST and CLI.
+    default = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     train = commands.add_parser("train", help="train a LoRA classifier judge (A / B / tie head) on labelled CSVs")
     train.add_argument("--input", required=True, type=Path, action="append", help="labelled CSV (repeatable)")
     train.add_argument(
@@ -399,25 +430,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--validation", type=Path, help="labelled CSV to validate on (default: hold out prompts)")
     train.add_argument("--base-model", help="base model folder (default: MODEL_PATH or the embedded SmolLM2-135M)")
-    train.add_argument("--rank", type=int, default=16)
-    train.add_argument("--alpha", type=int, default=32)
-    train.add_argument("--dropout", type=float, default=0.05)
-    train.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated")
+    train.add_argument("--rank", type=int, default=default["rank"])
+    train.add_argument("--alpha", type=int, default=default["alpha"])
+    train.add_argument("--dropout", type=float, default=default["dropout"])
+    train.add_argument("--target-modules", default=",".join(default["target_modules"]), help="comma-separated")
     train.add_argument("--lora-top-layers", type=int, help="LoRA on the top N layers only (much cheaper backward)")
-    train.add_argument("--epochs", type=float, default=2.0)
-    train.add_argument("--lr", type=float, default=2e-4, help="LoRA learning rate")
-    train.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the 3-way head")
-    train.add_argument("--max-length", type=int, default=512, help="token budget of one example")
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--grad-accum", type=int, default=1)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=float, default=default["epochs"])
+    train.add_argument("--lr", type=float, default=default["learning_rate"], help="LoRA learning rate")
+    train.add_argument(
+        "--head-lr", type=float, default=default["head_learning_rate"], help="learning rate of the 3-way head"
+    )
+    train.add_argument("--max-length", type=int, default=default["max_length"], help="token budget of one example")
+    train.add_argument("--batch-size", type=int, default=default["batch_size"])
+    train.add_argument("--grad-accum", type=int, default=default["grad_accum"])
+    train.add_argument("--seed", type=int, default=default["seed"])
     train.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
     train.add_argument("--time-budget-min", type=float, help="stop (and finish normally) after N minutes of training")
-    train.add_argument("--val-fraction", type=float, default=0.1, help="share of prompt groups held out")
+    train.add_argument(
+        "--val-fraction", type=float, default=default["val_fraction"], help="share of prompt groups held out"
+    )
     train.add_argument("--max-val-rows", type=int, help="cap on validation rows (evaluation cost)")
     train.add_argument("--eval-every", type=int, help="evaluate every N steps (default: 4 times per epoch)")
-    train.add_argument("--checkpoint-every", type=int, default=50, help="resumable checkpoint every N steps")
-    train.add_argument("--patience", type=int, default=3, help="evaluations without improvement before stopping")
+    train.add_argument(
+        "--checkpoint-every", type=int, default=default["checkpoint_every"], help="resumable checkpoint every N steps"
+    )
+    train.add_argument(
+        "--patience", type=int, default=default["patience"], help="evaluations without improvement before stopping"
+    )
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when a GPU is visible)")
     train.add_argument(
@@ -426,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-text-model", action="store_true", help="stack the adapter with length features only")
     train.set_defaults(handler=command_train)
 
+
+def _add_stack(commands) -> None:
     stack = commands.add_parser(
         "stack", help="refit a trained adapter's text model and calibrator from its stored validation logits"
     )
@@ -438,20 +479,34 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-text-model", action="store_true", help="stack with length features only")
     stack.set_defaults(handler=command_stack)
 
+
+def _add_synth(commands) -> None:
+    import dataclasses
+
+    from workers.synth.labelling import SynthConfig
+
+    default = {field.name: field.default for field in dataclasses.fields(SynthConfig)}
     synth = commands.add_parser(
         "synth", help="label pairs with a teacher LLM: per-criterion votes, probabilities, rationales, soft labels"
     )
     synth.add_argument("--input", required=True, type=Path, help="Kaggle-format CSV of pairs (labels optional)")
     synth.add_argument("--output-dir", required=True, type=Path, help="folder to create or resume")
     synth.add_argument("--teacher-model", help="teacher model folder (default: MODEL_PATH or the embedded model)")
-    synth.add_argument("--chunk-pairs", type=int, default=32, help="distinct pairs per chunk (the unit of resuming)")
     synth.add_argument(
-        "--rationale-tokens", type=int, default=64, help="token budget of one rationale (0: votes only, faster)"
+        "--chunk-pairs",
+        type=int,
+        default=default["chunk_pairs"],
+        help="distinct pairs per chunk (the unit of resuming)",
+    )
+    synth.add_argument(
+        "--rationale-tokens",
+        type=int,
+        default=default["rationale_tokens"],
+        help="token budget of one rationale (0: votes only, faster)",
     )
     synth.add_argument("--limit", type=int, help="label only the first N rows")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=default["seed"])
     synth.set_defaults(handler=command_synth)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ Names come from shared/names.py; the gateway sends these tasks by name and never
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from shared.errors import UserError
 from shared.job_store import JobStore
@@ -72,18 +73,7 @@ def train(*, job_id: str) -> dict:
     """Train a LoRA judge into adapters/<name>/; a redelivered message resumes from the last checkpoint."""
     from workers.jobs.train import run_train_job
 
-    settings = get_settings()
-    store = JobStore(settings.SHARED_DIR)
-    try:
-        return run_train_job(settings, job_id=job_id)
-    except JobCancelledError as exc:
-        return {"job_id": job_id, "cancelled": str(exc)}
-    except UserError as exc:
-        store.fail(job_id, str(exc))
-        raise
-    except Exception as exc:
-        store.fail(job_id, f"training failed: {type(exc).__name__}: {exc}")
-        raise
+    return _run_whole_job(run_train_job, job_id=job_id, what="training")
 
 
 @app.task(name=SYNTH_TASK)
@@ -91,15 +81,20 @@ def synth(*, job_id: str) -> dict:
     """Label a dataset with the teacher into synth/<job_id>/; a redelivered message skips the finished chunks."""
     from workers.jobs.synth import run_synth_job
 
+    return _run_whole_job(run_synth_job, job_id=job_id, what="synth")
+
+
+def _run_whole_job(step: Callable[..., dict], *, job_id: str, what: str) -> dict:
+    """A one-task job (train, synth): no retry; any error fails the job with its message, then re-raises."""
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     try:
-        return run_synth_job(settings, job_id=job_id)
+        return step(settings, job_id=job_id)
     except JobCancelledError as exc:
         return {"job_id": job_id, "cancelled": str(exc)}
     except UserError as exc:
         store.fail(job_id, str(exc))
         raise
     except Exception as exc:
-        store.fail(job_id, f"synth failed: {type(exc).__name__}: {exc}")
+        store.fail(job_id, f"{what} failed: {type(exc).__name__}: {exc}")
         raise

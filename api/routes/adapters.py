@@ -1,3 +1,5 @@
+"""GET /v1/adapters: the trained adapters in SHARED_DIR/adapters/ and their validation figures."""
+
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status

@@ -1,3 +1,5 @@
+"""POST/GET /v1/datasets: upload a Kaggle arena CSV (validated before it is stored), list and read datasets."""
+
 from fastapi import APIRouter, HTTPException, UploadFile, status
 
 from api.deps import DatasetStoreDep

@@ -1,3 +1,5 @@
+"""GET /healthz: the gateway, the broker and the workers answering."""
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 

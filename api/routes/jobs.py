@@ -1,3 +1,5 @@
+"""/v1/jobs: submit predict, train and synth jobs (sent to workers by task name), read, cancel, download."""
+
 from collections.abc import Callable
 from typing import Annotated
 

@@ -1,3 +1,5 @@
+"""POST /v1/score: a few inline pairs scored synchronously by a worker, under a short timeout."""
+
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from fastapi import APIRouter, HTTPException, status
 

@@ -33,7 +33,7 @@ def _file_digest(folder: Path) -> str:
 
 
 def _config(data_dir: Path, output_dir: Path, model_settings, **overrides):
-    from workers.training.train import TrainConfig, TrainingSource
+    from workers.training.config import TrainConfig, TrainingSource
 
     options = dict(
         sources=[TrainingSource(data_dir / "train.csv", 1.0), TrainingSource(data_dir / "synthetic.csv", 0.5)],
@@ -64,7 +64,7 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(data_dir, model_settings, tmp_path_factory):
     """Train 3 steps, killed after step 2 and restarted: returns (adapter dir, metrics, steps seen per run)."""
-    from workers.training.train import train_judge
+    from workers.training.trainer import train_judge
 
     base_digest = _file_digest(Path(model_settings.judge_model_path))
     output_dir = tmp_path_factory.mktemp("adapters") / "judge"
@@ -120,7 +120,7 @@ def test_artefacts(trained, model_settings):
     assert metrics["calibration"]["fitted"] is True
     assert json.loads((folder / "calibration.json").read_text())["inputs"] == ["adapter", "length"]
     # Training a second time on a finished folder returns its metrics without training.
-    from workers.training.train import train_judge
+    from workers.training.trainer import train_judge
 
     assert train_judge(_config(Path("/nonexistent"), folder, model_settings, base_model="unused")) == stored
 
@@ -137,7 +137,7 @@ def test_adapter_weights_changed_and_base_weights_did_not(trained, model_setting
     head = [value for name, value in weights.items() if "score" in name]
     # LoRA B starts at zero (PEFT's init); the head starts from build_model's seeded init.
     assert lora_b and all(np.abs(value).max() > 0 for value in lora_b)
-    from workers.training.train import build_model
+    from workers.training.model import build_model
 
     initial = build_model(_config(Path("."), trained["dir"], model_settings), pad_token_id=2)
     initial_head = next(value for name, value in initial.named_parameters() if "score" in name and value.requires_grad)
@@ -198,7 +198,8 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     """`arena stack` refits the stack from stored validation logits; predict then embeds with the text model."""
     import shutil
 
-    from workers.training.train import TrainingError, TrainingSource, restack_adapter
+    from workers.training.config import TrainingError, TrainingSource
+    from workers.training.stack import restack_adapter
 
     adapter = tmp_path / "judge"
     shutil.copytree(trained["dir"], adapter)
@@ -251,7 +252,7 @@ def test_a_validation_that_uses_up_the_time_budget_ends_the_run(data_dir, model_
     """Stop on the validated step: no extra step that only gets validated again (5 minutes each on a CPU)."""
     import time
 
-    from workers.training import train
+    from workers.training import trainer as train
 
     real_evaluate = train.evaluate_rows
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from workers.training.data import epoch_batches, validation_mask
 from workers.training.splits import holdout_mask
-from workers.training.train import epoch_batches, validation_mask
 
 
 def test_validation_split_finds_groups_inside_a_file_made_by_arena_split():
@@ -42,7 +42,8 @@ def test_validation_holds_real_rows_only_and_drops_their_synthetic_copies(tmp_pa
 
     from tests.api.arena_rows import arena_csv
     from workers.stacking.calibration import prompt_groups
-    from workers.training.train import TrainConfig, TrainingSource, split_rows
+    from workers.training.config import TrainConfig, TrainingSource
+    from workers.training.data import split_rows
 
     (tmp_path / "real.csv").write_bytes(arena_csv(12))
     synthetic = pd.read_csv(tmp_path / "real.csv")

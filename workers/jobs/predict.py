@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +22,14 @@ import numpy as np
 from shared.arena_csv import ArenaDataset, normalise_probabilities, read_arena_csv, write_submission
 from shared.artifacts import METRICS_NAME, SUBMISSION_NAME, VOTES_NAME
 from shared.job_store import JobStore
-from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir
-from workers.jobs.run import ArtifactWriteError, JobCancelledError, job_time_limit_s, publish_together
+from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
 from workers.judge.judge import predict_dataset
 from workers.judge.request import JudgeRequest, cached_judge
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
 
 log = logging.getLogger(__name__)
-
-
 
 
 def shard_path(shared_dir: Path, job_id: str, shard_index: int) -> Path:
@@ -73,65 +69,33 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
     Raises:
         JobCancelledError: the job was cancelled or failed while this shard ran.
     """
-    store = JobStore(settings.SHARED_DIR)
-    record = store.read(job_id)
-    if record.terminal:
-        raise JobCancelledError(f"job {job_id} is already {record.state}")
-    shard = next(shard for shard in record.shards if shard.index == shard_index)
-    output_path = shard_path(settings.SHARED_DIR, job_id, shard_index)
-    if output_path.exists():  # a redelivered message: the shard was published already
-        store.update_shard(job_id, shard_index, state="succeeded", done=shard.stop - shard.start)
-        return {"shard": shard_index, "rows": shard.stop - shard.start, "repeated": True}
-    # attempts counts every start, retries and redeliveries (a worker that died mid-shard) alike.
-    record = store.update_shard(
-        job_id, shard_index, state="running", worker=worker, attempts=shard.attempts + 1, error=None
-    )
-    time_limit_s = job_time_limit_s(settings, record.params)
-    deadline = (record.started_at or utc_now()).timestamp() + time_limit_s
+    deadline_hint = "raise time_limit_s (at most JOB_TIME_LIMIT_S) or split the dataset"
+    with JobRun(settings, job_id, unit="rows", shard_index=shard_index, deadline_hint=deadline_hint) as run:
+        shard = run.shard
+        output_path = shard_path(settings.SHARED_DIR, job_id, shard_index)
+        if output_path.exists():  # a redelivered message: the shard was published already
+            run.store.update_shard(job_id, shard_index, state="succeeded", done=shard.stop - shard.start)
+            return {"shard": shard_index, "rows": shard.stop - shard.start, "repeated": True}
+        # attempts counts every start, retries and redeliveries (a worker that died mid-shard) alike.
+        run.start(worker=worker, attempts=shard.attempts + 1, error=None)
+        request = JudgeRequest.from_params(settings, run.params)
+        calibrator = request.load_calibrator()
+        rows = dataset_rows(load_job_dataset(settings, run.params["dataset"]), shard.start, shard.stop)
+        judge = cached_judge(settings, model_path=request.model_path, adapter_dir=request.adapter_dir)
+        run.check()  # loading the judge can take minutes on a cold worker
+        prediction = predict_dataset(rows, judge, calibrator=calibrator, tta=request.tta, on_progress=run.report)
+        _publish_shard(output_path, prediction, job_id=job_id, shard_index=shard_index)
+        run.store.update_shard(job_id, shard_index, state="succeeded", done=len(rows))
+        return {"shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description}
 
-    def check_still_wanted() -> None:
-        """Stop between chunks when the job was cancelled or failed elsewhere, or ran past its time limit."""
-        current = store.read(job_id)
-        if current.terminal:
-            raise JobCancelledError(f"job {job_id} was {current.state} while shard {shard_index} ran")
-        if time.time() > deadline:
-            reason = (
-                f"the job ran longer than its time limit of {time_limit_s}s and was stopped (shard {shard_index}"
-                f" after {current.progress.done} of {current.progress.total} rows); raise time_limit_s (at most"
-                " JOB_TIME_LIMIT_S) or split the dataset"
-            )
-            fail_shard_and_job(store, job_id, shard_index, reason)
-            raise JobCancelledError(reason)
 
-    request = JudgeRequest.from_params(settings, record.params)
-    calibrator = request.load_calibrator()
-    rows = dataset_rows(load_job_dataset(settings, record.params["dataset"]), shard.start, shard.stop)
-    judge = cached_judge(settings, model_path=request.model_path, adapter_dir=request.adapter_dir)
-    check_still_wanted()  # loading the judge can take minutes on a cold worker
-
-    def on_progress(done: int, _total: int) -> None:
-        store.update_shard(job_id, shard_index, done=done)
-        check_still_wanted()
-
-    prediction = predict_dataset(rows, judge, calibrator=calibrator, tta=request.tta, on_progress=on_progress)
-    result = prediction.judge_result
+def _publish_shard(output_path: Path, prediction, *, job_id: str, shard_index: int) -> None:
+    """The shard's votes and probabilities, published once (a second delivery keeps the first one's file)."""
     try:
         with atomic_creator(output_path, "wb") as handle:
-            write_votes(handle, result, probabilities=prediction.probabilities)
+            write_votes(handle, prediction.judge_result, probabilities=prediction.probabilities)
     except FileExistsError:
         log.warning("shard %s of job %s was published by another delivery; keeping that one", shard_index, job_id)
-    summary = {"shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description}
-    store.update_shard(job_id, shard_index, state="succeeded", done=len(rows))
-    return summary
-
-
-def fail_shard_and_job(store: JobStore, job_id: str, shard_index: int, reason: str) -> None:
-    def change(record) -> None:
-        shard = next(shard for shard in record.shards if shard.index == shard_index)
-        shard.state, shard.error = "failed", reason
-        record.state, record.error = "failed", reason
-
-    store.update(job_id, change)
 
 
 def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: list[dict]) -> dict:

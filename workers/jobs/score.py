@@ -17,7 +17,6 @@ def _turns(value: str | list[str]) -> tuple[str, ...]:
 def run_score(settings: Settings, payload: dict) -> dict:
     """Probabilities for a few pairs given inline (POST /v1/score)."""
 
-
     started = time.perf_counter()
     request = JudgeRequest.from_params(settings, payload)
     calibrator = request.load_calibrator()

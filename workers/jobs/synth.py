@@ -13,16 +13,14 @@ again. Cancelling or the job's time limit stops it between chunks.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_PAIRS_NAME
 from shared.dataset_store import DatasetStore
-from shared.job_store import JobStore
-from shared.schemas import utc_now
+from shared.schemas import SynthJobRequest
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, link_or_copy, resolve_judge_files
-from workers.jobs.run import JobCancelledError, job_time_limit_s
+from workers.jobs.run import JobRun
 from workers.judge.engines import EngineConfig
 from workers.judge.request import close_cached_judges
 from workers.synth.labelling import (
@@ -36,25 +34,24 @@ log = logging.getLogger(__name__)
 
 
 def synth_config_from_params(settings: Settings, params: dict, *, job_id: str) -> SynthConfig:
-    """SynthConfig from a stored SynthJobRequest (shared/schemas.py)."""
+    """SynthConfig from a stored SynthJobRequest (shared/schemas.py, the one source of the synth defaults)."""
+    request = SynthJobRequest.model_validate(params)
     try:
-        teacher, _, _ = resolve_judge_files(
-            settings.SHARED_DIR, settings.judge_model_path, model=params.get("teacher_model")
-        )
+        teacher, _, _ = resolve_judge_files(settings.SHARED_DIR, settings.judge_model_path, model=request.teacher_model)
     except FileNotFoundError as exc:
         raise SynthError(str(exc)) from None
-    input_path = dataset_csv_path(settings.SHARED_DIR, params["dataset"])
+    input_path = dataset_csv_path(settings.SHARED_DIR, request.dataset)
     if not input_path.is_file():
-        raise SynthError(f"dataset {params['dataset']} is missing from shared storage; upload it again")
+        raise SynthError(f"dataset {request.dataset} is missing from shared storage; upload it again")
     return SynthConfig(
         input_path=str(input_path),
         output_dir=str(settings.SHARED_DIR / "synth" / job_id),
         teacher_model=str(teacher),
-        chunk_pairs=int(params.get("chunk_pairs", 32)),
-        rationale_tokens=int(params.get("rationale_tokens", 64)),
+        chunk_pairs=request.chunk_pairs,
+        rationale_tokens=request.rationale_tokens,
         max_model_len=settings.MAX_MODEL_LEN,
-        seed=int(params.get("seed", 0)),
-        limit=params.get("limit"),
+        seed=request.seed,
+        limit=request.limit,
     )
 
 
@@ -71,35 +68,22 @@ def run_synth_job(settings: Settings, *, job_id: str) -> dict:
         JobCancelledError: the job was cancelled (or failed elsewhere) before or while it ran.
         SynthError, DataFormatError: the request cannot run as given (the job should fail).
     """
-    store = JobStore(settings.SHARED_DIR)
-    record = store.read(job_id)
-    if record.terminal:
-        raise JobCancelledError(f"job {job_id} is already {record.state}")
-    config = synth_config_from_params(settings, record.params, job_id=job_id)
-    record = store.start(job_id)
-    time_limit_s = job_time_limit_s(settings, record.params)
-    deadline = (record.started_at or utc_now()).timestamp() + time_limit_s
+    deadline_hint = "finished chunks are kept; raise time_limit_s, or submit the rest with `limit`"
+    with JobRun(settings, job_id, unit="distinct pairs", deadline_hint=deadline_hint) as run:
+        config = synth_config_from_params(settings, run.params, job_id=job_id)
+        run.start()
 
-    def on_progress(done: int, total: int) -> None:
-        def change(current) -> None:
-            current.progress.done, current.progress.total = done, total
+        def teacher_factory() -> Teacher:
+            close_cached_judges()  # one engine per worker: the teacher takes the judge's memory
+            return Teacher(config, engine_config=teacher_engine_config(settings))
 
-        current = store.update(job_id, change)
-        if current.terminal:
-            raise JobCancelledError(f"job {job_id} was {current.state} after {done} of {total} distinct pairs")
-        if time.time() > deadline and done < total:
-            reason = (
-                f"the job ran longer than its time limit of {time_limit_s}s and was stopped after {done} of {total}"
-                " distinct pairs (finished chunks are kept); raise time_limit_s, or submit the rest with `limit`"
-            )
-            store.fail(job_id, reason)
-            raise JobCancelledError(reason)
+        metrics = run_synth(config, teacher_factory=teacher_factory, on_progress=run.report)
+        return _publish_synth(settings, run, config, metrics)
 
-    def teacher_factory() -> Teacher:
-        close_cached_judges()  # one engine per worker: the teacher takes the judge's memory
-        return Teacher(config, engine_config=teacher_engine_config(settings))
 
-    metrics = run_synth(config, teacher_factory=teacher_factory, on_progress=on_progress)
+def _publish_synth(settings: Settings, run: JobRun, config: SynthConfig, metrics: dict) -> dict:
+    """Register pairs.csv as a dataset, link the files into submissions/<job_id>/ and finish the job."""
+    job_id = run.job_id
     output_dir = Path(config.output_dir)
     datasets = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
     dataset = datasets.register(output_dir / SYNTH_PAIRS_NAME, name=f"synth-{job_id}.csv")
@@ -122,5 +106,5 @@ def run_synth_job(settings: Settings, *, job_id: str) -> dict:
         "agreement_with_human_labels": human.get("agreement"),
         "log_loss_against_human_labels": human.get("log_loss"),
     }
-    store.succeed(job_id, artifacts=artifacts, result=result)
+    run.succeed(artifacts=artifacts, result=result)
     return {"job_id": job_id, "state": "succeeded", "dataset": dataset.id}

@@ -18,11 +18,12 @@ import shutil
 from pathlib import Path
 
 from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
-from shared.job_store import JobStore
+from shared.schemas import TrainJobRequest
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, resolve_inside, resolve_judge_files
-from workers.jobs.run import JobCancelledError
-from workers.training.train import TrainConfig, TrainingError, TrainingSource, TrainProgress, train_judge
+from workers.jobs.run import JobRun
+from workers.training.config import TrainConfig, TrainingError, TrainingSource, TrainProgress
+from workers.training.trainer import train_judge
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +51,41 @@ def _claim_adapter_dir(settings: Settings, name: str, job_id: str) -> Path:
 
 
 def train_config_from_params(settings: Settings, params: dict, *, output_dir: Path) -> TrainConfig:
-    """TrainConfig from a stored TrainJobRequest (shared/schemas.py); dataset ids become shared-storage paths."""
+    """TrainConfig from a stored TrainJobRequest (shared/schemas.py, the one source of the train defaults); dataset
+    ids become shared-storage paths."""
+    request = TrainJobRequest.model_validate(params)
     try:
-        model_dir, _, _ = resolve_judge_files(settings.SHARED_DIR, settings.judge_model_path, model=params.get("model"))
+        model_dir, _, _ = resolve_judge_files(settings.SHARED_DIR, settings.judge_model_path, model=request.model)
     except FileNotFoundError as exc:
         raise TrainingError(str(exc)) from None
-    sources = [TrainingSource(_dataset_path(settings, params["dataset"]), 1.0)]
+    sources = [TrainingSource(_dataset_path(settings, request.dataset), 1.0)]
     sources += [
-        TrainingSource(_dataset_path(settings, extra["dataset"]), float(extra.get("weight", 1.0)))
-        for extra in params.get("extra_datasets") or []
+        TrainingSource(_dataset_path(settings, extra.dataset), extra.weight) for extra in request.extra_datasets
     ]
-    validation = params.get("validation_dataset")
+    validation = request.validation_dataset
     # Training stops by itself (publishing the best adapter so far) at the job's budget or the server's limit.
-    budgets = [params["time_budget_min"] * 60] if params.get("time_budget_min") else []
-    time_budget_s = min([*budgets, settings.JOB_TIME_LIMIT_S])
+    budgets = [request.time_budget_min * 60] if request.time_budget_min else []
     return TrainConfig(
         sources=sources,
         output_dir=output_dir,
         base_model=str(model_dir),
         validation_path=_dataset_path(settings, validation) if validation else None,
-        rank=int(params.get("lora_rank", 16)),
-        alpha=int(params.get("lora_alpha", 32)),
-        dropout=float(params.get("lora_dropout", 0.05)),
-        target_modules=tuple(params.get("target_modules") or ("q_proj", "k_proj", "v_proj", "o_proj")),
-        lora_top_layers=params.get("lora_top_layers"),
-        epochs=float(params.get("epochs", 2.0)),
-        learning_rate=float(params.get("learning_rate", 2e-4)),
-        max_length=int(params.get("max_length", 512)),
-        batch_size=int(params.get("batch_size", 4)),
-        grad_accum=int(params.get("grad_accum", 1)),
-        seed=int(params.get("seed", 0)),
-        max_steps=params.get("max_steps"),
-        time_budget_s=time_budget_s,
-        val_fraction=float(params.get("val_fraction", 0.1)),
-        max_val_rows=params.get("max_val_rows"),
-        text_encoder=settings.text_encoder_path if params.get("text_model", True) else None,
+        rank=request.lora_rank,
+        alpha=request.lora_alpha,
+        dropout=request.lora_dropout,
+        target_modules=tuple(request.target_modules),
+        lora_top_layers=request.lora_top_layers,
+        epochs=request.epochs,
+        learning_rate=request.learning_rate,
+        max_length=request.max_length,
+        batch_size=request.batch_size,
+        grad_accum=request.grad_accum,
+        seed=request.seed,
+        max_steps=request.max_steps,
+        time_budget_s=min([*budgets, settings.JOB_TIME_LIMIT_S]),
+        val_fraction=request.val_fraction,
+        max_val_rows=request.max_val_rows,
+        text_encoder=settings.text_encoder_path if request.text_model else None,
     )
 
 
@@ -95,33 +96,33 @@ def run_train_job(settings: Settings, *, job_id: str) -> dict:
         JobCancelledError: the job was cancelled (or failed elsewhere) before or while it trained.
         TrainingError, DataFormatError: the request cannot be trained as given (the job should fail).
     """
-    store = JobStore(settings.SHARED_DIR)
-    record = store.read(job_id)
-    if record.terminal:
-        raise JobCancelledError(f"job {job_id} is already {record.state}")
-    params = record.params
-    name = params.get("adapter_name") or job_id
-    output_dir = _claim_adapter_dir(settings, name, job_id)
-    config = train_config_from_params(settings, params, output_dir=output_dir)
-    store.start(job_id)
+    with JobRun(settings, job_id, unit="steps") as run:
+        name = run.params.get("adapter_name") or job_id
+        output_dir = _claim_adapter_dir(settings, name, job_id)
+        config = train_config_from_params(settings, run.params, output_dir=output_dir)
+        run.start(deadline=False)  # the time limit is the run's own budget: it stops and publishes its best
 
-    def on_progress(progress: TrainProgress) -> None:
-        def change(current) -> None:
-            current.progress.done = progress.step
-            current.progress.total = progress.total_steps
-            current.result = {
-                "adapter": name,
-                "epoch": progress.epoch,
-                "train_loss": round(progress.train_loss, 4),
-                "val_log_loss": progress.val_log_loss,
-                "best_val_log_loss": progress.best_val_log_loss,
-                "seconds_per_step": progress.seconds_per_step,
-            }
+        def on_progress(progress: TrainProgress) -> None:
+            run.report(progress.step, progress.total_steps, result=_progress_result(name, progress))
 
-        if store.update(job_id, change).terminal:
-            raise JobCancelledError(f"job {job_id} was cancelled at step {progress.step}")
+        metrics = train_judge(config, on_progress=on_progress)
+        return _publish_training(settings, run, name=name, output_dir=output_dir, metrics=metrics)
 
-    metrics = train_judge(config, on_progress=on_progress)
+
+def _progress_result(name: str, progress: TrainProgress) -> dict:
+    return {
+        "adapter": name,
+        "epoch": progress.epoch,
+        "train_loss": round(progress.train_loss, 4),
+        "val_log_loss": progress.val_log_loss,
+        "best_val_log_loss": progress.best_val_log_loss,
+        "seconds_per_step": progress.seconds_per_step,
+    }
+
+
+def _publish_training(settings: Settings, run: JobRun, *, name: str, output_dir: Path, metrics: dict) -> dict:
+    """Copy metrics.json and the learning curve into submissions/<job_id>/ and finish the job."""
+    job_id = run.job_id
     artifacts = []
     job_dir = job_output_dir(settings.SHARED_DIR, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -141,5 +142,5 @@ def run_train_job(settings: Settings, *, job_id: str) -> dict:
         "seconds_per_step": metrics.get("seconds_per_step"),
         "resumed_from_step": metrics.get("resumed_from_step"),
     }
-    store.succeed(job_id, artifacts=artifacts, result=result)
+    run.succeed(artifacts=artifacts, result=result)
     return {"job_id": job_id, "state": "succeeded", "adapter": name}

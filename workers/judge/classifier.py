@@ -2,7 +2,7 @@
 
 It reads the discriminator's own prompt (the same conversation prefix, token for token, from
 `JudgePromptBuilder`) followed by one overall question, and classifies from the hidden state of the
-prompt's last token. `arena train` (workers/training/train.py) makes such adapters; `arena predict
+prompt's last token. `arena train` (workers/training/trainer.py) makes such adapters; `arena predict
 --adapter DIR` recognises them by `task_type: SEQ_CLS` in adapter_config.json and scores with
 `TransformersClassifier` or, on a merged copy of the model, `VllmClassifier` (vLLM's pooling runner).
 

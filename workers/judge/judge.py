@@ -1,4 +1,4 @@
-"""Predict: judge a dataset, calibrate, write the Kaggle submission."""
+"""The Judge (engines + prompt builders, loaded once, judging many datasets) and predict_dataset: judge, calibrate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The 5-criteria discriminator: votes per criterion, both orders, aggregated to (A, B, tie)."""
+"""The 5-criteria discriminator's votes: per criterion, both orders, aggregated to (A, B, tie); the votes file."""
 
 from __future__ import annotations
 

@@ -311,10 +311,12 @@ class Calibrator:
             raise CalibrationError(f"{path} is incomplete or from another version ({exc}); refit it") from None
 
 
-def _expand_soft_labels(features: np.ndarray, labels: np.ndarray, groups: np.ndarray):
-    """One row per (pair, class) with the label's probability as weight: soft labels for sklearn."""
+def soft_label_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None):
+    """One training row per (pair, class with mass), weighted by that probability (times the pair's weight):
+    soft labels as weighted hard labels, for sklearn and LightGBM. Returns rows, classes, weights, pair index."""
     rows, classes = np.nonzero(labels > 0)
-    return features[rows], classes, labels[rows, classes], groups[rows]
+    row_weights = labels[rows, classes] if weights is None else labels[rows, classes] * weights[rows]
+    return features[rows], classes, row_weights, rows
 
 
 def fit_calibrator(
@@ -357,28 +359,48 @@ def fit_calibrator(
     # The text model averages both orders itself, so a calibrator of it alone reads no orders.
     n_orders = int(per_order.shape[1]) if per_order is not None else 2
     inputs = (["votes"] if vote_logprobs is not None else []) + (["adapter"] if adapter_logits is not None else [])
-    if method == "temperature":
-        text_logprobs = None
-    inputs += ["text"] if text_logprobs is not None else []
     fitted_on = dict(fitted_on or {}, rows=len(pairs))
     if method == "temperature":
         source = "adapter" if adapter_logits is not None else "votes"
-        log_raw = raw_log_probabilities(vote_logprobs, adapter_logits, source=source)
-        # A dense 1-D grid, then a finer one around its best point: robust, and cheap for one scalar.
-        grid = np.concatenate([[0.0], np.geomspace(1e-3, 50.0, 400)])
-        losses = [multiclass_log_loss(labels, softmax(log_raw * inv_t)) for inv_t in grid]
-        best = int(np.argmin(losses))
-        fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 101)
-        inv_temperature = float(min(fine, key=lambda inv_t: multiclass_log_loss(labels, softmax(log_raw * inv_t))))
-        fitted_on["log_loss"] = multiclass_log_loss(labels, softmax(log_raw * inv_temperature))
-        return Calibrator(
-            "temperature", n_orders, [], [], [], [[inv_temperature]], [0.0, 0.0, 0.0], None, fitted_on, [source]
+        return _fit_temperature(
+            vote_logprobs, adapter_logits, labels, source=source, n_orders=n_orders, fitted_on=fitted_on
         )
     if method != "logistic":
         raise CalibrationError(f"unknown calibration method {method!r}; use 'logistic' or 'temperature'")
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
+    inputs += ["text"] if text_logprobs is not None else []
+    return _fit_logistic(
+        vote_logprobs,
+        pairs,
+        labels,
+        adapter_logits=adapter_logits,
+        text_logprobs=text_logprobs,
+        with_length=with_length,
+        n_orders=n_orders,
+        inputs=inputs,
+        fitted_on=fitted_on,
+    )
 
+
+def _fit_temperature(
+    vote_logprobs, adapter_logits, labels, *, source: str, n_orders: int, fitted_on: dict
+) -> Calibrator:
+    """One temperature on the raw probabilities of `source` (a dense 1-D grid, then a finer one around its best)."""
+    log_raw = raw_log_probabilities(vote_logprobs, adapter_logits, source=source)
+    grid = np.concatenate([[0.0], np.geomspace(1e-3, 50.0, 400)])
+    losses = [multiclass_log_loss(labels, softmax(log_raw * inv_t)) for inv_t in grid]
+    best = int(np.argmin(losses))
+    fine = np.linspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 101)
+    inv_temperature = float(min(fine, key=lambda inv_t: multiclass_log_loss(labels, softmax(log_raw * inv_t))))
+    fitted_on["log_loss"] = multiclass_log_loss(labels, softmax(log_raw * inv_temperature))
+    return Calibrator(
+        "temperature", n_orders, [], [], [], [[inv_temperature]], [0.0, 0.0, 0.0], None, fitted_on, [source]
+    )
+
+
+def _fit_logistic(
+    vote_logprobs, pairs, labels, *, adapter_logits, text_logprobs, with_length, n_orders, inputs, fitted_on
+) -> Calibrator:
+    """Multinomial LR over both orientations of every pair, its regularisation chosen by grouped CV."""
     features, names = build_features(vote_logprobs, pairs, adapter_logits, text_logprobs, with_length=with_length)
     mirrored, _ = build_features(
         *_mirrored_inputs(vote_logprobs, pairs, adapter_logits, text_logprobs), with_length=with_length
@@ -386,36 +408,13 @@ def fit_calibrator(
     both_features = np.vstack([features, mirrored])
     both_labels = np.vstack([labels, unswap_classes(labels)])
     groups = prompt_groups(pairs)
-    both_groups = np.concatenate([groups, groups])
     mean = both_features.mean(axis=0)
     scale = both_features.std(axis=0)
     scale[scale < 1e-9] = 1.0
     standardised = (both_features - mean) / scale
-
-    def fit(x, y, c):
-        rows_x, rows_y, weights, _ = _expand_soft_labels(x, y, np.zeros(len(x)))
-        return LogisticRegression(C=c, max_iter=2000).fit(rows_x, rows_y, sample_weight=weights)
-
-    n_splits = min(5, len(np.unique(groups)))
-    scores = {}
-    if n_splits >= 2:
-        for c in _REGULARISATION_GRID:
-            losses = []
-            for train_rows, test_rows in GroupKFold(n_splits=n_splits).split(standardised, groups=both_groups):
-                if len(np.unique(both_labels[train_rows].argmax(axis=1))) < 3:
-                    continue
-                model = fit(standardised[train_rows], both_labels[train_rows], c)
-                losses.append(multiclass_log_loss(both_labels[test_rows], _proba3(model, standardised[test_rows])))
-            if losses:
-                scores[c] = float(np.mean(losses))
+    scores = _cv_log_loss_by_regularisation(standardised, both_labels, groups)
     best_c = min(scores, key=scores.get) if scores else 0.1
-    model = fit(standardised, both_labels, best_c)
-    coef = np.zeros((3, standardised.shape[1]))
-    intercept = np.zeros(3)
-    coef[model.classes_] = model.coef_ if len(model.classes_) > 2 else _binary_to_multinomial(model.coef_)
-    intercept[model.classes_] = model.intercept_ if len(model.classes_) > 2 else [0.0, model.intercept_[0]]
-    absent = np.setdiff1d(np.arange(3), model.classes_)
-    intercept[absent] = -30.0  # a class never seen in training gets (almost) no mass
+    coef, intercept = _multinomial_coefficients(_fit_soft_lr(standardised, both_labels, best_c), standardised.shape[1])
     fitted_on["cv_log_loss_by_regularisation"] = scores
     return Calibrator(
         "logistic",
@@ -429,6 +428,45 @@ def fit_calibrator(
         fitted_on,
         [*inputs, "length"] if with_length else inputs,
     )
+
+
+def _fit_soft_lr(x: np.ndarray, y: np.ndarray, c: float):
+    from sklearn.linear_model import LogisticRegression
+
+    rows_x, rows_y, weights, _ = soft_label_rows(x, y)
+    return LogisticRegression(C=c, max_iter=2000).fit(rows_x, rows_y, sample_weight=weights)
+
+
+def _cv_log_loss_by_regularisation(standardised: np.ndarray, both_labels: np.ndarray, groups: np.ndarray) -> dict:
+    """Grouped-CV log loss of each regularisation strength (both orientations of a prompt stay in one fold)."""
+    from sklearn.model_selection import GroupKFold
+
+    both_groups = np.concatenate([groups, groups])
+    n_splits = min(5, len(np.unique(groups)))
+    scores: dict = {}
+    if n_splits < 2:
+        return scores
+    for c in _REGULARISATION_GRID:
+        losses = []
+        for train_rows, test_rows in GroupKFold(n_splits=n_splits).split(standardised, groups=both_groups):
+            if len(np.unique(both_labels[train_rows].argmax(axis=1))) < 3:
+                continue
+            model = _fit_soft_lr(standardised[train_rows], both_labels[train_rows], c)
+            losses.append(multiclass_log_loss(both_labels[test_rows], _proba3(model, standardised[test_rows])))
+        if losses:
+            scores[c] = float(np.mean(losses))
+    return scores
+
+
+def _multinomial_coefficients(model, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """(3, n_features) coefficients and 3 intercepts, whatever classes the fitted model saw."""
+    coef = np.zeros((3, n_features))
+    intercept = np.zeros(3)
+    coef[model.classes_] = model.coef_ if len(model.classes_) > 2 else _binary_to_multinomial(model.coef_)
+    intercept[model.classes_] = model.intercept_ if len(model.classes_) > 2 else [0.0, model.intercept_[0]]
+    absent = np.setdiff1d(np.arange(3), model.classes_)
+    intercept[absent] = -30.0  # a class never seen in training gets (almost) no mass
+    return coef, intercept
 
 
 def _binary_to_multinomial(coef: np.ndarray) -> np.ndarray:

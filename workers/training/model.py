@@ -1,0 +1,128 @@
+"""The model being trained: base LM + LoRA + a 3-way head, its optimizer, loss, device and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from workers.judge.classifier import load_sequence_classifier, sequence_logits
+from workers.judge.outcomes import CLASS_LABELS, softmax, unswap_classes
+from workers.stacking.calibration import multiclass_log_loss
+from workers.training.config import TrainConfig, TrainingError
+from workers.training.data import Rows
+
+
+def _lora_config(config: TrainConfig, n_layers: int):
+    from peft import LoraConfig, TaskType
+
+    layers = None
+    if config.lora_top_layers is not None:
+        if not 1 <= config.lora_top_layers <= n_layers:
+            raise TrainingError(f"--lora-top-layers must be between 1 and {n_layers} for this model")
+        layers = list(range(n_layers - config.lora_top_layers, n_layers))
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        layers_to_transform=layers,
+        modules_to_save=["score"],
+    )
+
+
+def build_model(config: TrainConfig, *, pad_token_id: int):
+    """The base model with a near-zero 3-way head and fresh LoRA matrices (only those two train)."""
+    import torch
+    from peft import get_peft_model
+
+    torch.manual_seed(config.seed)
+    base = load_sequence_classifier(config.base_model, pad_token_id=pad_token_id, num_labels=len(CLASS_LABELS))
+    with torch.no_grad():
+        # Start near the uniform prediction (log loss ln 3) rather than from random logits of several nats. Not
+        # exactly zero: LoRA B starts at zero too, and a zero head would pass it no gradient in the first step.
+        base.score.weight.normal_(mean=0.0, std=1e-3)
+    try:
+        model = get_peft_model(base, _lora_config(config, base.config.num_hidden_layers))
+    except ValueError as exc:
+        raise TrainingError(f"LoRA settings do not fit this model ({exc}); check --target-modules") from None
+    return model
+
+
+def build_optimizer(model, config: TrainConfig, total_steps: int):
+    import torch
+
+    head, lora = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (head if "score" in name else lora).append(parameter)
+    optimizer = torch.optim.AdamW(
+        [{"params": lora, "lr": config.learning_rate}, {"params": head, "lr": config.head_learning_rate}],
+        weight_decay=config.weight_decay,
+    )
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batch_loss(model, sequences, targets, weights, *, pad_token_id: int, device: str):
+    """Soft-label cross-entropy, weighted per example (source weight)."""
+    import torch
+
+    from workers.judge.classifier import autocast_context, pad_batch
+
+    input_ids, attention_mask = pad_batch(sequences, pad_token_id=pad_token_id, device=device)
+    with autocast_context(device, True):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    log_probabilities = torch.log_softmax(logits.float(), dim=-1)
+    per_example = -(torch.tensor(targets, dtype=torch.float32, device=device) * log_probabilities).sum(dim=-1)
+    weight = torch.tensor(weights, dtype=torch.float32, device=device)
+    return (per_example * weight).sum() / weight.sum()
+
+
+def resolve_device(requested: str | None) -> str:
+    """The torch device to train on: the one asked for, else CUDA when a GPU is visible, else the CPU."""
+    import torch
+
+    if requested in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"--device {requested}: no CUDA GPU is visible here; use --device cpu or leave it unset")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise TrainingError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N")
+    return requested
+
+
+def evaluate_rows(
+    model, rows: Rows, *, pad_token_id: int, batch_size: int, device: str = "cpu"
+) -> tuple[np.ndarray, dict]:
+    """Validation logits (n, 2, 3) in pair orientation and their figures (log loss of the orders' average)."""
+    model.eval()
+    flat = [sequence for pair_sequences_ in rows.sequences for sequence in pair_sequences_]
+    logits = sequence_logits(model, flat, pad_token_id=pad_token_id, batch_size=batch_size, device=device)
+    logits = logits.reshape(-1, 2, 3)
+    logits[:, 1] = unswap_classes(logits[:, 1])
+    model.train()
+    return logits, score_logits(logits, rows.labels, rows.sources)
+
+
+def score_logits(logits: np.ndarray, labels: np.ndarray, sources: Sequence[str]) -> dict:
+    """Log loss and accuracy of softmax(logits) averaged over orders; per-order loss; per-source log loss."""
+    probabilities = softmax(logits).mean(axis=1)
+    per_order = [multiclass_log_loss(labels, softmax(logits[:, order])) for order in range(logits.shape[1])]
+    source_array = np.asarray(sources)
+    return {
+        "log_loss": multiclass_log_loss(labels, probabilities),
+        "accuracy": float((probabilities.argmax(axis=1) == labels.argmax(axis=1)).mean()),
+        "loss_per_order": float(np.mean(per_order)),
+        "per_source_log_loss": {
+            source: multiclass_log_loss(labels[source_array == source], probabilities[source_array == source])
+            for source in sorted(set(sources))
+        },
+    }
