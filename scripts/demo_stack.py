@@ -23,7 +23,8 @@ LABEL_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]
 
 def build_test_csv(data: Path, *, rows: int) -> bytes:
     """The first `rows` labelled rows of `data` (a held-out split), in the Kaggle train.csv schema."""
-    frame = pd.read_csv(data, dtype=str, keep_default_na=False).head(rows)
+    frame = pd.read_csv(data, dtype=str, keep_default_na=False)
+    frame = frame.head(rows) if rows > 0 else frame
     return frame[KAGGLE_COLUMNS + LABEL_COLUMNS].to_csv(index=False).encode()
 
 
@@ -31,8 +32,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("API_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--data", type=Path, required=True, help="a Kaggle arena CSV with labels")
-    parser.add_argument("--rows", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=0, help="the first N rows (0: all)")
     parser.add_argument("--calibration", help="calibration JSON relative to SHARED_DIR (under models/ or adapters/)")
+    parser.add_argument("--adapter", help="adapter or predictor name under SHARED_DIR/adapters/ (default: none)")
     parser.add_argument("--output", type=Path, default=Path("var/demo-stack/submission.csv"))
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
@@ -51,7 +53,8 @@ def main() -> int:
     dataset = response.json()
     print(f"demo: POST /v1/datasets → {response.status_code} {json.dumps(dataset)}")
 
-    job_request = {"dataset": dataset["id"], **({"calibration": args.calibration} if args.calibration else {})}
+    options = {"calibration": args.calibration, "adapter": args.adapter}
+    job_request = {"dataset": dataset["id"], **{name: value for name, value in options.items() if value}}
     response = client.post("/v1/jobs/predict", json=job_request)
     response.raise_for_status()
     job_id = response.json()["job_id"]

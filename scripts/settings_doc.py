@@ -36,6 +36,10 @@ def _default(field) -> str:
         try:
             return f"`{value.relative_to(REPO_ROOT)}` (in the repository)"
         except ValueError:
+            pass
+        try:  # beside the repository, e.g. ../shared/data
+            return f"`../{value.resolve().relative_to(REPO_ROOT.parent)}` (beside the repository)"
+        except ValueError:
             return f"`{value}`"
     if isinstance(value, str) and value == "":
         return '`""`'

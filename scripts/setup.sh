@@ -49,4 +49,6 @@ scripts/setup_compose_check.sh >/dev/null
 
 echo "setup: embedded models"
 scripts/arena setup-model >/dev/null
+echo "setup: default predictor (text model fitted on DEFAULT_TRAIN_CSV; a few minutes the first time)"
+scripts/arena setup-default >/dev/null
 echo "setup: done"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
 from shared.schemas import NAME_PATTERN, AdapterInfo
+from shared.storage import is_text_predictor
 
 
 class AdapterNotFoundError(KeyError):
@@ -28,13 +29,34 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _newest_mtime(folder: Path) -> datetime:
+    newest = max((path.stat().st_mtime for path in folder.iterdir() if path.is_file()), default=folder.stat().st_mtime)
+    return datetime.fromtimestamp(newest, tz=UTC)
+
+
+def _text_predictor_info(folder: Path, metrics: dict) -> AdapterInfo:
+    out_of_fold = metrics.get("out_of_fold") or {}
+    return AdapterInfo(
+        name=folder.name,
+        kind="text",
+        task_type=None,
+        complete=bool(metrics),
+        calibrated_val_log_loss=out_of_fold.get("log_loss"),
+        val_accuracy=out_of_fold.get("accuracy"),
+        train_rows=metrics.get("rows"),
+        calibration=f"adapters/{folder.name}/{CALIBRATION_NAME}" if (folder / CALIBRATION_NAME).is_file() else None,
+        modified_at=_newest_mtime(folder),
+    )
+
+
 def adapter_info(folder: Path) -> AdapterInfo:
     """What a folder under adapters/ holds: its PEFT task type and, once trained, its validation figures."""
     config = _read_json(folder / ADAPTER_CONFIG_NAME)
     metrics = _read_json(folder / METRICS_NAME)
+    if is_text_predictor(folder):
+        return _text_predictor_info(folder, metrics)
     validation = metrics.get("validation") or {}
     calibration = metrics.get("calibration") or {}
-    newest = max((path.stat().st_mtime for path in folder.iterdir() if path.is_file()), default=folder.stat().st_mtime)
     return AdapterInfo(
         name=folder.name,
         task_type=config.get("task_type"),
@@ -47,7 +69,7 @@ def adapter_info(folder: Path) -> AdapterInfo:
         train_rows=metrics.get("train_rows"),
         steps=metrics.get("steps"),
         calibration=f"adapters/{folder.name}/{CALIBRATION_NAME}" if (folder / CALIBRATION_NAME).is_file() else None,
-        modified_at=datetime.fromtimestamp(newest, tz=UTC),
+        modified_at=_newest_mtime(folder),
     )
 
 
@@ -57,7 +79,8 @@ def list_adapters(shared_dir: Path) -> list[AdapterInfo]:
     infos = []
     for folder in root.iterdir() if root.is_dir() else []:
         if folder.is_dir() and not folder.name.startswith(".") and re.match(NAME_PATTERN, folder.name):
-            if (folder / ADAPTER_CONFIG_NAME).is_file() or (folder / TRAIN_JOB_OWNER_NAME).is_file():
+            markers = (folder / ADAPTER_CONFIG_NAME, folder / TRAIN_JOB_OWNER_NAME)
+            if any(marker.is_file() for marker in markers) or is_text_predictor(folder):
                 infos.append(adapter_info(folder))
     return sorted(infos, key=lambda info: info.modified_at, reverse=True)
 

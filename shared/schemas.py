@@ -49,7 +49,13 @@ class JudgeOptions(StrictModel):
     calibration: RelativePath | None = Field(
         default=None,
         description="Calibration JSON (from `arena calibrate`), relative to SHARED_DIR, under models/ or adapters/;"
-        " e.g. adapters/judge-v1/calibration.json. Default: the raw vote probabilities.",
+        " e.g. adapters/judge-v1/calibration.json. Without adapter, calibration and raw: the default predictor"
+        " (SHARED_DIR/models/DEFAULT_PREDICTOR, a calibrated text model).",
+    )
+    raw: bool = Field(
+        default=False,
+        description="The judge model's uncalibrated criterion votes (worse than a uniform guess on real data): for"
+        " fitting your own calibrator (`arena calibrate`) or inspecting the judge.",
     )
     tta: bool = Field(default=True, description="Also judge with the responses swapped and average both orders.")
 
@@ -229,6 +235,11 @@ class AdapterInfo(BaseModel):
     """A trained adapter in SHARED_DIR/adapters/<name>/ and its validation figures (from its metrics.json)."""
 
     name: str
+    kind: Literal["lora", "text"] = Field(
+        default="lora",
+        description="lora: a LoRA judge (PEFT files) and what it stacks; text: a text predictor (`arena train"
+        " --text-only`: text model + calibrator, no LLM).",
+    )
     task_type: str | None = Field(description="PEFT task type: SEQ_CLS for a judge from the train job.")
     base_model: str | None = None
     complete: bool = Field(

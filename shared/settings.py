@@ -33,6 +33,18 @@ class Settings(BaseSettings):
         description="Sentence encoder of the text model that trained judges stack (a local BERT-style folder). "
         "Unset means the embedded all-MiniLM-L6-v2 copied into SHARED_DIR/models/.",
     )
+    DEFAULT_PREDICTOR: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Folder under SHARED_DIR/models/ holding the predictor that predict jobs, POST /v1/score and"
+        " `arena predict` use when a request names no adapter and no calibration and does not ask for raw votes: a"
+        " text model (sentence-encoder + length/style features, LightGBM) with its calibrator. `make setup` fits it on"
+        " DEFAULT_TRAIN_CSV; `arena train --text-only` refits it from any labelled CSV.",
+    )
+    DEFAULT_TRAIN_CSV: Path = Field(
+        default=REPO_ROOT.parent / "shared" / "data" / "preference_pairs.csv",
+        description="Labelled arena CSV (Kaggle train schema) that `make setup` fits the default predictor on.",
+    )
     JUDGE_ENGINE: Literal["vllm", "transformers"] = Field(
         default="vllm", description="Inference engine; transformers is the fallback (and the training path)."
     )
@@ -148,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def text_encoder_path(self) -> str:
         return self.TEXT_ENCODER_PATH or str(self.default_text_encoder_dir)
+
+    @property
+    def default_predictor_dir(self) -> Path:
+        return self.models_dir / self.DEFAULT_PREDICTOR
 
     @property
     def gpu_queues(self) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from shared.artifacts import ADAPTER_CONFIG_NAME, DATASET_CSV_NAME
+from shared.artifacts import ADAPTER_CONFIG_NAME, DATASET_CSV_NAME, TEXT_MODEL_NAME
 from shared.errors import UserError
 
 STORAGE_SUBDIRS = ("datasets", "models", "adapters", "synth", "submissions", "jobs")
@@ -89,6 +89,15 @@ def relative_to_shared(text: str, shared_dir: Path) -> str:
     return text
 
 
+class JudgeOptionsError(UserError, ValueError):
+    """A request's judge options contradict each other or ask for something that would be silently bad."""
+
+
+def is_text_predictor(folder: Path) -> bool:
+    """A trained predictor without an LLM: a text model (+ its calibrator), no LoRA adapter files."""
+    return (Path(folder) / TEXT_MODEL_NAME).is_file() and not (Path(folder) / ADAPTER_CONFIG_NAME).is_file()
+
+
 def new_id() -> str:
     """A fresh dataset/job id: 32 hex digits, never reused."""
     return uuid.uuid4().hex
@@ -160,6 +169,21 @@ def job_output_dir(shared_dir: Path, job_id: str) -> Path:
     return Path(shared_dir) / "submissions" / job_id
 
 
+def default_predictor_dir(shared_dir: Path, name: str) -> Path:
+    """`models/<name>/`, the default predictor, checked to hold a text model.
+
+    Raises:
+        FileNotFoundError: it is missing; the message says how to make it.
+    """
+    predictor_dir = resolve_inside(Path(shared_dir) / "models", name)
+    if not is_text_predictor(predictor_dir):
+        raise FileNotFoundError(
+            f"the default predictor models/{name}/ is missing (no {TEXT_MODEL_NAME}); run `make setup`, or fit one"
+            f" from a labelled CSV: `arena train --text-only --input FILE.csv --output-dir $SHARED_DIR/models/{name}`"
+        )
+    return predictor_dir
+
+
 def resolve_judge_files(
     shared_dir: Path,
     default_model_path: str,
@@ -167,44 +191,59 @@ def resolve_judge_files(
     model: str | None = None,
     adapter: str | None = None,
     calibration: str | None = None,
+    raw: bool = False,
+    default_predictor: str | None = None,
 ) -> tuple[Path, Path | None, Path | None]:
-    """The model folder, adapter folder and calibration file a job names, checked to exist.
+    """The model folder, adapter (or predictor) folder and calibration file a job names, checked to exist.
+
+    A request that names no adapter and no calibration, and does not ask for `raw` votes, gets the default
+    predictor (`models/<default_predictor>/`, a text model with its calibrator): the criterion votes of an
+    uncalibrated judge are worse than a uniform guess, so nobody gets them without asking.
 
     Args:
         shared_dir: SHARED_DIR.
         default_model_path: the model used when `model` is None (settings.judge_model_path).
         model: a folder name under models/.
-        adapter: a folder name under adapters/.
+        adapter: a folder name under adapters/: a LoRA judge from `arena train`, or a text predictor.
         calibration: a JSON file relative to SHARED_DIR, under models/ or adapters/.
+        raw: the judge's uncalibrated criterion votes, as asked for.
+        default_predictor: folder name under models/ of the default predictor (settings.DEFAULT_PREDICTOR);
+            None: no default, a request without adapter or calibration gets raw votes (the CLI's --raw).
 
     Raises:
         UnsafePathError: a name points outside its folder.
+        JudgeOptionsError: the options contradict each other.
         FileNotFoundError: the folder or file does not exist; the message lists what does.
     """
     shared_dir = Path(shared_dir)
 
-    def available(folder: Path, marker: str) -> list[str]:
-        return sorted(path.parent.name for path in folder.glob(f"*/{marker}"))
+    def available(folder: Path, *markers: str) -> list[str]:
+        return sorted({path.parent.name for marker in markers for path in folder.glob(f"*/{marker}")})
 
+    if raw and calibration is not None:
+        raise JudgeOptionsError("raw=true asks for uncalibrated votes but a calibration was given; drop one of them")
+    wants_default = not raw and adapter is None and calibration is None and default_predictor is not None
+    if wants_default and model is None:
+        return Path(default_model_path), default_predictor_dir(shared_dir, default_predictor), None
     if model is None:
         model_dir = Path(default_model_path)
     else:
         model_dir = resolve_inside(shared_dir / "models", model)
-    if not (model_dir / "config.json").is_file():
+    adapter_dir = None
+    if adapter is not None:
+        adapter_dir = resolve_inside(shared_dir / "adapters", adapter)
+        if not (adapter_dir / ADAPTER_CONFIG_NAME).is_file() and not is_text_predictor(adapter_dir):
+            raise FileNotFoundError(
+                f"adapter {adapter!r} not found (no adapters/{adapter}/{ADAPTER_CONFIG_NAME} or {TEXT_MODEL_NAME});"
+                f" available: {available(shared_dir / 'adapters', ADAPTER_CONFIG_NAME, TEXT_MODEL_NAME)}"
+            )
+    if not (adapter_dir is not None and is_text_predictor(adapter_dir)) and not (model_dir / "config.json").is_file():
         # Named, never shown as a host path: this message reaches API clients.
         what = f"model {model!r}" if model else f"the default judge model ({model_dir.name}, MODEL_PATH)"
         raise FileNotFoundError(
             f"{what} not found: no config.json in {model_dir.name}/; available under"
             f" models/: {available(shared_dir / 'models', 'config.json')} (the default model needs `make setup`)"
         )
-    adapter_dir = None
-    if adapter is not None:
-        adapter_dir = resolve_inside(shared_dir / "adapters", adapter)
-        if not (adapter_dir / ADAPTER_CONFIG_NAME).is_file():
-            raise FileNotFoundError(
-                f"adapter {adapter!r} not found (no adapters/{adapter}/adapter_config.json); available:"
-                f" {available(shared_dir / 'adapters', 'adapter_config.json')}"
-            )
     calibration_path = None
     if calibration is not None:
         calibration_path = resolve_inside(shared_dir, calibration)
@@ -212,4 +251,9 @@ def resolve_judge_files(
             raise UnsafePathError(f"calibration {calibration!r} must lie under models/ or adapters/")
         if not calibration_path.is_file():
             raise FileNotFoundError(f"calibration file {calibration!r} not found under SHARED_DIR")
+    if wants_default:
+        raise JudgeOptionsError(
+            f"model {model!r} without a calibration would write its raw criterion votes, which score worse than a"
+            " uniform guess; give a calibration (`arena calibrate`), or raw=true to get the raw votes anyway"
+        )
     return model_dir, adapter_dir, calibration_path

@@ -62,7 +62,9 @@ def command_predict(args, settings) -> dict:
     from workers.judge.votes import save_votes
 
     dataset = read_arena_csv(args.input).head(args.limit)
-    # A classifier adapter from `arena train` carries its own calibrator; --calibration overrides it.
+    if args.adapter is None and args.calibration is None and not args.raw and not args.votes:
+        args.adapter = _default_predictor(args, settings)
+    # A trained adapter or predictor carries its own calibrator; --calibration overrides it.
     calibration_path = None if args.raw and not args.calibration else calibration_for(args.adapter, args.calibration)
     calibrator = load_calibrator(
         calibration_path,
@@ -97,6 +99,18 @@ def command_predict(args, settings) -> dict:
             file=sys.stderr,
         )
     return summary
+
+
+def _default_predictor(args, settings) -> Path:
+    """The default predictor for a predict that names no adapter, calibration or --raw: never raw votes unasked."""
+    from shared.storage import JudgeOptionsError, default_predictor_dir
+
+    if args.model:
+        raise JudgeOptionsError(
+            f"--model {args.model} without --calibration would write its raw criterion votes, which score worse than"
+            " a uniform guess; pass --calibration (from `arena calibrate`), or --raw to get the raw votes anyway"
+        )
+    return default_predictor_dir(settings.SHARED_DIR, settings.DEFAULT_PREDICTOR)
 
 
 def command_calibrate(args, settings) -> dict:
@@ -166,6 +180,25 @@ def command_setup_model(args, settings) -> dict:
     return {"model": str(path), "text_encoder": encoder}
 
 
+def command_setup_default(args, settings) -> dict:
+    """Fit the default predictor on DEFAULT_TRAIN_CSV unless the one there is current (same CSV, loadable)."""
+    from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
+
+    inputs = [Path(args.input or settings.DEFAULT_TRAIN_CSV)]
+    if not inputs[0].is_file():
+        raise FileNotFoundError(
+            f"{inputs[0]} not found: set DEFAULT_TRAIN_CSV (or --input) to a labelled arena CSV to fit the default"
+            " predictor on"
+        )
+    output_dir = settings.default_predictor_dir
+    if not args.force and text_predictor_is_current(output_dir, inputs=inputs):
+        return {"output_dir": str(output_dir), "fitted": False, "reason": "current (same CSV, this version)"}
+    metrics = fit_text_predictor(
+        inputs=inputs, output_dir=output_dir, text_encoder=settings.text_encoder_path, seed=0, device=args.device
+    )
+    return {"output_dir": str(output_dir), "fitted": True, **metrics}
+
+
 def _training_sources(args) -> list:
     from workers.training.config import TrainingSource
 
@@ -186,6 +219,9 @@ def command_stack(args, settings) -> dict:
 def command_train(args, settings) -> dict:
     from workers.training.config import TrainConfig
     from workers.training.trainer import train_judge
+
+    if args.text_only:
+        return _train_text_predictor(args, settings)
 
     config = TrainConfig(
         sources=_training_sources(args),
@@ -236,6 +272,21 @@ def command_train(args, settings) -> dict:
     return {key: value for key, value in metrics.items() if key not in ("history", "config")} | {
         "output_dir": str(args.output_dir)
     }
+
+
+def _train_text_predictor(args, settings) -> dict:
+    from workers.training.text_predictor import fit_text_predictor
+
+    if args.weight or args.validation or args.no_text_model:
+        raise ValueError("--text-only takes --input, --output-dir, --seed, --device and --text-encoder only")
+    metrics = fit_text_predictor(
+        inputs=args.input,
+        output_dir=args.output_dir,
+        text_encoder=args.text_encoder or settings.text_encoder_path,
+        seed=args.seed,
+        device=args.device,
+    )
+    return {"output_dir": str(args.output_dir), **metrics}
 
 
 def command_synth(args, settings) -> dict:
@@ -306,7 +357,11 @@ def _add_predict(commands) -> None:
     predict.add_argument("--calibration", type=Path, help="calibrator JSON from `arena calibrate`")
     predict.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false")
     predict.add_argument(
-        "--raw", action="store_true", help="ignore a classifier adapter's own calibration.json (raw softmax)"
+        "--raw",
+        action="store_true",
+        help="the judge's uncalibrated output: criterion votes (worse than uniform on real data), or an adapter's"
+        " softmax ignoring its calibration.json. Without --raw, --adapter or --calibration: the default predictor"
+        " (SHARED_DIR/models/DEFAULT_PREDICTOR, a calibrated text model)",
     )
     _add_judge_options(predict)
     predict.set_defaults(handler=command_predict)
@@ -343,6 +398,16 @@ def _add_setup_model(commands) -> None:
     setup_model.add_argument("--force", action="store_true")
     setup_model.set_defaults(handler=command_setup_model)
 
+    setup_default = commands.add_parser(
+        "setup-default",
+        help="fit the default predictor (a calibrated text model) on DEFAULT_TRAIN_CSV into SHARED_DIR/models/"
+        "DEFAULT_PREDICTOR, unless the one there is current",
+    )
+    setup_default.add_argument("--input", type=Path, help="labelled CSV (default: DEFAULT_TRAIN_CSV)")
+    setup_default.add_argument("--device", help="encoder device: cpu, cuda (default: CUDA when visible)")
+    setup_default.add_argument("--force", action="store_true", help="refit even when the predictor is current")
+    setup_default.set_defaults(handler=command_setup_default)
+
 
 def _add_train(commands) -> None:
     import dataclasses
@@ -357,6 +422,12 @@ def _add_train(commands) -> None:
         "--weight", type=float, action="append", help="loss weight of the matching --input (repeatable; default 1)"
     )
     train.add_argument("--output-dir", required=True, type=Path, help="adapter folder to create (or resume)")
+    train.add_argument(
+        "--text-only",
+        action="store_true",
+        help="fit a text predictor (sentence-encoder + length/style features, LightGBM, calibrated; no LLM, minutes on"
+        " a CPU) into --output-dir; `--output-dir $SHARED_DIR/models/default` replaces the default predictor",
+    )
     train.add_argument("--validation", type=Path, help="labelled CSV to validate on (default: hold out prompts)")
     train.add_argument("--base-model", help="base model folder (default: MODEL_PATH or the embedded SmolLM2-135M)")
     train.add_argument("--rank", type=int, default=default["rank"])

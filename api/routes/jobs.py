@@ -30,7 +30,14 @@ from shared.schemas import (
     TrainJobRequest,
 )
 from shared.settings import Settings
-from shared.storage import UnsafePathError, job_output_dir, new_id, resolve_inside, resolve_judge_files
+from shared.storage import (
+    JudgeOptionsError,
+    UnsafePathError,
+    job_output_dir,
+    new_id,
+    resolve_inside,
+    resolve_judge_files,
+)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job id (32 hex digits).")]
@@ -91,8 +98,10 @@ def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
             model=request.model,
             adapter=request.adapter,
             calibration=request.calibration,
+            raw=request.raw,
+            default_predictor=settings.DEFAULT_PREDICTOR,
         )
-    except (FileNotFoundError, UnsafePathError) as exc:
+    except (FileNotFoundError, UnsafePathError, JudgeOptionsError) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
 
 

@@ -45,6 +45,10 @@ def settings(tmp_path: Path, redis_prefix: str) -> Settings:
     model_dir = tmp_path / "shared" / "models" / "SmolLM2-135M-Instruct"
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text("{}")
+    # The default predictor a request without adapter, calibration or raw gets (checked, not loaded, here).
+    predictor_dir = tmp_path / "shared" / "models" / "default"
+    predictor_dir.mkdir()
+    (predictor_dir / "text_model.json").write_text("{}")
     return Settings(
         SHARED_DIR=tmp_path / "shared",
         API_KEY=API_KEY,

@@ -29,6 +29,7 @@ def test_predict_job_is_queued_with_one_shard_when_no_worker_answers(client, dat
         "model": None,
         "adapter": None,
         "calibration": None,
+        "raw": False,
         "tta": True,
         "time_limit_s": None,
     }
@@ -68,6 +69,8 @@ BAD_PREDICT_BODIES = {
     "calibration-escape": ({"calibration": "models/../../../etc/passwd"}, 422, "calibration"),
     "calibration-outside": ({"calibration": "jobs/x.json"}, 422, "models/ or adapters/"),
     "calibration-missing": ({"calibration": "models/none.json"}, 422, "not found"),
+    "model-without-calibration": ({"model": "SmolLM2-135M-Instruct"}, 422, "raw=true"),
+    "raw-and-calibration": ({"raw": True, "calibration": "models/none.json"}, 422, "drop one"),
     "typo-field": ({"ttaa": False}, 422, "ttaa"),
     "tta-not-bool": ({"tta": "maybe"}, 422, "tta"),
 }
@@ -179,3 +182,17 @@ def test_gateway_imports_no_model_code():
     code = f"import sys; import api.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_plain_predict_gets_the_default_predictor_and_says_how_to_make_it_when_missing(client, dataset_id, settings):
+    import shutil
+
+    assert client.post("/v1/jobs/predict", json={"dataset": dataset_id}).status_code == 202
+    shutil.rmtree(settings.SHARED_DIR / "models" / "default")
+    before = snapshot(settings.SHARED_DIR)
+    response = client.post("/v1/jobs/predict", json={"dataset": dataset_id})
+    assert response.status_code == 422
+    assert "make setup" in response.json()["detail"] and "--text-only" in response.json()["detail"]
+    assert snapshot(settings.SHARED_DIR) == before
+    # Raw votes need no predictor, only the judge model, and only when asked for.
+    assert client.post("/v1/jobs/predict", json={"dataset": dataset_id, "raw": True}).status_code == 202

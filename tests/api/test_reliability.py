@@ -231,7 +231,7 @@ def test_error_responses_carry_no_trace_and_no_host_path(client, settings, datas
             "too-long-limit": gateway.post("/v1/jobs/predict", json={"dataset": dataset_id, "time_limit_s": 10**9}),
         }
     with new_client(no_default_model) as gateway:
-        responses["no-default-model"] = gateway.post("/v1/jobs/predict", json={"dataset": dataset_id})
+        responses["no-default-model"] = gateway.post("/v1/jobs/predict", json={"dataset": dataset_id, "raw": True})
 
     assert responses["corrupt-record"].status_code == 500
     assert responses["too-long-limit"].status_code == 422

@@ -64,7 +64,7 @@ def test_score_waits_for_a_busy_worker_instead_of_answering_503(stack):
     stack.wait(job_id, until=lambda job: job["progress"]["done"] >= 1)
     time.sleep(max(0.0, submitted + 5.5 - time.monotonic()))  # past the gateway's 5 s cache of worker answers
     pair = {"prompt": "What is 2 + 2?", "response_a": "4", "response_b": "5"}
-    response = stack.client.post("/v1/score", json={"pairs": [pair], "tta": False})
+    response = stack.client.post("/v1/score", json={"pairs": [pair], "tta": False, "raw": True})
     assert response.status_code == 200, response.text
     assert stack.wait_finished(job_id)["state"] == "succeeded"
 

@@ -50,7 +50,11 @@ def test_upload_predict_download(stack):
 def test_score_a_pair(stack):
     response = stack.client.post(
         "/v1/score",
-        json={"pairs": [{"id": "p1", "prompt": "What is 2 + 2?", "response_a": "4", "response_b": "5"}], "tta": False},
+        json={
+            "pairs": [{"id": "p1", "prompt": "What is 2 + 2?", "response_a": "4", "response_b": "5"}],
+            "tta": False,
+            "raw": True,
+        },
     )
     assert response.status_code == 200, response.text
     [row] = response.json()["probabilities"]

@@ -47,6 +47,7 @@ def test_predict_calibrate_evaluate(small_files, vllm_judge):
         "--output",
         str(submission),
         "--no-prefix-cache",
+        "--raw",
         "--save-votes",
         str(votes),
     )
@@ -97,7 +98,8 @@ def test_predict_calibrate_evaluate(small_files, vllm_judge):
     ("args", "message"),
     [
         (["predict", "--input", "MISSING.csv", "--output", "x.csv"], "no such file"),
-        (["predict", "--input", "{test}", "--output", "x.csv", "--model", "/nowhere"], "make setup"),
+        (["predict", "--input", "{test}", "--output", "x.csv", "--model", "/nowhere", "--raw"], "make setup"),
+        (["predict", "--input", "{test}", "--output", "x.csv", "--model", "/nowhere"], "--raw"),
         (["predict", "--input", "{test}", "--output", "x.csv", "--calibration", "/nowhere.json"], "not found"),
         (["calibrate", "--input", "{test}", "--output", "c.json"], "needs labelled data"),
         (["train", "--input", "{test}", "--output-dir", "{tmp}/adapter"], "needs labelled data"),
@@ -111,3 +113,27 @@ def test_user_errors_exit_2_without_traceback(small_files, args, message):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_a_plain_predict_writes_the_default_predictor_and_names_the_fix_without_it(small_files, tmp_path):
+    """No --adapter, --calibration or --raw: the calibrated text predictor `make setup` fitted, never raw votes."""
+    submission = small_files / "default.csv"
+    run = arena("predict", "--input", str(small_files / "test.csv"), "--output", str(submission))
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["calibrated"] is True and summary["judge"]["kind"] == "text model"
+    assert summary["calibration"].endswith("models/default/calibration.json")
+    probabilities = read_submission(submission, expected_ids=read_arena_csv(small_files / "test.csv").ids)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    empty_shared = tmp_path / "shared"
+    run = arena(
+        "predict",
+        "--input",
+        str(small_files / "test.csv"),
+        "--output",
+        str(tmp_path / "x.csv"),
+        env_extra={"SHARED_DIR": str(empty_shared)},
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "make setup" in run.stderr and "arena train --text-only" in run.stderr

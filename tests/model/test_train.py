@@ -210,6 +210,7 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     assert report["fitted"] is True and 0 < report["text_model"]["validation_log_loss"] < 5
     assert "stacked_cv_log_loss (adapter + text model + length)" in report
     assert "stacked_cv_log_loss (adapter + text model)" in report
+    assert "stacked_cv_log_loss (text model)" in report  # a weak adapter can never make the shipped file worse
     stored = json.loads((adapter / "metrics.json").read_text())
     assert stored["calibration"] == json.loads(json.dumps(report, default=str))
     inputs = json.loads((adapter / "calibration.json").read_text())["inputs"]

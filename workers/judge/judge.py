@@ -12,12 +12,15 @@ import numpy as np
 
 from shared.arena_csv import ArenaDataset, Pair, write_submission
 from shared.settings import Settings
+from shared.storage import is_text_predictor
 from workers.judge.engines import EngineConfig, JudgeEngine, load_engine, load_tokenizer, resolve_dtype
 from workers.judge.prompts import JudgePromptBuilder
 from workers.judge.votes import JudgeResult, judge_pairs
 from workers.stacking.calibration import Calibrator, fit_calibrator
 
 log = logging.getLogger(__name__)
+# Pairs the text model embeds between progress reports: ~1 s each on 2 CPU cores.
+TEXT_CHUNK_PAIRS = 128
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -82,6 +85,8 @@ class Judge:
         """
         from workers.judge.classifier import is_classifier_adapter
 
+        if adapter_dir is not None and is_text_predictor(Path(adapter_dir)):
+            return cls.open_text_predictor(settings, Path(adapter_dir))
         model_path = model_path or settings.judge_model_path
         config = EngineConfig.from_settings(
             settings, kind=engine_kind or settings.JUDGE_ENGINE, enable_prefix_caching=enable_prefix_caching
@@ -109,6 +114,24 @@ class Judge:
             judge.engine = load_engine(model_path, adapter_dir=vote_adapter, config=config)
         judge.description["criterion_votes"] = judge.engine is not None
         return judge
+
+    @classmethod
+    def open_text_predictor(cls, settings: Settings, predictor_dir: Path) -> Judge:
+        """A judge that is only a text model (no LLM): the default predictor, or `arena train --text-only`."""
+        text_model, text_encoder = _open_text_model(settings, predictor_dir)
+        return cls(
+            None,
+            None,
+            chunk_pairs=TEXT_CHUNK_PAIRS,
+            description={
+                "predictor": predictor_dir.name,
+                "kind": "text model",
+                "encoder": text_model.encoder,
+                "criterion_votes": False,
+            },
+            text_model=text_model,
+            text_encoder=text_encoder,
+        )
 
     def _open_classifier(self, settings: Settings, tokenizer, *, model_path, adapter_dir, config: EngineConfig) -> None:
         """The classifier adapter, its prompt builder, and the text model it stacks (when it has one)."""
@@ -166,11 +189,23 @@ class Judge:
             result.truncated = result.truncated | truncated
             result.prompt_tokens += prompt_tokens
         if self.text_model is not None:
-            from workers.stacking.text_model import embed_pairs
-
-            result.text_logprobs = self.text_model.log_probabilities(pairs, embed_pairs(pairs, self.text_encoder))
+            only_text = self.engine is None and self.classifier is None
+            result.text_logprobs = self._text_logprobs(pairs, on_progress=on_progress if only_text else None)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _text_logprobs(self, pairs: Sequence[Pair], *, on_progress: ProgressCallback | None) -> np.ndarray:
+        """The text model's (n, 3) log-probabilities, in chunks so a long job reports progress."""
+        from workers.stacking.text_model import embed_pairs
+
+        step = len(pairs) if on_progress is None else TEXT_CHUNK_PAIRS
+        parts = []
+        for start in range(0, len(pairs), max(step, 1)):
+            chunk = pairs[start : start + step]
+            parts.append(self.text_model.log_probabilities(chunk, embed_pairs(chunk, self.text_encoder)))
+            if on_progress is not None:
+                on_progress(start + len(chunk), len(pairs))
+        return np.vstack(parts) if parts else np.zeros((0, 3))
 
     def close(self) -> None:
         for engine in (self.engine, self.classifier):
@@ -192,7 +227,16 @@ def _open_text_model(settings: Settings, adapter_dir: str | Path):
     path = Path(adapter_dir) / TEXT_MODEL_NAME
     if not path.is_file():
         return None, None
-    return TextModel.load(path), TextEncoder(settings.text_encoder_path)
+    text_model = TextModel.load(path)
+    return text_model, TextEncoder(text_encoder_dir(settings, text_model.encoder))
+
+
+def text_encoder_dir(settings: Settings, encoder_name: str) -> str:
+    """The encoder folder a text model reads: TEXT_ENCODER_PATH when set, else models/<the encoder it names>."""
+    if settings.TEXT_ENCODER_PATH:
+        return settings.TEXT_ENCODER_PATH
+    named = settings.models_dir / encoder_name
+    return str(named) if (named / "config.json").is_file() else settings.text_encoder_path
 
 
 @dataclass

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.artifacts import CALIBRATION_NAME
 from shared.settings import Settings
-from shared.storage import resolve_judge_files
+from shared.storage import is_text_predictor, resolve_judge_files
 from workers.judge.engines import ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class JudgeRequest:
                 model=params.get("model"),
                 adapter=params.get("adapter"),
                 calibration=params.get("calibration"),
+                raw=bool(params.get("raw", False)),
+                default_predictor=settings.DEFAULT_PREDICTOR,
             )
         except FileNotFoundError as exc:
             raise ModelNotFoundError(str(exc)) from None
@@ -79,6 +82,9 @@ def calibration_for(adapter_dir: str | Path | None, requested: str | Path | None
     carries (None for raw probabilities)."""
     if requested is not None:
         return Path(requested)
+    if adapter_dir is not None and is_text_predictor(adapter_dir):
+        path = Path(adapter_dir) / CALIBRATION_NAME
+        return path if path.is_file() else None
     from workers.judge.classifier import adapter_calibration_path
 
     return adapter_calibration_path(adapter_dir)
@@ -102,7 +108,7 @@ def load_calibrator(path: Path | None, *, tta: bool, adapter_dir: str | Path | N
     from workers.stacking.calibration import CalibrationError, Calibrator
 
     calibrator = Calibrator.load(path)
-    if calibrator.n_orders != (2 if tta else 1):
+    if calibrator.reads_orders and calibrator.n_orders != (2 if tta else 1):
         hint = tta_hint(calibrator.n_orders)
         raise CalibrationError(
             f"{Path(path).name} was fitted with {calibrator.n_orders} order(s) per pair; {hint} or refit"

@@ -59,6 +59,8 @@ class JudgeResult:
         """Uncalibrated (A, B, tie): the adapter's softmax averaged over orders when it judged, else the votes'."""
         if self.adapter_logits is not None:
             return softmax(self.adapter_logits).mean(axis=1)
+        if self.text_logprobs is not None and self.vote_logprobs.shape[2] == 0:
+            return np.exp(self.text_logprobs)  # a text predictor shipped without its calibrator
         return tta_probabilities(self.vote_logprobs)
 
     @property

@@ -203,6 +203,11 @@ class Calibrator:
     def needs_text(self) -> bool:
         return "text" in self.inputs
 
+    @property
+    def reads_orders(self) -> bool:
+        """Whether its inputs come per response order (votes, adapter logits); the text model's come averaged."""
+        return self.needs_votes or self.needs_adapter
+
     def _scores(
         self,
         vote_logprobs: np.ndarray | None,
@@ -258,7 +263,7 @@ class Calibrator:
             (array.shape[1] for array in (vote_logprobs, adapter_logits) if array is not None and array.ndim >= 2),
             self.n_orders,
         )
-        if produced != self.n_orders:
+        if self.reads_orders and produced != self.n_orders:
             hint = "drop --no-tta" if self.n_orders == 2 else "pass --no-tta"
             raise CalibrationError(
                 f"this calibrator was fitted on {self.n_orders} order(s) per pair but the judge produced"
@@ -346,9 +351,13 @@ def fit_calibrator(
     """
     if not has_votes(vote_logprobs):
         vote_logprobs = None
-    if vote_logprobs is None and adapter_logits is None:
-        raise CalibrationError("nothing to calibrate: give criterion votes, adapter logits, or both")
-    n_orders = int((vote_logprobs if vote_logprobs is not None else adapter_logits).shape[1])
+    if vote_logprobs is None and adapter_logits is None and text_logprobs is None:
+        raise CalibrationError("nothing to calibrate: give criterion votes, adapter logits or text-model output")
+    if vote_logprobs is None and adapter_logits is None and method == "temperature":
+        raise CalibrationError("a temperature calibrator needs criterion votes or adapter logits; use logistic")
+    per_order = vote_logprobs if vote_logprobs is not None else adapter_logits
+    # The text model averages both orders itself, so a calibrator of it alone reads no orders.
+    n_orders = int(per_order.shape[1]) if per_order is not None else 2
     inputs = (["votes"] if vote_logprobs is not None else []) + (["adapter"] if adapter_logits is not None else [])
     fitted_on = dict(fitted_on or {}, rows=len(pairs))
     if method == "temperature":

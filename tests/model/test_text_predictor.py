@@ -1,0 +1,65 @@
+"""The default predict path on real rows: fit a text predictor, predict prompts it never saw, check it is useful."""
+
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.arena_csv import read_arena_csv
+from workers.judge.judge import Judge, predict_dataset
+from workers.judge.outcomes import unswap_classes
+from workers.judge.request import calibration_for, load_calibrator
+from workers.stacking.calibration import multiclass_log_loss
+from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def split(data_csv, tmp_path_factory):
+    """900 real rows, a third of the prompts held out (whole prompt groups, as `arena split` does)."""
+    folder = tmp_path_factory.mktemp("text-predictor")
+    frame = pd.read_csv(data_csv, dtype=str, keep_default_na=False).sample(900, random_state=0)
+    held_out = frame["prompt"].map(lambda prompt: zlib.crc32(prompt.encode()) % 3 == 0)
+    frame[~held_out].to_csv(folder / "train.csv", index=False)
+    frame[held_out].to_csv(folder / "holdout.csv", index=False)
+    return folder
+
+
+def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetric(split, model_settings):
+    predictor_dir = split / "predictor"
+    metrics = fit_text_predictor(
+        inputs=[split / "train.csv"], output_dir=predictor_dir, text_encoder=model_settings.text_encoder_path
+    )
+    assert sorted(path.name for path in predictor_dir.iterdir()) == [
+        "calibration.json",
+        "metrics.json",
+        "text_model.json",
+    ]
+    assert json.loads((predictor_dir / "metrics.json").read_text())["rows"] == metrics["rows"]
+    assert text_predictor_is_current(predictor_dir, inputs=[split / "train.csv"])
+    assert not text_predictor_is_current(predictor_dir, inputs=[split / "holdout.csv"])
+
+    train = read_arena_csv(split / "train.csv", require_labels=True)
+    holdout = read_arena_csv(split / "holdout.csv", require_labels=True)
+    judge = Judge.open(model_settings, adapter_dir=str(predictor_dir))
+    assert judge.engine is None and judge.classifier is None and judge.description["kind"] == "text model"
+    calibrator = load_calibrator(
+        calibration_for(predictor_dir, None), tta=False, adapter_dir=predictor_dir, tta_hint=lambda _: ""
+    )
+    assert calibrator.inputs == ["text"]
+    progress = []
+    prediction = predict_dataset(
+        holdout, judge, calibrator=calibrator, tta=False, on_progress=lambda done, total: progress.append(done)
+    )
+    assert progress[-1] == len(holdout) and prediction.calibrated
+
+    prior = np.tile(train.labels.mean(axis=0), (len(holdout), 1))
+    held_out_log_loss = multiclass_log_loss(holdout.labels, prediction.probabilities)
+    assert held_out_log_loss < multiclass_log_loss(holdout.labels, prior) < np.log(3)
+
+    mirrored = [pair.swapped() for pair in holdout.pairs]
+    swapped = predict_dataset(type(holdout)(pairs=mirrored), judge, calibrator=calibrator, tta=False).probabilities
+    np.testing.assert_allclose(unswap_classes(swapped), prediction.probabilities, atol=1e-6)

@@ -1,0 +1,128 @@
+"""Fit a text predictor (text model + its calibrator, no LLM) from labelled CSVs: the default predict path.
+
+A text predictor is a folder with `text_model.json` (sentence-encoder, length and style features, LightGBM on
+both orders: stacking/text_model.py), `calibration.json` (a multinomial LR over the text model's out-of-fold
+log-probabilities, mirrored so that swapping A and B swaps the output) and `metrics.json` (its grouped-CV
+figures). `make setup` fits one on DEFAULT_TRAIN_CSV into SHARED_DIR/models/DEFAULT_PREDICTOR; `arena train
+--text-only` rebuilds it, or another one, from any labelled CSV.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from shared.arena_csv import ArenaDataset, read_arena_csv
+from shared.artifacts import CALIBRATION_NAME, METRICS_NAME, TEXT_MODEL_NAME
+from shared.storage import atomic_write_text, replace_folder
+
+log = logging.getLogger(__name__)
+
+TEXT_PREDICTOR_KIND = "text"
+
+
+def read_training_csvs(paths: Sequence[Path]) -> ArenaDataset:
+    """The labelled rows of every CSV, in order; an id that appears twice is refused (it would leak across folds)."""
+    from shared.arena_csv import DataFormatError
+
+    parts = [read_arena_csv(Path(path), require_labels=True) for path in paths]
+    pairs = [pair for part in parts for pair in part.pairs]
+    ids = [pair.id for pair in pairs]
+    if len(set(ids)) != len(ids):
+        raise DataFormatError("the training CSVs share row ids; give each row one id across all --input files")
+    sources = None
+    if all(part.sources is not None for part in parts):
+        sources = [source for part in parts for source in part.sources]
+    return ArenaDataset(pairs=pairs, labels=np.vstack([part.labels for part in parts]), sources=sources)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fit_text_predictor(
+    *, inputs: Sequence[Path], output_dir: Path, text_encoder: str, seed: int = 0, device: str | None = None
+) -> dict:
+    """Fit the text model and its calibrator on labelled CSVs and publish them as one folder.
+
+    Args:
+        inputs: labelled arena CSVs (Kaggle train schema).
+        output_dir: the predictor folder to create or replace (replaced whole, only once everything is written).
+        text_encoder: the sentence-encoder folder the text model reads.
+        seed: seed of the PCA and LightGBM.
+        device: torch device of the encoder (None: CUDA when visible, else CPU).
+
+    Returns:
+        The predictor's metrics (also written to metrics.json): grouped-CV log loss of the text model and of the
+        calibrated output, per source when the CSVs have a `source` column, and timings.
+    """
+    from workers.stacking.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
+    from workers.stacking.evaluate import score_predictions
+    from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
+
+    started = time.perf_counter()
+    dataset = read_training_csvs(inputs)
+    encoder = TextEncoder(text_encoder, device=device)
+    embeddings = embed_pairs(dataset.pairs, encoder)
+    embed_seconds = time.perf_counter() - started
+    groups = prompt_groups(dataset.pairs)
+    fit = fit_text_model(dataset.pairs, dataset.labels, embeddings, groups=groups, seed=seed, encoder=encoder.name)
+    out_of_fold_logprobs = np.log(np.clip(fit.out_of_fold, 1e-12, 1.0))
+    calibrator = fit_calibrator(
+        None,
+        dataset.pairs,
+        dataset.labels,
+        text_logprobs=out_of_fold_logprobs,
+        with_length=False,
+        fitted_on={"predictor": output_dir.name, "kind": TEXT_PREDICTOR_KIND},
+    )
+    calibrated = calibrator.predict(None, dataset.pairs, text_logprobs=out_of_fold_logprobs)
+    cv_by_regularisation = calibrator.fitted_on.get("cv_log_loss_by_regularisation") or {}
+    metrics = {
+        "kind": TEXT_PREDICTOR_KIND,
+        "encoder": encoder.name,
+        "rows": len(dataset),
+        "inputs": [{"name": Path(path).name, "sha256": _file_digest(Path(path))} for path in inputs],
+        "seed": seed,
+        "boosting_rounds": fit.model.fitted_on["rounds"],
+        # Each row predicted by fold models that never saw its prompt (5 folds grouped by prompt).
+        "text_model_cv_log_loss": multiclass_log_loss(dataset.labels, fit.out_of_fold),
+        "calibrator_cv_log_loss": min(cv_by_regularisation.values()) if cv_by_regularisation else None,
+        "out_of_fold": score_predictions(dataset.labels, calibrated, dataset.sources),
+        "embed_seconds": round(embed_seconds, 1),
+        "fit_seconds": round(time.perf_counter() - started, 1),
+    }
+    output_dir = Path(output_dir)
+
+    def fill(staging: Path) -> None:
+        fit.model.save(staging / TEXT_MODEL_NAME)
+        calibrator.save(staging / CALIBRATION_NAME)
+        atomic_write_text(staging / METRICS_NAME, json.dumps(metrics, indent=1, default=str))
+
+    replace_folder(output_dir, fill)
+    log.info("text predictor %s: grouped-CV log loss %.4f", output_dir.name, metrics["out_of_fold"]["log_loss"])
+    return metrics
+
+
+def text_predictor_is_current(predictor_dir: Path, *, inputs: Sequence[Path]) -> bool:
+    """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs."""
+    from workers.stacking.text_model import TextModel, TextModelError
+
+    try:
+        TextModel.load(Path(predictor_dir) / TEXT_MODEL_NAME)
+        metrics = json.loads((Path(predictor_dir) / METRICS_NAME).read_text())
+    except (TextModelError, OSError, ValueError):
+        return False
+    if not (Path(predictor_dir) / CALIBRATION_NAME).is_file():
+        return False
+    return [entry.get("sha256") for entry in metrics.get("inputs", [])] == [_file_digest(Path(p)) for p in inputs]
