@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY_WORKER := .venv-worker/bin/python
 
-.PHONY: setup demo test lint bench up down status
+.PHONY: setup demo test lint bench up down status container-check
 
 setup:
 	scripts/setup.sh
@@ -27,3 +27,7 @@ down:
 
 status:
 	scripts/stack.sh status
+
+# Builds the compose images with buildah on a debootstrap base and smoke-tests them (root; ~6 min cold, see docs/containers.md).
+container-check:
+	scripts/container_check.sh

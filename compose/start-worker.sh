@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # One Celery worker on one queue (gpu.N or cpu): solo pool, one task at a time, task events on for Flower.
-# The embedded models (SmolLM2 judge, MiniLM text encoder) are put into the shared volume on first start.
+# The embedded models (SmolLM2 judge, MiniLM text encoder) and the default predictor are put into the shared volume
+# on first start.
 set -euo pipefail
 QUEUE="${1:?usage: start-worker.sh gpu.N|cpu}"
 cd /app
 if { [ -z "${MODEL_PATH:-}" ] && [ ! -f "$SHARED_DIR/models/SmolLM2-135M-Instruct/config.json" ]; } ||
    { [ -z "${TEXT_ENCODER_PATH:-}" ] && [ ! -f "$SHARED_DIR/models/all-MiniLM-L6-v2/config.json" ]; }; then
   scripts/arena setup-model
+fi
+# The default predictor (a text model) that plain predict jobs use: fitted once on DEFAULT_TRAIN_CSV, refitted
+# only when that CSV or the text model's format changes.
+if [ -f "${DEFAULT_TRAIN_CSV:-}" ]; then
+  scripts/arena setup-default
+elif [ ! -f "$SHARED_DIR/models/${DEFAULT_PREDICTOR:-default}/text_model.json" ]; then
+  echo "start-worker: no default predictor and no DEFAULT_TRAIN_CSV (${DEFAULT_TRAIN_CSV:-unset}): plain predict jobs" \
+    "are refused until you mount a labelled arena CSV there (ARENA_DATA_DIR) or fit one with" \
+    "'scripts/arena train --text-only --input FILE.csv --output-dir \$SHARED_DIR/models/default'" >&2
 fi
 exec python -m celery -A workers.celery_app worker -Q "$QUEUE" -n "${QUEUE/./}@%h" \
   --pool=solo --concurrency=1 -E --loglevel="${LOG_LEVEL:-INFO}"
