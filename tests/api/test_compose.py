@@ -109,17 +109,21 @@ def test_the_validator_catches_a_bad_key(tmp_path, compose):
 def test_compose_file_validates_with_compose_v2_semantics(tmp_path):
     schema = run_v2_schema(COMPOSE_FILE)
     assert schema.returncode == 0, schema.stdout + schema.stderr
-    result = run_v2_config(COMPOSE_FILE, API_KEY="k")
+    result = run_v2_config(COMPOSE_FILE, API_KEY="k", FLOWER_BASIC_AUTH="admin:pw")
     assert result.returncode == 0, result.stderr
     interpolated = yaml.safe_load(result.stdout)
     assert interpolated["services"]["api"]["environment"]["API_KEY"] == "k"
+    # Workers fit the default predictor on the labelled CSV mounted at /data (ARENA_DATA_DIR).
+    worker = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["worker-cpu"]
+    assert worker["environment"]["DEFAULT_TRAIN_CSV"].endswith(":-/data/preference_pairs.csv}")
+    assert "${ARENA_DATA_DIR:-../data}:/data:ro" in worker["volumes"]
     (tmp_path / "interpolated.yml").write_text(result.stdout)
     schema = run_v2_schema(tmp_path / "interpolated.yml")
     assert schema.returncode == 0, schema.stdout + schema.stderr
 
 
 def test_compose_v2_fails_fast_without_an_api_key():
-    result = run_v2_config(COMPOSE_FILE)
+    result = run_v2_config(COMPOSE_FILE, FLOWER_BASIC_AUTH="admin:pw")
     assert result.returncode != 0
     assert "API_KEY" in result.stderr
 
