@@ -44,7 +44,7 @@ if make_venv .venv-worker "$worker_stamp"; then
   echo "$worker_stamp" > .venv-worker/.stamp
 fi
 
-echo "setup: docker-compose 1.x (offline validation of compose/)"
+echo "setup: compose validators (docker-compose 1.x, podman-compose + the compose-spec schema; offline checks of compose/)"
 scripts/setup_compose_check.sh >/dev/null
 
 echo "setup: embedded models"
