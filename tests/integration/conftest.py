@@ -8,6 +8,7 @@ prefix, both removed afterwards.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +45,8 @@ class Stack:
         (shared_dir / "models").mkdir(parents=True)
         (shared_dir / "models" / EMBEDDED_MODEL.name).symlink_to(EMBEDDED_MODEL)
         (shared_dir / "models" / EMBEDDED_TEXT_ENCODER.name).symlink_to(EMBEDDED_TEXT_ENCODER)
-        (shared_dir / "models" / DEFAULT_PREDICTOR.name).symlink_to(DEFAULT_PREDICTOR)
+        if DEFAULT_PREDICTOR.is_dir():  # copied: a predictor is resolved inside models/, links out are refused
+            shutil.copytree(DEFAULT_PREDICTOR, shared_dir / "models" / DEFAULT_PREDICTOR.name)
         self.settings = Settings(
             SHARED_DIR=shared_dir,
             API_KEY=API_KEY,
