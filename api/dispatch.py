@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from celery import Celery, chord
+from celery import Celery
 
-from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.names import PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import plan_shards, predict_queues
 from shared.schemas import JobRecord, ShardRecord
 from shared.settings import Settings
@@ -87,22 +87,19 @@ def new_predict_record(job_id: str, *, params: dict, rows: int, queues: list[str
     ]
     record = JobRecord(id=job_id, kind="predict", params=params, shards=shards)
     record.progress.total = rows
-    record.task_ids = [shard.task_id for shard in shards] + [uuid.uuid4().hex]  # the last one: the assembly
+    record.task_ids = [shard.task_id for shard in shards]
     return record
 
 
 def send_predict_job(celery: Celery, record: JobRecord) -> None:
-    """One shard task per planned shard, in a chord whose callback assembles the submission."""
-    header = [
-        celery.signature(
-            PREDICT_SHARD_TASK, kwargs={"job_id": record.id, "shard_index": shard.index}, queue=shard.queue
-        ).set(task_id=shard.task_id)
-        for shard in record.shards
-    ]
-    body = celery.signature(PREDICT_ASSEMBLE_TASK, kwargs={"job_id": record.id}, queue=record.shards[0].queue).set(
-        task_id=record.task_ids[-1]
-    )
-    chord(header, body, app=celery).apply_async()
+    """One shard task per planned shard, sent by name; the shard that completes the set assembles the submission."""
+    for shard in record.shards:
+        celery.send_task(
+            PREDICT_SHARD_TASK,
+            kwargs={"job_id": record.id, "shard_index": shard.index},
+            queue=shard.queue,
+            task_id=shard.task_id,
+        )
 
 
 def send_placeholder_job(celery: Celery, record: JobRecord, *, queue: str) -> None:

@@ -195,6 +195,7 @@ class ShardRecord(BaseModel):
     attempts: int = 0
     worker: str | None = None
     error: str | None = None
+    summary: dict = Field(default_factory=dict, description="What the shard's judging measured, once it succeeded.")
 
 
 class JobRecord(BaseModel):
@@ -211,6 +212,11 @@ class JobRecord(BaseModel):
     shards: list[ShardRecord] = Field(default_factory=list)
     task_ids: list[str] = Field(default_factory=list, description="Every Celery task id of the job (for cancel).")
     error: str | None = None
+    assembler: str | None = Field(
+        default=None,
+        description="The worker that claimed assembling a predict job's submission (the one whose shard completed the"
+        " set); set once, under the record's lock.",
+    )
     artifacts: list[str] = Field(default_factory=list, description="File names under GET .../artifacts/{name}.")
     result: dict = Field(default_factory=dict)
 

@@ -185,6 +185,13 @@ def command_setup_default(args, settings) -> dict:
     from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
     inputs = [Path(args.input or settings.DEFAULT_TRAIN_CSV)]
+    if not inputs[0].is_file() and args.skip_missing:
+        print(
+            f"setup-default: {inputs[0]} not found, no default predictor fitted: plain predict requests are refused"
+            " until one exists (set DEFAULT_TRAIN_CSV to a labelled arena CSV and run `arena setup-default`)",
+            file=sys.stderr,
+        )
+        return {"output_dir": str(settings.default_predictor_dir), "fitted": False, "reason": "no DEFAULT_TRAIN_CSV"}
     if not inputs[0].is_file():
         raise FileNotFoundError(
             f"{inputs[0]} not found: set DEFAULT_TRAIN_CSV (or --input) to a labelled arena CSV to fit the default"
@@ -406,6 +413,9 @@ def _add_setup_model(commands) -> None:
     setup_default.add_argument("--input", type=Path, help="labelled CSV (default: DEFAULT_TRAIN_CSV)")
     setup_default.add_argument("--device", help="encoder device: cpu, cuda (default: CUDA when visible)")
     setup_default.add_argument("--force", action="store_true", help="refit even when the predictor is current")
+    setup_default.add_argument(
+        "--skip-missing", action="store_true", help="warn and exit 0 when the CSV is missing (what set-up does)"
+    )
     setup_default.set_defaults(handler=command_setup_default)
 
 

@@ -28,7 +28,7 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
     store = JobStore(settings.SHARED_DIR)
     attempt = self.request.retries
     try:
-        return predict.run_predict_shard(
+        summary = predict.run_predict_shard(
             settings, job_id=job_id, shard_index=shard_index, worker=self.request.hostname, attempt=attempt
         )
     except JobCancelledError as exc:
@@ -47,17 +47,28 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
         store.update_shard(job_id, shard_index, state="failed", error=reason)
         store.fail(job_id, f"shard {shard_index} failed after {attempt + 1} attempts: {reason}")
         raise
+    # The shard that completes the set assembles the submission, on this worker, once.
+    if predict.claim_assembly(store, job_id, worker=self.request.hostname or "worker"):
+        return {**summary, "assembled": _assemble(settings, job_id=job_id, shard_summaries=None)}
+    return summary
 
 
-@app.task(name=PREDICT_ASSEMBLE_TASK, bind=True)
-def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
-    """Chord callback: merge the shards into the job's submission.csv."""
-    settings = get_settings()
+def _assemble(settings, *, job_id: str, shard_summaries: list[dict] | None) -> dict:
     try:
         return predict.assemble_predict_job(settings, job_id=job_id, shard_summaries=shard_summaries)
     except Exception as exc:
         JobStore(settings.SHARED_DIR).fail(job_id, f"assembling the submission failed: {type(exc).__name__}: {exc}")
         raise
+
+
+@app.task(name=PREDICT_ASSEMBLE_TASK, bind=True)
+def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
+    """Chord callback of predict jobs sent by gateways before assembly moved into the last shard; new jobs never
+    send it, but a queue may still hold one across an upgrade."""
+    settings = get_settings()
+    if not predict.claim_assembly(JobStore(settings.SHARED_DIR), job_id, worker=self.request.hostname or "worker"):
+        return {"job_id": job_id, "assembled_elsewhere": True}
+    return _assemble(settings, job_id=job_id, shard_summaries=shard_summaries)
 
 
 @app.task(name=SCORE_TASK)

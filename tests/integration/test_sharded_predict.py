@@ -40,6 +40,7 @@ def test_two_workers_split_a_job_and_match_one_worker(stack):
         ("gpu.1", 2, 4),
     ]
     assert len({shard["worker"] for shard in sharded["shards"]}) == 2
+    assert sharded["assembler"] in {shard["worker"] for shard in sharded["shards"]}  # the shard that finished last
     assert sharded["progress"] == {"done": 4, "total": 4}
 
     files = [
@@ -87,7 +88,7 @@ def test_flower_lists_the_workers_and_tasks(stack):
         stack.wait_finished(stack.predict(stack.upload(arena_csv(2))["id"]))
         time.sleep(2)
         tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10).json()
-        assert {"arena.predict.shard", "arena.predict.assemble"} <= {task["name"] for task in tasks.values()}
+        assert "arena.predict.shard" in {task["name"] for task in tasks.values()}  # the last shard assembles
     finally:
         flower.terminate()
         flower.wait(timeout=30)

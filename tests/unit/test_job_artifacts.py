@@ -140,3 +140,26 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
     np.testing.assert_array_equal(votes.adapter_logits, np.concatenate([part.adapter_logits for part in written]))
     np.testing.assert_array_equal(votes.text_logprobs, np.concatenate([part.text_logprobs for part in written]))
     assert votes.vote_logprobs.shape == (4, 2, 0, 4)
+
+
+def test_the_shard_that_completes_the_set_assembles_once_and_a_repeated_delivery_counts_once(settings):
+    """No chord counter: completion is the set of succeeded shard records, claimed under the record's lock."""
+    store = JobStore(settings.SHARED_DIR)
+    shards = [ShardRecord(index=0, queue="gpu.0", start=0, stop=2, task_id="t0"),
+              ShardRecord(index=1, queue="gpu.1", start=2, stop=4, task_id="t1")]  # fmt: skip
+    job_id = "e" * 32
+    store.create(JobRecord(id=job_id, kind="predict", state="running", params={"dataset": DATASET_ID}, shards=shards))
+    summary = {"shard": 0, "rows": 2}
+    store.update_shard(job_id, 0, state="succeeded", done=2, summary=summary)
+    assert not jobs.claim_assembly(store, job_id, worker="gpu0@a")
+    store.update_shard(job_id, 0, state="succeeded", done=2)  # the same shard delivered again
+    assert not jobs.claim_assembly(store, job_id, worker="gpu0@a")
+    store.update_shard(job_id, 1, state="succeeded", done=2, summary={"shard": 1, "rows": 2})
+    assert jobs.claim_assembly(store, job_id, worker="gpu1@b")
+    assert not jobs.claim_assembly(store, job_id, worker="gpu0@a")  # a late repeat finds it claimed
+    assert store.read(job_id).assembler == "gpu1@b"
+    job_with_finished_shards(settings, "f" * 32)  # shard files, for the summaries read back from the record
+    store.update_shard("f" * 32, 0, summary=summary)
+    jobs.assemble_predict_job(settings, job_id="f" * 32)
+    metrics = store.read("f" * 32).result
+    assert [entry["shard"] for entry in metrics["shards"]] == [0]

@@ -1,9 +1,11 @@
 """The predict job's two steps (no Celery in here): judge a shard of rows, then assemble the submission.
 
 A predict job's path: the gateway stores the dataset and the job record and sends one shard task per live
-GPU queue (`arena.predict.shard`) in a chord whose callback is `arena.predict.assemble`. Each shard judges
-its contiguous rows and publishes `submissions/<job_id>/shards/shard-NNN.npz`; the assembly concatenates
-them in row order into `submissions/<job_id>/submission.csv` (+ metrics.json, votes.npz). Files are
+GPU queue (`arena.predict.shard`). Each shard judges its contiguous rows, publishes
+`submissions/<job_id>/shards/shard-NNN.npz` and marks itself succeeded in the job record; the worker whose shard
+completes the set claims the assembly under the record's lock (`claim_assembly`: no Celery chord, whose counter
+lives in Redis and counts deliveries, not shards) and concatenates the shards in row order into
+`submissions/<job_id>/submission.csv` (+ metrics.json, votes.npz). Files are
 published once and never replaced, so a repeated message or a retried step cannot change earlier outputs; the
 three artefacts are all written (staged) before any is published, so a failed write publishes none of them.
 
@@ -85,8 +87,27 @@ def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, work
         run.check()  # loading the judge can take minutes on a cold worker
         prediction = predict_dataset(rows, judge, calibrator=calibrator, tta=request.tta, on_progress=run.report)
         _publish_shard(output_path, prediction, job_id=job_id, shard_index=shard_index)
-        run.store.update_shard(job_id, shard_index, state="succeeded", done=len(rows))
-        return {"shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description}
+        summary = {"shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description}
+        run.store.update_shard(job_id, shard_index, state="succeeded", done=len(rows), summary=summary)
+        return summary
+
+
+def claim_assembly(store: JobStore, job_id: str, *, worker: str) -> bool:
+    """Whether `worker` should assemble the job now: true for exactly one caller, once every shard succeeded.
+
+    Completion is the set of shard records in state succeeded, read and claimed under the record's lock, so a
+    repeated delivery of a shard counts once and the last shard to finish, whichever worker ran it, assembles.
+    """
+    claimed = False
+
+    def change(record) -> None:
+        nonlocal claimed
+        if record.assembler is None and all(shard.state == "succeeded" for shard in record.shards):
+            record.assembler = worker
+            claimed = True
+
+    store.update(job_id, change)
+    return claimed
 
 
 def _publish_shard(output_path: Path, prediction, *, job_id: str, shard_index: int) -> None:
@@ -98,7 +119,7 @@ def _publish_shard(output_path: Path, prediction, *, job_id: str, shard_index: i
         log.warning("shard %s of job %s was published by another delivery; keeping that one", shard_index, job_id)
 
 
-def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: list[dict]) -> dict:
+def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: list[dict] | None = None) -> dict:
     """Merge the shards, in row order, into submission.csv (+ metrics.json, votes.npz) and finish the job.
 
     Raises:
@@ -122,7 +143,10 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
         "submission_path": str(output_dir.relative_to(settings.SHARED_DIR) / SUBMISSION_NAME),
         "rows": len(ids),
         "truncated_rows": int(votes.truncated.sum()),
-        "shards": sorted(shard_summaries or [], key=lambda summary: summary.get("shard", 0)),
+        "shards": sorted(
+            [shard.summary for shard in record.shards if shard.summary] if shard_summaries is None else shard_summaries,
+            key=lambda summary: summary.get("shard", 0),
+        ),
     }
     if dataset.labels is not None:
         from workers.stacking.evaluate import score_predictions
