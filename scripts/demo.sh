@@ -19,6 +19,12 @@ echo "demo: grouped train/holdout split of $DATA"
 scripts/arena split --input "$DATA" --output-dir "$DEMO_DIR/split"
 echo "demo: fitting the text predictor on the training rows (arena train --text-only; a few minutes on 2 cores)"
 scripts/arena train --text-only --input "$DEMO_DIR/split/train.csv" --output-dir "$SHARED_DIR/adapters/demo-text" \
-  | .venv-api/bin/python -c 'import json, sys; m = json.load(sys.stdin); print(f"demo: grouped-CV log loss on the training rows {m[\"out_of_fold\"][\"log_loss\"]:.4f}, fitted in {m[\"fit_seconds\"]} s")'
+  > "$DEMO_DIR/text-predictor.json"
+.venv-api/bin/python - "$DEMO_DIR/text-predictor.json" <<'EOF'
+import json, sys
+metrics = json.load(open(sys.argv[1]))
+print(f"demo: grouped-CV log loss on the training rows {metrics['out_of_fold']['log_loss']:.4f},"
+      f" fitted in {metrics['fit_seconds']} s")
+EOF
 echo "demo: predicting the held-out rows through the job stack"
 DATA="$DEMO_DIR/split/holdout.csv" ADAPTER="demo-text" scripts/demo_stack.sh
