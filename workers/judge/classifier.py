@@ -27,7 +27,7 @@ import numpy as np
 
 from shared.arena_csv import Pair
 from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
-from shared.storage import atomic_write_text
+from shared.storage import atomic_write_text, is_text_predictor
 from workers.judge.engines import (
     EngineConfig,
     ModelNotFoundError,
@@ -88,8 +88,8 @@ def is_classifier_adapter(adapter_dir: str | Path | None) -> bool:
 
 
 def adapter_calibration_path(adapter_dir: str | Path | None) -> Path | None:
-    """The calibrator `arena train` fitted for a classifier adapter, when there is one."""
-    if adapter_dir is None or not is_classifier_adapter(adapter_dir):
+    """The calibrator `arena train` fitted for a classifier adapter or a text predictor, when there is one."""
+    if adapter_dir is None or not (is_text_predictor(Path(adapter_dir)) or is_classifier_adapter(adapter_dir)):
         return None
     path = Path(adapter_dir) / CALIBRATION_NAME
     return path if path.is_file() else None

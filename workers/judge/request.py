@@ -8,9 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.artifacts import CALIBRATION_NAME
 from shared.settings import Settings
-from shared.storage import is_text_predictor, resolve_judge_files
+from shared.storage import resolve_judge_files
 from workers.judge.engines import ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -78,13 +77,10 @@ class JudgeRequest:
 
 
 def calibration_for(adapter_dir: str | Path | None, requested: str | Path | None) -> Path | None:
-    """The calibration a judge uses: the one asked for, else the one a classifier adapter from `arena train`
-    carries (None for raw probabilities)."""
+    """The calibration a judge uses: the one asked for, else the one a trained adapter or text predictor carries
+    (None for raw probabilities)."""
     if requested is not None:
         return Path(requested)
-    if adapter_dir is not None and is_text_predictor(adapter_dir):
-        path = Path(adapter_dir) / CALIBRATION_NAME
-        return path if path.is_file() else None
     from workers.judge.classifier import adapter_calibration_path
 
     return adapter_calibration_path(adapter_dir)
