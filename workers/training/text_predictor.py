@@ -97,7 +97,9 @@ def fit_text_predictor(
         "boosting_rounds": fit.model.fitted_on["rounds"],
         # Each row predicted by fold models that never saw its prompt (5 folds grouped by prompt).
         "text_model_cv_log_loss": multiclass_log_loss(dataset.labels, fit.out_of_fold),
+        # The calibrated output's own grouped CV: the unbiased figure of what ships.
         "calibrator_cv_log_loss": min(cv_by_regularisation.values()) if cv_by_regularisation else None,
+        # Per source; the calibrator was fitted on these rows, so this is a little optimistic (see the line above).
         "out_of_fold": score_predictions(dataset.labels, calibrated, dataset.sources),
         "embed_seconds": round(embed_seconds, 1),
         "fit_seconds": round(time.perf_counter() - started, 1),
