@@ -41,7 +41,7 @@ def _text_predictor_info(folder: Path, metrics: dict) -> AdapterInfo:
         kind="text",
         task_type=None,
         complete=bool(metrics),
-        calibrated_val_log_loss=out_of_fold.get("log_loss"),
+        calibrated_val_log_loss=metrics.get("calibrator_cv_log_loss") or out_of_fold.get("log_loss"),
         val_accuracy=out_of_fold.get("accuracy"),
         train_rows=metrics.get("rows"),
         calibration=f"adapters/{folder.name}/{CALIBRATION_NAME}" if (folder / CALIBRATION_NAME).is_file() else None,
