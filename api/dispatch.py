@@ -15,6 +15,7 @@ from shared.names import PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import plan_shards, predict_queues
 from shared.schemas import JobRecord, ShardRecord
 from shared.settings import Settings
+from shared.worker_presence import live_workers, redis_client
 
 PLACEHOLDER_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK}
 
@@ -39,20 +40,28 @@ class WorkerDirectory:
         self.settings = settings
         self.cache_seconds = cache_seconds
         self.remember_seconds = remember_seconds
+        self._redis = redis_client(settings)
         self._cached: tuple[float, dict[str, list[str]]] | None = None
         self._last_seen: tuple[float, dict[str, list[str]]] | None = None
 
     def active_queues(self, *, fresh: bool = False) -> dict[str, list[str]]:
-        """Worker name → queue names; {} when none answers."""
+        """Worker name → queue names; {} when none is alive.
+
+        First from the workers' own announcements in Redis (shared/worker_presence.py), which busy workers keep
+        making; only when none announces itself (workers of an older release) from an `inspect` broadcast, which a
+        solo-pool worker busy with a shard cannot answer.
+        """
         if not fresh and self._cached and time.monotonic() - self._cached[0] < self.cache_seconds:
             return self._cached[1]
         try:
-            replies = self.celery.control.inspect(timeout=self.settings.INSPECT_TIMEOUT_S).active_queues() or {}
-        except Exception as exc:  # kombu raises several connection error types
+            workers = live_workers(self._redis, self.settings)
+            if not workers:
+                replies = self.celery.control.inspect(timeout=self.settings.INSPECT_TIMEOUT_S).active_queues() or {}
+                workers = {worker: sorted(queue["name"] for queue in queues) for worker, queues in replies.items()}
+        except Exception as exc:  # redis-py and kombu raise several connection error types
             raise BrokerUnavailableError(
                 f"the broker at REDIS_URL does not answer ({type(exc).__name__}: {exc})"
             ) from exc
-        workers = {worker: sorted(queue["name"] for queue in queues) for worker, queues in replies.items()}
         self._cached = (time.monotonic(), workers)
         if workers:
             self._last_seen = self._cached
@@ -91,8 +100,12 @@ def new_predict_record(job_id: str, *, params: dict, rows: int, queues: list[str
     return record
 
 
-def send_predict_job(celery: Celery, record: JobRecord) -> None:
-    """One shard task per planned shard, sent by name; the shard that completes the set assembles the submission."""
+def send_predict_job(celery: Celery, record: JobRecord) -> list[str]:
+    """One shard task per planned shard, sent by name, under the ids the record holds; returns the ids sent.
+
+    The shard that completes the set assembles the submission. Called after the record is stored: a gateway that
+    dies before it leaves a `queued` record, which the workers' sweeper sends (workers/sweeper.py).
+    """
     for shard in record.shards:
         celery.send_task(
             PREDICT_SHARD_TASK,
@@ -100,12 +113,15 @@ def send_predict_job(celery: Celery, record: JobRecord) -> None:
             queue=shard.queue,
             task_id=shard.task_id,
         )
+    return [shard.task_id for shard in record.shards]
 
 
-def send_placeholder_job(celery: Celery, record: JobRecord, *, queue: str) -> None:
+def send_placeholder_job(celery: Celery, record: JobRecord) -> list[str]:
+    """The one task of a train or synth job, on the queue its record names; returns its id."""
     celery.send_task(
-        PLACEHOLDER_TASKS[record.kind], kwargs={"job_id": record.id}, queue=queue, task_id=record.task_ids[0]
+        PLACEHOLDER_TASKS[record.kind], kwargs={"job_id": record.id}, queue=record.queue, task_id=record.task_ids[-1]
     )
+    return [record.task_ids[-1]]
 
 
 def revoke(celery: Celery, task_ids: list[str]) -> None:

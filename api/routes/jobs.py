@@ -1,5 +1,6 @@
 """/v1/jobs: submit predict, train and synth jobs (sent to workers by task name), read, cancel, download."""
 
+import logging
 from collections.abc import Callable
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from api.idempotency import IdempotencyConflictError, IdempotencyKeyError, Idemp
 from shared.dataset_store import DatasetNotFoundError
 from shared.job_store import JobNotFoundError
 from shared.schemas import (
+    ACTIVE_STATES,
     ID_PATTERN,
     NAME_PATTERN,
     JobCreated,
@@ -39,6 +41,7 @@ from shared.storage import (
     resolve_judge_files,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job id (32 hex digits).")]
 IdempotencyKey = Annotated[
@@ -80,7 +83,7 @@ def _require_free_adapter_name(settings: Settings, jobs, name: str) -> None:
             status.HTTP_409_CONFLICT,
             detail=f"adapter {name!r} exists already (GET /v1/adapters/{name}); choose another adapter_name",
         )
-    for state in ("queued", "running"):
+    for state in ACTIVE_STATES:
         for record in jobs.list(kind="train", state=state, limit=100_000):
             if record.params.get("adapter_name") == name:
                 raise HTTPException(
@@ -108,11 +111,13 @@ def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
 def _job_queues(workers) -> list[str]:
     try:
         return workers.queues_for_jobs()
-    except BrokerUnavailableError as exc:
+    except BrokerUnavailableError:
+        # The exception names the Redis host: it goes to the gateway's log, the client gets what to do.
+        log.warning("the broker does not answer", exc_info=True)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"the job queue is unavailable, nothing was submitted: {exc}. Retry in a few seconds (with the"
-            " same Idempotency-Key); if it persists, check that Redis is running",
+            detail="the job queue is unavailable (the broker at REDIS_URL does not answer), nothing was submitted."
+            " Retry in a few seconds (with the same Idempotency-Key); if it persists, check that Redis is running",
             headers={"Retry-After": "5"},
         ) from None
 
@@ -124,14 +129,20 @@ def _read_job(jobs, job_id: str) -> JobRecord:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
 
 
-def _enqueue_or_fail(jobs, record: JobRecord, send) -> None:
+def _enqueue_or_fail(jobs, record: JobRecord, send: Callable[[], list[str]]) -> JobRecord:
+    """Send the job's tasks, then mark them sent in the record (the sweeper sends a record never marked)."""
     try:
-        send()
+        task_ids = send()
     except Exception as exc:
-        jobs.fail(record.id, f"could not enqueue the job: {type(exc).__name__}: {exc}")
+        log.warning("could not enqueue job %s", record.id, exc_info=True)
+        jobs.fail(record.id, f"could not enqueue the job: the broker did not take it ({type(exc).__name__})")
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"could not enqueue the job ({exc}); is Redis running?"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="could not enqueue the job: the broker did not take it; nothing was submitted. Retry in a few"
+            " seconds (with the same Idempotency-Key); if it persists, check that Redis is running",
+            headers={"Retry-After": "5"},
         ) from None
+    return jobs.mark_sent(record.id, task_ids=task_ids)
 
 
 def _submit_once(
@@ -194,8 +205,7 @@ def create_predict_job(
         record = new_predict_record(new_id(), params=request.model_dump(), rows=dataset.rows, queues=queues)
         jobs.create(record)
         remember(record.id)
-        _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
-        return record
+        return _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
 
     return _submit_once(
         "predict",
@@ -211,11 +221,10 @@ def create_predict_job(
 def _placeholder_submit(kind: str, params: dict, *, celery, jobs, workers) -> SubmitJob:
     def submit(remember: Callable[[str], None]) -> JobRecord:
         queue = _job_queues(workers)[0]
-        record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()])
+        record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()], queue=queue)
         jobs.create(record)
         remember(record.id)
-        _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record, queue=queue))
-        return record
+        return _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record))
 
     return submit
 

@@ -1,5 +1,7 @@
 """POST /v1/score: a few inline pairs scored synchronously by a worker, under a short timeout."""
 
+import logging
+
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from fastapi import APIRouter, HTTPException, status
 
@@ -9,6 +11,7 @@ from api.routes.jobs import check_judge_files
 from shared.routing import predict_queues
 from shared.schemas import ScoreRequest, ScoreResponse
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/score", tags=["score"])
 
 
@@ -24,14 +27,17 @@ def score(request: ScoreRequest, settings: SettingsDep, celery: CeleryDep, worke
     check_judge_files(settings, request)
     try:
         active = workers.active_queues() or workers.recently_seen()  # busy workers do not answer broadcasts
-    except BrokerUnavailableError as exc:
+    except BrokerUnavailableError:
+        log.warning("the broker does not answer", exc_info=True)  # names the Redis host: the log, not the client
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{exc}; retry in a few seconds", headers={"Retry-After": "5"}
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the broker at REDIS_URL does not answer; retry in a few seconds, and check that Redis is running",
+            headers={"Retry-After": "5"},
         ) from None
     if not active:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="no worker is up (none answered in the last 10 minutes); start one (make up)",
+            detail="no worker is up (none announced itself recently); start one (make up)",
         )
     queue = predict_queues(active, fallback=settings.FALLBACK_QUEUE)[0]
     try:
@@ -43,8 +49,10 @@ def score(request: ScoreRequest, settings: SettingsDep, celery: CeleryDep, worke
             " loading its model); retry, or submit a predict job",
         ) from None
     except Exception as exc:
+        log.warning("score task failed", exc_info=True)
         raise HTTPException(
-            status.HTTP_502_BAD_GATEWAY, detail=f"the worker failed: {type(exc).__name__}: {exc}"
+            status.HTTP_502_BAD_GATEWAY,
+            detail=f"the worker failed ({type(exc).__name__}); retry, or submit a predict job and read its error",
         ) from None
     if "error" in result:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=result["error"])
