@@ -10,13 +10,16 @@ published once and never replaced, so a repeated message or a retried step canno
 three artefacts are all written (staged) before any is published, so a failed write publishes none of them.
 
 Time limits are cooperative: a shard checks its attempt's deadline (its start + time_limit_s or JOB_TIME_LIMIT_S)
-and whether the job was cancelled between chunks, and stops there without publishing anything.
+and whether the job was cancelled between chunks, and stops there without publishing anything. A shard keeps
+every SHARD_CHECKPOINT_ROWS judged rows in `shards/shard-NNN.parts/`; an attempt after a killed worker reads
+those back and judges only the rest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
-from workers.judge.judge import predict_dataset
+from workers.judge.judge import Prediction, predict_dataset
 from workers.judge.request import JudgeRequest, cached_judge
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
 
@@ -57,39 +60,97 @@ def load_job_dataset(settings: Settings, dataset_id: str) -> ArenaDataset:
     return read_arena_csv(path)
 
 
-def run_predict_shard(settings: Settings, *, job_id: str, shard_index: int, worker: str | None, attempt: int) -> dict:
-    """Judge one shard's rows and publish its probabilities; returns a small summary for the chord.
+def run_predict_shard(
+    settings: Settings, *, job_id: str, shard_index: int, worker: str | None, task_id: str | None = None
+) -> dict:
+    """Judge one shard's rows and publish its probabilities; returns a small summary of the shard.
 
     Args:
         settings: worker settings.
         job_id: the job.
         shard_index: which shard of the job record.
-        worker: this worker's name, recorded for the user.
-        attempt: 0 for the first try, then the retry count (the record's `attempts` counts every start,
-            redeliveries after a worker died included).
+        worker: this worker's name, recorded for the user and the sweeper.
+        task_id: this delivery's task id; a delivery that is not the shard's current attempt stops at once.
 
     Raises:
         JobCancelledError: the job was cancelled or failed while this shard ran.
+        StaleDeliveryError: another delivery owns the shard (re-queued by the sweeper, or sent twice).
     """
     deadline_hint = "raise time_limit_s (at most JOB_TIME_LIMIT_S) or split the dataset"
-    with JobRun(settings, job_id, unit="rows", shard_index=shard_index, deadline_hint=deadline_hint) as run:
+    with JobRun(
+        settings, job_id, unit="rows", shard_index=shard_index, deadline_hint=deadline_hint, task_id=task_id,
+        worker=worker,
+    ) as run:  # fmt: skip
         shard = run.shard
         output_path = shard_path(settings.SHARED_DIR, job_id, shard_index)
         if output_path.exists():  # a redelivered message: the shard was published already
             run.store.update_shard(job_id, shard_index, state="succeeded", done=shard.stop - shard.start)
             return {"shard": shard_index, "rows": shard.stop - shard.start, "repeated": True}
-        # attempts counts every start, retries and redeliveries (a worker that died mid-shard) alike.
-        run.start(worker=worker, attempts=shard.attempts + 1, error=None)
+        run.start()  # counts the attempt (retries and redeliveries alike) and takes the lease
         request = JudgeRequest.from_params(settings, run.params)
         calibrator = request.load_calibrator()
         rows = dataset_rows(load_job_dataset(settings, run.params["dataset"]), shard.start, shard.stop)
         judge = cached_judge(settings, model_path=request.model_path, adapter_dir=request.adapter_dir)
         run.check()  # loading the judge can take minutes on a cold worker
-        prediction = predict_dataset(rows, judge, calibrator=calibrator, tta=request.tta, on_progress=run.report)
+        parts_dir = output_path.with_suffix(".parts")
+        prediction, resumed_rows = _judge_in_checkpoints(
+            settings, rows, judge, parts_dir, calibrator=calibrator, tta=request.tta, report=run.report
+        )
         _publish_shard(output_path, prediction, job_id=job_id, shard_index=shard_index)
-        summary = {"shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description}
+        shutil.rmtree(parts_dir, ignore_errors=True)  # the shard file holds every row now
+        summary = {
+            "shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description,
+            "resumed_rows": resumed_rows,
+        }  # fmt: skip
         run.store.update_shard(job_id, shard_index, state="succeeded", done=len(rows), summary=summary)
         return summary
+
+
+def checkpoint_rows(settings: Settings) -> int:
+    """Rows per checkpoint: SHARD_CHECKPOINT_ROWS rounded up to whole engine chunks, so that a resumed shard sends
+    the engine the same batches as an undisturbed one (batch padding can move the last digits)."""
+    chunk = settings.JUDGE_CHUNK_PAIRS
+    return max(chunk, -(-settings.SHARD_CHECKPOINT_ROWS // chunk) * chunk)
+
+
+def _judge_in_checkpoints(
+    settings: Settings, rows: ArenaDataset, judge, parts_dir: Path, *, calibrator, tta: bool, report
+) -> tuple[Prediction, int]:
+    """Judge `rows` block by block, keeping each block in `parts_dir`; blocks found there (an earlier attempt of
+    this shard, stopped by a killed worker) are read back instead of judged again. Returns the prediction and how
+    many rows were read back."""
+    block = checkpoint_rows(settings)
+    total = len(rows.pairs)
+    results, probabilities, resumed = [], [], 0
+    for start in range(0, total, block):
+        stop = min(start + block, total)
+        part_path = parts_dir / f"rows-{start:09d}.npz"
+        if part_path.exists():
+            results.append(load_votes(part_path))
+            probabilities.append(_stored_probabilities(part_path))
+            resumed += stop - start
+        else:
+
+            def report_block(done: int, _total: int, *, offset: int = start) -> None:
+                report(offset + done, total)
+
+            part = predict_dataset(
+                dataset_rows(rows, start, stop), judge, calibrator=calibrator, tta=tta, on_progress=report_block
+            )
+            try:
+                with atomic_creator(part_path, "wb") as handle:
+                    write_votes(handle, part.judge_result, probabilities=part.probabilities)
+            except FileExistsError:
+                pass  # written by a concurrent delivery of this shard: the same rows, either one will do
+            results.append(part.judge_result)
+            probabilities.append(part.probabilities)
+        report(stop, total)
+    prediction = Prediction(
+        probabilities=np.concatenate(probabilities) if probabilities else np.zeros((0, 3)),
+        judge_result=concatenate_results(results),
+        calibrated=calibrator is not None,
+    )
+    return prediction, resumed
 
 
 def claim_assembly(store: JobStore, job_id: str, *, worker: str) -> bool:
@@ -104,6 +165,7 @@ def claim_assembly(store: JobStore, job_id: str, *, worker: str) -> bool:
         nonlocal claimed
         if record.assembler is None and all(shard.state == "succeeded" for shard in record.shards):
             record.assembler = worker
+            record.state = "assembling"
             claimed = True
 
     store.update(job_id, change)
@@ -167,7 +229,12 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
         )
         store.fail(job_id, reason)
         raise ArtifactWriteError(reason) from None
-    store.succeed(job_id, artifacts=list(writers), result=metrics)
+    finished = store.succeed(job_id, artifacts=list(writers), result=metrics)
+    if finished.state != "succeeded":
+        # Cancelled (or failed) while the files were written: a finished job other than succeeded has no files.
+        for name in writers:
+            (output_dir / name).unlink(missing_ok=True)
+        return {"job_id": job_id, "state": finished.state}
     return {"job_id": job_id, "state": "succeeded", "rows": len(ids)}
 
 
