@@ -78,9 +78,32 @@ class JobStore:
 
     # --- transitions -------------------------------------------------------------------------------------
 
+    def mark_sent(self, job_id: str, *, task_ids: list[str]) -> JobRecord:
+        """Record that the tasks `task_ids` were sent: the job is dispatched, those shards have a `sent_at`.
+
+        Called after the send, so a record that never got here (its sender died in between) is what the sweeper
+        sends again; a task sent twice that way is told apart by its id, which the record holds.
+        """
+        sent = set(task_ids)
+
+        def change(record: JobRecord) -> None:
+            now = utc_now()
+            if record.state == "queued":
+                record.state = "dispatched"
+            if record.shards:
+                for shard in record.shards:
+                    if shard.task_id in sent and shard.sent_at is None:
+                        shard.sent_at = now
+                if record.dispatched_at is None and all(shard.sent_at for shard in record.shards):
+                    record.dispatched_at = now
+            elif record.task_ids and record.task_ids[-1] in sent:
+                record.dispatched_at = now
+
+        return self.update(job_id, change)
+
     def start(self, job_id: str) -> JobRecord:
         def change(record: JobRecord) -> None:
-            if record.state == "queued":
+            if record.state in ("queued", "dispatched"):
                 record.state = "running"
                 record.started_at = utc_now()
 
@@ -96,9 +119,9 @@ class JobStore:
             shard = _shard(record, index)
             for name, value in fields.items():
                 setattr(shard, name, value)
-            if fields.get("state") == "running" and record.state == "queued":
+            if fields.get("state") == "running" and record.state in ("queued", "dispatched"):
                 record.state = "running"
-                record.started_at = utc_now()
+                record.started_at = record.started_at or utc_now()
 
         return self.update(job_id, change)
 

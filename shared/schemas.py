@@ -8,9 +8,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
 
 JobKind = Literal["predict", "train", "synth"]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# queued: recorded, tasks not sent yet (the sweeper sends them if the gateway died first); dispatched: sent;
+# running: a worker started; assembling: every shard done, one worker writes the submission; then terminal.
+JobState = Literal["queued", "dispatched", "running", "assembling", "succeeded", "failed", "cancelled"]
 ShardState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+ACTIVE_STATES: tuple[str, ...] = ("queued", "dispatched", "running", "assembling")
 
 ID_PATTERN = r"^[0-9a-f]{32}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -189,12 +192,17 @@ class ShardRecord(BaseModel):
     queue: str
     start: int = Field(description="First row (0-based) of the dataset in this shard.")
     stop: int = Field(description="One past the last row.")
-    task_id: str
+    task_id: str = Field(description="The Celery task id of the shard's current attempt; other deliveries are stale.")
     state: ShardState = "queued"
     done: int = 0
     attempts: int = 0
     worker: str | None = None
     error: str | None = None
+    sent_at: datetime | None = Field(default=None, description="When the current task id was sent to its queue.")
+    lease_until: datetime | None = Field(
+        default=None,
+        description="A running shard's lease, renewed by each chunk; past it the sweeper re-queues the shard.",
+    )
     summary: dict = Field(default_factory=dict, description="What the shard's judging measured, once it succeeded.")
 
 
@@ -210,7 +218,19 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
     progress: Progress = Field(default_factory=Progress)
     shards: list[ShardRecord] = Field(default_factory=list)
-    task_ids: list[str] = Field(default_factory=list, description="Every Celery task id of the job (for cancel).")
+    task_ids: list[str] = Field(
+        default_factory=list,
+        description="Every Celery task id of the job (for cancel); for train and synth the last one is current.",
+    )
+    queue: str | None = Field(default=None, description="The queue of a train or synth job's task.")
+    dispatched_at: datetime | None = Field(
+        default=None, description="When the job's tasks were sent (train, synth: its current task)."
+    )
+    worker: str | None = Field(default=None, description="The worker running a train or synth job.")
+    attempts: int = Field(default=0, description="Starts of a train or synth job, redeliveries included.")
+    lease_until: datetime | None = Field(
+        default=None, description="A running train or synth job's lease, renewed by its progress reports."
+    )
     error: str | None = None
     assembler: str | None = Field(
         default=None,

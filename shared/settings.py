@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     SHARD_MAX_RETRIES: int = Field(
         default=2, ge=0, description="Retries of a failing predict shard before the job fails."
     )
+    SHARD_CHECKPOINT_ROWS: int = Field(
+        default=256,
+        ge=1,
+        description="A predict shard keeps its judged rows every this many rows (rounded up to whole"
+        " JUDGE_CHUNK_PAIRS); a shard re-run after its worker died judges only the rows after the last one kept.",
+    )
     SHARD_RETRY_DELAY_S: float = Field(default=10.0, ge=0, description="Wait before a failed shard is retried.")
     INSPECT_TIMEOUT_S: float = Field(
         default=1.0, gt=0, description="How long the gateway waits for workers to answer a ping/inspect broadcast."
@@ -131,6 +137,38 @@ class Settings(BaseSettings):
     )
     BROKER_RESTORE_INTERVAL_S: int = Field(
         default=60, ge=1, description="How often idle workers look for tasks whose worker died (see above)."
+    )
+    WORKER_HEARTBEAT_S: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often each worker announces itself (and its queues) in Redis, busy or idle. A worker silent"
+        " for 3 heartbeats counts as gone: the sweeper re-queues its shard.",
+    )
+    SWEEP_INTERVAL_S: float = Field(
+        default=15.0,
+        ge=0,
+        description="How often the sweeper (one leader among the workers, a lock in Redis) reconciles job records"
+        " with the queues: sends tasks a gateway recorded but never sent, re-queues steps whose worker is gone or"
+        " whose lease expired, re-routes tasks on queues nobody consumes, restarts a dead assembly. 0: this worker"
+        " never sweeps.",
+    )
+    DISPATCH_GRACE_S: float = Field(
+        default=30.0,
+        ge=0,
+        description="A job recorded but not marked sent after this long is sent by the sweeper (the gateway died"
+        " between writing the record and sending the tasks).",
+    )
+    LEASE_S: int = Field(
+        default=900,
+        ge=10,
+        description="A running shard or train/synth job must report progress within this many seconds (each chunk"
+        " renews it), or the sweeper re-queues it even though its worker still announces itself (a hung step).",
+    )
+    JOB_MAX_ATTEMPTS: int = Field(
+        default=3,
+        ge=1,
+        description="Starts of one shard, train or synth job (its worker killed or gone each time) before the job"
+        " fails with the reason instead of being re-queued again.",
     )
     MAX_REQUEST_BYTES: int = Field(
         default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
@@ -164,6 +202,11 @@ class Settings(BaseSettings):
     @property
     def default_predictor_dir(self) -> Path:
         return self.models_dir / self.DEFAULT_PREDICTOR
+
+    @property
+    def worker_gone_s(self) -> float:
+        """Silence after which a worker counts as gone (three missed heartbeats)."""
+        return 3 * self.WORKER_HEARTBEAT_S
 
     @property
     def gpu_queues(self) -> list[str]:

@@ -10,16 +10,34 @@ the gateway's client shares.
 
 from __future__ import annotations
 
-from celery.signals import worker_shutdown
+from celery.signals import worker_ready, worker_shutdown
 
 from shared.celery_config import make_celery
 from shared.settings import get_settings
 
 app = make_celery(get_settings(), include=("workers.tasks",))
+_background = None
+
+
+@worker_ready.connect
+def start_background(sender, **_kwargs) -> None:
+    """Announce this worker in Redis (and sweep, when elected) from a thread of its own; see workers/background.py."""
+    global _background
+    from workers.background import WorkerBackground
+    from workers.sweeper import TaskMessage
+
+    def send(message: TaskMessage) -> None:
+        app.send_task(message.name, kwargs=message.kwargs, queue=message.queue, task_id=message.task_id)
+
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    _background = WorkerBackground(get_settings(), worker=sender.hostname, queues=queues, send=send)
+    _background.start()
 
 
 @worker_shutdown.connect
 def close_judges(**_kwargs) -> None:
+    if _background is not None:
+        _background.stop()
     # vLLM runs its engine in a child process: close it so a stopped worker leaves nothing behind.
     from workers.judge.request import close_cached_judges
 

@@ -16,7 +16,7 @@ from shared.storage import relative_to_shared
 from workers.celery_app import app
 from workers.jobs import predict
 from workers.jobs import score as score_step
-from workers.jobs.run import JobCancelledError
+from workers.jobs.run import JobCancelledError, StaleDeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,11 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
     attempt = self.request.retries
     try:
         summary = predict.run_predict_shard(
-            settings, job_id=job_id, shard_index=shard_index, worker=self.request.hostname, attempt=attempt
+            settings, job_id=job_id, shard_index=shard_index, worker=self.request.hostname, task_id=self.request.id
         )
+    except StaleDeliveryError as exc:  # another attempt owns the shard: leave its record alone
+        log.info("%s", exc)
+        return {"shard": shard_index, "stale": str(exc)}
     except JobCancelledError as exc:
         store.update_shard(job_id, shard_index, state="cancelled")
         return {"shard": shard_index, "cancelled": str(exc)}
@@ -62,9 +65,9 @@ def _assemble(settings, *, job_id: str, shard_summaries: list[dict] | None) -> d
 
 
 @app.task(name=PREDICT_ASSEMBLE_TASK, bind=True)
-def predict_assemble(self, shard_summaries: list[dict], *, job_id: str) -> dict:
-    """Chord callback of predict jobs sent by gateways before assembly moved into the last shard; new jobs never
-    send it, but a queue may still hold one across an upgrade."""
+def predict_assemble(self, shard_summaries: list[dict] | None = None, *, job_id: str) -> dict:
+    """Assemble a job whose shards all succeeded but whose assembly never ran or died (the sweeper sends this);
+    also the chord callback that gateways sent before assembly moved into the last shard."""
     settings = get_settings()
     if not predict.claim_assembly(JobStore(settings.SHARED_DIR), job_id, worker=self.request.hostname or "worker"):
         return {"job_id": job_id, "assembled_elsewhere": True}
@@ -81,28 +84,31 @@ def score(payload: dict) -> dict:
         return {"error": relative_to_shared(str(exc), settings.SHARED_DIR)}  # the gateway shows it to the client
 
 
-@app.task(name=TRAIN_TASK)
-def train(*, job_id: str) -> dict:
+@app.task(name=TRAIN_TASK, bind=True)
+def train(self, *, job_id: str) -> dict:
     """Train a LoRA judge into adapters/<name>/; a redelivered message resumes from the last checkpoint."""
     from workers.jobs.train import run_train_job
 
-    return _run_whole_job(run_train_job, job_id=job_id, what="training")
+    return _run_whole_job(self, run_train_job, job_id=job_id, what="training")
 
 
-@app.task(name=SYNTH_TASK)
-def synth(*, job_id: str) -> dict:
+@app.task(name=SYNTH_TASK, bind=True)
+def synth(self, *, job_id: str) -> dict:
     """Label a dataset with the teacher into synth/<job_id>/; a redelivered message skips the finished chunks."""
     from workers.jobs.synth import run_synth_job
 
-    return _run_whole_job(run_synth_job, job_id=job_id, what="synth")
+    return _run_whole_job(self, run_synth_job, job_id=job_id, what="synth")
 
 
-def _run_whole_job(step: Callable[..., dict], *, job_id: str, what: str) -> dict:
+def _run_whole_job(task, step: Callable[..., dict], *, job_id: str, what: str) -> dict:
     """A one-task job (train, synth): no retry; any error fails the job with its message, then re-raises."""
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     try:
-        return step(settings, job_id=job_id)
+        return step(settings, job_id=job_id, task_id=task.request.id, worker=task.request.hostname)
+    except StaleDeliveryError as exc:
+        log.info("%s", exc)
+        return {"job_id": job_id, "stale": str(exc)}
     except JobCancelledError as exc:
         return {"job_id": job_id, "cancelled": str(exc)}
     except UserError as exc:

@@ -73,6 +73,11 @@ class Stack:
             SHARD_MAX_RETRIES="1",
             SHARD_RETRY_DELAY_S="0.2",
             OMP_NUM_THREADS="1",
+            # A fast sweeper: a killed worker counts as gone after 3 s, a record never sent is sent after 2 s.
+            WORKER_HEARTBEAT_S="1",
+            SWEEP_INTERVAL_S="1",
+            DISPATCH_GRACE_S="2",
+            SHARD_CHECKPOINT_ROWS="1",  # every judged row is kept: a re-run shard resumes after the last one
             # The stand-in "GPU" workers are CPU workers; a real one gets its GPU index here.
             CUDA_VISIBLE_DEVICES="",
         )

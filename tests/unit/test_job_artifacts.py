@@ -163,3 +163,18 @@ def test_the_shard_that_completes_the_set_assembles_once_and_a_repeated_delivery
     jobs.assemble_predict_job(settings, job_id="f" * 32)
     metrics = store.read("f" * 32).result
     assert [entry["shard"] for entry in metrics["shards"]] == [0]
+
+
+def test_a_cancel_while_the_files_are_published_leaves_none_of_them(settings, monkeypatch):
+    """Cancelled between publishing the files and marking the job succeeded: the job stays cancelled, no file."""
+    store = job_with_finished_shards(settings, "c" * 32)
+    succeed = JobStore.succeed
+
+    def cancelled_first(self, job_id, **kwargs):
+        self.cancel(job_id)  # the user's DELETE lands between the publish and the succeed
+        return succeed(self, job_id, **kwargs)
+
+    monkeypatch.setattr(JobStore, "succeed", cancelled_first)
+    assert jobs.assemble_predict_job(settings, job_id="c" * 32)["state"] == "cancelled"
+    assert store.read("c" * 32).state == "cancelled"
+    assert set(visible_files(settings, "c" * 32)) == {"shards/shard-000.npz", "shards/shard-001.npz"}

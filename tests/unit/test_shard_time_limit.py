@@ -57,7 +57,7 @@ def test_a_redelivered_shard_gets_the_whole_time_limit_again(settings, monkeypat
     monkeypatch.setattr(jobs, "predict_dataset", judge_rows)
 
     with pytest.raises(ReachedJudging):
-        jobs.run_predict_shard(settings, job_id=JOB_ID, shard_index=0, worker="w2", attempt=0)
+        jobs.run_predict_shard(settings, job_id=JOB_ID, shard_index=0, worker="w2", task_id="t0")
     assert store.read(JOB_ID).state == "running", store.read(JOB_ID).error
 
 

@@ -7,10 +7,11 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from shared.job_store import JobStore
-from shared.schemas import JobRecord, utc_now
+from shared.schemas import JobRecord, ShardRecord, utc_now
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,13 @@ log = logging.getLogger(__name__)
 
 class JobCancelledError(RuntimeError):
     """The job was cancelled (or failed elsewhere) while this step ran; stop without publishing anything."""
+
+
+class StaleDeliveryError(RuntimeError):
+    """This delivery is not the step's current attempt (re-queued under another task id, or running elsewhere).
+
+    It stops without touching the record: the current attempt owns it.
+    """
 
 
 class ArtifactWriteError(OSError):
@@ -32,25 +40,29 @@ def job_time_limit_s(settings: Settings, params: dict) -> int:
 class JobRun:
     """A job step's hold on its record (SHARED_DIR/jobs/<id>.json), the one protocol of predict, train and synth.
 
-    Entering reads the record (JobCancelledError when the job is finished already); `start()` marks it running
-    and fixes the deadline (started_at + the job's time limit; for a predict shard, this attempt's start + the
-    limit); `report()` records progress and stops the step (JobCancelledError) when the job was cancelled or
-    failed elsewhere, or ran past its deadline, which then fails the job (and the shard) with a message saying
-    what to change. Failing the job on other errors stays with the Celery task, which knows whether a retry is
-    left.
+    Entering reads the record (JobCancelledError when the job is finished already; StaleDeliveryError when this
+    delivery's task id is no longer the step's current one). `start()` claims the step for this worker: it counts
+    the attempt (the job fails past JOB_MAX_ATTEMPTS), takes a lease of LEASE_S and fixes the deadline (this
+    attempt's start + the job's time limit). `report()` records progress, renews the lease and stops the step
+    (JobCancelledError) when the job was cancelled or failed elsewhere, or ran past its deadline, which then
+    fails the job (and the shard) with a message saying what to change; it raises StaleDeliveryError when the
+    sweeper gave the step to another attempt meanwhile. Failing the job on other errors stays with the Celery
+    task, which knows whether a retry is left.
 
-        with JobRun(settings, job_id, unit="distinct pairs") as run:
+        with JobRun(settings, job_id, unit="distinct pairs", task_id=..., worker=...) as run:
             config = config_from(run.params)   # a bad request fails here, before the job is started
             run.start()
             label(config, on_progress=run.report)
             run.succeed(artifacts, result)
 
     Args:
-        settings: SHARED_DIR and JOB_TIME_LIMIT_S are read.
+        settings: SHARED_DIR, JOB_TIME_LIMIT_S, LEASE_S and JOB_MAX_ATTEMPTS are read.
         job_id: the job.
         unit: what progress counts, for messages ("rows", "steps", "distinct pairs").
         shard_index: the predict shard this step judges (progress and failure go to the shard), or None.
         deadline_hint: what to change when the job runs past its time limit.
+        task_id: the Celery task id of this delivery; None (a direct call, no queue) skips the ownership checks.
+        worker: this worker's name, recorded for the user and the sweeper.
     """
 
     def __init__(
@@ -61,12 +73,16 @@ class JobRun:
         unit: str,
         shard_index: int | None = None,
         deadline_hint: str = "raise time_limit_s",
+        task_id: str | None = None,
+        worker: str | None = None,
     ) -> None:
         self.settings = settings
         self.job_id = job_id
         self.unit = unit
         self.shard_index = shard_index
         self.deadline_hint = deadline_hint
+        self.task_id = task_id
+        self.worker = worker
         self.store = JobStore(settings.SHARED_DIR)
         self.time_limit_s: int | None = None
         self.deadline: float | None = None
@@ -75,6 +91,7 @@ class JobRun:
         self.record = self.store.read(self.job_id)
         if self.record.terminal:
             raise JobCancelledError(f"job {self.job_id} is already {self.record.state}")
+        self._check_current(self.record)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -85,50 +102,121 @@ class JobRun:
         return self.record.params
 
     @property
-    def shard(self):
-        return next(shard for shard in self.record.shards if shard.index == self.shard_index)
+    def shard(self) -> ShardRecord:
+        return _shard_of(self.record, self.shard_index)
+
+    def _current_task_id(self, record: JobRecord) -> str | None:
+        if self.shard_index is not None:
+            return _shard_of(record, self.shard_index).task_id
+        return record.task_ids[-1] if record.task_ids else None
+
+    def _check_current(self, record: JobRecord) -> None:
+        current = self._current_task_id(record)
+        if self.task_id is not None and current is not None and current != self.task_id:
+            raise StaleDeliveryError(
+                f"task {self.task_id} of job {self.job_id} was superseded by task {current}; leaving it to that one"
+            )
 
     def start(self, *, deadline: bool = True, **shard_fields) -> JobRecord:
-        """Mark the job (or this shard, with `shard_fields`) running; with `deadline`, stop it at its time limit."""
-        if self.shard_index is None:
-            self.record = self.store.start(self.job_id)
-        else:
-            self.record = self.store.update_shard(self.job_id, self.shard_index, state="running", **shard_fields)
+        """Claim the step for this worker (an attempt, a lease) and mark it running; with `deadline`, stop it at
+        its time limit, counted from this attempt's start.
+
+        Raises:
+            StaleDeliveryError: the step is not this delivery's, or another live worker holds its lease (the same
+                task sent twice).
+            JobCancelledError: the job failed: the step was started JOB_MAX_ATTEMPTS times already.
+        """
+        gave_up: str | None = None
+
+        def change(record: JobRecord) -> None:
+            nonlocal gave_up
+            self._check_current(record)
+            unit = record if self.shard_index is None else _shard_of(record, self.shard_index)
+            now = utc_now()
+            if (
+                unit.state == "running"
+                and unit.worker not in (None, self.worker)
+                and unit.lease_until is not None
+                and unit.lease_until > now
+            ):
+                raise StaleDeliveryError(
+                    f"job {self.job_id}{self._shard_words()} is running on {unit.worker} (lease until"
+                    f" {unit.lease_until:%H:%M:%S}); this is a second delivery of the same task"
+                )
+            if unit.attempts >= self.settings.JOB_MAX_ATTEMPTS:
+                gave_up = (
+                    f"{self._what()} was started {unit.attempts} times without finishing (its worker stopped or"
+                    f" was killed each time, last {unit.worker or 'unknown'}); it may not fit the worker's memory:"
+                    " split the dataset, or raise JOB_MAX_ATTEMPTS"
+                )
+                unit.state, unit.error = "failed", gave_up
+                record.state, record.error = "failed", gave_up
+                return
+            unit.attempts += 1
+            unit.worker = self.worker if self.worker is not None else unit.worker
+            unit.lease_until = now + timedelta(seconds=self.settings.LEASE_S)
+            if self.shard_index is None:
+                if record.state in ("queued", "dispatched"):
+                    record.state = "running"
+                record.started_at = record.started_at or now
+            else:
+                unit.state, unit.error = "running", None
+                for name, value in shard_fields.items():
+                    setattr(unit, name, value)
+                if record.state in ("queued", "dispatched"):
+                    record.state = "running"
+                record.started_at = record.started_at or now
+
+        self.record = self.store.update(self.job_id, change)
+        if gave_up is not None:
+            raise JobCancelledError(gave_up)
         if deadline:
             self.time_limit_s = job_time_limit_s(self.settings, self.record.params)
-            if self.shard_index is None:
-                started = (self.record.started_at or utc_now()).timestamp()
-            else:
-                # A shard counts from this attempt's start, not from the job's first started_at: a shard
-                # redelivered after its worker died (hours later, past the visibility timeout) would otherwise
-                # arrive past its deadline and fail the job on the spot.
-                started = time.time()
-            self.deadline = started + self.time_limit_s
+            # Counted from this attempt's start, not the job's first started_at: a step re-queued after its worker
+            # died (minutes or hours later) would otherwise arrive past its deadline and fail on the spot.
+            self.deadline = time.time() + self.time_limit_s
         return self.record
 
     def report(self, done: int, total: int, *, result: dict | None = None) -> None:
-        """Record progress, then stop when the job is no longer wanted (see `check`)."""
-        if self.shard_index is not None:
-            record = self.store.update_shard(self.job_id, self.shard_index, done=done)
-        else:
+        """Record progress and renew the lease, then stop when the job is no longer wanted (see `check`)."""
 
-            def change(current: JobRecord) -> None:
+        def change(current: JobRecord) -> None:
+            self._check_current(current)
+            lease_until = utc_now() + timedelta(seconds=self.settings.LEASE_S)
+            if self.shard_index is not None:
+                shard = _shard_of(current, self.shard_index)
+                shard.done, shard.lease_until = done, lease_until
+            else:
                 current.progress.done, current.progress.total = done, total
+                current.lease_until = lease_until
                 if result is not None:
                     current.result = dict(result)
 
-            record = self.store.update(self.job_id, change)
+        record = self.store.update(self.job_id, change)
         if self.shard_index is not None:  # the job's progress: every shard's rows
             self._stop_if_unwanted(record, past_deadline_counts=True)
         else:  # the last report of a whole-job step is its end: finishing beats failing at the deadline
             self._stop_if_unwanted(record, past_deadline_counts=done < total, progress=(done, total))
 
     def check(self) -> None:
-        """Stop (JobCancelledError) when the job was cancelled or failed elsewhere, or ran past its deadline."""
-        self._stop_if_unwanted(self.store.read(self.job_id), past_deadline_counts=True)
+        """Renew the lease; stop (JobCancelledError) when the job was cancelled or failed elsewhere, or ran past its
+        deadline (StaleDeliveryError when another attempt took the step over)."""
+
+        def change(current: JobRecord) -> None:
+            self._check_current(current)
+            unit = current if self.shard_index is None else _shard_of(current, self.shard_index)
+            unit.lease_until = utc_now() + timedelta(seconds=self.settings.LEASE_S)
+
+        self._stop_if_unwanted(self.store.update(self.job_id, change), past_deadline_counts=True)
 
     def succeed(self, *, artifacts: list[str], result: dict) -> JobRecord:
         return self.store.succeed(self.job_id, artifacts=artifacts, result=result)
+
+    def _what(self) -> str:
+        return f"job {self.job_id}" if self.shard_index is None else f"shard {self.shard_index}"
+
+    def _shard_words(self) -> str:
+        return "" if self.shard_index is None else f" shard {self.shard_index}"
 
     def _where(self, record: JobRecord, progress: tuple[int, int] | None) -> str:
         done, total = progress or (record.progress.done, record.progress.total)
@@ -140,6 +228,7 @@ class JobRun:
     ) -> None:
         if record.terminal:
             raise JobCancelledError(f"job {self.job_id} was {record.state} {self._where(record, progress)}")
+        self._check_current(record)
         if past_deadline_counts and self.deadline is not None and time.time() > self.deadline:
             reason = (
                 f"the job ran longer than its time limit of {self.time_limit_s}s and was stopped"
@@ -154,11 +243,18 @@ class JobRun:
             return
 
         def change(record: JobRecord) -> None:
-            shard = next(shard for shard in record.shards if shard.index == self.shard_index)
+            shard = _shard_of(record, self.shard_index)
             shard.state, shard.error = "failed", reason
             record.state, record.error = "failed", reason
 
         self.store.update(self.job_id, change)
+
+
+def _shard_of(record: JobRecord, index: int | None) -> ShardRecord:
+    for shard in record.shards:
+        if shard.index == index:
+            return shard
+    raise KeyError(f"job {record.id} has no shard {index}")
 
 
 def publish_together(output_dir: Path, writers: dict[str, Callable[[Path], object]]) -> None:

@@ -61,7 +61,7 @@ def teacher_engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig.from_settings(settings, kind="vllm", tensor_parallel_size=settings.TEACHER_TENSOR_PARALLEL)
 
 
-def run_synth_job(settings: Settings, *, job_id: str) -> dict:
+def run_synth_job(settings: Settings, *, job_id: str, task_id: str | None = None, worker: str | None = None) -> dict:
     """Label the job's dataset, reporting progress in its record; returns the job's result.
 
     Raises:
@@ -69,7 +69,9 @@ def run_synth_job(settings: Settings, *, job_id: str) -> dict:
         SynthError, DataFormatError: the request cannot run as given (the job should fail).
     """
     deadline_hint = "finished chunks are kept; raise time_limit_s, or submit the rest with `limit`"
-    with JobRun(settings, job_id, unit="distinct pairs", deadline_hint=deadline_hint) as run:
+    with JobRun(
+        settings, job_id, unit="distinct pairs", deadline_hint=deadline_hint, task_id=task_id, worker=worker
+    ) as run:
         config = synth_config_from_params(settings, run.params, job_id=job_id)
         run.start()
 

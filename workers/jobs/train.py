@@ -89,14 +89,14 @@ def train_config_from_params(settings: Settings, params: dict, *, output_dir: Pa
     )
 
 
-def run_train_job(settings: Settings, *, job_id: str) -> dict:
+def run_train_job(settings: Settings, *, job_id: str, task_id: str | None = None, worker: str | None = None) -> dict:
     """Train the job's adapter, reporting progress in its record; returns the job's result.
 
     Raises:
         JobCancelledError: the job was cancelled (or failed elsewhere) before or while it trained.
         TrainingError, DataFormatError: the request cannot be trained as given (the job should fail).
     """
-    with JobRun(settings, job_id, unit="steps") as run:
+    with JobRun(settings, job_id, unit="steps", task_id=task_id, worker=worker) as run:
         name = run.params.get("adapter_name") or job_id
         output_dir = _claim_adapter_dir(settings, name, job_id)
         config = train_config_from_params(settings, run.params, output_dir=output_dir)

@@ -1,0 +1,99 @@
+"""A worker's background thread: announce the worker in Redis every heartbeat and, when it holds the sweeper's
+lock, run the sweeper (workers/sweeper.py).
+
+A thread, not a Celery task: a solo-pool worker busy with a shard for an hour runs no other task, but its threads
+keep running (the judge's compute releases the GIL). Every worker runs one; a lock in Redis (expiring after three
+sweep intervals) elects one sweeper, so a killed leader is replaced by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import redis
+
+from shared.settings import Settings
+from shared.worker_presence import SWEEPER_LOCK_NAME, announce, live_workers, redis_client, withdraw
+from workers.sweeper import Send, Sweeper
+
+log = logging.getLogger(__name__)
+
+
+class WorkerBackground:
+    """The heartbeat and, for the elected worker, the sweeper.
+
+    Args:
+        settings: REDIS_URL, REDIS_KEY_PREFIX, WORKER_HEARTBEAT_S and SWEEP_INTERVAL_S are read.
+        worker: this worker's name (as Celery reports it in task requests).
+        queues: the queues this worker consumes.
+        send: sends one task (the sweeper's re-queues).
+    """
+
+    def __init__(self, settings: Settings, *, worker: str, queues: list[str], send: Send) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.queues = sorted(queues)
+        self.client = redis_client(settings)
+        self.sweeper = Sweeper(settings, send=send, live_workers=self._live_workers)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = None
+        self._last_sweep = 0.0
+        self._owner = uuid.uuid4().hex
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="arena-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            withdraw(self.client, self.settings, self.worker)
+            if self._lock is not None:
+                self._lock.release()
+        except (redis.RedisError, redis.exceptions.LockError):
+            pass  # the announcement and the lock expire by themselves
+
+    def _live_workers(self) -> dict[str, list[str]]:
+        return live_workers(self.client, self.settings)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.beat()
+            self._stop.wait(self.settings.WORKER_HEARTBEAT_S)
+
+    def beat(self) -> None:
+        """One heartbeat, and a sweep when one is due and this worker leads."""
+        try:
+            announce(self.client, self.settings, self.worker, self.queues)
+            interval = self.settings.SWEEP_INTERVAL_S
+            if interval and time.monotonic() - self._last_sweep >= interval and self._lead():
+                self._last_sweep = time.monotonic()
+                self.sweeper.sweep()
+        except redis.RedisError as exc:  # Redis down: announce again once it is back, the lock will have expired
+            log.warning("heartbeat: Redis does not answer (%s); retrying", type(exc).__name__)
+            self._lock = None
+        except Exception:
+            log.exception("heartbeat or sweep failed; retrying at the next beat")
+
+    def _lead(self) -> bool:
+        """Hold (or take) the sweeper's lock; true while this worker is the one sweeper."""
+        ttl = max(3 * self.settings.SWEEP_INTERVAL_S, 3 * self.settings.WORKER_HEARTBEAT_S)
+        name = f"{self.settings.REDIS_KEY_PREFIX}{SWEEPER_LOCK_NAME}"
+        if self._lock is not None:
+            try:
+                self._lock.reacquire()
+                return True
+            except redis.exceptions.LockError:
+                self._lock = None
+        lock = self.client.lock(name, timeout=ttl, blocking=False, thread_local=False)
+        if lock.acquire(token=self._owner):
+            log.info("this worker (%s) is now the sweeper", self.worker)
+            self._lock = lock
+            return True
+        return False

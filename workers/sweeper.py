@@ -1,0 +1,253 @@
+"""The sweeper: reconciles job records (the source of truth) with the queues, so that no job stays stuck.
+
+One pass over every unfinished record (no Celery in here: sending is a callable the caller provides):
+- **outbox**: a job recorded but never sent (the gateway died between the record and the send) is sent after
+  DISPATCH_GRACE_S, under the task ids the record holds, so a late send of the gateway's own counts once;
+- **dead or hung steps**: a running shard, train or synth job whose worker stopped announcing itself
+  (WORKER_HEARTBEAT_S, gone after three missed beats) or whose lease (LEASE_S, renewed by every chunk) expired is
+  re-queued under a fresh task id; the old delivery, should Redis hand it out again, is stale and stops at once.
+  After JOB_MAX_ATTEMPTS starts the job fails with the reason instead;
+- **stranded tasks**: a queued shard or job whose queue no live worker consumes is sent again to one that does;
+- **assembly**: a predict job whose shards all succeeded but whose assembler never ran or is gone gets an
+  assembly task (claiming it again is safe: the claim is under the record's lock, files are published once).
+
+Only one sweeper acts at a time (workers/background.py holds a lock in Redis); every change is a locked
+read-modify-write of the record, so a worker finishing the same step meanwhile always wins over the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.job_store import JobStore
+from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.routing import predict_queues
+from shared.schemas import ACTIVE_STATES, JobRecord, ShardRecord
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WHOLE_JOB_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK}
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One task to send: by name, to a queue, under a fixed id."""
+
+    name: str
+    kwargs: dict
+    queue: str
+    task_id: str
+
+
+Send = Callable[[TaskMessage], None]
+
+
+class Sweeper:
+    """One reconciliation pass at a time over SHARED_DIR/jobs/.
+
+    Args:
+        settings: SHARED_DIR, DISPATCH_GRACE_S, JOB_MAX_ATTEMPTS and the heartbeat are read.
+        send: sends one task (raises when the broker is down; the record then still says "not sent").
+        live_workers: worker name → queues, of the workers announcing themselves now.
+        clock: seconds since the epoch (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        send: Send,
+        live_workers: Callable[[], dict[str, list[str]]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = JobStore(settings.SHARED_DIR)
+        self.send = send
+        self.live_workers = live_workers
+        self.clock = clock
+        # When each worker named by a record was first found missing; a worker counts as gone only after missing
+        # for worker_gone_s, so a Redis restart (which forgets every announcement) does not look like deaths.
+        self._missing_since: dict[str, float] = {}
+        self._unassembled: dict[str, float] = {}
+
+    def sweep(self) -> list[str]:
+        """One pass; returns what it did, one line per action (for the log and the tests)."""
+        workers = self.live_workers()
+        now = self.clock()
+        for name in list(self._missing_since):
+            if name in workers:
+                del self._missing_since[name]
+        live_queues = {queue for queues in workers.values() for queue in queues}
+        actions: list[str] = []
+        for state in ACTIVE_STATES:
+            for record in self.store.list(state=state, limit=1_000_000):
+                try:
+                    actions += self._sweep_record(record, workers=workers, live_queues=live_queues, now=now)
+                except Exception:  # one bad record must not stop the others being swept
+                    log.exception("sweeping job %s failed", record.id)
+        for action in actions:
+            log.warning("sweeper: %s", action)
+        return actions
+
+    # --- per record --------------------------------------------------------------------------------------
+
+    def _sweep_record(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
+        if record.kind == "predict":
+            actions = self._sweep_shards(record, workers=workers, live_queues=live_queues, now=now)
+            return actions + self._sweep_assembly(self.store.read(record.id), workers=workers, now=now)
+        return self._sweep_whole_job(record, workers=workers, live_queues=live_queues, now=now)
+
+    def _sweep_shards(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
+        actions = []
+        job_queues = predict_queues(workers, fallback=self.settings.FALLBACK_QUEUE)
+        for shard in record.shards:
+            if shard.state == "running":
+                why = self._why_dead(shard.worker, shard.lease_until, workers=workers, now=now)
+                if why is not None:
+                    actions.append(self._requeue_shard(record.id, shard.index, why, queues=job_queues))
+            elif shard.state == "queued":
+                if shard.sent_at is None and self._age(record.created_at, now) >= self.settings.DISPATCH_GRACE_S:
+                    actions.append(self._send_shard(record.id, shard, reason="its task was recorded but never sent"))
+                elif shard.sent_at is not None and live_queues and shard.queue not in live_queues:
+                    if self._age(shard.sent_at, now) >= self.settings.DISPATCH_GRACE_S:
+                        reason = f"no live worker consumes its queue {shard.queue}"
+                        actions.append(self._requeue_shard(record.id, shard.index, reason, queues=job_queues))
+        return [action for action in actions if action]
+
+    def _sweep_assembly(self, record: JobRecord, *, workers, now: float) -> list[str]:
+        if record.terminal or not record.shards or any(shard.state != "succeeded" for shard in record.shards):
+            return []
+        if record.assembler is not None:
+            why = self._why_dead(record.assembler, None, workers=workers, now=now)
+            if why is None:
+                return []
+            cleared = False
+
+            def release(current: JobRecord) -> None:
+                nonlocal cleared
+                if current.assembler == record.assembler:
+                    current.assembler, cleared = None, True
+
+            self.store.update(record.id, release)
+            if not cleared:
+                return []
+        else:
+            # The last shard claims the assembly a moment after it succeeds: act only on a job seen waiting for a
+            # whole grace period, not on one caught between those two steps.
+            first_seen = self._unassembled.setdefault(record.id, now)
+            if now - first_seen < self.settings.DISPATCH_GRACE_S:
+                return []
+        self._unassembled.pop(record.id, None)
+        queues = predict_queues(workers, fallback=self.settings.FALLBACK_QUEUE)
+        self.send(TaskMessage(PREDICT_ASSEMBLE_TASK, {"job_id": record.id}, queues[0], uuid.uuid4().hex))
+        return [f"job {record.id}: every shard succeeded but no live worker assembles it; sent its assembly"]
+
+    def _sweep_whole_job(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
+        if record.state == "queued" and record.dispatched_at is None:
+            if self._age(record.created_at, now) >= self.settings.DISPATCH_GRACE_S and record.task_ids:
+                return [self._send_whole_job(record, reason="its task was recorded but never sent")]
+            return []
+        if record.state == "running":
+            why = self._why_dead(record.worker, record.lease_until, workers=workers, now=now)
+            if why is not None:
+                return [self._requeue_whole_job(record.id, why, workers=workers)]
+        if record.state == "dispatched" and live_queues and record.queue not in live_queues:
+            if record.dispatched_at and self._age(record.dispatched_at, now) >= self.settings.DISPATCH_GRACE_S:
+                return [self._requeue_whole_job(record.id, f"no live worker consumes its queue {record.queue}",
+                                                workers=workers)]  # fmt: skip
+        return []
+
+    # --- actions -----------------------------------------------------------------------------------------
+
+    def _requeue_shard(self, job_id: str, index: int, why: str, *, queues: list[str]) -> str:
+        """Give the shard a fresh task id on a live queue and send it, or fail the job past JOB_MAX_ATTEMPTS."""
+        outcome: tuple[str, ShardRecord | None] = ("", None)
+
+        def change(record: JobRecord) -> None:
+            nonlocal outcome
+            shard = next(shard for shard in record.shards if shard.index == index)
+            if shard.state not in ("running", "queued"):
+                return  # it finished meanwhile
+            if shard.attempts >= self.settings.JOB_MAX_ATTEMPTS:
+                reason = (
+                    f"shard {index} (rows {shard.start}-{shard.stop - 1}) was started {shard.attempts} times without"
+                    f" finishing; last time {why}. It may not fit the worker's memory: split the dataset, or raise"
+                    " JOB_MAX_ATTEMPTS"
+                )
+                shard.state, shard.error = "failed", reason
+                record.state, record.error = "failed", reason
+                outcome = (f"job {job_id} shard {index}: failed the job, {why}", None)
+                return
+            shard.task_id = uuid.uuid4().hex
+            record.task_ids.append(shard.task_id)
+            shard.state, shard.sent_at, shard.lease_until = "queued", None, None
+            shard.queue = shard.queue if shard.queue in queues else queues[index % len(queues)]
+            shard.error = f"re-queued: {why}"
+            outcome = (f"job {job_id} shard {index}: re-queued on {shard.queue}, {why}", shard.model_copy())
+
+        self.store.update(job_id, change)
+        action, shard = outcome
+        if shard is not None:
+            self._send_shard(job_id, shard, reason=None)
+        return action
+
+    def _send_shard(self, job_id: str, shard: ShardRecord, *, reason: str | None) -> str:
+        message = TaskMessage(PREDICT_SHARD_TASK, {"job_id": job_id, "shard_index": shard.index}, shard.queue,
+                              shard.task_id)  # fmt: skip
+        self.send(message)
+        self.store.mark_sent(job_id, task_ids=[shard.task_id])
+        return f"job {job_id} shard {shard.index}: sent to {shard.queue}, {reason}" if reason else ""
+
+    def _requeue_whole_job(self, job_id: str, why: str, *, workers) -> str:
+        outcome: tuple[str, JobRecord | None] = ("", None)
+        live = predict_queues(workers, fallback=self.settings.FALLBACK_QUEUE)
+
+        def change(record: JobRecord) -> None:
+            nonlocal outcome
+            if record.attempts >= self.settings.JOB_MAX_ATTEMPTS:
+                record.state = "failed"
+                record.error = (
+                    f"the job was started {record.attempts} times without finishing; last time {why}. It may not fit"
+                    " the worker's memory: lower the batch size or the model, or raise JOB_MAX_ATTEMPTS"
+                )
+                outcome = (f"job {job_id}: failed, {why}", None)
+                return
+            record.task_ids.append(uuid.uuid4().hex)
+            record.state, record.dispatched_at, record.lease_until = "queued", None, None
+            record.queue = record.queue if record.queue in live else live[0]
+            outcome = (f"job {job_id}: re-queued on {record.queue}, {why}", record.model_copy())
+
+        self.store.update(job_id, change)
+        action, record = outcome
+        if record is not None:
+            self._send_whole_job(record, reason=None)
+        return action
+
+    def _send_whole_job(self, record: JobRecord, *, reason: str | None) -> str:
+        queue = record.queue or self.settings.FALLBACK_QUEUE
+        self.send(TaskMessage(WHOLE_JOB_TASKS[record.kind], {"job_id": record.id}, queue, record.task_ids[-1]))
+        self.store.mark_sent(record.id, task_ids=[record.task_ids[-1]])
+        return f"job {record.id}: sent to {queue}, {reason}" if reason else ""
+
+    # --- liveness ----------------------------------------------------------------------------------------
+
+    def _why_dead(self, worker: str | None, lease_until: datetime | None, *, workers, now: float) -> str | None:
+        """Why a step held by `worker` counts as dead now, or None while it may still be running."""
+        if lease_until is not None and lease_until.timestamp() < now:
+            return f"its lease expired at {lease_until:%H:%M:%S} UTC (no progress for LEASE_S={self.settings.LEASE_S}s)"
+        if worker is None or worker in workers:
+            return None
+        missing_since = self._missing_since.setdefault(worker, now)
+        if now - missing_since >= self.settings.worker_gone_s:
+            return f"its worker {worker} stopped answering (no heartbeat for {self.settings.worker_gone_s:.0f}s)"
+        return None
+
+    @staticmethod
+    def _age(moment: datetime, now: float) -> float:
+        return now - moment.timestamp()
