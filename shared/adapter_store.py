@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import UTC, datetime
@@ -30,8 +31,13 @@ def _read_json(path: Path) -> dict:
 
 
 def _newest_mtime(folder: Path) -> datetime:
-    newest = max((path.stat().st_mtime for path in folder.iterdir() if path.is_file()), default=folder.stat().st_mtime)
-    return datetime.fromtimestamp(newest, tz=UTC)
+    mtimes = []
+    for path in folder.iterdir():
+        # A training folder's temp files (atomic writes, a train job's claim being made) vanish at any moment.
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file():
+                mtimes.append(path.stat().st_mtime)
+    return datetime.fromtimestamp(max(mtimes, default=folder.stat().st_mtime), tz=UTC)
 
 
 def _text_predictor_info(folder: Path, metrics: dict) -> AdapterInfo:

@@ -6,6 +6,7 @@ and only then renamed into place: a rejected upload leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
@@ -81,21 +82,38 @@ class DatasetStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def register(self, csv_path: Path, *, name: str) -> DatasetInfo:
+    def register(self, csv_path: Path, *, name: str, dataset_id: str | None = None) -> DatasetInfo:
         """Store a CSV already on the shared volume (a synth job's pairs.csv) as a dataset, linked, not copied.
+
+        Args:
+            csv_path: the CSV to store.
+            name: the dataset's display name.
+            dataset_id: the id to store it under, for a caller that may register the same file again (a synth
+                job redelivered after it registered): a dataset of that id that exists already is returned as it
+                is, so a repeated step never makes a second dataset. None: a fresh id.
 
         Raises:
             DataFormatError: not a Kaggle arena CSV.
         """
-        dataset_id = new_id()
-        staging = self.root / f".register-{dataset_id}"
+        if dataset_id is not None:
+            with contextlib.suppress(DatasetNotFoundError):
+                return self.read(dataset_id)
+        dataset_id = dataset_id or new_id()
+        # Its own staging name: a step killed mid-registration leaves its staging folder behind.
+        staging = self.root / f".register-{new_id()}"
         staging.mkdir(parents=True)
         try:
             link_or_copy(Path(csv_path), staging / DATASET_CSV_NAME)
             data = (staging / DATASET_CSV_NAME).read_bytes()
-            return self._publish(
-                staging, dataset_id, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-            )
+            try:
+                return self._publish(
+                    staging, dataset_id, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                )
+            except OSError:
+                # A concurrent delivery of the same step renamed its folder into place first: use that one.
+                with contextlib.suppress(DatasetNotFoundError):
+                    return self.read(dataset_id)
+                raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

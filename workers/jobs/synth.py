@@ -7,11 +7,13 @@ it at once through `extra_datasets`), and links pairs.csv, annotations.jsonl and
 submissions/<job_id>/ for GET /v1/jobs/{id}/artifacts/{name}.
 
 A redelivered message (the worker died) resumes: chunks already in synth/<job_id>/chunks/ are not labelled
-again. Cancelling or the job's time limit stops it between chunks.
+again, and a dataset registered already is reused (its id is derived from the job id). Cancelling or the
+job's time limit stops it between chunks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -83,12 +85,24 @@ def run_synth_job(settings: Settings, *, job_id: str, task_id: str | None = None
         return _publish_synth(settings, run, config, metrics)
 
 
+def synth_dataset_id(job_id: str) -> str:
+    """The id of the dataset a synth job registers, the same on every delivery of the job.
+
+    A message redelivered after the worker registered pairs.csv but died before the job was marked succeeded
+    runs the step again; a fixed id makes that second registration find the first instead of adding a copy.
+    Hashed rather than the job id itself, so a dataset id is never also a job id.
+    """
+    return hashlib.sha256(f"synth-dataset:{job_id}".encode()).hexdigest()[:32]
+
+
 def _publish_synth(settings: Settings, run: JobRun, config: SynthConfig, metrics: dict) -> dict:
     """Register pairs.csv as a dataset, link the files into submissions/<job_id>/ and finish the job."""
     job_id = run.job_id
     output_dir = Path(config.output_dir)
     datasets = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
-    dataset = datasets.register(output_dir / SYNTH_PAIRS_NAME, name=f"synth-{job_id}.csv")
+    dataset = datasets.register(
+        output_dir / SYNTH_PAIRS_NAME, name=f"synth-{job_id}.csv", dataset_id=synth_dataset_id(job_id)
+    )
     job_dir = job_output_dir(settings.SHARED_DIR, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
     artifacts = [SYNTH_PAIRS_NAME, SYNTH_ANNOTATIONS_NAME, METRICS_NAME]
