@@ -1,7 +1,7 @@
 """Write docs/settings.md from the Settings fields (name, default, meaning); `--check` fails when it is stale.
 
-    PYTHONPATH=. .venv-api/bin/python scripts/settings_doc.py          # rewrite docs/settings.md
-    PYTHONPATH=. .venv-api/bin/python scripts/settings_doc.py --check  # exit 1 if it differs
+PYTHONPATH=. .venv-api/bin/python scripts/settings_doc.py          # rewrite docs/settings.md
+PYTHONPATH=. .venv-api/bin/python scripts/settings_doc.py --check  # exit 1 if it differs
 """
 
 from __future__ import annotations
