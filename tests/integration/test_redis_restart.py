@@ -87,7 +87,7 @@ def test_jobs_survive_a_redis_restart_and_the_gateway_recovers(stack, own_redis)
         assert health.status_code == 503 and health.json()["broker"].startswith("unreachable")
         # Job records live in shared storage: still listed, with their states, while Redis is down.
         listed = {job["id"]: job["state"] for job in stack.client.get("/v1/jobs").json()}
-        assert listed == {running_id: "running", queued_id: "queued"}
+        assert listed == {running_id: "running", queued_id: "dispatched"}  # sent, waiting for the busy worker
     finally:
         own_redis.start()
 
