@@ -91,7 +91,7 @@ class SoakStack:
         env.update(
             PYTHONPATH=str(ROOT), SHARED_DIR=str(self.shared), REDIS_URL=self.redis_url, API_KEY=self.api_key,
             OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", WORKER_HEARTBEAT_S="2", SWEEP_INTERVAL_S="2",
-            DISPATCH_GRACE_S="5", SHARD_RETRY_DELAY_S="1", INSPECT_TIMEOUT_S="0.5",
+            DISPATCH_GRACE_S="5", SHARD_RETRY_DELAY_S="1", INSPECT_TIMEOUT_S="0.5", SHARD_CHECKPOINT_ROWS="50",
         )  # fmt: skip
         return env
 
@@ -125,15 +125,34 @@ class SoakStack:
             self.workers[name] = process
         return name
 
-    def kill_worker(self, rng: random.Random) -> str | None:
-        with self.lock:
-            alive = [name for name, process in self.workers.items() if process.poll() is None]
-            if not alive:
-                return None
-            victim = rng.choice(alive)
-            os.killpg(self.workers[victim].pid, signal.SIGKILL)
+    def busy_workers(self) -> set[str]:
+        """Workers that a job record shows judging a shard right now (from SHARED_DIR/jobs/, as the sweeper reads)."""
+        busy = set()
+        for path in (self.shared / "jobs").glob("*.json"):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            busy |= {shard["worker"] for shard in record.get("shards", []) if shard.get("state") == "running"}
+        return busy
+
+    def kill_worker(self, rng: random.Random, *, wait_for_busy_s: float = 15.0) -> tuple[str | None, bool]:
+        """Kill -9 a worker, preferring one in the middle of a shard (waiting a little for one); returns it and
+        whether it was busy."""
+        until = time.monotonic() + wait_for_busy_s
+        while True:
+            with self.lock:
+                alive = [name for name, process in self.workers.items() if process.poll() is None]
+                busy = [name for name in alive if name in self.busy_workers()]
+                if busy or time.monotonic() > until:
+                    if not alive:
+                        return None, False
+                    victim = rng.choice(busy or alive)
+                    os.killpg(self.workers[victim].pid, signal.SIGKILL)
+                    break
+            time.sleep(0.2)
         self.workers[victim].wait()
-        return victim
+        return victim, bool(busy)
 
     def start_api(self) -> None:
         command = [str(API_PYTHON), "-m", "uvicorn", "--factory", "api.main:create_app", "--host", "127.0.0.1",
@@ -176,7 +195,7 @@ def request_with_retries(client: httpx.Client, method: str, url: str, *, deadlin
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--rows", type=int, default=6, help="rows per job's dataset")
+    parser.add_argument("--rows", type=int, default=300, help="rows per job's dataset")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kills", type=int, default=4, help="workers killed with -9 (each replaced)")
     parser.add_argument("--redis-restarts", type=int, default=2)
@@ -227,9 +246,10 @@ def main() -> int:
             for kind, at in faults:
                 time.sleep(max(0.0, t0 + at - time.monotonic()))
                 if kind == "kill":
-                    victim = stack.kill_worker(rng)
+                    victim, busy = stack.kill_worker(rng)
                     stack.start_worker()
-                    events.append(f"{time.monotonic() - t0:.0f}s: killed {victim}, started a replacement")
+                    what = "mid-shard" if busy else "idle"
+                    events.append(f"{time.monotonic() - t0:.0f}s: killed {victim} ({what}), started a replacement")
                 else:
                     stack.stop_redis()
                     time.sleep(rng.uniform(1, 5))

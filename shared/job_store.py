@@ -109,14 +109,17 @@ class JobStore:
 
         return self.update(job_id, change)
 
-    def update_shard(self, job_id: str, index: int, **fields) -> JobRecord:
-        """Set fields of shard `index`; a running shard also marks the job running."""
+    def update_shard(self, job_id: str, index: int, *, if_task_id: str | None = None, **fields) -> JobRecord:
+        """Set fields of shard `index`; a running shard also marks the job running. With `if_task_id`, only while
+        that is still the shard's current task (a superseded attempt must not touch its successor's shard)."""
 
         if fields.get("error"):
             fields["error"] = relative_to_shared(fields["error"], self.shared_dir)
 
         def change(record: JobRecord) -> None:
             shard = _shard(record, index)
+            if if_task_id is not None and shard.task_id != if_task_id:
+                return
             for name, value in fields.items():
                 setattr(shard, name, value)
             if fields.get("state") == "running" and record.state in ("queued", "dispatched"):
@@ -125,10 +128,23 @@ class JobStore:
 
         return self.update(job_id, change)
 
-    def fail(self, job_id: str, error: str) -> JobRecord:
+    def fail(
+        self, job_id: str, error: str, *, shard: tuple[int, str] | None = None, task_id: str | None = None
+    ) -> JobRecord:
+        """Fail the job. With `shard` (index, task id): only while that task is the shard's current attempt, and the
+        shard with it; with `task_id` (train, synth): only while it is the job's current task. A superseded attempt
+        (re-queued by the sweeper) must not fail its successor's job."""
         error = relative_to_shared(error, self.shared_dir)
 
         def change(record: JobRecord) -> None:
+            if task_id is not None and record.task_ids and record.task_ids[-1] != task_id:
+                return
+            if shard is not None:
+                failed = _shard(record, shard[0])
+                if failed.task_id != shard[1]:
+                    return
+                failed.state = "failed"
+                failed.error = error
             record.state = "failed"
             record.error = error
 

@@ -85,12 +85,13 @@ class Sweeper:
                 del self._missing_since[name]
         live_queues = {queue for queues in workers.values() for queue in queues}
         actions: list[str] = []
-        for state in ACTIVE_STATES:
-            for record in self.store.list(state=state, limit=1_000_000):
-                try:
-                    actions += self._sweep_record(record, workers=workers, live_queues=live_queues, now=now)
-                except Exception:  # one bad record must not stop the others being swept
-                    log.exception("sweeping job %s failed", record.id)
+        for record in self.store.list(limit=1_000_000):
+            if record.state not in ACTIVE_STATES:
+                continue
+            try:
+                actions += self._sweep_record(record, workers=workers, live_queues=live_queues, now=now)
+            except Exception:  # one bad record must not stop the others being swept
+                log.exception("sweeping job %s failed", record.id)
         for action in actions:
             log.warning("sweeper: %s", action)
         return actions

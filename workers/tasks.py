@@ -35,20 +35,19 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
         log.info("%s", exc)
         return {"shard": shard_index, "stale": str(exc)}
     except JobCancelledError as exc:
-        store.update_shard(job_id, shard_index, state="cancelled")
+        store.update_shard(job_id, shard_index, if_task_id=self.request.id, state="cancelled")
         return {"shard": shard_index, "cancelled": str(exc)}
     except UserError as exc:
-        store.update_shard(job_id, shard_index, state="failed", error=str(exc))
-        store.fail(job_id, f"shard {shard_index}: {exc}")
+        store.fail(job_id, f"shard {shard_index}: {exc}", shard=(shard_index, self.request.id))
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if attempt < settings.SHARD_MAX_RETRIES:
             log.warning("job %s shard %s attempt %s failed (%s); retrying", job_id, shard_index, attempt + 1, reason)
-            store.update_shard(job_id, shard_index, state="queued", error=reason)
+            store.update_shard(job_id, shard_index, if_task_id=self.request.id, state="queued", error=reason)
             raise self.retry(exc=exc, countdown=settings.SHARD_RETRY_DELAY_S) from None
-        store.update_shard(job_id, shard_index, state="failed", error=reason)
-        store.fail(job_id, f"shard {shard_index} failed after {attempt + 1} attempts: {reason}")
+        reason = f"shard {shard_index} failed after {attempt + 1} attempts: {reason}"
+        store.fail(job_id, reason, shard=(shard_index, self.request.id))
         raise
     # The shard that completes the set assembles the submission, on this worker, once.
     if predict.claim_assembly(store, job_id, worker=self.request.hostname or "worker"):
@@ -112,8 +111,8 @@ def _run_whole_job(task, step: Callable[..., dict], *, job_id: str, what: str) -
     except JobCancelledError as exc:
         return {"job_id": job_id, "cancelled": str(exc)}
     except UserError as exc:
-        store.fail(job_id, str(exc))
+        store.fail(job_id, str(exc), task_id=task.request.id)
         raise
     except Exception as exc:
-        store.fail(job_id, f"{what} failed: {type(exc).__name__}: {exc}")
+        store.fail(job_id, f"{what} failed: {type(exc).__name__}: {exc}", task_id=task.request.id)
         raise

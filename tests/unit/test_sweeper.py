@@ -219,3 +219,21 @@ def test_the_lease_is_renewed_by_progress(settings, harness):
     harness.store.update(JOB, lambda record: setattr(record.shards[0], "lease_until", first - timedelta(seconds=50)))
     run.report(1, 1)
     assert harness.store.read(JOB).shards[0].lease_until >= first
+
+
+def test_a_superseded_attempt_failing_does_not_fail_its_successors_job(settings, harness):
+    harness.predict_record()
+    harness.store.update(JOB, lambda record: setattr(record.shards[0], "task_id", "t1"))  # re-queued as t1
+    harness.store.fail(JOB, "the old attempt crashed", shard=(0, "t0"))
+    harness.store.update_shard(JOB, 0, if_task_id="t0", state="queued", error="old retry")
+    record = harness.store.read(JOB)
+    assert record.state == "queued" and record.shards[0].error is None
+    harness.store.fail(JOB, "the current attempt crashed", shard=(0, "t1"))
+    assert harness.store.read(JOB).state == "failed" and harness.store.read(JOB).shards[0].state == "failed"
+
+    train = "b" * 32
+    harness.store.create(JobRecord(id=train, kind="train", params={}, task_ids=["t0", "t1"], queue="cpu"))
+    harness.store.fail(train, "the old attempt crashed", task_id="t0")
+    assert harness.store.read(train).state == "queued"
+    harness.store.fail(train, "the current attempt crashed", task_id="t1")
+    assert harness.store.read(train).state == "failed"
