@@ -89,8 +89,11 @@ up() {
   for queue in $(worker_queues); do
     index="${queue#gpu.}"
     [ "$queue" = cpu ] && index=""
-    # One process per GPU, pinned to it; solo pool (CUDA is not fork-safe), one task at a time.
-    start "worker-$queue" env CUDA_VISIBLE_DEVICES="$index" "$PY_WORKER" -m celery -A workers.celery_app worker \
+    # One process per GPU, pinned to it; solo pool (CUDA is not fork-safe), one task at a time. Restarted when
+    # it exits with 75: its watchdog stopped a step stuck in one chunk past its time limit (HARD_STOP_GRACE_S).
+    start "worker-$queue" bash -c 'while :; do "$@"; code=$?; [ "$code" -eq 75 ] || exit "$code"
+      echo "stack: the worker stopped hard (exit 75); restarting it" >&2; sleep 2; done' restart-on-75 \
+      env CUDA_VISIBLE_DEVICES="$index" "$PY_WORKER" -m celery -A workers.celery_app worker \
       -Q "$queue" -n "${queue/./}@%h" --pool=solo --concurrency=1 -E --loglevel=INFO
   done
   start api "$PY_API" -m uvicorn --factory api.main:create_app --host "$API_HOST" --port "$API_PORT"

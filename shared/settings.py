@@ -106,6 +106,14 @@ class Settings(BaseSettings):
         description="Longest a job may run (a request may ask for less): checked between chunks, the job fails"
         " past it. The broker's visibility timeout is set above it.",
     )
+    HARD_STOP_GRACE_S: float = Field(
+        default=300.0,
+        ge=1,
+        description="A job step still inside one chunk this long after its time limit (the check between chunks"
+        " never came) is stopped hard: the job fails with the reason and the worker process exits (kill -9 of its"
+        " process group, engine included) for its supervisor to restart it (compose: restart policy; make up:"
+        " scripts/stack.sh restarts it).",
+    )
     MAX_UPLOAD_BYTES: int = Field(default=200 * 1024 * 1024, ge=1024, description="Size cap of one dataset upload.")
     MAX_CELL_BYTES: int = Field(
         default=1024 * 1024,

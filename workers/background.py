@@ -9,17 +9,55 @@ sweep intervals) elects one sweeper, so a killed leader is replaced by itself.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
+from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.worker_presence import SWEEPER_LOCK_NAME, announce, live_workers, redis_client, withdraw
+from workers.jobs.run import running_step
 from workers.sweeper import Send, Sweeper
 
 log = logging.getLogger(__name__)
+HARD_STOP_EXIT_CODE = 75  # EX_TEMPFAIL: scripts/stack.sh restarts a worker that exits with it
+
+
+def exit_hard() -> None:
+    """Kill this process's descendants (vLLM's engine process holds the GPU) and exit at once.
+
+    Not a kill of the process group: under scripts/stack.sh the group holds the loop that restarts the worker, and
+    as PID 1 of a container the process ignores a signal it sends itself.
+    """
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(HARD_STOP_EXIT_CODE)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
 
 
 class WorkerBackground:
@@ -32,8 +70,17 @@ class WorkerBackground:
         send: sends one task (the sweeper's re-queues).
     """
 
-    def __init__(self, settings: Settings, *, worker: str, queues: list[str], send: Send) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: str,
+        queues: list[str],
+        send: Send,
+        hard_stop: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.hard_stop = hard_stop or exit_hard
         self.worker = worker
         self.queues = sorted(queues)
         self.client = redis_client(settings)
@@ -69,6 +116,7 @@ class WorkerBackground:
 
     def beat(self) -> None:
         """One heartbeat, and a sweep when one is due and this worker leads."""
+        self.watchdog()
         try:
             announce(self.client, self.settings, self.worker, self.queues)
             interval = self.settings.SWEEP_INTERVAL_S
@@ -80,6 +128,36 @@ class WorkerBackground:
             self._lock = None
         except Exception:
             log.exception("heartbeat or sweep failed; retrying at the next beat")
+
+    def watchdog(self) -> bool:
+        """Stop the worker hard when its step is still inside one chunk HARD_STOP_GRACE_S past its time limit.
+
+        The time limit is checked between chunks; a chunk that never returns (a hung engine, a pathological row)
+        would hold the worker forever. The job fails with the reason first, then the process exits for its
+        supervisor to restart it. Returns whether it stopped (only when `hard_stop` returns, i.e. in tests).
+        """
+        step = running_step()
+        grace = self.settings.HARD_STOP_GRACE_S
+        if step is None or time.time() < step.deadline + grace:
+            return False
+        reason = (
+            f"the job ran longer than its time limit of {step.time_limit_s}s and was stopped hard: one chunk was still"
+            f" running {grace:.0f}s past the limit, so the worker was restarted; lower JUDGE_CHUNK_PAIRS or split the"
+            " dataset, or raise time_limit_s"
+        )
+        log.error("job %s: %s", step.job_id, reason)
+        try:
+            store = JobStore(self.settings.SHARED_DIR)
+            if step.shard_index is not None and step.task_id is not None:
+                store.fail(step.job_id, reason, shard=(step.shard_index, step.task_id))
+            else:
+                store.fail(step.job_id, reason, task_id=step.task_id)
+            withdraw(self.client, self.settings, self.worker)
+        except Exception:
+            log.exception("could not record the hard stop of job %s", step.job_id)
+        finally:
+            self.hard_stop()
+        return True
 
     def _lead(self) -> bool:
         """Hold (or take) the sweeper's lock; true while this worker is the one sweeper."""

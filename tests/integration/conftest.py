@@ -85,7 +85,8 @@ class Stack:
         env.pop("API_KEY", None)
         return env
 
-    def start_worker(self, queue: str) -> str:
+    def start_worker(self, queue: str, *, env: dict[str, str] | None = None) -> str:
+        """Start a worker on `queue` (with `env` on top of the stack's worker settings); returns its name."""
         name = f"{queue.replace('.', '')}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
         log_path = self.root / f"worker-{queue}.log"
         if log_path.exists():  # a second worker on the same queue: its own log
@@ -97,7 +98,8 @@ class Stack:
         ]  # fmt: skip
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self.worker_env(queue), stdout=log_file, stderr=subprocess.STDOUT,
+                command, cwd=REPO_ROOT, env={**self.worker_env(queue), **(env or {})}, stdout=log_file,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         self.workers[name] = process

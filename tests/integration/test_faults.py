@@ -131,3 +131,19 @@ def test_a_shard_sent_to_a_queue_nobody_consumes_is_moved_to_a_live_one(stack):
     job = stack.wait_finished(record.id, timeout=120)
     assert job["state"] == "succeeded", job
     assert job["shards"][0]["queue"] == "cpu" and job["shards"][0]["task_id"] != record.shards[0].task_id
+
+
+def test_a_chunk_stuck_past_the_time_limit_is_stopped_hard_and_the_worker_exits_for_a_restart(stack):
+    """The time limit is checked between chunks; one 16-pair chunk on the CPU outlasts a 1 s limit by more than
+    HARD_STOP_GRACE_S, so the watchdog fails the job with the reason and the worker exits (75) mid-chunk.
+    Last in this module: it adds a gpu.7 worker, which jobs would prefer over cpu."""
+    name = stack.start_worker("gpu.7", env={"JUDGE_CHUNK_PAIRS": "16", "HARD_STOP_GRACE_S": "1"})
+    dataset = stack.upload(arena_csv(16, labelled=False))
+    warm = stack.predict(stack.upload(arena_csv(1, labelled=False))["id"])  # loads the judge: not in the limit
+    assert stack.wait_finished(warm)["shards"][0]["worker"] == name
+    job_id = stack.predict(dataset["id"], time_limit_s=1)
+
+    job = stack.wait_finished(job_id, timeout=120)
+    assert job["state"] == "failed" and "stopped hard" in job["error"] and "JUDGE_CHUNK_PAIRS" in job["error"], job
+    assert job["shards"][0]["state"] == "failed" and job["progress"]["done"] == 0  # inside the first chunk
+    assert stack.workers[name].wait(timeout=30) == 75  # exited for its supervisor to restart it

@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +36,25 @@ class ArtifactWriteError(OSError):
 def job_time_limit_s(settings: Settings, params: dict) -> int:
     """The job's own time limit when it asked for one, never more than the server's JOB_TIME_LIMIT_S."""
     return min(params.get("time_limit_s") or settings.JOB_TIME_LIMIT_S, settings.JOB_TIME_LIMIT_S)
+
+
+@dataclass
+class RunningStep:
+    """The job step this worker process runs now (a solo worker runs one at a time), for the watchdog."""
+
+    job_id: str
+    shard_index: int | None
+    task_id: str | None
+    deadline: float
+    time_limit_s: int
+
+
+_running_step: RunningStep | None = None
+
+
+def running_step() -> RunningStep | None:
+    """The step with a deadline this process runs now, or None (read by workers/background.py's watchdog)."""
+    return _running_step
 
 
 class JobRun:
@@ -95,6 +115,9 @@ class JobRun:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        global _running_step
+        if _running_step is not None and _running_step.job_id == self.job_id:
+            _running_step = None
         return None
 
     @property
@@ -175,6 +198,8 @@ class JobRun:
             # Counted from this attempt's start, not the job's first started_at: a step re-queued after its worker
             # died (minutes or hours later) would otherwise arrive past its deadline and fail on the spot.
             self.deadline = time.time() + self.time_limit_s
+            global _running_step
+            _running_step = RunningStep(self.job_id, self.shard_index, self.task_id, self.deadline, self.time_limit_s)
         return self.record
 
     def report(self, done: int, total: int, *, result: dict | None = None) -> None:
