@@ -71,3 +71,20 @@ def _rows(embeddings, rows: slice):
     from workers.stacking.text_model import PairEmbeddings
 
     return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
+
+
+def test_special_token_strings_in_user_text_are_embedded_as_text(encoder, monkeypatch):
+    """A response that spells "[SEP]" must not split its text into segments for the encoder."""
+    tokenizer = encoder.tokenizer
+    spelled = tokenizer(["a [SEP] b [CLS]"], split_special_tokens=True)["input_ids"][0]
+    assert spelled.count(tokenizer.sep_token_id) == 1 and spelled.count(tokenizer.cls_token_id) == 1  # its own
+    seen = []
+    original = type(tokenizer).__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("split_special_tokens"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", spy)
+    encoder.encode(["a [SEP] b"])
+    assert seen == [True]

@@ -139,6 +139,8 @@ class TextEncoder:
                     padding=True,
                     truncation=True,
                     max_length=self.max_tokens,
+                    # "[SEP]" or "[CLS]" typed in a conversation is text, not a segment boundary.
+                    split_special_tokens=True,
                     return_tensors="pt",
                 ).to(self.device)
                 hidden = self.model(**batch).last_hidden_state.float()
