@@ -8,6 +8,7 @@ is never left again, so a late shard or a repeated message cannot resurrect a fi
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from shared.schemas import JobRecord, ShardRecord, utc_now
@@ -78,7 +79,7 @@ class JobStore:
 
     # --- transitions -------------------------------------------------------------------------------------
 
-    def mark_sent(self, job_id: str, *, task_ids: list[str]) -> JobRecord:
+    def mark_sent(self, job_id: str, *, task_ids: list[str], at: datetime | None = None) -> JobRecord:
         """Record that the tasks `task_ids` were sent: the job is dispatched, those shards have a `sent_at`.
 
         Called after the send, so a record that never got here (its sender died in between) is what the sweeper
@@ -87,12 +88,12 @@ class JobStore:
         sent = set(task_ids)
 
         def change(record: JobRecord) -> None:
-            now = utc_now()
+            now = at or utc_now()
             if record.state == "queued":
                 record.state = "dispatched"
             if record.shards:
                 for shard in record.shards:
-                    if shard.task_id in sent and shard.sent_at is None:
+                    if shard.task_id in sent:  # the latest send: a lost task is looked for again from here
                         shard.sent_at = now
                 if record.dispatched_at is None and all(shard.sent_at for shard in record.shards):
                     record.dispatched_at = now

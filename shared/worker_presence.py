@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 import redis
 
@@ -30,9 +31,19 @@ def presence_key(settings: Settings, worker: str) -> str:
     return f"{settings.REDIS_KEY_PREFIX}{PRESENCE_PREFIX}{worker}"
 
 
-def announce(client: redis.Redis, settings: Settings, worker: str, queues: list[str]) -> None:
-    """Say that `worker` is alive and consumes `queues`, for the next `worker_gone_s` seconds."""
-    body = json.dumps({"queues": sorted(queues), "seen": time.time()})
+@dataclass(frozen=True)
+class Announcement:
+    """What a live worker said about itself: the queues it consumes, and since when it has had no task (None: busy)."""
+
+    queues: list[str]
+    idle_since: float | None = None
+
+
+def announce(
+    client: redis.Redis, settings: Settings, worker: str, queues: list[str], *, idle_since: float | None = None
+) -> None:
+    """Say that `worker` is alive and consumes `queues` (idle since `idle_since`, or busy), for `worker_gone_s`."""
+    body = json.dumps({"queues": sorted(queues), "seen": time.time(), "idle_since": idle_since})
     client.set(presence_key(settings, worker), body, px=int(settings.worker_gone_s * 1000))
 
 
@@ -47,21 +58,31 @@ def live_workers(client: redis.Redis, settings: Settings) -> dict[str, list[str]
     Raises:
         redis.RedisError: Redis does not answer.
     """
+    return {name: announcement.queues for name, announcement in announcements(client, settings).items()}
+
+
+def announcements(client: redis.Redis, settings: Settings) -> dict[str, Announcement]:
+    """Worker name → its announcement, for every worker that announced itself recently.
+
+    Raises:
+        redis.RedisError: Redis does not answer.
+    """
     prefix = presence_key(settings, "")
     keys = list(client.scan_iter(match=f"{_escape_glob(prefix)}*", count=500))
     if not keys:
         return {}
-    workers: dict[str, list[str]] = {}
+    found: dict[str, Announcement] = {}
     for key, body in zip(keys, client.mget(keys), strict=True):
         if body is None:  # expired between the scan and the read
             continue
         try:
-            queues = json.loads(body)["queues"]
+            fields = json.loads(body)
+            announcement = Announcement([str(queue) for queue in fields["queues"]], fields.get("idle_since"))
         except (ValueError, KeyError, TypeError):
             continue
         name = key.decode() if isinstance(key, bytes) else str(key)
-        workers[name[len(prefix) :]] = [str(queue) for queue in queues]
-    return workers
+        found[name[len(prefix) :]] = announcement
+    return found
 
 
 def _escape_glob(text: str) -> str:

@@ -21,7 +21,7 @@ import redis
 
 from shared.job_store import JobStore
 from shared.settings import Settings
-from shared.worker_presence import SWEEPER_LOCK_NAME, announce, live_workers, redis_client, withdraw
+from shared.worker_presence import SWEEPER_LOCK_NAME, announce, announcements, redis_client, withdraw
 from workers.jobs.run import running_step
 from workers.sweeper import Send, Sweeper
 
@@ -84,7 +84,8 @@ class WorkerBackground:
         self.worker = worker
         self.queues = sorted(queues)
         self.client = redis_client(settings)
-        self.sweeper = Sweeper(settings, send=send, live_workers=self._live_workers)
+        self.sweeper = Sweeper(settings, send=send, announcements=lambda: announcements(self.client, settings))
+        self.idle_since: float | None = time.time()  # set by the task signals (workers/celery_app.py)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = None
@@ -106,8 +107,11 @@ class WorkerBackground:
         except (redis.RedisError, redis.exceptions.LockError):
             pass  # the announcement and the lock expire by themselves
 
-    def _live_workers(self) -> dict[str, list[str]]:
-        return live_workers(self.client, self.settings)
+    def task_started(self) -> None:
+        self.idle_since = None
+
+    def task_finished(self) -> None:
+        self.idle_since = time.time()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +122,7 @@ class WorkerBackground:
         """One heartbeat, and a sweep when one is due and this worker leads."""
         self.watchdog()
         try:
-            announce(self.client, self.settings, self.worker, self.queues)
+            announce(self.client, self.settings, self.worker, self.queues, idle_since=self.idle_since)
             interval = self.settings.SWEEP_INTERVAL_S
             if interval and time.monotonic() - self._last_sweep >= interval and self._lead():
                 self._last_sweep = time.monotonic()

@@ -10,7 +10,7 @@ the gateway's client shares.
 
 from __future__ import annotations
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
 
 from shared.celery_config import make_celery
 from shared.settings import get_settings
@@ -32,6 +32,18 @@ def start_background(sender, **_kwargs) -> None:
     queues = sorted(sender.app.amqp.queues.consume_from)
     _background = WorkerBackground(get_settings(), worker=sender.hostname, queues=queues, send=send)
     _background.start()
+
+
+@task_prerun.connect
+def mark_busy(**_kwargs) -> None:
+    if _background is not None:
+        _background.task_started()
+
+
+@task_postrun.connect
+def mark_idle(**_kwargs) -> None:
+    if _background is not None:
+        _background.task_finished()
 
 
 @worker_shutdown.connect

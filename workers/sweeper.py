@@ -8,6 +8,8 @@ One pass over every unfinished record (no Celery in here: sending is a callable 
   re-queued under a fresh task id; the old delivery, should Redis hand it out again, is stale and stops at once.
   After JOB_MAX_ATTEMPTS starts the job fails with the reason instead;
 - **stranded tasks**: a queued shard or job whose queue no live worker consumes is sent again to one that does;
+  one whose queue has a worker idle for a whole grace period was lost (a Redis without persistence restarted)
+  and is sent again under the same id;
 - **assembly**: a predict job whose shards all succeeded but whose assembler never ran or is gone gets an
   assembly task (claiming it again is safe: the claim is under the record's lock, files are published once).
 
@@ -22,13 +24,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import predict_queues
 from shared.schemas import ACTIVE_STATES, JobRecord, ShardRecord
 from shared.settings import Settings
+from shared.worker_presence import Announcement
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ class Sweeper:
     Args:
         settings: SHARED_DIR, DISPATCH_GRACE_S, JOB_MAX_ATTEMPTS and the heartbeat are read.
         send: sends one task (raises when the broker is down; the record then still says "not sent").
-        live_workers: worker name → queues, of the workers announcing themselves now.
+        announcements: worker name → its announcement (queues, idle since), of the workers alive now.
         clock: seconds since the epoch (tests pass their own).
     """
 
@@ -63,23 +66,33 @@ class Sweeper:
         settings: Settings,
         *,
         send: Send,
-        live_workers: Callable[[], dict[str, list[str]]],
+        announcements: Callable[[], dict[str, Announcement]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = JobStore(settings.SHARED_DIR)
         self.send = send
-        self.live_workers = live_workers
+        self.announcements = announcements
         self.clock = clock
         # When each worker named by a record was first found missing; a worker counts as gone only after missing
         # for worker_gone_s, so a Redis restart (which forgets every announcement) does not look like deaths.
         self._missing_since: dict[str, float] = {}
         self._unassembled: dict[str, float] = {}
+        self._idle_queues: set[str] = set()
 
     def sweep(self) -> list[str]:
         """One pass; returns what it did, one line per action (for the log and the tests)."""
-        workers = self.live_workers()
+        announced = self.announcements()
+        workers = {name: announcement.queues for name, announcement in announced.items()}
         now = self.clock()
+        # Queues a worker has been idle on for a whole grace period: a task sent there and still not started was
+        # lost (a Redis without persistence restarted), so it is sent again under the same id.
+        self._idle_queues = {
+            queue
+            for announcement in announced.values()
+            if announcement.idle_since is not None and now - announcement.idle_since >= self.settings.DISPATCH_GRACE_S
+            for queue in announcement.queues
+        }
         for name in list(self._missing_since):
             if name in workers:
                 del self._missing_since[name]
@@ -115,10 +128,13 @@ class Sweeper:
             elif shard.state == "queued":
                 if shard.sent_at is None and self._age(record.created_at, now) >= self.settings.DISPATCH_GRACE_S:
                     actions.append(self._send_shard(record.id, shard, reason="its task was recorded but never sent"))
-                elif shard.sent_at is not None and live_queues and shard.queue not in live_queues:
-                    if self._age(shard.sent_at, now) >= self.settings.DISPATCH_GRACE_S:
+                elif shard.sent_at is not None and self._age(shard.sent_at, now) >= self.settings.DISPATCH_GRACE_S:
+                    if live_queues and shard.queue not in live_queues:
                         reason = f"no live worker consumes its queue {shard.queue}"
                         actions.append(self._requeue_shard(record.id, shard.index, reason, queues=job_queues))
+                    elif shard.queue in self._idle_queues:
+                        reason = f"its task was not taken although a worker on {shard.queue} has been idle (lost)"
+                        actions.append(self._send_shard(record.id, shard, reason=reason))
         return [action for action in actions if action]
 
     def _sweep_assembly(self, record: JobRecord, *, workers, now: float) -> list[str]:
@@ -158,10 +174,16 @@ class Sweeper:
             why = self._why_dead(record.worker, record.lease_until, workers=workers, now=now)
             if why is not None:
                 return [self._requeue_whole_job(record.id, why, workers=workers)]
-        if record.state == "dispatched" and live_queues and record.queue not in live_queues:
-            if record.dispatched_at and self._age(record.dispatched_at, now) >= self.settings.DISPATCH_GRACE_S:
-                return [self._requeue_whole_job(record.id, f"no live worker consumes its queue {record.queue}",
-                                                workers=workers)]  # fmt: skip
+        waited = (
+            record.dispatched_at is not None and self._age(record.dispatched_at, now) >= self.settings.DISPATCH_GRACE_S
+        )
+        if record.state == "dispatched" and waited:
+            if live_queues and record.queue not in live_queues:
+                why = f"no live worker consumes its queue {record.queue}"
+                return [self._requeue_whole_job(record.id, why, workers=workers)]
+            if record.queue in self._idle_queues:
+                reason = f"its task was not taken although a worker on {record.queue} has been idle (lost)"
+                return [self._send_whole_job(record, reason=reason)]
         return []
 
     # --- actions -----------------------------------------------------------------------------------------
@@ -202,7 +224,7 @@ class Sweeper:
         message = TaskMessage(PREDICT_SHARD_TASK, {"job_id": job_id, "shard_index": shard.index}, shard.queue,
                               shard.task_id)  # fmt: skip
         self.send(message)
-        self.store.mark_sent(job_id, task_ids=[shard.task_id])
+        self.store.mark_sent(job_id, task_ids=[shard.task_id], at=self._now())
         return f"job {job_id} shard {shard.index}: sent to {shard.queue}, {reason}" if reason else ""
 
     def _requeue_whole_job(self, job_id: str, why: str, *, workers) -> str:
@@ -233,7 +255,7 @@ class Sweeper:
     def _send_whole_job(self, record: JobRecord, *, reason: str | None) -> str:
         queue = record.queue or self.settings.FALLBACK_QUEUE
         self.send(TaskMessage(WHOLE_JOB_TASKS[record.kind], {"job_id": record.id}, queue, record.task_ids[-1]))
-        self.store.mark_sent(record.id, task_ids=[record.task_ids[-1]])
+        self.store.mark_sent(record.id, task_ids=[record.task_ids[-1]], at=self._now())
         return f"job {record.id}: sent to {queue}, {reason}" if reason else ""
 
     # --- liveness ----------------------------------------------------------------------------------------
@@ -248,6 +270,9 @@ class Sweeper:
         if now - missing_since >= self.settings.worker_gone_s:
             return f"its worker {worker} stopped answering (no heartbeat for {self.settings.worker_gone_s:.0f}s)"
         return None
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     @staticmethod
     def _age(moment: datetime, now: float) -> float:

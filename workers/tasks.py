@@ -11,6 +11,7 @@ from collections.abc import Callable
 from shared.errors import UserError
 from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.schemas import utc_now
 from shared.settings import get_settings
 from shared.storage import relative_to_shared
 from workers.celery_app import app
@@ -44,7 +45,9 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
         reason = f"{type(exc).__name__}: {exc}"
         if attempt < settings.SHARD_MAX_RETRIES:
             log.warning("job %s shard %s attempt %s failed (%s); retrying", job_id, shard_index, attempt + 1, reason)
-            store.update_shard(job_id, shard_index, if_task_id=self.request.id, state="queued", error=reason)
+            store.update_shard(
+                job_id, shard_index, if_task_id=self.request.id, state="queued", error=reason, sent_at=utc_now()
+            )  # sent again by the retry below, under the same id
             raise self.retry(exc=exc, countdown=settings.SHARD_RETRY_DELAY_S) from None
         reason = f"shard {shard_index} failed after {attempt + 1} attempts: {reason}"
         store.fail(job_id, reason, shard=(shard_index, self.request.id))

@@ -133,6 +133,21 @@ def test_a_shard_sent_to_a_queue_nobody_consumes_is_moved_to_a_live_one(stack):
     assert job["shards"][0]["queue"] == "cpu" and job["shards"][0]["task_id"] != record.shards[0].task_id
 
 
+def test_a_task_the_broker_lost_is_sent_again_once_its_worker_sits_idle(stack):
+    """What a Redis without persistence leaves after a restart: the record says sent, the queue forgot the task.
+    The idle worker's announcements tell the sweeper, which sends the task again under its id."""
+    dataset = stack.upload(arena_csv(2, labelled=False))
+    params = PredictJobRequest(dataset=dataset["id"], raw=True).model_dump()
+    record = new_predict_record(new_id(), params=params, rows=2, queues=["cpu"])
+    store = JobStore(stack.settings.SHARED_DIR)
+    store.create(record)
+    store.mark_sent(record.id, task_ids=[shard.task_id for shard in record.shards])  # ... and never sent
+
+    job = stack.wait_finished(record.id, timeout=120)
+    assert job["state"] == "succeeded", job
+    assert job["shards"][0]["task_id"] == record.shards[0].task_id and job["shards"][0]["attempts"] == 1
+
+
 def test_a_chunk_stuck_past_the_time_limit_is_stopped_hard_and_the_worker_exits_for_a_restart(stack):
     """The time limit is checked between chunks; one 16-pair chunk on the CPU outlasts a 1 s limit by more than
     HARD_STOP_GRACE_S, so the watchdog fails the job with the reason and the worker exits (75) mid-chunk.

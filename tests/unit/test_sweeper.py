@@ -11,6 +11,7 @@ from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, TRAIN_TASK
 from shared.schemas import JobRecord, ShardRecord, utc_now
 from shared.settings import Settings
+from shared.worker_presence import Announcement
 from workers.jobs.predict import claim_assembly
 from workers.jobs.run import JobCancelledError, JobRun, StaleDeliveryError
 from workers.sweeper import Sweeper, TaskMessage
@@ -40,7 +41,11 @@ class Harness:
         self.sent: list[TaskMessage] = []
         self.workers: dict[str, list[str]] = {"w1@host": ["cpu"]}
         self.clock = Clock()
-        self.sweeper = Sweeper(settings, send=self.sent.append, live_workers=lambda: self.workers, clock=self.clock)
+        self.idle_since: dict[str, float] = {}
+        self.sweeper = Sweeper(settings, send=self.sent.append, announcements=self.announcements, clock=self.clock)
+
+    def announcements(self) -> dict[str, Announcement]:
+        return {name: Announcement(queues, self.idle_since.get(name)) for name, queues in self.workers.items()}
 
     def predict_record(self, *, shards: int = 1, queue: str = "cpu") -> JobRecord:
         record = JobRecord(
@@ -237,3 +242,24 @@ def test_a_superseded_attempt_failing_does_not_fail_its_successors_job(settings,
     assert harness.store.read(train).state == "queued"
     harness.store.fail(train, "the current attempt crashed", task_id="t1")
     assert harness.store.read(train).state == "failed"
+
+
+def test_a_sent_task_that_an_idle_worker_never_took_was_lost_and_is_sent_again_under_its_id(harness):
+    """A Redis without persistence restarted: the queue forgot the task, the record still says sent."""
+    harness.predict_record()
+    harness.store.mark_sent(JOB, task_ids=["t0"])
+    harness.idle_since["w1@host"] = harness.clock.now
+    harness.later(3)
+    assert harness.sweeper.sweep() == []  # within DISPATCH_GRACE_S=5 of the send and of going idle: wait
+    harness.later(3)
+    [action] = harness.sweeper.sweep()
+    assert "lost" in action and [(m.task_id, m.queue) for m in harness.sent] == [("t0", "cpu")]
+    harness.later(1)
+    assert harness.sweeper.sweep() == []  # sent again just now: wait another grace period
+
+
+def test_a_task_waiting_behind_a_busy_worker_is_not_sent_again(harness):
+    harness.predict_record()
+    harness.store.mark_sent(JOB, task_ids=["t0"])
+    harness.later(100)  # w1 announces itself busy (no idle_since): the task waits its turn
+    assert harness.sweeper.sweep() == [] and harness.sent == []
