@@ -263,3 +263,18 @@ def test_a_task_waiting_behind_a_busy_worker_is_not_sent_again(harness):
     harness.store.mark_sent(JOB, task_ids=["t0"])
     harness.later(100)  # w1 announces itself busy (no idle_since): the task waits its turn
     assert harness.sweeper.sweep() == [] and harness.sent == []
+
+
+def test_a_train_job_that_keeps_killing_its_worker_fails_at_its_next_start(settings, harness):
+    """Redis' own redelivery bypasses the sweeper: the start itself counts and caps the attempts."""
+    harness.store.create(JobRecord(id=JOB, kind="train", params={}, task_ids=["t0"], queue="cpu"))
+    for _ in range(2):
+        with JobRun(settings, JOB, unit="steps", task_id="t0", worker="w1@host") as run:
+            run.start(deadline=False)
+        harness.store.update(JOB, lambda record: setattr(record, "lease_until", utc_now()))  # then killed
+    with (
+        pytest.raises(JobCancelledError, match="started 2 times"),
+        JobRun(settings, JOB, unit="steps", task_id="t0", worker="w1@host") as run,
+    ):
+        run.start(deadline=False)
+    assert harness.store.read(JOB).state == "failed"
