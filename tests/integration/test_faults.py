@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 
 from api.dispatch import new_predict_record, send_predict_job
 from shared.job_store import JobStore
 from shared.schemas import PredictJobRequest
+from shared.settings import REPO_ROOT
 from shared.storage import job_output_dir, new_id
 from tests.api.arena_rows import arena_csv
 from tests.api.conftest import API_KEY
@@ -146,6 +153,49 @@ def test_a_task_the_broker_lost_is_sent_again_once_its_worker_sits_idle(stack):
     job = stack.wait_finished(record.id, timeout=120)
     assert job["state"] == "succeeded", job
     assert job["shards"][0]["task_id"] == record.shards[0].task_id and job["shards"][0]["attempts"] == 1
+
+
+def test_a_gateway_killed_between_the_record_and_the_send_leaves_a_job_that_still_finishes(stack):
+    """A real gateway process (uvicorn) that dies right after writing the record, before sending the tasks; the
+    client's retry with the same Idempotency-Key, on a fresh gateway, gets that job, and the sweeper sends it."""
+    dataset = stack.upload(arena_csv(3, labelled=False))
+    settings = stack.settings
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ, "PYTHONPATH": f"{Path(__file__).parent / 'gateway_dies_before_send'}:{REPO_ROOT}",
+        "SHARED_DIR": str(settings.SHARED_DIR), "REDIS_URL": settings.REDIS_URL,
+        "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "API_KEY": API_KEY, "INSPECT_TIMEOUT_S": "0.5",
+    }  # fmt: skip
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    key = {"Idempotency-Key": str(uuid.uuid4()), "Authorization": f"Bearer {API_KEY}"}
+    body = {"dataset": dataset["id"], "raw": True}
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        with pytest.raises(httpx.HTTPError):  # the gateway dies mid-request: no answer
+            httpx.post(f"http://127.0.0.1:{port}/v1/jobs/predict", json=body, headers=key, timeout=30)
+        assert gateway.wait(timeout=30) == 137
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+    [record] = [path for path in (settings.SHARED_DIR / "jobs").glob("*.json")
+                if json.loads(path.read_text())["params"].get("dataset") == dataset["id"]]  # fmt: skip
+    assert json.loads(record.read_text())["state"] == "queued"  # recorded, never sent
+
+    retried = stack.client.post("/v1/jobs/predict", json=body, headers=key)  # the client retries, same key
+    assert retried.status_code == 200 and retried.headers["Idempotent-Replayed"] == "true"
+    job = stack.wait_finished(retried.json()["job_id"], timeout=120)
+    assert job["id"] == record.stem and job["state"] == "succeeded", job
+    assert job["shards"][0]["attempts"] == 1 and job["progress"] == {"done": 3, "total": 3}
 
 
 def test_a_chunk_stuck_past_the_time_limit_is_stopped_hard_and_the_worker_exits_for_a_restart(stack):
