@@ -16,7 +16,8 @@ import redis
 
 from shared.settings import Settings
 
-PRESENCE_PREFIX = "arena:worker:"
+PRESENCE_PREFIX = "arena:worker:"  # + the worker's name: its announcement, expiring
+PRESENCE_NAMES = "arena:workers"  # the set of names that announced themselves (expired ones are pruned on read)
 SWEEPER_LOCK_NAME = "arena:sweeper:leader"
 
 
@@ -44,12 +45,16 @@ def announce(
 ) -> None:
     """Say that `worker` is alive and consumes `queues` (idle since `idle_since`, or busy), for `worker_gone_s`."""
     body = json.dumps({"queues": sorted(queues), "seen": time.time(), "idle_since": idle_since})
-    client.set(presence_key(settings, worker), body, px=int(settings.worker_gone_s * 1000))
+    with client.pipeline() as pipe:  # one expiring key per worker, and its name in the set readers start from
+        pipe.set(presence_key(settings, worker), body, px=int(settings.worker_gone_s * 1000))
+        pipe.sadd(_names_key(settings), worker)
+        pipe.execute()
 
 
 def withdraw(client: redis.Redis, settings: Settings, worker: str) -> None:
     """A worker shutting down cleanly leaves at once instead of after `worker_gone_s`."""
     client.delete(presence_key(settings, worker))
+    client.srem(_names_key(settings), worker)
 
 
 def live_workers(client: redis.Redis, settings: Settings) -> dict[str, list[str]]:
@@ -67,23 +72,26 @@ def announcements(client: redis.Redis, settings: Settings) -> dict[str, Announce
     Raises:
         redis.RedisError: Redis does not answer.
     """
-    prefix = presence_key(settings, "")
-    keys = list(client.scan_iter(match=f"{_escape_glob(prefix)}*", count=500))
-    if not keys:
+    # A set of names, not a SCAN: a SCAN walks every key of the database (Celery's results included).
+    names = sorted(name.decode() if isinstance(name, bytes) else str(name)
+                   for name in client.smembers(_names_key(settings)))  # fmt: skip
+    if not names:
         return {}
     found: dict[str, Announcement] = {}
-    for key, body in zip(keys, client.mget(keys), strict=True):
-        if body is None:  # expired between the scan and the read
+    gone = []
+    for name, body in zip(names, client.mget([presence_key(settings, name) for name in names]), strict=True):
+        if body is None:  # its key expired: the worker stopped announcing itself
+            gone.append(name)
             continue
         try:
             fields = json.loads(body)
-            announcement = Announcement([str(queue) for queue in fields["queues"]], fields.get("idle_since"))
+            found[name] = Announcement([str(queue) for queue in fields["queues"]], fields.get("idle_since"))
         except (ValueError, KeyError, TypeError):
             continue
-        name = key.decode() if isinstance(key, bytes) else str(key)
-        found[name[len(prefix) :]] = announcement
+    if gone:
+        client.srem(_names_key(settings), *gone)
     return found
 
 
-def _escape_glob(text: str) -> str:
-    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+def _names_key(settings: Settings) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}{PRESENCE_NAMES}"
