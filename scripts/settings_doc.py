@@ -25,7 +25,7 @@ this page and the class disagree).
 """
 
 
-def _default(field) -> str:
+def _default(field, repo_root: Path = REPO_ROOT) -> str:
     if field.default_factory is not None:
         value = field.default_factory()
     else:
@@ -33,12 +33,14 @@ def _default(field) -> str:
     if value is None:
         return "unset"
     if isinstance(value, Path):
+        # Lexical, never resolve(): where ../shared is a symbolic link, resolving would print the host path
+        # it points to, and the page would differ from one checkout to the next.
         try:
-            return f"`{value.relative_to(REPO_ROOT)}` (in the repository)"
+            return f"`{value.relative_to(repo_root)}` (in the repository)"
         except ValueError:
             pass
         try:  # beside the repository, e.g. ../shared/data
-            return f"`../{value.resolve().relative_to(REPO_ROOT.parent)}` (beside the repository)"
+            return f"`../{value.relative_to(repo_root.parent)}` (beside the repository)"
         except ValueError:
             return f"`{value}`"
     if isinstance(value, str) and value == "":
