@@ -178,6 +178,14 @@ class Settings(BaseSettings):
         description="Starts of one shard, train or synth job (its worker killed or gone each time) before the job"
         " fails with the reason instead of being re-queued again.",
     )
+    TRAIN_MAX_BATCH_TOKENS: int = Field(
+        default=8192,
+        ge=64,
+        description="Most tokens one training forward pass may hold (a train job's batch_size × max_length); more is"
+        " refused before 202, suggesting grad_accum for the same effective batch. Memory grows with it: SmolLM2-135M"
+        " at 4 × 512 = 2,048 tokens uses about 4 GB RSS on a CPU (docs/training.md); the default allows 4× that, for"
+        " a machine with 16 GB or more. Raise it on a GPU.",
+    )
     MAX_REQUEST_BYTES: int = Field(
         default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
     )

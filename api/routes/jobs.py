@@ -16,10 +16,13 @@ from api.dispatch import (
     send_predict_job,
 )
 from api.idempotency import IdempotencyConflictError, IdempotencyKeyError, IdempotencyStore
+from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, release_adapter_name
+from shared.artifacts import CALIBRATION_NAME
+from shared.calibration_file import CalibrationFileError, adapter_kind, check_judge_calibration
 from shared.dataset_store import DatasetNotFoundError
 from shared.job_store import JobNotFoundError
+from shared.model_folder import ModelFolder, ModelFolderError, check_lora_options, resolve_base_model
 from shared.schemas import (
-    ACTIVE_STATES,
     ID_PATTERN,
     NAME_PATTERN,
     JobCreated,
@@ -75,27 +78,15 @@ def _require_labelled(datasets, field: str, dataset_id: str | None) -> None:
         )
 
 
-def _require_free_adapter_name(settings: Settings, jobs, name: str) -> None:
-    """409 when adapters/<name>/ holds files or a queued/running train job will write there (the worker refuses)."""
-    folder = settings.SHARED_DIR / "adapters" / name
-    if folder.is_dir() and any(folder.iterdir()):
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail=f"adapter {name!r} exists already (GET /v1/adapters/{name}); choose another adapter_name",
-        )
-    for state in ACTIVE_STATES:
-        for record in jobs.list(kind="train", state=state, limit=100_000):
-            if record.params.get("adapter_name") == name:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT,
-                    detail=f"train job {record.id} ({state}) will write adapter {name!r}; choose another"
-                    " adapter_name, or cancel that job first",
-                )
+def _unprocessable(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
 
 
 def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
+    """422 for judge options a worker would refuse: missing or unsafe files, and a calibration that is not one or
+    that this judge cannot feed (the one named, else the adapter's own)."""
     try:
-        resolve_judge_files(
+        _, adapter_dir, calibration_path = resolve_judge_files(
             settings.SHARED_DIR,
             settings.judge_model_path,
             model=request.model,
@@ -105,7 +96,47 @@ def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
             default_predictor=settings.DEFAULT_PREDICTOR,
         )
     except (FileNotFoundError, UnsafePathError, JudgeOptionsError) as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        raise _unprocessable(str(exc)) from None
+    name = f"calibration {request.calibration}"
+    if calibration_path is None and request.adapter is not None:
+        own = adapter_dir / CALIBRATION_NAME  # what the worker applies (workers/judge/request.py: calibration_for)
+        calibration_path, name = (own, f"the adapter's adapters/{request.adapter}/{CALIBRATION_NAME}")
+        if not own.is_file() or adapter_kind(adapter_dir) not in ("text", "classifier"):
+            calibration_path = None
+    if calibration_path is not None:
+        try:
+            check_judge_calibration(calibration_path, name=name, adapter_dir=adapter_dir, tta=request.tta)
+        except CalibrationFileError as exc:
+            raise _unprocessable(str(exc)) from None
+
+
+def _require_base_model(settings: Settings, name: str | None, *, field: str) -> ModelFolder:
+    """The base model a train or synth job names, checked to be one (not predict's judge-files rule)."""
+    try:
+        return resolve_base_model(settings.SHARED_DIR, settings.judge_model_path, name, field=field)
+    except (ModelFolderError, UnsafePathError) as exc:
+        raise _unprocessable(str(exc)) from None
+
+
+def check_train_options(settings: Settings, request: TrainJobRequest) -> None:
+    """422 for train options the worker would refuse or that would not fit its memory, before 202."""
+    tokens = request.batch_size * request.max_length
+    if tokens > settings.TRAIN_MAX_BATCH_TOKENS:
+        raise _unprocessable(
+            f"batch_size × max_length = {request.batch_size} × {request.max_length} = {tokens} tokens per forward"
+            f" pass is more than this server allows (TRAIN_MAX_BATCH_TOKENS={settings.TRAIN_MAX_BATCH_TOKENS});"
+            " lower batch_size and raise grad_accum (the same effective batch), or lower max_length"
+        )
+    model = _require_base_model(settings, request.model, field="model")
+    try:
+        check_lora_options(
+            model,
+            target_modules=request.target_modules,
+            lora_top_layers=request.lora_top_layers,
+            max_length=request.max_length,
+        )
+    except ModelFolderError as exc:
+        raise _unprocessable(str(exc)) from None
 
 
 def _job_queues(workers) -> list[str]:
@@ -218,15 +249,41 @@ def create_predict_job(
     )
 
 
-def _placeholder_submit(kind: str, params: dict, *, celery, jobs, workers) -> SubmitJob:
+def _placeholder_submit(
+    kind: str, params: dict, *, celery, jobs, workers, claim: Callable[[str], Callable[[], None]] | None = None
+) -> SubmitJob:
+    """Submit a train or synth job; `claim(job_id)` takes what the job will own (its adapter name) just before the
+    record is made, and returns how to give it back should the job not be accepted after all."""
+
     def submit(remember: Callable[[str], None]) -> JobRecord:
         queue = _job_queues(workers)[0]
         record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()], queue=queue)
-        jobs.create(record)
-        remember(record.id)
-        return _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record))
+        release = claim(record.id) if claim is not None else None
+        try:
+            jobs.create(record)
+            remember(record.id)
+            return _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record))
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     return submit
+
+
+def _adapter_name_claim(settings: Settings, name: str) -> Callable[[str], Callable[[], None]]:
+    """Claim adapters/<name>/ for a job id (409 when taken): atomic, so of concurrent submissions one gets it."""
+
+    def claim(job_id: str) -> Callable[[], None]:
+        try:
+            claim_adapter_name(settings.SHARED_DIR, name, job_id)
+        except AdapterNameTakenError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+        except UnsafePathError as exc:
+            raise _unprocessable(f"adapter_name: {exc}") from None
+        return lambda: release_adapter_name(settings.SHARED_DIR, name, job_id)
+
+    return claim
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
@@ -243,10 +300,14 @@ def create_train_job(
 ) -> JobCreated:
     """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/; GET /v1/adapters lists it.
 
-    Everything the worker would fail on is checked first (labelled datasets, the base model, a free adapter
-    name): a bad request is a 4xx now, never a 202 for a job that fails later.
+    Everything the worker would fail on is checked first (labelled datasets, the base model and the LoRA options
+    against its config and weights, batch × length against TRAIN_MAX_BATCH_TOKENS), then the adapter name is
+    claimed (shared/adapter_claim.py): a bad request is a 4xx now, never a 202 for a job that fails later.
     """
-    placeholder = _placeholder_submit("train", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    claim = _adapter_name_claim(settings, request.adapter_name) if request.adapter_name is not None else None
+    placeholder = _placeholder_submit(
+        "train", request.model_dump(), celery=celery, jobs=jobs, workers=workers, claim=claim
+    )
 
     def submit(remember: Callable[[str], None]) -> JobRecord:
         # Inside the submit: an Idempotency-Key replay returns its job before its own name counts as taken.
@@ -254,9 +315,7 @@ def create_train_job(
         _require_labelled(datasets, "validation_dataset", request.validation_dataset)
         for extra in request.extra_datasets:
             _require_labelled(datasets, "extra_datasets", extra.dataset)
-        check_judge_files(settings, JudgeOptions(model=request.model))
-        if request.adapter_name is not None:
-            _require_free_adapter_name(settings, jobs, request.adapter_name)
+        check_train_options(settings, request)
         return placeholder(remember)
 
     return _submit_once(
@@ -287,7 +346,7 @@ def create_synth_job(
     Upload synth/<job id>/pairs.csv's content as a dataset to train on it (`extra_datasets` with a weight).
     """
     _require_dataset(datasets, request.dataset)
-    check_judge_files(settings, JudgeOptions(model=request.teacher_model))  # a 422 now, not a failed job later
+    _require_base_model(settings, request.teacher_model, field="teacher_model")  # a 422 now, not a failed job later
     submit = _placeholder_submit("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
     return _submit_once(
         "synth",

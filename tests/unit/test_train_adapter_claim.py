@@ -133,3 +133,19 @@ def test_a_claimed_folder_is_listed_as_an_unfinished_adapter(settings):
     (info,) = list_adapters(settings.SHARED_DIR)
     assert (info.name, info.complete) == ("in-training", False)
     assert read_adapter(settings.SHARED_DIR, "in-training").complete is False
+
+
+def test_the_worker_goes_on_with_the_claim_the_gateway_made_for_its_job(settings, monkeypatch):
+    """POST /v1/jobs/train claims the name for the job id it accepts (shared/adapter_claim.py) before 202."""
+    from shared.adapter_claim import claim_adapter_name
+
+    store = create_job(settings, JOB_A, "train", {"adapter_name": "claimed-at-submit"})
+    create_job(settings, JOB_B, "train", {"adapter_name": "claimed-at-submit"})
+    claim_adapter_name(settings.SHARED_DIR, "claimed-at-submit", JOB_A)
+    monkeypatch.setattr(train_job, "train_judge", FakeTraining())
+    with pytest.raises(TrainingError, match=f"being written by train job {JOB_A}"):
+        train_job.run_train_job(settings, job_id=JOB_B)
+    with pytest.raises(WorkerKilledError):
+        train_job.run_train_job(settings, job_id=JOB_A)
+    assert train_job.run_train_job(settings, job_id=JOB_A)["state"] == "succeeded"
+    assert store.read(JOB_A).result["adapter"] == "claimed-at-submit"

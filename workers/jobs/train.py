@@ -12,20 +12,17 @@ finished already is not trained again.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
-from shared.job_store import JobNotFoundError, JobStore
+from shared.adapter_claim import AdapterNameTakenError, claim_adapter_dir
+from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME
 from shared.schemas import TrainJobRequest
 from shared.settings import Settings
 from shared.storage import (
-    atomic_creator,
     dataset_csv_path,
     job_output_dir,
-    resolve_inside,
     resolve_judge_files,
 )
 from workers.jobs.run import JobRun
@@ -43,59 +40,20 @@ def _dataset_path(settings: Settings, dataset_id: str) -> Path:
 
 
 def _claim_adapter_dir(settings: Settings, name: str, job_id: str) -> Path:
-    """adapters/<name>/, claimed for this job before anything is written there.
+    """adapters/<name>/, claimed for this job before anything is written there (shared/adapter_claim.py).
 
-    The claim (train_job.json holding the job id) is created atomically and never replaced, so of two jobs that
-    passed the gateway's free-name check together exactly one gets the folder. The same job delivered again (the
-    worker died; it resumes from its checkpoint) finds its own claim and goes on.
+    The gateway claimed the name for this job when it accepted it; the worker finds its own claim and goes on,
+    as does the same job delivered again (the worker died; it resumes from its checkpoint). A job submitted
+    without a claim (the CLI, an older gateway) claims here, atomically: of two such jobs exactly one gets it.
 
     Raises:
         TrainingError: another job claimed the folder, or it holds files no train job claimed (an adapter put
             there by hand or by the CLI); the message says to choose another adapter_name.
     """
-    output_dir = resolve_inside(settings.SHARED_DIR / "adapters", name)
-    owner_path = output_dir / TRAIN_JOB_OWNER_NAME
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if not owner_path.exists() and _holds_unclaimed_files(output_dir):
-        raise TrainingError(f"adapters/{name} exists already; choose another adapter_name")
     try:
-        with atomic_creator(owner_path) as handle:
-            handle.write(json.dumps({"job_id": job_id}))
-    except FileExistsError:
-        owner = _claim_owner(owner_path)
-        if owner != job_id:
-            raise TrainingError(_claimed_message(settings, name, owner)) from None
-    return output_dir
-
-
-def _holds_unclaimed_files(output_dir: Path) -> bool:
-    """Whether the folder holds anything besides a claim (or the temp file of a claim being made right now)."""
-    claim_names = (TRAIN_JOB_OWNER_NAME, f".{TRAIN_JOB_OWNER_NAME}.")
-    return any(not path.name.startswith(claim_names) for path in output_dir.iterdir())
-
-
-def _claim_owner(owner_path: Path) -> str | None:
-    """The job id in a claim; None when it cannot be read (left half-written by an older worker)."""
-    try:
-        owner = json.loads(owner_path.read_text())
-    except (OSError, ValueError):
-        return None
-    return owner.get("job_id") if isinstance(owner, dict) else None
-
-
-def _claimed_message(settings: Settings, name: str, owner: str | None) -> str:
-    if owner is None:
-        return (
-            f"adapters/{name} holds an unreadable {TRAIN_JOB_OWNER_NAME}; choose another adapter_name, or delete"
-            f" adapters/{name}"
-        )
-    try:
-        state = JobStore(settings.SHARED_DIR).read(owner).state
-    except (JobNotFoundError, OSError, ValueError):
-        state = None  # a claim outlives its job record: still not ours to write into
-    if state in ("queued", "running"):
-        return f"adapter {name!r} is being written by train job {owner}; choose another adapter_name"
-    return f"adapter {name!r} was written by train job {owner} ({state or 'record gone'}); choose another adapter_name"
+        return claim_adapter_dir(settings.SHARED_DIR, name, job_id)
+    except AdapterNameTakenError as exc:
+        raise TrainingError(str(exc)) from None
 
 
 def train_config_from_params(settings: Settings, params: dict, *, output_dir: Path) -> TrainConfig:

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import Pair
+from shared.calibration_file import CALIBRATION_FORMAT, CalibrationFileError, read_calibration_file
 from shared.errors import UserError
 from shared.storage import atomic_write_text
 from workers.judge.outcomes import CLASS_LABELS, log_softmax, softmax, unswap_classes, unswap_votes
 from workers.judge.prompts import CRITERION_NAMES, VOTES
 from workers.judge.votes import aggregate_votes
 
-CALIBRATION_FORMAT = "arena-pref-calibration/1"
 _LOGPROB_FLOOR = -20.0
 _REGULARISATION_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -296,19 +296,11 @@ class Calibrator:
 
     @classmethod
     def load(cls, path: Path) -> Calibrator:
-        path = Path(path)
+        """The calibrator in a file, its schema checked by the rule the gateway applies at submit too."""
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CalibrationError(f"calibration file {path} not found; create one with `arena calibrate`") from None
-        except json.JSONDecodeError as exc:
-            raise CalibrationError(f"calibration file {path} is not valid JSON ({exc.msg})") from None
-        if not isinstance(data, dict) or data.pop("format", None) != CALIBRATION_FORMAT:
-            raise CalibrationError(f"{path} is not an arena-pref calibration file ({CALIBRATION_FORMAT})")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise CalibrationError(f"{path} is incomplete or from another version ({exc}); refit it") from None
+            return cls(**read_calibration_file(Path(path)))
+        except CalibrationFileError as exc:
+            raise CalibrationError(str(exc)) from None
 
 
 def soft_label_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None):
