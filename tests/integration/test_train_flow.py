@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.api.arena_rows import arena_csv
-from tests.integration.conftest import make_stack
+from tests.integration.conftest import EMBEDDED_MODEL, make_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.model, pytest.mark.slow]
 
@@ -88,3 +88,37 @@ def test_synth_job_then_train_on_its_labels_then_predict_with_the_adapter(stack)
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-5
     shard = json.loads(stack.client.get(f"/v1/jobs/{predict_id}/artifacts/metrics.json").content)["shards"][0]
     assert shard["calibrated"] is True and shard["judge"]["adapter_kind"] == "classifier"
+
+
+def test_a_train_job_naming_a_model_folder_is_accepted_and_trains_on_it(stack):
+    """`model` names a folder under models/ (the embedded model's files, linked): the gateway reads its config and
+    safetensors header (30 layers, q_proj ... down_proj), refuses what PEFT would refuse, and the worker trains."""
+    folder = stack.settings.SHARED_DIR / "models" / "smollm2-named"
+    folder.mkdir()
+    for source in EMBEDDED_MODEL.iterdir():
+        (folder / source.name).symlink_to(source)
+    dataset = stack.upload(arena_csv(8, start_id=7000))
+    body = {
+        "dataset": dataset["id"],
+        "model": "smollm2-named",
+        "adapter_name": "named-base",
+        "max_steps": 1,
+        "max_length": 256,
+        "batch_size": 2,
+        "lora_rank": 4,
+        "lora_top_layers": 2,
+        "target_modules": ["q_proj", "down_proj"],
+        "val_fraction": 0.3,
+        "text_model": False,
+    }
+    too_deep = stack.client.post("/v1/jobs/train", json={**body, "lora_top_layers": 31})
+    assert too_deep.status_code == 422 and "30 layers" in too_deep.json()["detail"], too_deep.text
+    unknown = stack.client.post("/v1/jobs/train", json={**body, "target_modules": ["qkv_proj"]})
+    assert unknown.status_code == 422 and "'qkv_proj'" in unknown.json()["detail"], unknown.text
+    response = stack.client.post("/v1/jobs/train", json=body)
+    assert response.status_code == 202, response.text
+    job = stack.wait_finished(response.json()["job_id"], timeout=600)
+    assert job["state"] == "succeeded", job.get("error")
+    assert job["result"]["adapter"] == "named-base" and job["result"]["steps"] == 1
+    metrics = json.loads(stack.client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").content)
+    assert metrics["base_model"].endswith("smollm2-named"), metrics["base_model"]
