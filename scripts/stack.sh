@@ -3,11 +3,16 @@
 #
 # up:   Redis (reused when one answers at REDIS_URL, else a local `redis-server` started here), one Celery
 #       worker per GPU on gpu.N pinned with CUDA_VISIBLE_DEVICES (one worker on `cpu` without GPUs), the
-#       gateway on 127.0.0.1:8000 and Flower on 127.0.0.1:5555, in the background. Logs and pid files go
-#       to var/run/; the API key is read from API_KEY or generated once into var/run/api_key.
-# down: stops exactly what `up` started (by the pid files), nothing else.
+#       reverse proxy (nginx, compose/nginx.conf.template: client timeouts, body caps, per-client connection and
+#       rate limits) on API_HOST:API_PORT (127.0.0.1:8000) in front of the gateway on 127.0.0.1:API_INTERNAL_PORT
+#       (8001), and Flower on 127.0.0.1:5555, in the background. Logs and pid files go to RUN_DIR (var/run/);
+#       the API key is read from API_KEY or generated once into RUN_DIR/api_key.
+# down: stops exactly what `up` started, nothing else: every process of each session `up` started (by the pid
+#       files), TERM first, KILL for what still runs STACK_STOP_GRACE_S (10) later (a worker waiting on a task).
 #
 # STACK_WORKERS="gpu.0 gpu.1" overrides the worker queues (e.g. two CPU stand-ins for GPU workers).
+# STACK_NO_PROXY=1 serves the gateway itself on API_HOST:API_PORT, without the proxy (no client timeouts worth the
+# name, no rate limits): only for a machine where nginx cannot be installed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 cd "$ROOT"
@@ -15,6 +20,9 @@ RUN_DIR="${RUN_DIR:-$ROOT/var/run}"
 API_HOST="${API_HOST:-127.0.0.1}"
 API_PORT="${API_PORT:-8000}"
 FLOWER_PORT="${FLOWER_PORT:-5555}"
+API_INTERNAL_PORT="${API_INTERNAL_PORT:-8001}"
+STACK_NO_PROXY="${STACK_NO_PROXY:-0}"
+STOP_GRACE_S="${STACK_STOP_GRACE_S:-10}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PY_API="$ROOT/.venv-api/bin/python"
@@ -22,6 +30,39 @@ PY_WORKER="$ROOT/.venv-worker/bin/python"
 READY_TIMEOUT_S="${READY_TIMEOUT_S:-180}"
 
 say() { echo "stack: $*" >&2; }
+
+# The gateway's own defence, behind the proxy or not: idle keep-alive connections closed after 5 s, at most 1024
+# connections and requests at once (beyond: 503 at once; the proxy lets through at most PROXY_CONN_TOTAL), a listen
+# backlog of 1024, and 5 s for requests in progress at shutdown. (No --h11-max-incomplete-event-size: uvicorn
+# parses with httptools here; headers are capped by the proxy's large_client_header_buffers, 4 x 8 KiB.)
+UVICORN_LIMITS=(--timeout-keep-alive 5 --limit-concurrency 1024 --backlog 1024 --timeout-graceful-shutdown 5)
+
+nginx_binary() {
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; }
+}
+
+# The proxy's limits as the gateway sees its settings (environment, then .env): PROXY_*, and the body caps and score
+# timeout the proxy follows. compose/proxy-conf.sh renders the same template compose uses.
+proxy_settings() {
+  "$PY_API" -c 'import sys
+from shared.settings import get_settings
+settings = get_settings()
+for name in sys.argv[1:]:
+    print(f"export {name}={getattr(settings, name)}")' PROXY_CLIENT_HEADER_TIMEOUT_S PROXY_CLIENT_BODY_TIMEOUT_S \
+    PROXY_CONN_PER_CLIENT PROXY_CONN_TOTAL PROXY_RATE_PER_CLIENT PROXY_POST_RATE_PER_CLIENT MAX_UPLOAD_BYTES \
+    MAX_REQUEST_BYTES SCORE_TIMEOUT_S
+}
+
+start_proxy() {  # nginx: nginx's binary
+  local nginx="$1" state="$RUN_DIR/proxy" rendered
+  mkdir -p "$state" && chmod 755 "$state"  # run as root, nginx's workers (nobody) spool request bodies in there
+  rendered="$( (eval "$(proxy_settings)" && PROXY_LISTEN="$API_HOST:$API_PORT" \
+    PROXY_UPSTREAM="127.0.0.1:$API_INTERNAL_PORT" PROXY_STATE_DIR="$state" compose/proxy-conf.sh) )" || {
+    say "could not write the proxy's configuration (see above)"; exit 1; }
+  printf '%s\n' "$rendered" >"$state/nginx.conf"
+  "$nginx" -t -q -p "$state" -e stderr -c "$state/nginx.conf" || { say "nginx refused $state/nginx.conf"; exit 1; }
+  start proxy "$nginx" -p "$state" -e stderr -c "$state/nginx.conf" -g 'daemon off;'
+}
 
 # Start a command in its own session (so `down` can stop its whole process tree), logging to RUN_DIR/NAME.log.
 start() {  # name, command...
@@ -57,6 +98,17 @@ up() {
   for python in "$PY_API" "$PY_WORKER"; do
     [ -x "$python" ] || { say "missing $python; run 'make setup' first"; exit 2; }
   done
+  local nginx=""
+  if [ "$STACK_NO_PROXY" = 1 ]; then
+    say "STACK_NO_PROXY=1: the gateway faces clients itself (no client timeouts, no rate limits, no per-client caps)"
+  else
+    nginx="$(nginx_binary)" || {
+      say "nginx is missing: make up puts it in front of the gateway (client timeouts, body caps, connection and"
+      say "rate limits). Run 'make setup' as root (it installs nginx-light) or 'apt-get install -y nginx-light';"
+      say "or set STACK_NO_PROXY=1 to serve the gateway on $API_HOST:$API_PORT without any of that."
+      exit 2
+    }
+  fi
   mkdir -p "$RUN_DIR"
   if [ -z "${API_KEY:-}" ]; then
     if [ ! -s "$RUN_DIR/api_key" ]; then
@@ -79,9 +131,11 @@ up() {
     exit 1
   fi
 
-  for port in "$API_PORT" "$FLOWER_PORT"; do
+  local ports=("$API_PORT" "$FLOWER_PORT")
+  [ -z "$nginx" ] || ports+=("$API_INTERNAL_PORT")
+  for port in "${ports[@]}"; do
     if port_free "$port"; then :; elif [ -f "$RUN_DIR/api.pid" ] && kill -0 "$(cat "$RUN_DIR/api.pid")" 2>/dev/null; then :; else
-      say "port $port is taken by another program; set API_PORT / FLOWER_PORT"; exit 1
+      say "port $port is taken by another program; set API_PORT / API_INTERNAL_PORT / FLOWER_PORT"; exit 1
     fi
   done
 
@@ -96,7 +150,14 @@ up() {
       env CUDA_VISIBLE_DEVICES="$index" "$PY_WORKER" -m celery -A workers.celery_app worker \
       -Q "$queue" -n "${queue/./}@%h" --pool=solo --concurrency=1 -E --loglevel=INFO
   done
-  start api "$PY_API" -m uvicorn --factory api.main:create_app --host "$API_HOST" --port "$API_PORT"
+  if [ -n "$nginx" ]; then
+    start api "$PY_API" -m uvicorn --factory api.main:create_app --host 127.0.0.1 --port "$API_INTERNAL_PORT" \
+      "${UVICORN_LIMITS[@]}"
+    start_proxy "$nginx"
+  else
+    start api "$PY_API" -m uvicorn --factory api.main:create_app --host "$API_HOST" --port "$API_PORT" \
+      "${UVICORN_LIMITS[@]}"
+  fi
   start flower "$PY_API" -m celery -A shared.celery_client flower --address=127.0.0.1 --port="$FLOWER_PORT"
 
   say "waiting for the gateway and a worker (GET /healthz)"
@@ -112,21 +173,68 @@ up() {
   say "API key: export API_KEY=\$(cat $RUN_DIR/api_key)"
 }
 
+session_members() {  # sid: the pids of every live process in that session, one a line (zombies are gone already)
+  ps -eo pid=,sid=,stat= | awk -v sid="$1" '$2 == sid && $3 !~ /^Z/ { print $1 }'
+}
+
+# TERM each session (its process group, and any member that left the group), wait up to STOP_GRACE_S for all of
+# them together, KILL what is left (a worker waits for its task on TERM: Celery's warm shutdown), and say so.
+stop_sessions() {  # name...: those with a pid file in RUN_DIR
+  local name sid pid left=() members
+  for name in "$@"; do
+    [ -f "$RUN_DIR/$name.pid" ] || continue
+    sid="$(cat "$RUN_DIR/$name.pid")"
+    members="$(session_members "$sid")"
+    if [ -z "$members" ]; then rm -f "$RUN_DIR/$name.pid"; continue; fi
+    kill -TERM -- "-$sid" 2>/dev/null || true
+    for pid in $members; do  # once each: a second TERM means "hurry" to some programs
+      [ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$sid" ] || kill -TERM "$pid" 2>/dev/null || true
+    done
+    left+=("$name")
+  done
+  [ ${#left[@]} -gt 0 ] || return 0
+  local deadline=$(( SECONDS + STOP_GRACE_S )) running
+  while :; do
+    running=""
+    for name in "${left[@]}"; do [ -z "$(session_members "$(cat "$RUN_DIR/$name.pid")")" ] || running=1; done
+    [ -n "$running" ] && (( SECONDS < deadline )) || break
+    sleep 0.5
+  done
+  local status=0 count
+  for name in "${left[@]}"; do
+    sid="$(cat "$RUN_DIR/$name.pid")"
+    members="$(session_members "$sid")"
+    if [ -z "$members" ]; then
+      say "stopped $name (session $sid)"
+    else
+      count=$(wc -w <<<"$members")
+      say "$name: $count process(es) still running ${STOP_GRACE_S}s after TERM (a task in progress?); killing them"
+      for pid in $members; do kill -KILL "$pid" 2>/dev/null || true; done
+      for _ in $(seq 20); do [ -n "$(session_members "$sid")" ] || break; sleep 0.25; done
+      if [ -n "$(session_members "$sid")" ]; then
+        say "$name: processes $(session_members "$sid" | tr '\n' ' ')survive KILL; see ps -s $sid"; status=1; continue
+      fi
+      say "stopped $name (session $sid, killed)"
+    fi
+    rm -f "$RUN_DIR/$name.pid"
+  done
+  return "$status"
+}
+
 down() {
-  local pid_file name pid
   [ -d "$RUN_DIR" ] || { say "nothing to stop"; return; }
+  local others=() pid_file name status=0
   for pid_file in "$RUN_DIR"/*.pid; do
     [ -e "$pid_file" ] || continue
     name="$(basename "$pid_file" .pid)"
-    pid="$(cat "$pid_file")"
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"  # the session `start` created: its whole tree
-      for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
-      say "stopped $name (pid $pid)"
-    fi
-    rm -f "$pid_file"
+    case "$name" in proxy|api|flower|redis) ;; *) others+=("$name") ;; esac
   done
+  # Clients first (the proxy), then the gateway, Flower and the workers together, Redis last (workers talk to it
+  # while they stop).
+  stop_sessions proxy || status=1
+  stop_sessions api flower "${others[@]}" || status=1
+  stop_sessions redis || status=1
+  return "$status"
 }
 
 status() {

@@ -186,6 +186,30 @@ class Settings(BaseSettings):
         " at 4 × 512 = 2,048 tokens uses about 4 GB RSS on a CPU (docs/training.md); the default allows 4× that, for"
         " a machine with 16 GB or more. Raise it on a GPU.",
     )
+    # The reverse proxy in front of the gateway (compose/proxy-conf.sh renders them; the gateway does not read them).
+    # The defaults are also in that script (a test keeps them in step); why these: docs/reliability.md, "The proxy".
+    PROXY_CLIENT_HEADER_TIMEOUT_S: int = Field(
+        default=5, ge=1, description="Proxy: a client must send its whole request head within this; else cut off."
+    )
+    PROXY_CLIENT_BODY_TIMEOUT_S: int = Field(
+        default=10, ge=1, description="Proxy: longest pause between two reads of a request body before it is cut off."
+    )
+    PROXY_CONN_PER_CLIENT: int = Field(
+        default=32, ge=1, description="Proxy: requests one client address may have in progress (beyond: 503)."
+    )
+    PROXY_CONN_TOTAL: int = Field(
+        default=512, ge=1, le=2016, description="Proxy: requests in progress from all clients together (beyond: 503)."
+    )
+    PROXY_RATE_PER_CLIENT: int = Field(
+        default=20,
+        ge=1,
+        description="Proxy: requests per second per client address, bursts of twice that (beyond: 429).",
+    )
+    PROXY_POST_RATE_PER_CLIENT: int = Field(
+        default=5,
+        ge=1,
+        description="Proxy: POSTs (score, jobs, uploads) per second per client address, bursts of twice that (429).",
+    )
     MAX_REQUEST_BYTES: int = Field(
         default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
     )

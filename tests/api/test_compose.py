@@ -3,6 +3,7 @@ interpolation and merging, the compose-spec schema `docker compose` v2 validates
 needs. scripts/setup_compose_check.sh installs the validators."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 
 COMPOSE_DIR = REPO_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -139,7 +140,7 @@ def test_the_compose_v2_schema_catches_a_bad_key(tmp_path, compose):
 
 def test_services_and_profiles(compose):
     services = compose["services"]
-    assert set(services) >= {"redis", "api", "worker-gpu0", "worker-gpu1", "worker-cpu", "flower"}
+    assert set(services) >= {"redis", "api", "proxy", "worker-gpu0", "worker-gpu1", "worker-cpu", "flower"}
     assert "--appendonly" in services["redis"]["command"] and "healthcheck" in services["redis"]
     assert services["api"]["environment"]["API_KEY"].startswith("${API_KEY:?")
     for name in ("api", "flower", "worker-gpu0", "worker-gpu1", "worker-cpu"):
@@ -159,7 +160,7 @@ def test_services_and_profiles(compose):
 
 
 def test_dockerfiles_and_start_scripts():
-    for dockerfile in ("Dockerfile.api", "Dockerfile.worker-gpu", "Dockerfile.worker-cpu"):
+    for dockerfile in ("Dockerfile.api", "Dockerfile.worker-gpu", "Dockerfile.worker-cpu", "Dockerfile.proxy"):
         text = (COMPOSE_DIR / dockerfile).read_text()
         for line in text.splitlines():
             if line.startswith("COPY "):
@@ -169,8 +170,63 @@ def test_dockerfiles_and_start_scripts():
         line.split("#")[0].strip().lower() for line in (REPO_ROOT / "requirements" / "api.txt").read_text().splitlines()
     ]
     assert not [line for line in api_requirements if line.startswith(("torch", "vllm", "transformers"))]
-    for script in ("start-api.sh", "start-worker.sh", "start-flower.sh"):
+    for script in ("start-api.sh", "start-worker.sh", "start-flower.sh", "start-proxy.sh", "proxy-conf.sh"):
         assert os.access(COMPOSE_DIR / script, os.X_OK), script
     start_worker = (COMPOSE_DIR / "start-worker.sh").read_text()
     for flag in ("--pool=solo", "--concurrency=1", "-E"):
         assert flag in start_worker
+
+
+def test_the_proxy_is_the_only_way_in_and_has_a_health_check(compose):
+    services = compose["services"]
+    assert "ports" not in services["api"]  # only the proxy reaches the gateway
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["${API_PORT:-8000}:8000"]
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "/healthz" in " ".join(proxy["healthcheck"]["test"]) and "healthcheck" in services["api"]
+    assert proxy["environment"]["PROXY_UPSTREAM"] == "api:8000"
+    # The gateway and the proxy read the same body caps and score timeout.
+    for name in ("MAX_UPLOAD_BYTES", "MAX_REQUEST_BYTES", "SCORE_TIMEOUT_S"):
+        assert services["api"]["environment"][name] == proxy["environment"][name], name
+
+
+def test_the_proxy_defaults_are_the_settings_defaults(compose):
+    """compose/proxy-conf.sh and the compose file spell each limit's default; both equal shared/settings.py's."""
+    names = [name for name in Settings.model_fields if name.startswith("PROXY_")]
+    names += ["MAX_UPLOAD_BYTES", "MAX_REQUEST_BYTES", "SCORE_TIMEOUT_S"]
+    script = (COMPOSE_DIR / "proxy-conf.sh").read_text()
+    proxy_env = compose["services"]["proxy"]["environment"]
+    for name in names:
+        default = Settings.model_fields[name].default
+        in_script = re.findall(r"\$\{" + name + r":-([0-9.]+)\}", script)
+        assert in_script and all(float(value) == default for value in in_script), (name, in_script, default)
+        assert re.fullmatch(r"\$\{" + name + r":-([0-9.]+)\}", proxy_env[name]), (name, proxy_env[name])
+        assert float(proxy_env[name].split(":-")[1].rstrip("}")) == default, name
+
+
+def render_proxy_conf(**env: str) -> subprocess.CompletedProcess:
+    base = {"PATH": os.environ["PATH"], "PROXY_LISTEN": "127.0.0.1:8000", "PROXY_UPSTREAM": "127.0.0.1:8001"}
+    return subprocess.run(
+        ["bash", str(COMPOSE_DIR / "proxy-conf.sh")],
+        capture_output=True,
+        text=True,
+        env={**base, "PROXY_STATE_DIR": "/tmp/proxy", **env},
+    )
+
+
+def test_the_proxy_config_follows_the_gateway_settings():
+    rendered = render_proxy_conf(MAX_UPLOAD_BYTES="1048576", MAX_REQUEST_BYTES="2048", SCORE_TIMEOUT_S="90.5")
+    assert rendered.returncode == 0, rendered.stderr
+    conf = rendered.stdout
+    assert "client_max_body_size 2048;" in conf and f"client_max_body_size {1048576 + 65536};" in conf
+    assert "proxy_read_timeout 120s;" in conf  # above SCORE_TIMEOUT_S: the client gets the gateway's own 504
+    assert "limit_req_status 429;" in conf and "proxy_request_buffering on;" in conf
+    assert "listen 127.0.0.1:8000" in conf and "proxy_pass http://127.0.0.1:8001;" in conf
+    assert not re.findall(r"@[A-Z_]+@", conf)  # every placeholder filled
+
+
+def test_the_proxy_config_refuses_bad_values_with_the_setting_name():
+    refused = render_proxy_conf(PROXY_CONN_PER_CLIENT="0; evil")
+    assert refused.returncode == 2 and "PROXY_CONN_PER_CLIENT must be a whole number" in refused.stderr
+    refused = render_proxy_conf(PROXY_UPSTREAM="api:8000; include /etc/passwd")
+    assert refused.returncode == 2 and "no spaces" in refused.stderr
