@@ -9,8 +9,11 @@ when it loads the model (transformers) and puts LoRA on it (PEFT, workers/traini
 - `lora_top_layers` is at most the model's layer count;
 - every `target_modules` entry names a module of the model the way PEFT matches a list: the module's full name,
   or its last dotted components (`q_proj`, `self_attn.q_proj`). Only modules with a 2-D weight (linear layers,
-  embeddings) take LoRA; the causal LM's `lm_head` is not in the classifier the worker trains. PEFT's
-  `all-linear` shorthand works only as a string, and the worker passes a list: it is refused, as there.
+  embeddings) take LoRA; the causal LM's `lm_head` is not in the classifier the worker trains. With
+  `lora_top_layers`, a suffix must match a module in those layers (a full name need not, as in PEFT). PEFT's
+  `all-linear` shorthand works only as a string, and the worker passes a list: it is refused, as there. One
+  rule is stricter than PEFT's: PEFT ignores an entry that matches nothing when another entry matches, which
+  silently trains less than asked (a typo); here every entry must match.
 
 A safetensors file starts with an 8-byte little-endian header length, then that many bytes of JSON mapping each
 tensor name to its dtype, shape and offsets; only that header is read here.
@@ -257,8 +260,9 @@ def check_lora_options(
                 f" {_suggestions(model.modules)}"
             )
         matches = target_module_matches(entry, model.modules)
-        if top is not None:
-            # With layers_to_transform, PEFT puts LoRA only on modules inside one of those layers.
+        if top is not None and entry not in model.modules:
+            # With layers_to_transform, PEFT puts LoRA only on modules inside one of those layers, except on a module
+            # named in full (its exact-name match skips the layer filter).
             matches = [module for module in matches if _layer_index(module) in top]
         if not matches:
             where = f" in its top {lora_top_layers} layers" if top is not None else ""

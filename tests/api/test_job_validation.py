@@ -152,6 +152,8 @@ ACCEPTED_LORA = [
     {"lora_top_layers": 1, "target_modules": ["q_proj", "down_proj"]},
     {"target_modules": ["self_attn.q_proj"]},
     {"target_modules": ["model.layers.0.self_attn.q_proj"]},
+    {"target_modules": ["model.layers.0.self_attn.q_proj"], "lora_top_layers": 2},  # PEFT: a full name skips the filter
+    {"target_modules": ["layers.3.self_attn.q_proj"], "lora_top_layers": 2},
     {"target_modules": ["embed_tokens"]},
     {"max_length": 2048},
 ]
@@ -163,7 +165,7 @@ REFUSED_LORA = [
     ({"target_modules": ["proj"]}, ["target_modules", "'proj'"]),  # PEFT matches whole dotted names only
     ({"target_modules": ["all-linear"]}, ["target_modules", "'all-linear'", "list the modules"]),
     ({"target_modules": ["embed_tokens"], "lora_top_layers": 2}, ["'embed_tokens'", "top 2 layers"]),
-    ({"target_modules": ["model.layers.0.self_attn.q_proj"], "lora_top_layers": 2}, ["top 2 layers"]),
+    ({"target_modules": ["layers.0.self_attn.q_proj"], "lora_top_layers": 2}, ["top 2 layers"]),
     ({"max_length": 4096}, ["max_length=4096", "2048"]),
 ]
 
