@@ -134,7 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = celery
     app.state.job_store = JobStore(settings.SHARED_DIR)
     app.state.dataset_store = DatasetStore(
-        settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES, max_cell_bytes=settings.MAX_CELL_BYTES
+        settings.SHARED_DIR,
+        max_bytes=settings.MAX_UPLOAD_BYTES,
+        max_cell_bytes=settings.MAX_CELL_BYTES,
+        max_rows=settings.MAX_UPLOAD_ROWS,
+        max_columns=settings.MAX_UPLOAD_COLUMNS,
     )
     app.state.workers = WorkerDirectory(celery, settings)
     app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)

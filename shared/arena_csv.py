@@ -5,14 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
-import pandas as pd
 
 from shared.errors import UserError
 from shared.storage import atomic_writer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REQUIRED_COLUMNS = ("id", "prompt", "response_a", "response_b")
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
@@ -70,25 +78,32 @@ def clean_text(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def short(text: str, limit: int = 40) -> str:
+    """`text` as repr, cut to about `limit` characters: error messages name an id or column, never echo a cell."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
 def parse_turns(cell: str, *, row: int, column: str, row_id: str) -> tuple[str, ...]:
-    where = f"row {row} (id={row_id!r}), column {column!r}"
+    def where() -> str:  # built only for an error: this runs three times per row
+        return f"row {row} (id={short(row_id)}), column {column!r}"
+
     try:
         value = json.loads(cell)
     except RecursionError:
         # Deep nesting ("[[[[…") exhausts the parser's recursion limit; turns are never nested anyway.
         raise DataFormatError(
-            f'{where}: JSON nested too deeply; expected a flat JSON list of strings such as ["Hello?"]'
+            f'{where()}: JSON nested too deeply; expected a flat JSON list of strings such as ["Hello?"]'
         ) from None
     except (json.JSONDecodeError, TypeError) as exc:
         raise DataFormatError(
-            f"{where}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
+            f"{where()}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
             'each turn column must hold a JSON list of strings, e.g. ["Hello?"]'
         ) from None
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
         raise DataFormatError(
-            f'{where}: expected a JSON list of strings such as ["Hello?"], got {type(value).__name__}'
+            f'{where()}: expected a JSON list of strings such as ["Hello?"], got {type(value).__name__}'
         )
     turns = []
     for turn in value:
@@ -98,13 +113,39 @@ def parse_turns(cell: str, *, row: int, column: str, row_id: str) -> tuple[str, 
             turns.append(clean_text(turn))
         else:
             raise DataFormatError(
-                f"{where}: turns must be strings or null, found {type(turn).__name__}; expected a flat JSON list"
+                f"{where()}: turns must be strings or null, found {type(turn).__name__}; expected a flat JSON list"
                 ' of strings such as ["Hello?"] (no nested lists or objects)'
             )
     return tuple(turns)
 
 
+_scan_json = json.JSONDecoder().scan_once  # json.loads without its Python layers: 1/9 of the time on "[]"
+_JSON_SPACE = " \t\n\r"
+
+
+def _are_turn_cells(cells: Iterable[str]) -> bool:
+    """True when parse_turns would accept every cell (a JSON string, or a list of strings and nulls); False: call
+    parse_turns for the error. The upload check's fast path: json.loads was most of a row's cost."""
+    for cell in cells:
+        start = len(cell) - len(cell.lstrip(_JSON_SPACE))
+        try:
+            value, end = _scan_json(cell, start)
+        except (StopIteration, ValueError, RecursionError):
+            return False
+        if end != len(cell) and cell[end:].strip(_JSON_SPACE):
+            return False
+        if isinstance(value, list):
+            if value and not all(turn is None or isinstance(turn, str) for turn in value):
+                return False
+        elif not isinstance(value, str):
+            return False
+    return True
+
+
 def _read_frame(source: Path | str | bytes) -> pd.DataFrame:
+    # Imported here: the gateway validates uploads with check_arena_csv and never needs pandas.
+    import pandas as pd
+
     if isinstance(source, bytes):
         handle = io.BytesIO(source)
     else:
@@ -124,35 +165,84 @@ def _read_frame(source: Path | str | bytes) -> pd.DataFrame:
         raise DataFormatError(f"not a readable CSV: {str(exc).strip()}; check quoting and delimiters") from None
 
 
-def _parse_labels(frame: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
-    present = [column for column in LABEL_COLUMNS if column in frame.columns]
-    if not present:
-        return None
-    if len(present) != len(LABEL_COLUMNS):
-        missing = [column for column in LABEL_COLUMNS if column not in frame.columns]
+def normalise_columns(names: Iterable[object]) -> list[str]:
+    """Column names as every reader compares them: surrounding spaces removed.
+
+    Raises:
+        DataFormatError: two names are the same once normalised (blank names, never read, may repeat).
+    """
+    columns = [str(name).strip() for name in names]
+    seen: set[str] = set()
+    for column in columns:
+        if column and column in seen:
+            raise DataFormatError(
+                f"duplicate column {short(column)} (names are compared without surrounding spaces); rename or drop"
+                " one of them"
+            )
+        seen.add(column)
+    return columns
+
+
+def _check_required_columns(columns: list[str]) -> bool:
+    """Refuse a header without the required columns or with only some label columns; True when labelled."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        found = ", ".join(short(column, 24) for column in columns[:8]) + (", …" if len(columns) > 8 else "")
+        raise DataFormatError(
+            f"missing column(s) {missing}; a Kaggle arena CSV needs {list(REQUIRED_COLUMNS)} (found {found})"
+        )
+    present = [column for column in LABEL_COLUMNS if column in columns]
+    if present and len(present) != len(LABEL_COLUMNS):
+        missing = [column for column in LABEL_COLUMNS if column not in columns]
         raise DataFormatError(
             f"label columns are incomplete: missing {missing}; give all of {list(LABEL_COLUMNS)} or none"
         )
+    return bool(present)
+
+
+def _label_value(cell: str, *, row: int, column: str, row_id: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise DataFormatError(
+            f"row {row} (id={short(row_id)}), column {column!r}: {short(cell, 24)} is not a number; use 0/1 or a"
+            " probability"
+        ) from None
+
+
+def _bad_labels_error(values: list[float], *, row: int, row_id: str, count: str = "") -> DataFormatError:
+    return DataFormatError(
+        f"row {row} (id={short(row_id)}): winner_model_a, winner_model_b and winner_tie must be finite,"
+        f" non-negative and sum to 1, got {values}{count}"
+    )
+
+
+def _parse_labels(frame: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
+    if not _check_required_columns(list(frame.columns)):
+        return None
     labels = np.zeros((len(frame), 3))
     for column_index, column in enumerate(LABEL_COLUMNS):
         for row_index, cell in enumerate(frame[column].tolist()):
-            try:
-                labels[row_index, column_index] = float(cell)
-            except ValueError:
-                raise DataFormatError(
-                    f"row {row_index + 1} (id={ids[row_index]!r}), column {column!r}: {cell!r} is not a number; use 0/1"
-                    " or a probability"
-                ) from None
+            labels[row_index, column_index] = _label_value(
+                cell, row=row_index + 1, column=column, row_id=ids[row_index]
+            )
     # "nan" parses as a float and fails no comparison: it must be refused explicitly, or it reaches training.
     finite = np.isfinite(labels).all(axis=1)
     bad = np.flatnonzero(~finite | (labels < 0).any(axis=1) | (np.abs(labels.sum(axis=1) - 1.0) > 1e-3))
     if bad.size:
         row_index = int(bad[0])
-        raise DataFormatError(
-            f"row {row_index + 1} (id={ids[row_index]!r}): winner_model_a, winner_model_b and winner_tie must be"
-            f" finite, non-negative and sum to 1, got {labels[row_index].tolist()} ({bad.size} such rows)"
+        raise _bad_labels_error(
+            labels[row_index].tolist(), row=row_index + 1, row_id=ids[row_index], count=f" ({bad.size} such rows)"
         )
     return labels
+
+
+def _cell_too_large_error(*, row: int, column: str | None, size: str, max_cell_bytes: int) -> DataFormatError:
+    where = f"row {row}" if column is None else f"row {row}, column {short(column)}"
+    return DataFormatError(
+        f"{where}: the cell holds {size} bytes, over the {max_cell_bytes:,}-byte cap (MAX_CELL_BYTES); shorten it"
+        " or drop the row"
+    )
 
 
 def _check_cell_sizes(frame: pd.DataFrame, *, max_cell_bytes: int) -> None:
@@ -163,10 +253,222 @@ def _check_cell_sizes(frame: pd.DataFrame, *, max_cell_bytes: int) -> None:
         for row_index in np.flatnonzero(values.str.len().to_numpy() * 4 > max_cell_bytes):
             size = len(values.iat[row_index].encode("utf-8", "surrogatepass"))
             if size > max_cell_bytes:
-                raise DataFormatError(
-                    f"row {row_index + 1}, column {str(column)[:64]!r}: the cell holds {size:,} bytes, over the"
-                    f" {max_cell_bytes:,}-byte cap (MAX_CELL_BYTES); shorten it or drop the row"
+                raise _cell_too_large_error(
+                    row=row_index + 1, column=str(column), size=f"{size:,}", max_cell_bytes=max_cell_bytes
                 )
+
+
+NO_ROWS = "the CSV has a header but no rows"
+EMPTY_ID = "row {row}: column 'id' is empty; every row needs a unique id"
+DUPLICATE_IDS = "duplicate id(s) {ids}; ids must be unique"
+# A header longer than this many characters per allowed column is refused before csv splits it into fields.
+HEADER_CHARS_PER_COLUMN = 1024
+
+
+class CsvLimitError(DataFormatError):
+    """The file passes one of the gateway's size caps (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS); the message names it."""
+
+
+@dataclass(frozen=True)
+class CsvSummary:
+    rows: int
+    labelled: bool
+
+
+class _RecordTooLongError(Exception):
+    pass
+
+
+class _RecordLines:
+    """The physical lines of a text file for csv.reader, refusing a record (one row, maybe several lines) longer
+    than `limit` characters before csv splits it: a line of a million commas would be a list of a million fields.
+    The caller sets `record_chars` to 0 after each record the reader yields."""
+
+    def __init__(self, handle: TextIO, *, limit: int | None) -> None:
+        self.handle = handle
+        self.limit = limit
+        self.record_chars = 0
+        self.overflow = ""  # the start of the line that passed the limit
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = (
+            self.handle.readline() if self.limit is None else self.handle.readline(self.limit + 1 - self.record_chars)
+        )
+        if not line:
+            raise StopIteration
+        self.record_chars += len(line)
+        if self.limit is not None and self.record_chars > self.limit:
+            self.overflow = line
+            raise _RecordTooLongError
+        return line
+
+
+def _records(handle: TextIO, *, max_columns: int | None, max_cell_bytes: int | None) -> Iterator[tuple[int, list[str]]]:
+    """(0, header), then (row number, fields) for each non-blank row, each row as wide as the header.
+
+    Memory is bounded by one record: a header over `max_columns` * HEADER_CHARS_PER_COLUMN characters, a row over
+    what its columns can hold at `max_cell_bytes` each and a field over `max_cell_bytes` characters are refused
+    while they are read.
+    """
+    lines = _RecordLines(handle, limit=None if max_columns is None else max_columns * HEADER_CHARS_PER_COLUMN)
+    reader = csv.reader(lines, strict=True)
+    row = 0
+    width = 0
+    try:
+        for record in reader:
+            lines.record_chars = 0
+            # pandas skips blank (and all-space) lines too: the two readers must count the same rows.
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if width == 0:
+                width = len(record)
+                if max_columns is not None and width > max_columns:
+                    raise _too_many_columns(f"{width:,}", max_columns)
+                yield 0, record
+                # A quoted cell of max_cell_bytes doubles its quotes at most; 3 more for quotes and comma.
+                lines.limit = None if max_cell_bytes is None else width * (2 * max_cell_bytes + 3) + 2
+                continue
+            row += 1
+            if len(record) != width:
+                raise DataFormatError(
+                    f"row {row} has {len(record):,} fields, the header has {width:,}; quote every cell that holds a"
+                    " comma, a quote or a newline, and double the quotes inside it"
+                )
+            yield row, record
+    except _RecordTooLongError:
+        if width == 0:
+            # The header so far (within the limit) gives a lower bound of its width.
+            fields = next(csv.reader([lines.overflow.rstrip("\r\n")]), [])
+            count = f"more than {len(fields) - 1:,}" if len(fields) - 1 > (max_columns or 0) else "too many"
+            raise _too_many_columns(count, max_columns or 0) from None
+        raise DataFormatError(
+            f"row {row + 1} is over {lines.limit:,} characters, more than {width} cells of the {max_cell_bytes:,}-byte"
+            " cap (MAX_CELL_BYTES) can hold; shorten it"
+        ) from None
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc) and max_cell_bytes is not None:
+            raise _cell_too_large_error(
+                row=row + 1, column=None, size=f"over {max_cell_bytes:,}", max_cell_bytes=max_cell_bytes
+            ) from None
+        where = "in the header" if width == 0 else f"at row {row + 1}"
+        raise DataFormatError(f"not a readable CSV {where}: {str(exc)[:100]}; check quoting and delimiters") from None
+
+
+def _too_many_columns(count: str, max_columns: int) -> CsvLimitError:
+    return CsvLimitError(
+        f"the header has {count} columns, over the {max_columns:,}-column cap (MAX_UPLOAD_COLUMNS); a Kaggle arena"
+        f" CSV needs {', '.join(REQUIRED_COLUMNS)}, the three winner columns and little else"
+    )
+
+
+def check_arena_csv(
+    path: Path,
+    *,
+    max_rows: int | None = None,
+    max_columns: int | None = None,
+    max_cell_bytes: int | None = None,
+) -> CsvSummary:
+    """Validate a Kaggle arena CSV as read_arena_csv would, streaming, in memory bounded whatever the file.
+
+    The header is checked first (column count, duplicate names, required and label columns), before any row is
+    parsed; then each row as it is read (width, cell sizes, id, turns, labels), counting rows against `max_rows`.
+    Held meanwhile: one row, and 8 bytes per row (a hash of its id, for the duplicate check). The checks are
+    read_arena_csv's, with stricter CSV syntax (quotes must close before a comma; every row as wide as the
+    header): a file this accepts, read_arena_csv reads with the same rows.
+
+    Args:
+        path: the CSV file.
+        max_rows: refuse more data rows (MAX_UPLOAD_ROWS); None: no cap.
+        max_columns: refuse a wider header (MAX_UPLOAD_COLUMNS); None: no cap.
+        max_cell_bytes: refuse a larger cell (MAX_CELL_BYTES); None: no cap.
+
+    Returns:
+        The number of rows, and whether the winner columns are there.
+
+    Raises:
+        CsvLimitError: over `max_rows` or `max_columns`.
+        DataFormatError: not a Kaggle arena CSV; the message names the row and column to fix.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+    # The limit is csv's, for the whole process: only ever raised here, so that no thread lowers it under another.
+    field_limit = sys.maxsize if max_cell_bytes is None else max_cell_bytes
+    if csv.field_size_limit() < field_limit:
+        csv.field_size_limit(field_limit)
+    id_hashes = array("q")
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        records = _records(handle, max_columns=max_columns, max_cell_bytes=max_cell_bytes)
+        header = next(records, None)
+        if header is None:
+            raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+        columns = normalise_columns(header[1])
+        labelled = _check_required_columns(columns)
+        id_index = columns.index("id")
+        turn_indices = [(column, columns.index(column)) for column in TURN_COLUMNS]
+        label_indices = [(column, columns.index(column)) for column in LABEL_COLUMNS] if labelled else []
+        turn_cells = itemgetter(*(index for _, index in turn_indices))
+        row_cap = sys.maxsize if max_rows is None else max_rows
+        # A character is at most 4 UTF-8 bytes: only cells longer than this can be over the cap; only those are encoded.
+        long_cell = sys.maxsize if max_cell_bytes is None else max_cell_bytes // 4
+        rows = 0
+        for rows, record in records:
+            if rows > row_cap:
+                raise CsvLimitError(
+                    f"the file has more than {max_rows:,} rows, over the row cap (MAX_UPLOAD_ROWS); split it"
+                )
+            if max(map(len, record)) > long_cell and max_cell_bytes is not None:
+                for column, cell in zip(columns, record, strict=True):
+                    size = len(cell.encode("utf-8", "surrogatepass"))
+                    if size > max_cell_bytes:
+                        raise _cell_too_large_error(
+                            row=rows, column=column, size=f"{size:,}", max_cell_bytes=max_cell_bytes
+                        )
+            row_id = record[id_index].strip()
+            if not row_id:
+                raise DataFormatError(EMPTY_ID.format(row=rows))
+            id_hashes.append(hash(row_id))
+            if not _are_turn_cells(turn_cells(record)):
+                for column, index in turn_indices:
+                    parse_turns(record[index], row=rows, column=column, row_id=row_id)
+            if label_indices:
+                values = [
+                    _label_value(record[index], row=rows, column=column, row_id=row_id)
+                    for column, index in label_indices
+                ]
+                # "nan" fails no comparison: refused by the isfinite check.
+                if not all(map(math.isfinite, values)) or min(values) < 0 or abs(sum(values) - 1.0) > 1e-3:
+                    raise _bad_labels_error(values, row=rows, row_id=row_id)
+    if rows == 0:
+        raise DataFormatError(NO_ROWS)
+    _check_unique_ids(path, id_hashes, id_index=id_index, max_cell_bytes=max_cell_bytes)
+    return CsvSummary(rows=rows, labelled=labelled)
+
+
+def _check_unique_ids(path: Path, id_hashes: array, *, id_index: int, max_cell_bytes: int | None) -> None:
+    """Refuse repeated ids. Equal hashes are only candidates: the file is read again for those ids alone."""
+    hashes = np.sort(np.frombuffer(id_hashes, dtype=np.int64))
+    repeated = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+    if not repeated:
+        return
+    seen: set[str] = set()
+    duplicated: list[str] = []
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        records = _records(handle, max_columns=None, max_cell_bytes=max_cell_bytes)
+        next(records)
+        for _, record in records:
+            row_id = record[id_index].strip()
+            if hash(row_id) in repeated:
+                if row_id in seen:
+                    duplicated.append(row_id)
+                    if len(duplicated) == 5:
+                        break
+                seen.add(row_id)
+    if duplicated:
+        raise DataFormatError(DUPLICATE_IDS.format(ids=", ".join(short(row_id) for row_id in duplicated)))
 
 
 def read_arena_csv(
@@ -186,24 +488,20 @@ def read_arena_csv(
         DataFormatError: the message names the row and column to fix.
     """
     frame = _read_frame(source)
-    frame.columns = [str(column).strip() for column in frame.columns]
-    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
-    if missing:
-        raise DataFormatError(
-            f"missing column(s) {missing}; a Kaggle arena CSV needs {list(REQUIRED_COLUMNS)}"
-            f" (found {list(frame.columns)[:12]})"
-        )
+    frame.columns = normalise_columns(frame.columns)
+    _check_required_columns(list(frame.columns))
     if len(frame) == 0:
-        raise DataFormatError("the CSV has a header but no rows")
+        raise DataFormatError(NO_ROWS)
     if max_cell_bytes is not None:
         _check_cell_sizes(frame, max_cell_bytes=max_cell_bytes)
     ids = [str(value).strip() for value in frame["id"].tolist()]
     for row_index, row_id in enumerate(ids):
         if not row_id:
-            raise DataFormatError(f"row {row_index + 1}: column 'id' is empty; every row needs a unique id")
-    duplicated = pd.Series(ids)[pd.Series(ids).duplicated()].tolist()
+            raise DataFormatError(EMPTY_ID.format(row=row_index + 1))
+    seen: set[str] = set()
+    duplicated = [row_id for row_id in ids if row_id in seen or seen.add(row_id)]
     if duplicated:
-        raise DataFormatError(f"duplicate id(s) {duplicated[:5]}; ids must be unique")
+        raise DataFormatError(DUPLICATE_IDS.format(ids=", ".join(short(row_id) for row_id in duplicated[:5])))
     columns = {column: frame[column].tolist() for column in TURN_COLUMNS}
     pairs = [
         Pair(

@@ -1,6 +1,7 @@
 """Datasets in SHARED_DIR/datasets/<id>/ (dataset.csv, meta.json): uploads, and CSVs a synth job registers.
 
-An upload is streamed to a staging folder with a size cap, validated against the Kaggle arena schema,
+An upload is streamed to a staging folder with a size cap, validated against the Kaggle arena schema as a
+stream (header first, then row by row, with row and column caps: memory bounded by one row, whatever the file),
 and only then renamed into place: a rejected upload leaves nothing behind.
 """
 
@@ -34,22 +35,32 @@ class DatasetNotFoundError(KeyError):
 
 
 class DatasetStore:
-    def __init__(self, shared_dir: Path, *, max_bytes: int, max_cell_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        shared_dir: Path,
+        *,
+        max_bytes: int,
+        max_cell_bytes: int | None = None,
+        max_rows: int | None = None,
+        max_columns: int | None = None,
+    ) -> None:
+        """Caps of an upload: `max_bytes` (MAX_UPLOAD_BYTES), and when given `max_cell_bytes` (MAX_CELL_BYTES),
+        `max_rows` (MAX_UPLOAD_ROWS), `max_columns` (MAX_UPLOAD_COLUMNS). A registered CSV is checked without them."""
         self.shared_dir = Path(shared_dir)
         self.root = self.shared_dir / "datasets"
         self.max_bytes = max_bytes
         self.max_cell_bytes = max_cell_bytes
+        self.max_rows = max_rows
+        self.max_columns = max_columns
 
     def save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
         """Copy, validate and store an uploaded CSV.
 
         Raises:
             UploadTooLargeError: more than `max_bytes`.
+            CsvLimitError: more rows or columns than `max_rows` or `max_columns` (a DataFormatError).
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
-        # Imported here: pandas is only needed once a file arrives.
-        from shared.arena_csv import DataFormatError
-
         display_name = Path(filename or DATASET_CSV_NAME).name[:200]
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"
@@ -66,19 +77,10 @@ class DatasetStore:
                         )
                     digest.update(chunk)
                     handle.write(chunk)
-            try:
-                return self._publish(
-                    staging,
-                    dataset_id,
-                    name=display_name,
-                    size=size,
-                    sha256=digest.hexdigest(),
-                    max_cell_bytes=self.max_cell_bytes,
-                )
-            except DataFormatError as exc:
-                # The client knows its file by the name it sent, not by our staging path.
-                staged = str(staging / DATASET_CSV_NAME)
-                raise DataFormatError(str(exc).replace(staged, display_name)) from None
+            # The checker's messages name rows and columns, never the staging path.
+            return self._publish(
+                staging, dataset_id, name=display_name, size=size, sha256=digest.hexdigest(), capped=True
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -118,19 +120,24 @@ class DatasetStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _publish(
-        self, staging: Path, dataset_id: str, *, name: str, size: int, sha256: str, max_cell_bytes: int | None = None
+        self, staging: Path, dataset_id: str, *, name: str, size: int, sha256: str, capped: bool = False
     ) -> DatasetInfo:
-        """Validate staging/dataset.csv (cells capped at `max_cell_bytes`), write meta.json beside it and rename
+        """Validate staging/dataset.csv (with the upload caps when `capped`), write meta.json beside it and rename
         the folder into place."""
-        # Imported here: pandas is only needed once a file arrives.
-        from shared.arena_csv import read_arena_csv
+        # Imported here: only needed once a file arrives.
+        from shared.arena_csv import check_arena_csv
 
-        dataset = read_arena_csv(staging / DATASET_CSV_NAME, max_cell_bytes=max_cell_bytes)
+        summary = check_arena_csv(
+            staging / DATASET_CSV_NAME,
+            max_rows=self.max_rows if capped else None,
+            max_columns=self.max_columns if capped else None,
+            max_cell_bytes=self.max_cell_bytes if capped else None,
+        )
         info = DatasetInfo(
             id=dataset_id,
             name=name,
-            rows=len(dataset),
-            labelled=dataset.labels is not None,
+            rows=summary.rows,
+            labelled=summary.labelled,
             bytes=size,
             sha256=sha256,
             created_at=utc_now(),

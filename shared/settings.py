@@ -210,6 +210,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Proxy: POSTs (score, jobs, uploads) per second per client address, bursts of twice that (429).",
     )
+    MAX_UPLOAD_ROWS: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most data rows of one dataset upload (Kaggle's train file has 57k, its test file 25k); more is"
+        " refused (413) while the file is read, so validation time and memory stay bounded.",
+    )
+    MAX_UPLOAD_COLUMNS: int = Field(
+        default=64,
+        ge=8,
+        description="Most columns of one dataset upload (a Kaggle arena CSV has 4 to 9); a wider header is refused"
+        " (413) before any row is read.",
+    )
     MAX_REQUEST_BYTES: int = Field(
         default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
     )

@@ -11,12 +11,16 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
 def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
-    """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored."""
-    from shared.arena_csv import DataFormatError
+    """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored.
+
+    A sync route (a thread of the pool): validation streams the staged file with row, column and cell caps
+    (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS, MAX_CELL_BYTES), so it holds the thread for seconds at most.
+    """
+    from shared.arena_csv import CsvLimitError, DataFormatError
 
     try:
         return datasets.save_upload(file.file, filename=file.filename)
-    except UploadTooLargeError as exc:
+    except (UploadTooLargeError, CsvLimitError) as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
     except DataFormatError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a Kaggle arena CSV: {exc}") from None

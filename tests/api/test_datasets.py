@@ -40,6 +40,7 @@ BAD_UPLOADS = {
     "bad-labels": (arena_csv(2).replace(b",1,0,0", b",1,1,0"), "sum to 1"),
     "duplicate-ids": (arena_csv(2, start_id=5).replace(b"\n6,", b"\n5,"), "duplicate"),
     "binary": (bytes(range(256)) * 4, ""),
+    "spaced-duplicate-columns": (b"id,prompt,response_a,response_b, id\n1,[],[],[],2\n", "duplicate column 'id'"),
 }
 
 
