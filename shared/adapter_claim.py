@@ -83,6 +83,8 @@ def claim_adapter_dir(shared_dir: Path, name: str, job_id: str) -> Path:
     """
     folder = resolve_inside(Path(shared_dir) / "adapters", name)
     owner_path = folder / TRAIN_JOB_OWNER_NAME
+    if folder.exists() and not folder.is_dir():
+        raise AdapterNameTakenError(f"adapters/{name} exists already; choose another adapter_name")
     folder.mkdir(parents=True, exist_ok=True)
     if not owner_path.exists() and holds_unclaimed_files(folder):
         raise AdapterNameTakenError(f"adapters/{name} exists already; choose another adapter_name")

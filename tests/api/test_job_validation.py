@@ -378,3 +378,14 @@ def test_a_job_the_broker_did_not_take_gives_its_name_back(client, settings, lab
     assert not (settings.SHARED_DIR / "adapters" / "judge-z").exists()
     monkeypatch.undo()
     assert client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": "judge-z"}).status_code == 202
+
+
+def test_a_name_held_by_a_file_or_an_adapter_made_by_hand_is_409(client, settings, labelled):
+    adapters = settings.SHARED_DIR / "adapters"
+    (adapters / "a-file").write_text("not a folder")
+    (adapters / "by-hand").mkdir()
+    (adapters / "by-hand" / "adapter_config.json").write_text("{}")
+    for name in ("a-file", "by-hand"):
+        response = client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": name})
+        assert_refused(response, 409, f"adapters/{name} exists already", "choose another adapter_name")
+    assert client.get("/v1/jobs").json() == []
