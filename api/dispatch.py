@@ -6,10 +6,23 @@ configuration (shared/celery_config.py).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
 
-from celery import Celery
+import anyio
+import redis
+import redis.asyncio
+from celery import Celery, states
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from shared.names import PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import plan_shards, predict_queues
@@ -18,10 +31,49 @@ from shared.settings import Settings
 from shared.worker_presence import live_workers, redis_client
 
 PLACEHOLDER_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK}
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+# GET /healthz reuses one view of the broker and the workers this long, and never waits longer for a new one.
+HEALTH_CACHE_S = 2.0
+HEALTH_WAIT_S = 0.5
+# A waiting score request reads its result this often (seconds, growing from the first to the second).
+SCORE_POLL_S = (0.05, 0.25)
 
 
 class BrokerUnavailableError(RuntimeError):
     pass
+
+
+class ScoreCapacityError(RuntimeError):
+    """SCORE_MAX_IN_FLIGHT score requests are waiting already."""
+
+
+class ClientGoneError(RuntimeError):
+    """The client of a waiting score request disconnected."""
+
+
+@dataclass(frozen=True)
+class HealthView:
+    broker: str  # "ok", or "unreachable: <why>" (the why names the Redis host: the log's, never the client's)
+    workers: dict[str, list[str]]
+    checked_at: float
+
+
+def _in_own_thread(function: Callable[[], T], *, name: str) -> concurrent.futures.Future[T]:
+    """Run `function` in a new daemon thread; its future. For rare, possibly slow calls that must not wait on (or
+    occupy) the request thread pool."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 class WorkerDirectory:
@@ -43,6 +95,9 @@ class WorkerDirectory:
         self._redis = redis_client(settings)
         self._cached: tuple[float, dict[str, list[str]]] | None = None
         self._last_seen: tuple[float, dict[str, list[str]]] | None = None
+        self._health: HealthView | None = None
+        self._health_refresh: concurrent.futures.Future | None = None
+        self._health_lock = threading.Lock()
 
     def active_queues(self, *, fresh: bool = False) -> dict[str, list[str]]:
         """Worker name → queue names; {} when none is alive.
@@ -88,6 +143,41 @@ class WorkerDirectory:
             return f"unreachable: {type(exc).__name__}: {exc}"
         return "ok"
 
+    async def health(self) -> HealthView:
+        """The broker's state and the live workers, for GET /healthz: never waits more than HEALTH_WAIT_S.
+
+        The answer is reused for HEALTH_CACHE_S. A stale one is refreshed in a thread of its own (never the request
+        thread pool, which a burst may occupy), one refresh at a time; a refresh slower than HEALTH_WAIT_S (a broker
+        that does not answer, a broadcast to workers of an older release) leaves the last view in place, or reports
+        the broker unreachable when there is none yet.
+        """
+        cached = self._health
+        if cached is not None and time.monotonic() - cached.checked_at < HEALTH_CACHE_S:
+            return cached
+        with self._health_lock:
+            if self._health_refresh is None or self._health_refresh.done():
+                self._health_refresh = _in_own_thread(self._refresh_health, name="arena-health")
+            refresh = self._health_refresh
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(refresh)), timeout=HEALTH_WAIT_S)
+        except TimeoutError:
+            log.warning("health: the broker did not answer within %ss", HEALTH_WAIT_S)
+            if self._health is not None and time.monotonic() - self._health.checked_at < self.remember_seconds:
+                return self._health
+            return HealthView(broker="unreachable: no answer in time", workers={}, checked_at=time.monotonic())
+
+    def _refresh_health(self) -> HealthView:
+        broker = self.broker_reachable()
+        workers: dict[str, list[str]] = {}
+        if broker == "ok":
+            try:
+                # A solo-pool worker busy with a task does not answer a broadcast: recently seen means still there.
+                workers = self.active_queues() or self.recently_seen()
+            except BrokerUnavailableError as exc:
+                broker = f"unreachable: {exc}"
+        self._health = HealthView(broker=broker, workers=workers, checked_at=time.monotonic())
+        return self._health
+
 
 def new_predict_record(job_id: str, *, params: dict, rows: int, queues: list[str]) -> JobRecord:
     shards = [
@@ -129,13 +219,106 @@ def revoke(celery: Celery, task_ids: list[str]) -> None:
     celery.control.revoke(task_ids)
 
 
-def score_pairs(celery: Celery, payload: dict, *, queue: str, timeout: float) -> dict:
-    """Run the score task on `queue` and wait for it; raises celery.exceptions.TimeoutError after `timeout`."""
-    result = celery.send_task(SCORE_TASK, args=[payload], queue=queue)
+class ScoreCapacity:
+    """How many score requests wait on workers now, at most `limit` (SCORE_MAX_IN_FLIGHT).
+
+    A lock, not just the event loop: a TestClient runs each request on an event loop of its own.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold one place for the block; ScoreCapacityError at once when none is free."""
+        with self._lock:
+            if self.in_flight >= self.limit:
+                raise ScoreCapacityError(f"{self.in_flight} score requests are waiting already")
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+async def score_pairs(
+    celery: Celery,
+    settings: Settings,
+    payload: dict,
+    *,
+    queue: str,
+    client_gone: Callable[[], Awaitable[bool]] | None = None,
+) -> dict:
+    """Run the score task on `queue` and wait for its result without holding a thread.
+
+    The message expires, and its payload carries a deadline (epoch seconds), both at SCORE_TIMEOUT_S from now: any
+    worker, including one started later, skips it once nobody waits for it (Celery drops an expired message; the
+    task checks the deadline). A revoke is sent too when the gateway gives up, but only workers online then hear it.
+
+    Raises:
+        celery.exceptions.TimeoutError: no result within SCORE_TIMEOUT_S (or the worker dropped it as expired).
+        ClientGoneError: `client_gone()` said the client disconnected.
+        BrokerUnavailableError: Redis did not answer.
+        Exception: the task failed (rebuilt from its result).
+    """
+    timeout = settings.SCORE_TIMEOUT_S
+    task_id = uuid.uuid4().hex
+    deadline = time.time() + timeout
+    send = functools.partial(
+        celery.send_task,
+        SCORE_TASK,
+        args=[{**payload, "deadline": deadline}],
+        queue=queue,
+        task_id=task_id,
+        expires=timeout,
+    )
     try:
-        return result.get(timeout=timeout, propagate=True)
-    except Exception:
-        celery.control.revoke(result.id)
-        raise
+        await anyio.to_thread.run_sync(send)
+    except Exception as exc:  # kombu raises several connection error types
+        raise BrokerUnavailableError(f"could not send the score task ({type(exc).__name__}: {exc})") from exc
+    key = celery.backend.get_key_for_task(task_id)
+    # A connection of this request's own: the gateway's other Redis clients are synchronous, and an asyncio
+    # client cannot be shared between event loops.
+    results = redis.asyncio.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=settings.INSPECT_TIMEOUT_S + 2, socket_connect_timeout=2
+    )
+    finished = False
+    try:
+        delay = SCORE_POLL_S[0]
+        while True:
+            try:
+                raw = await results.get(key)
+            except redis.RedisError as exc:
+                raise BrokerUnavailableError(f"the result backend does not answer ({type(exc).__name__})") from exc
+            if raw is not None:
+                meta = celery.backend.decode_result(raw)
+                if meta["status"] == states.SUCCESS:
+                    finished = True
+                    return meta["result"]
+                if meta["status"] == states.FAILURE:
+                    finished = True
+                    raise celery.backend.exception_to_python(meta["result"])
+                if meta["status"] == states.REVOKED:  # a worker dropped it: expired, or revoked elsewhere
+                    finished = True
+                    raise CeleryTimeoutError(f"score task {task_id} was dropped by the worker")
+            left = deadline - time.time()
+            if left <= 0:
+                raise CeleryTimeoutError(f"no result for score task {task_id} within {timeout}s")
+            if client_gone is not None and await client_gone():
+                raise ClientGoneError(f"the client of score task {task_id} disconnected")
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 1.5, SCORE_POLL_S[1])
     finally:
-        result.forget()
+        if not finished:  # nobody will read it: drop it where workers still listen (the expiry covers the rest)
+            try:
+                await anyio.to_thread.run_sync(functools.partial(celery.control.revoke, task_id))
+            except Exception:
+                log.warning("could not revoke score task %s", task_id, exc_info=True)
+        try:
+            await results.delete(key)  # the gateway never reads a score result twice
+        except redis.RedisError:
+            pass
+        await results.aclose()

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import api_key_problem
-from api.dispatch import WorkerDirectory
+from api.dispatch import ScoreCapacity, WorkerDirectory
 from api.idempotency import IdempotencyStore
 from api.routes.main import api_router
 from shared.celery_config import make_celery
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_columns=settings.MAX_UPLOAD_COLUMNS,
     )
     app.state.workers = WorkerDirectory(celery, settings)
+    app.state.score_capacity = ScoreCapacity(settings.SCORE_MAX_IN_FLIGHT)
     app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)
 
     app.add_middleware(BodySizeLimit, upload_bytes=settings.MAX_UPLOAD_BYTES, request_bytes=settings.MAX_REQUEST_BYTES)

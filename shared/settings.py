@@ -222,6 +222,20 @@ class Settings(BaseSettings):
         description="Most columns of one dataset upload (a Kaggle arena CSV has 4 to 9); a wider header is refused"
         " (413) before any row is read.",
     )
+    SCORE_MAX_IN_FLIGHT: int = Field(
+        default=64,
+        ge=1,
+        description="Most POST /v1/score requests the gateway keeps waiting on workers at once; one more gets 429"
+        " with Retry-After at once. Each waiting request costs no thread, only a Redis poll every fraction of a"
+        " second.",
+    )
+    SCORE_TASK_TIME_LIMIT_S: float = Field(
+        default=120.0,
+        ge=1,
+        description="Longest a worker may spend on one score task once its judge is loaded (cleaning, features,"
+        " judging): past it the worker's watchdog stops the worker hard (exit 75) for its supervisor to restart"
+        " it. A score task the gateway gave up on (SCORE_TIMEOUT_S) is skipped by any worker, never judged.",
+    )
     MAX_REQUEST_BYTES: int = Field(
         default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
     )

@@ -134,16 +134,30 @@ class WorkerBackground:
             log.exception("heartbeat or sweep failed; retrying at the next beat")
 
     def watchdog(self) -> bool:
-        """Stop the worker hard when its step is still inside one chunk HARD_STOP_GRACE_S past its time limit.
+        """Stop the worker hard when its step is still inside one chunk HARD_STOP_GRACE_S past its time limit, or
+        a score task runs past SCORE_TASK_TIME_LIMIT_S.
 
         The time limit is checked between chunks; a chunk that never returns (a hung engine, a pathological row)
         would hold the worker forever. The job fails with the reason first, then the process exits for its
         supervisor to restart it. Returns whether it stopped (only when `hard_stop` returns, i.e. in tests).
         """
         step = running_step()
-        grace = self.settings.HARD_STOP_GRACE_S
+        grace = self.settings.HARD_STOP_GRACE_S if step is None or step.grace_s is None else step.grace_s
         if step is None or time.time() < step.deadline + grace:
             return False
+        if step.job_id is None:  # a score task: no job record to fail, the gateway stopped waiting long ago
+            log.error(
+                "score task %s ran past SCORE_TASK_TIME_LIMIT_S=%ss; stopping the worker hard for a restart",
+                step.task_id,
+                step.time_limit_s,
+            )
+            try:
+                withdraw(self.client, self.settings, self.worker)
+            except Exception:
+                log.warning("could not withdraw this worker's announcement before its hard stop", exc_info=True)
+            finally:
+                self.hard_stop()
+            return True
         reason = (
             f"the job ran longer than its time limit of {step.time_limit_s}s and was stopped hard: one chunk was still"
             f" running {grace:.0f}s past the limit, so the worker was restarted; lower JUDGE_CHUNK_PAIRS or split the"

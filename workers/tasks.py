@@ -76,12 +76,19 @@ def predict_assemble(self, shard_summaries: list[dict] | None = None, *, job_id:
     return _assemble(settings, job_id=job_id, shard_summaries=shard_summaries)
 
 
-@app.task(name=SCORE_TASK)
-def score(payload: dict) -> dict:
-    """Score a few inline pairs; errors in the request come back as {"error": ...} for the gateway's 4xx."""
+@app.task(name=SCORE_TASK, bind=True)
+def score(self, payload: dict) -> dict:
+    """Score a few inline pairs; errors in the request come back as {"error": ...} for the gateway's 4xx.
+
+    A request past its deadline (the gateway gave up) comes back as {"expired": ...} without judging; a message
+    past its `expires` never gets here (the worker drops it as revoked).
+    """
     settings = get_settings()
     try:
-        return score_step.run_score(settings, payload)
+        result = score_step.run_score(settings, payload, task_id=self.request.id)
+        if "expired" in result:
+            log.info("score task %s: %s", self.request.id, result["error"])
+        return result
     except UserError as exc:
         return {"error": relative_to_shared(str(exc), settings.SHARED_DIR)}  # the gateway shows it to the client
 

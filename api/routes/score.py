@@ -1,22 +1,65 @@
-"""POST /v1/score: a few inline pairs scored synchronously by a worker, under a short timeout."""
+"""POST /v1/score: a few inline pairs scored synchronously by a worker, under a short timeout.
+
+Async: a waiting request holds no thread (it polls its result in Redis), and at most SCORE_MAX_IN_FLIGHT wait at
+once; one more gets 429 at once. The rest of the gateway keeps answering however many clients wait on scores.
+"""
 
 import logging
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 
-from api.deps import CeleryDep, SettingsDep, WorkersDep
-from api.dispatch import BrokerUnavailableError, score_pairs
+from api.deps import CeleryDep, ScoreCapacityDep, SettingsDep, WorkersDep
+from api.dispatch import BrokerUnavailableError, ClientGoneError, ScoreCapacityError, WorkerDirectory, score_pairs
 from api.routes.jobs import check_judge_files
 from shared.routing import predict_queues
 from shared.schemas import ScoreRequest, ScoreResponse
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/score", tags=["score"])
+BUSY_RETRY_AFTER_S = 5
 
 
-@router.post("", response_model=ScoreResponse)
-def score(request: ScoreRequest, settings: SettingsDep, celery: CeleryDep, workers: WorkersDep) -> ScoreResponse:
+def broker_unavailable() -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail="the broker at REDIS_URL does not answer; retry in a few seconds, and check that Redis is running",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _score_queue(settings: Settings, request: ScoreRequest, workers: WorkerDirectory) -> str:
+    """The judge files checked and the queue to send to (blocking: file checks, maybe a broadcast); run in a
+    thread."""
+    check_judge_files(settings, request)
+    try:
+        active = workers.active_queues() or workers.recently_seen()  # busy workers do not answer broadcasts
+    except BrokerUnavailableError:
+        log.warning("the broker does not answer", exc_info=True)  # names the Redis host: the log, not the client
+        raise broker_unavailable() from None
+    if not active:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="no worker is up (none announced itself recently); start one (make up)",
+        )
+    return predict_queues(active, fallback=settings.FALLBACK_QUEUE)[0]
+
+
+@router.post(
+    "",
+    response_model=ScoreResponse,
+    responses={429: {"description": "SCORE_MAX_IN_FLIGHT requests are waiting already; retry after Retry-After"}},
+)
+async def score(
+    request: ScoreRequest,
+    http_request: Request,
+    settings: SettingsDep,
+    celery: CeleryDep,
+    workers: WorkersDep,
+    capacity: ScoreCapacityDep,
+) -> ScoreResponse:
     """Probabilities (A, B, tie) for a few pairs, synchronously, through the same queues as jobs."""
     if len(request.pairs) > settings.SCORE_MAX_PAIRS:
         raise HTTPException(
@@ -24,30 +67,33 @@ def score(request: ScoreRequest, settings: SettingsDep, celery: CeleryDep, worke
             detail=f"{len(request.pairs)} pairs is more than SCORE_MAX_PAIRS={settings.SCORE_MAX_PAIRS};"
             " upload a dataset and submit a predict job instead",
         )
-    check_judge_files(settings, request)
     try:
-        active = workers.active_queues() or workers.recently_seen()  # busy workers do not answer broadcasts
-    except BrokerUnavailableError:
-        log.warning("the broker does not answer", exc_info=True)  # names the Redis host: the log, not the client
+        with capacity.claim():
+            queue = await run_in_threadpool(_score_queue, settings, request, workers)
+            result = await score_pairs(
+                celery, settings, request.model_dump(), queue=queue, client_gone=http_request.is_disconnected
+            )
+    except ScoreCapacityError:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="the broker at REDIS_URL does not answer; retry in a few seconds, and check that Redis is running",
-            headers={"Retry-After": "5"},
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{settings.SCORE_MAX_IN_FLIGHT} score requests are waiting already (SCORE_MAX_IN_FLIGHT);"
+            " retry later, or submit a predict job",
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
         ) from None
-    if not active:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="no worker is up (none announced itself recently); start one (make up)",
-        )
-    queue = predict_queues(active, fallback=settings.FALLBACK_QUEUE)[0]
-    try:
-        result = score_pairs(celery, request.model_dump(), queue=queue, timeout=settings.SCORE_TIMEOUT_S)
     except CeleryTimeoutError:
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT,
             detail=f"no worker answered within SCORE_TIMEOUT_S={settings.SCORE_TIMEOUT_S}s (busy with a job, or"
             " loading its model); retry, or submit a predict job",
         ) from None
+    except ClientGoneError:
+        log.info("a score client disconnected before its result; its task was dropped")
+        raise HTTPException(499, detail="the client disconnected") from None
+    except BrokerUnavailableError:
+        log.warning("the broker does not answer", exc_info=True)
+        raise broker_unavailable() from None
+    except HTTPException:
+        raise
     except Exception as exc:
         log.warning("score task failed", exc_info=True)
         raise HTTPException(

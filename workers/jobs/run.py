@@ -6,7 +6,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,13 +41,19 @@ def job_time_limit_s(settings: Settings, params: dict) -> int:
 
 @dataclass
 class RunningStep:
-    """The job step this worker process runs now (a solo worker runs one at a time), for the watchdog."""
+    """The step this worker process runs now (a solo worker runs one at a time), for the watchdog.
 
-    job_id: str
+    `job_id` is None for a score task: it has no job record to fail. `grace_s` None means HARD_STOP_GRACE_S (a job
+    step checks its deadline between chunks, the grace covers one chunk); a score task has no such check, so its
+    limit is hard (grace 0).
+    """
+
+    job_id: str | None
     shard_index: int | None
     task_id: str | None
     deadline: float
-    time_limit_s: int
+    time_limit_s: float
+    grace_s: float | None = None
 
 
 _running_step: RunningStep | None = None
@@ -55,6 +62,23 @@ _running_step: RunningStep | None = None
 def running_step() -> RunningStep | None:
     """The step with a deadline this process runs now, or None (read by workers/background.py's watchdog)."""
     return _running_step
+
+
+@contextmanager
+def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[RunningStep]:
+    """Register a step without a job record (a score task) with the watchdog for the duration of the block.
+
+    Past `time_limit_s` the watchdog stops the worker hard (workers/background.py): the only bound on a call that
+    never returns, since the solo pool ignores Celery's own time limits.
+    """
+    global _running_step
+    step = RunningStep(None, None, task_id, time.time() + time_limit_s, time_limit_s, grace_s=0.0)
+    _running_step = step
+    try:
+        yield step
+    finally:
+        if _running_step is step:
+            _running_step = None
 
 
 class JobRun:
