@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_cell_bytes=settings.MAX_CELL_BYTES,
         max_rows=settings.MAX_UPLOAD_ROWS,
         max_columns=settings.MAX_UPLOAD_COLUMNS,
+        max_concurrent_uploads=settings.MAX_CONCURRENT_UPLOADS,
     )
     app.state.workers = WorkerDirectory(celery, settings)
     app.state.score_capacity = ScoreCapacity(settings.SCORE_MAX_IN_FLIGHT)

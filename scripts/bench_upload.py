@@ -5,9 +5,11 @@
 Each case starts a fresh gateway (its own SHARED_DIR in a temporary folder, Redis db 14 under a unique
 REDIS_KEY_PREFIX, deleted afterwards), warms it with one tiny valid upload (so lazy imports count in the
 baseline), then sends one file and prints, per case: the answer's status and the first 160 characters of its
-detail, the wall time of the upload request, the gateway's RSS before it (VmRSS) and its peak over its life
-(VmHWM), its most threads, and the slowest GET /healthz answered while the upload was in flight (polled every
-0.1 s from another thread: a held event loop shows there). One JSON object per case, then a summary table.
+detail; the wall time of the upload request, and the gateway's CPU time for it (user + system: the figure that
+other load on the machine does not move; the /healthz polls add a few ms); the gateway's RSS before it (VmRSS)
+and its peak over its life (VmHWM); its most threads; and the slowest GET /healthz answered while the upload
+was in flight (polled every 0.1 s from another thread: a held event loop shows there). One JSON object per
+case, then a summary table.
 
 Cases:
     maximal  MAX_UPLOAD_BYTES (less 64 KiB for the multipart envelope) of minimal rows (`17,[],[],[]`)
@@ -88,6 +90,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far: the gateway's own cost, whatever else loads the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM (KiB) and Threads of `pid`."""
     fields = {}
@@ -164,6 +172,7 @@ def run_case(name: str, path: Path, *, workdir: Path, max_upload_bytes: int, ext
         if warm.status_code != 201:
             raise RuntimeError(f"the warm-up upload got {warm.status_code}: {warm.text[:300]}")
         before = proc_status(gateway.process.pid)
+        cpu_before = cpu_seconds(gateway.process.pid)
         stop = threading.Event()
         health_latencies: list[float] = []
         most_threads = [before["Threads"]]
@@ -186,6 +195,7 @@ def run_case(name: str, path: Path, *, workdir: Path, max_upload_bytes: int, ext
         stop.set()
         prober.join()
         after = proc_status(gateway.process.pid)
+        cpu_s = cpu_seconds(gateway.process.pid) - cpu_before
         try:
             detail = response.json().get("detail", "")
         except ValueError:
@@ -197,6 +207,7 @@ def run_case(name: str, path: Path, *, workdir: Path, max_upload_bytes: int, ext
             "detail": str(detail)[:160] if response.status_code != 201 else f"rows={response.json()['rows']}",
             "detail_chars": len(str(detail)),
             "wall_s": round(wall_s, 2),
+            "gateway_cpu_s": round(cpu_s, 2),
             "rss_before_mib": round(before["VmRSS"] / 1024, 1),
             "peak_rss_mib": round(after["VmHWM"] / 1024, 1),
             "most_threads": most_threads[0],
@@ -241,11 +252,12 @@ def main() -> int:
             path.unlink()
             results.append(result)
             print(json.dumps(result), flush=True)
-    columns = f"{'case':<9} {'MB':>6} {'status':>6} {'wall s':>7} {'RSS MiB':>8} {'peak MiB':>9}"
+    columns = f"{'case':<9} {'MB':>6} {'status':>6} {'wall s':>7} {'cpu s':>6} {'RSS MiB':>8} {'peak MiB':>9}"
     print(f"\n{columns} {'threads':>7} {'healthz ms':>10}")
     for result in results:
         print(
             f"{result['case']:<9} {result['file_mb']:>6} {result['status']:>6} {result['wall_s']:>7}"
+            f" {result['gateway_cpu_s']:>6}"
             f" {result['rss_before_mib']:>8} {result['peak_rss_mib']:>9} {result['most_threads']:>7}"
             f" {result['healthz_max_ms']:>10}"
         )

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +24,10 @@ CHUNK_BYTES = 1 << 20
 
 class UploadTooLargeError(ValueError):
     pass
+
+
+class UploadsBusyError(RuntimeError):
+    """As many uploads as allowed are being stored and validated; the client should retry shortly."""
 
 
 class DatasetNotFoundError(KeyError):
@@ -43,24 +48,42 @@ class DatasetStore:
         max_cell_bytes: int | None = None,
         max_rows: int | None = None,
         max_columns: int | None = None,
+        max_concurrent_uploads: int | None = None,
     ) -> None:
         """Caps of an upload: `max_bytes` (MAX_UPLOAD_BYTES), and when given `max_cell_bytes` (MAX_CELL_BYTES),
-        `max_rows` (MAX_UPLOAD_ROWS), `max_columns` (MAX_UPLOAD_COLUMNS). A registered CSV is checked without them."""
+        `max_rows` (MAX_UPLOAD_ROWS), `max_columns` (MAX_UPLOAD_COLUMNS). A registered CSV is checked without them.
+        `max_concurrent_uploads` (MAX_CONCURRENT_UPLOADS): uploads stored at once, None: any number."""
         self.shared_dir = Path(shared_dir)
         self.root = self.shared_dir / "datasets"
         self.max_bytes = max_bytes
         self.max_cell_bytes = max_cell_bytes
         self.max_rows = max_rows
         self.max_columns = max_columns
+        self.max_concurrent_uploads = max_concurrent_uploads
+        self.upload_slots = threading.BoundedSemaphore(max_concurrent_uploads) if max_concurrent_uploads else None
 
     def save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
         """Copy, validate and store an uploaded CSV.
 
         Raises:
+            UploadsBusyError: `max_concurrent_uploads` uploads are in progress already (nothing was read).
             UploadTooLargeError: more than `max_bytes`.
             CsvLimitError: more rows or columns than `max_rows` or `max_columns` (a DataFormatError).
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
+        if self.upload_slots is None:
+            return self._save_upload(source, filename=filename)
+        if not self.upload_slots.acquire(blocking=False):
+            raise UploadsBusyError(
+                f"{self.max_concurrent_uploads} upload(s) are being validated already (MAX_CONCURRENT_UPLOADS);"
+                " retry in a few seconds"
+            )
+        try:
+            return self._save_upload(source, filename=filename)
+        finally:
+            self.upload_slots.release()
+
+    def _save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
         display_name = Path(filename or DATASET_CSV_NAME).name[:200]
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"

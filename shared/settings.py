@@ -222,6 +222,13 @@ class Settings(BaseSettings):
         description="Most columns of one dataset upload (a Kaggle arena CSV has 4 to 9); a wider header is refused"
         " (413) before any row is read.",
     )
+    MAX_CONCURRENT_UPLOADS: int = Field(
+        default=2,
+        ge=1,
+        description="Dataset uploads the gateway stores and validates at once (each takes a thread and a few seconds"
+        " of CPU at the caps above); one more gets 503 with Retry-After at once, so uploads never take the threads"
+        " the other routes need.",
+    )
     SCORE_MAX_IN_FLIGHT: int = Field(
         default=64,
         ge=1,

@@ -3,10 +3,12 @@
 from fastapi import APIRouter, HTTPException, UploadFile, status
 
 from api.deps import DatasetStoreDep
-from shared.dataset_store import DatasetNotFoundError, UploadTooLargeError
+from shared.dataset_store import DatasetNotFoundError, UploadsBusyError, UploadTooLargeError
 from shared.schemas import DatasetInfo
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+# An upload at the caps validates in a few seconds: a refused one may come back after this long.
+UPLOAD_RETRY_AFTER_S = 5
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
@@ -14,12 +16,17 @@ def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
     """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored.
 
     A sync route (a thread of the pool): validation streams the staged file with row, column and cell caps
-    (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS, MAX_CELL_BYTES), so it holds the thread for seconds at most.
+    (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS, MAX_CELL_BYTES), so it holds the thread for seconds at most, and at
+    most MAX_CONCURRENT_UPLOADS threads do so at once: one more upload gets 503 with Retry-After.
     """
     from shared.arena_csv import CsvLimitError, DataFormatError
 
     try:
         return datasets.save_upload(file.file, filename=file.filename)
+    except UploadsBusyError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": str(UPLOAD_RETRY_AFTER_S)}
+        ) from None
     except (UploadTooLargeError, CsvLimitError) as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
     except DataFormatError as exc:

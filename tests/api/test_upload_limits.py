@@ -115,3 +115,19 @@ def test_refusals_are_short_and_name_no_path(client, settings, name):
     detail = response.json()["detail"]
     assert len(detail) < 300, detail
     assert str(settings.SHARED_DIR) not in detail and ".upload-" not in detail and "/tmp" not in detail, detail
+
+
+def test_uploads_beyond_the_concurrency_cap_get_503_at_once(settings):
+    """MAX_CONCURRENT_UPLOADS: one more upload is refused with Retry-After instead of taking another thread."""
+    with capped_client(settings, MAX_CONCURRENT_UPLOADS=1) as client:
+        slots = client.app.state.dataset_store.upload_slots
+        assert slots.acquire(blocking=False)  # an upload in progress
+        try:
+            busy = upload(client, arena_csv(3))
+        finally:
+            slots.release()
+        refused = upload(client, HEADER + b"\n")  # a refused upload gives its slot back too
+        stored = upload(client, arena_csv(3))
+    assert busy.status_code == 503, busy.text
+    assert busy.headers["Retry-After"] == "5" and "MAX_CONCURRENT_UPLOADS" in busy.json()["detail"]
+    assert refused.status_code == 422 and stored.status_code == 201, stored.text
