@@ -10,4 +10,7 @@ mkdir -p "$STATE_DIR"
 PROXY_LISTEN="${LISTEN_HOST:-0.0.0.0}:${LISTEN_PORT:-8000}" PROXY_UPSTREAM="${PROXY_UPSTREAM:-api:8000}" \
   PROXY_STATE_DIR="$STATE_DIR" "$HERE/proxy-conf.sh" >"$STATE_DIR/nginx.conf"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-exec "$NGINX" -p "$STATE_DIR" -e stderr -c "$STATE_DIR/nginx.conf" -g 'daemon off;'
+GLOBAL="daemon off;"
+# Started as root (the image's default): the workers, which parse what clients send, run as www-data.
+[ "$(id -u)" -ne 0 ] || GLOBAL="daemon off; user www-data;"
+exec "$NGINX" -p "$STATE_DIR" -e stderr -c "$STATE_DIR/nginx.conf" -g "$GLOBAL"

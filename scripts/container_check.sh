@@ -4,14 +4,15 @@
 # For machines without a Docker engine or a reachable container registry (`make container-check`):
 #   1. a bookworm root filesystem (debootstrap, cached in CACHE_DIR) imported as arena-pref-bookworm:local, and
 #      on it arena-pref-python:3.11-local, a stand-in for python:3.11-slim (scripts/containers/);
-#   2. the images compose names (arena-pref-api, arena-pref-worker-cpu, arena-pref-worker-gpu) built from the
-#      compose Dockerfiles, unchanged, with `buildah bud --build-arg BASE_IMAGE=...`;
-#   3. redis-server (from the bookworm image), the gateway, one CPU worker and Flower started from those images with
-#      `buildah run --network host`, one shared volume folder, the start scripts compose uses; then
-#      scripts/container_smoke.py; then everything it started is stopped (by pid) and its containers removed.
+#   2. the images compose names (arena-pref-api, arena-pref-proxy, arena-pref-worker-cpu, arena-pref-worker-gpu) built
+#      from the compose Dockerfiles, unchanged, with `buildah bud --build-arg BASE_IMAGE=...`;
+#   3. redis-server (from the bookworm image), the gateway, the proxy in front of it, one CPU worker and Flower started
+#      from those images with `buildah run --network host`, one shared volume folder, the start scripts compose uses;
+#      then scripts/container_smoke.py through the proxy; then everything it started is stopped (by pid) and its
+#      containers removed.
 #
-# Settings (environment): CHECK_API_PORT=18000 CHECK_FLOWER_PORT=15555 CHECK_REDIS_PORT=16379 (clear of a dev
-# stack on 8000/5555/6379); CHECK_GPU_IMAGE=1 (0: skip building the multi-GB GPU image); LOCAL_WHEELS_DIR=/opt/wheels
+# Settings (environment): CHECK_API_PORT=18000 (the proxy) CHECK_API_INTERNAL_PORT=18001 (the gateway behind it)
+# CHECK_FLOWER_PORT=15555 CHECK_REDIS_PORT=16379 (clear of a dev stack on 8000/8001/5555/6379); CHECK_GPU_IMAGE=1 (0: skip building the multi-GB GPU image); LOCAL_WHEELS_DIR=/opt/wheels
 # (a folder holding a torch 2.13.0+cpu wheel, used instead of the PyTorch CPU index when present);
 # EXTRA_CA_DIR=/usr/local/share/ca-certificates (*.crt the local base trusts); CACHE_DIR=var/containers;
 # CONTAINER_CHECK_DATA (a Kaggle arena CSV for the smoke test; default ../shared/data/preference_pairs.csv if
@@ -22,6 +23,7 @@ ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 cd "$ROOT"
 CACHE_DIR="${CACHE_DIR:-$ROOT/var/containers}"
 API_PORT="${CHECK_API_PORT:-18000}"
+API_INTERNAL_PORT="${CHECK_API_INTERNAL_PORT:-18001}"
 FLOWER_PORT="${CHECK_FLOWER_PORT:-15555}"
 REDIS_PORT="${CHECK_REDIS_PORT:-16379}"
 BUILD_GPU="${CHECK_GPU_IMAGE:-1}"
@@ -32,6 +34,7 @@ ROOTFS_IMAGE=localhost/arena-pref-bookworm:local
 BASE_IMAGE=localhost/arena-pref-python:3.11-local
 # The names docker-compose.yml gives the images (tests/api/test_container_check.py keeps them in step).
 API_IMAGE=arena-pref-api
+PROXY_IMAGE=arena-pref-proxy
 CPU_IMAGE=arena-pref-worker-cpu
 GPU_IMAGE=arena-pref-worker-gpu
 ROOTFS_PACKAGES=ca-certificates,netbase,tzdata,python3.11,python3.11-venv,python3-distutils,python3-pip-whl,python3-setuptools-whl,redis-server
@@ -156,8 +159,11 @@ main() {
   [ "$(id -u)" -eq 0 ] || { say "run as root (buildah with chroot isolation, debootstrap)"; exit 2; }
   require_tools
   command -v python3 >/dev/null || { say "python3 is needed on the host for the smoke test"; exit 2; }
-  for port in "$API_PORT" "$FLOWER_PORT" "$REDIS_PORT"; do
-    if port_taken "$port"; then say "port $port is taken; set CHECK_API_PORT / CHECK_FLOWER_PORT / CHECK_REDIS_PORT"; exit 1; fi
+  for port in "$API_PORT" "$API_INTERNAL_PORT" "$FLOWER_PORT" "$REDIS_PORT"; do
+    if port_taken "$port"; then
+      say "port $port is taken; set CHECK_API_PORT / CHECK_API_INTERNAL_PORT / CHECK_FLOWER_PORT / CHECK_REDIS_PORT"
+      exit 1
+    fi
   done
   mkdir -p "$CACHE_DIR"
   say "disk before: $(df -h --output=avail "$CACHE_DIR" | tail -1 | tr -d ' ') free"
@@ -170,6 +176,7 @@ main() {
   timed "base image $BASE_IMAGE ($(image_size "$ROOTFS_IMAGE") rootfs)" make_base_image
 
   timed "built $API_IMAGE" build "$API_IMAGE" compose/Dockerfile.api
+  timed "built $PROXY_IMAGE" build "$PROXY_IMAGE" compose/Dockerfile.proxy
   local torch_args=()
   if compgen -G "$LOCAL_WHEELS_DIR/torch-2.13.0+cpu-*.whl" >/dev/null; then
     # download.pytorch.org may be unreachable: the CPU wheel comes from the local folder, the rest from PyPI.
@@ -183,7 +190,7 @@ main() {
   else
     say "$GPU_IMAGE: skipped (CHECK_GPU_IMAGE=0)"
   fi
-  buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E "arena-pref-(api|worker-cpu|worker-gpu|python)" >&2 || true
+  buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E "arena-pref-(api|proxy|worker-cpu|worker-gpu|python)" >&2 || true
 
   rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR/shared" "$RUN_DIR/redis-data"
   chown 1000 "$RUN_DIR/shared"  # the images run as user arena (uid 1000), as under compose
@@ -204,7 +211,10 @@ main() {
   start worker-cpu "$CPU_IMAGE" "${shared_env[@]}" "${worker_data[@]}" -e CUDA_VISIBLE_DEVICES= -- \
     /app/compose/start-worker.sh cpu
   start api "$API_IMAGE" "${shared_env[@]}" -e "API_KEY=$api_key" -e FALLBACK_QUEUE=cpu \
-    -e LISTEN_HOST=127.0.0.1 -e "LISTEN_PORT=$API_PORT" -- /app/compose/start-api.sh
+    -e LISTEN_HOST=127.0.0.1 -e "LISTEN_PORT=$API_INTERNAL_PORT" -- /app/compose/start-api.sh
+  # As in compose, clients reach the gateway through the proxy only (here on the host's network).
+  start proxy "$PROXY_IMAGE" -e LISTEN_HOST=127.0.0.1 -e "LISTEN_PORT=$API_PORT" \
+    -e "PROXY_UPSTREAM=127.0.0.1:$API_INTERNAL_PORT" -- /app/compose/start-proxy.sh
   start flower "$API_IMAGE" -e "REDIS_URL=$redis_url" -e LISTEN_HOST=127.0.0.1 -e "LISTEN_PORT=$FLOWER_PORT" -- \
     /app/compose/start-flower.sh
 

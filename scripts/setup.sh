@@ -11,6 +11,25 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_QUIET=1
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
+# The reverse proxy `make up` puts in front of the gateway (scripts/stack.sh; compose builds its own image).
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: nginx (the reverse proxy in front of the gateway)"
+    # nginx-light where Debian ships it (bookworm), else nginx; the package lists are refreshed only when needed.
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -q nginx-light || { apt-get update -q && apt-get install -y -q nginx-light; } ||
+      apt-get install -y -q nginx; } >/dev/null ||
+      echo "setup: could not install nginx; make up refuses to start without it (apt-get install -y nginx-light)" >&2
+    # On a machine with systemd the package starts a system-wide nginx on port 80: make up runs its own.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+      systemctl disable --now nginx >/dev/null 2>&1 || true
+    fi
+  else
+    echo "setup: nginx is missing; make up needs it in front of the gateway. As root: apt-get install -y nginx-light" >&2
+    echo "       (or run make up with STACK_NO_PROXY=1: the gateway then faces clients without the proxy's limits)" >&2
+  fi
+fi
+
 make_venv() {  # name, stamp
   local venv="$1" stamp="$2"
   if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp" ]; then

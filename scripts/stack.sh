@@ -54,14 +54,18 @@ for name in sys.argv[1:]:
 }
 
 start_proxy() {  # nginx: nginx's binary
-  local nginx="$1" state="$RUN_DIR/proxy" rendered
+  local nginx="$1" state="$RUN_DIR/proxy" rendered global="daemon off;"
   mkdir -p "$state" && chmod 755 "$state"  # run as root, nginx's workers (nobody) spool request bodies in there
+  if [ "$(id -u)" -eq 0 ] && ! runuser -u nobody -- test -x "$state" 2>/dev/null; then
+    # RUN_DIR lies where nobody cannot reach (a home folder of mode 700): the workers stay root, as the rest of make up.
+    global="daemon off; user root;"
+  fi
   rendered="$( (eval "$(proxy_settings)" && PROXY_LISTEN="$API_HOST:$API_PORT" \
     PROXY_UPSTREAM="127.0.0.1:$API_INTERNAL_PORT" PROXY_STATE_DIR="$state" compose/proxy-conf.sh) )" || {
     say "could not write the proxy's configuration (see above)"; exit 1; }
   printf '%s\n' "$rendered" >"$state/nginx.conf"
-  "$nginx" -t -q -p "$state" -e stderr -c "$state/nginx.conf" || { say "nginx refused $state/nginx.conf"; exit 1; }
-  start proxy "$nginx" -p "$state" -e stderr -c "$state/nginx.conf" -g 'daemon off;'
+  "$nginx" -t -q -p "$state" -e stderr -c "$state/nginx.conf" -g "$global" || { say "nginx refused $state/nginx.conf"; exit 1; }
+  start proxy "$nginx" -p "$state" -e stderr -c "$state/nginx.conf" -g "$global"
 }
 
 # Start a command in its own session (so `down` can stop its whole process tree), logging to RUN_DIR/NAME.log.

@@ -17,13 +17,14 @@ COMPOSE_FILE = REPO_ROOT / "compose" / "docker-compose.yml"
 
 
 def script_image_names() -> dict[str, str]:
-    return dict(re.findall(r"^(API_IMAGE|CPU_IMAGE|GPU_IMAGE)=(\S+)$", SCRIPT.read_text(), flags=re.MULTILINE))
+    return dict(re.findall(r"^(API_IMAGE|PROXY_IMAGE|CPU_IMAGE|GPU_IMAGE)=(\S+)$", SCRIPT.read_text(), flags=re.MULTILINE))
 
 
 def test_the_script_builds_the_images_compose_names():
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     assert script_image_names() == {
         "API_IMAGE": services["api"]["image"],
+        "PROXY_IMAGE": services["proxy"]["image"],
         "CPU_IMAGE": services["worker-cpu"]["image"],
         "GPU_IMAGE": services["worker-gpu0"]["image"],
     }
@@ -31,7 +32,7 @@ def test_the_script_builds_the_images_compose_names():
 
 
 def test_dockerfiles_take_the_base_image_as_a_build_argument():
-    for name in ("api", "worker-cpu", "worker-gpu"):
+    for name in ("api", "proxy", "worker-cpu", "worker-gpu"):
         text = (REPO_ROOT / "compose" / f"Dockerfile.{name}").read_text()
         assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}\n" in text, name
     cpu = (REPO_ROOT / "compose" / "Dockerfile.worker-cpu").read_text()

@@ -84,8 +84,9 @@ def native_stack() -> Iterator[NativeStack]:
     if not WORKER_PYTHON.exists() or not (EMBEDDED_MODEL / "config.json").is_file():
         pytest.fail("the worker environment or the embedded model is missing; run `make setup`")
     redis_or_fail(TEST_REDIS_URL)
+    # Mode 700, like a home folder: run as root, nginx's workers (nobody by default) could not spool an upload under
+    # RUN_DIR; stack.sh keeps them root then.
     root = Path(tempfile.mkdtemp(prefix="arena-stack-"))
-    os.chmod(root, 0o755)  # run as root, nginx's workers (nobody) spool request bodies under RUN_DIR
     shared_dir = root / "shared"
     (shared_dir / "models").mkdir(parents=True)
     (shared_dir / "models" / EMBEDDED_MODEL.name).symlink_to(EMBEDDED_MODEL)
@@ -126,7 +127,11 @@ def test_down_stops_every_process_up_started_even_a_worker_inside_a_task(native_
     # The gateway is behind the proxy: the public port answers with the proxy's limits in front.
     assert native_stack.client.get("/healthz").status_code == 200
 
-    upload = native_stack.client.post("/v1/datasets", files={"file": ("pairs.csv", arena_csv(200, labelled=False))})
+    dataset = arena_csv(2500, labelled=False)
+    # Past nginx's in-memory body buffer (128 KiB, and a quarter more for a body of known length): nginx spools it
+    # to a file under RUN_DIR before the gateway sees it.
+    assert len(dataset) > 160 * 1024
+    upload = native_stack.client.post("/v1/datasets", files={"file": ("pairs.csv", dataset)})
     assert upload.status_code == 201, upload.text
     submitted = native_stack.client.post("/v1/jobs/predict", json={"dataset": upload.json()["id"], "raw": True})
     assert submitted.status_code == 202, submitted.text
