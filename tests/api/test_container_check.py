@@ -17,7 +17,8 @@ COMPOSE_FILE = REPO_ROOT / "compose" / "docker-compose.yml"
 
 
 def script_image_names() -> dict[str, str]:
-    return dict(re.findall(r"^(API_IMAGE|PROXY_IMAGE|CPU_IMAGE|GPU_IMAGE)=(\S+)$", SCRIPT.read_text(), flags=re.MULTILINE))
+    names = r"^(API_IMAGE|PROXY_IMAGE|CPU_IMAGE|GPU_IMAGE)=(\S+)$"
+    return dict(re.findall(names, SCRIPT.read_text(), flags=re.MULTILINE))
 
 
 def test_the_script_builds_the_images_compose_names():
