@@ -124,6 +124,9 @@ def test_down_stops_every_process_up_started_even_a_worker_inside_a_task(native_
     sessions = native_stack.sessions()
     assert set(sessions) == {"proxy", "api", "flower", "worker-cpu"}, sessions  # Redis was reused
     assert any("nginx" in command_line(pid) for pid in session_members(sessions["proxy"]))
+    conf = (native_stack.run_dir / "proxy" / "nginx.conf").read_text()  # the template compose uses, with the settings
+    assert "client_header_timeout 5s;" in conf and "limit_req_status 429;" in conf
+    assert f"proxy_pass http://127.0.0.1:{native_stack.env['API_INTERNAL_PORT']};" in conf
     # The gateway is behind the proxy: the public port answers with the proxy's limits in front.
     assert native_stack.client.get("/healthz").status_code == 200
 
