@@ -177,8 +177,22 @@ up() {
   say "API key: export API_KEY=\$(cat $RUN_DIR/api_key)"
 }
 
+# From /proc (procps may be missing): state, parent, process group and session follow the command's name.
 session_members() {  # sid: the pids of every live process in that session, one a line (zombies are gone already)
-  ps -eo pid=,sid=,stat= | awk -v sid="$1" '$2 == sid && $3 !~ /^Z/ { print $1 }'
+  local stat line state ppid pgrp sid pid
+  for stat in /proc/[0-9]*/stat; do
+    { read -r line <"$stat"; } 2>/dev/null || continue
+    read -r state ppid pgrp sid _ <<<"${line##*) }"
+    if [ "$sid" = "$1" ] && [ "$state" != Z ]; then pid="${stat#/proc/}"; echo "${pid%/stat}"; fi
+  done
+  return 0
+}
+
+process_group() {  # pid
+  local line state ppid pgrp
+  { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+  read -r state ppid pgrp _ <<<"${line##*) }"
+  echo "$pgrp"
 }
 
 # TERM each session (its process group, and any member that left the group), wait up to STOP_GRACE_S for all of
@@ -192,7 +206,7 @@ stop_sessions() {  # name...: those with a pid file in RUN_DIR
     if [ -z "$members" ]; then rm -f "$RUN_DIR/$name.pid"; continue; fi
     kill -TERM -- "-$sid" 2>/dev/null || true
     for pid in $members; do  # once each: a second TERM means "hurry" to some programs
-      [ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$sid" ] || kill -TERM "$pid" 2>/dev/null || true
+      [ "$(process_group "$pid")" = "$sid" ] || kill -TERM "$pid" 2>/dev/null || true
     done
     left+=("$name")
   done
