@@ -38,6 +38,7 @@ T = TypeVar("T")
 # GET /healthz reuses one view of the broker and the workers this long, and never waits longer for a new one.
 HEALTH_CACHE_S = 2.0
 HEALTH_WAIT_S = 0.5
+HEALTH_STALE_S = 30.0  # an older view is not repeated while a refresh hangs: the broker counts as unreachable
 # A waiting score request reads its result this often (seconds, growing from the first to the second).
 SCORE_POLL_S = (0.05, 0.25)
 
@@ -98,6 +99,7 @@ class WorkerDirectory:
         self._health: HealthView | None = None
         self._health_refresh: concurrent.futures.Future | None = None
         self._health_lock = threading.Lock()
+        self._broker_seen: tuple[float, str] = (float("-inf"), "")
 
     def active_queues(self, *, fresh: bool = False) -> dict[str, list[str]]:
         """Worker name → queue names; {} when none is alive.
@@ -148,8 +150,8 @@ class WorkerDirectory:
 
         The answer is reused for HEALTH_CACHE_S. A stale one is refreshed in a thread of its own (never the request
         thread pool, which a burst may occupy), one refresh at a time; a refresh slower than HEALTH_WAIT_S (a broker
-        that does not answer, a broadcast to workers of an older release) leaves the last view in place, or reports
-        the broker unreachable when there is none yet.
+        that does not answer, a broadcast to workers of an older release) leaves the last view in place for up to
+        HEALTH_STALE_S, then reports the broker unreachable.
         """
         cached = self._health
         if cached is not None and time.monotonic() - cached.checked_at < HEALTH_CACHE_S:
@@ -162,12 +164,16 @@ class WorkerDirectory:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(refresh)), timeout=HEALTH_WAIT_S)
         except TimeoutError:
             log.warning("health: the broker did not answer within %ss", HEALTH_WAIT_S)
-            if self._health is not None and time.monotonic() - self._health.checked_at < self.remember_seconds:
+            if self._health is not None and time.monotonic() - self._health.checked_at < HEALTH_STALE_S:
                 return self._health
+            broker_at, broker = self._broker_seen
+            if time.monotonic() - broker_at < HEALTH_CACHE_S:  # the broker answered; the workers' broadcast is slow
+                return HealthView(broker=broker, workers={}, checked_at=broker_at)
             return HealthView(broker="unreachable: no answer in time", workers={}, checked_at=time.monotonic())
 
     def _refresh_health(self) -> HealthView:
         broker = self.broker_reachable()
+        self._broker_seen = (time.monotonic(), broker)
         workers: dict[str, list[str]] = {}
         if broker == "ok":
             try:

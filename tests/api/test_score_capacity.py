@@ -197,3 +197,21 @@ def test_health_answers_at_once_while_the_broker_check_hangs(settings, monkeypat
                 assert health.status_code == 503 and health.json()["broker"] == "unreachable"
     finally:
         release.set()
+
+
+def test_health_says_the_broker_is_ok_while_a_worker_broadcast_is_slow(settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from api.dispatch import HEALTH_WAIT_S, WorkerDirectory
+    from api.main import create_app
+
+    release = threading.Event()
+    monkeypatch.setattr(WorkerDirectory, "active_queues", lambda self, fresh=False: release.wait(10) and {})
+    try:
+        with TestClient(create_app(settings)) as client:
+            started = time.perf_counter()
+            health = client.get("/healthz")
+            assert time.perf_counter() - started < HEALTH_WAIT_S + 0.5
+            assert health.status_code == 503 and health.json()["broker"] == "ok"
+    finally:
+        release.set()
