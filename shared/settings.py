@@ -203,7 +203,8 @@ class Settings(BaseSettings):
     PROXY_RATE_PER_CLIENT: int = Field(
         default=20,
         ge=1,
-        description="Proxy: requests per second per client address, bursts of twice that (beyond: 429).",
+        description="Proxy: reads (every method but POST) per second per client address, bursts of twice that"
+        " (beyond: 429).",
     )
     PROXY_POST_RATE_PER_CLIENT: int = Field(
         default=5,
