@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, HTTPException, status
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import api_key_problem
 from api.dispatch import ScoreCapacity, WorkerDirectory
+from api.errors import install_error_handlers
 from api.idempotency import IdempotencyStore
 from api.routes.main import api_router
 from shared.celery_config import make_celery
@@ -158,21 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def describe_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler echoes each bad `input`: a NaN/Infinity there makes the 422 itself fail (a 500),
-        # and a huge one is sent back whole. Where (loc) and what to fix (msg) are enough.
-        errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
-
-    @app.exception_handler(Exception)
-    async def hide_internal_errors(request: Request, exc: Exception) -> JSONResponse:
-        # The log keeps the traceback; the client gets neither the trace nor host paths, only where to look.
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": f"internal error ({type(exc).__name__}); the gateway log has the details"},
-            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-        )
+    install_error_handlers(app)  # short answers: no host paths, about 1 KiB at most whatever the request
 
     app.include_router(api_router)
     return app

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
 from shared.schemas import NAME_PATTERN, AdapterInfo
-from shared.storage import is_text_predictor
+from shared.storage import is_text_predictor, public_path
 
 
 class AdapterNotFoundError(KeyError):
@@ -55,7 +55,7 @@ def _text_predictor_info(folder: Path, metrics: dict) -> AdapterInfo:
     )
 
 
-def adapter_info(folder: Path) -> AdapterInfo:
+def adapter_info(folder: Path, shared_dir: Path) -> AdapterInfo:
     """What a folder under adapters/ holds: its PEFT task type and, once trained, its validation figures."""
     config = _read_json(folder / ADAPTER_CONFIG_NAME)
     metrics = _read_json(folder / METRICS_NAME)
@@ -63,10 +63,11 @@ def adapter_info(folder: Path) -> AdapterInfo:
         return _text_predictor_info(folder, metrics)
     validation = metrics.get("validation") or {}
     calibration = metrics.get("calibration") or {}
+    base_model = metrics.get("base_model") or config.get("base_model_name_or_path")
     return AdapterInfo(
         name=folder.name,
         task_type=config.get("task_type"),
-        base_model=metrics.get("base_model") or config.get("base_model_name_or_path"),
+        base_model=public_path(base_model, shared_dir) if base_model else None,  # trainers record host paths
         complete=bool(metrics),
         val_log_loss=validation.get("log_loss"),
         val_accuracy=validation.get("accuracy"),
@@ -87,7 +88,7 @@ def list_adapters(shared_dir: Path) -> list[AdapterInfo]:
         if folder.is_dir() and not folder.name.startswith(".") and re.match(NAME_PATTERN, folder.name):
             markers = (folder / ADAPTER_CONFIG_NAME, folder / TRAIN_JOB_OWNER_NAME)
             if any(marker.is_file() for marker in markers) or is_text_predictor(folder):
-                infos.append(adapter_info(folder))
+                infos.append(adapter_info(folder, shared_dir))
     return sorted(infos, key=lambda info: info.modified_at, reverse=True)
 
 
@@ -95,4 +96,4 @@ def read_adapter(shared_dir: Path, name: str) -> AdapterInfo:
     folder = Path(shared_dir) / "adapters" / name
     if not re.match(NAME_PATTERN, name) or not folder.is_dir():
         raise AdapterNotFoundError(name)
-    return adapter_info(folder)
+    return adapter_info(folder, shared_dir)

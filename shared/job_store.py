@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from shared.schemas import JobRecord, ShardRecord, utc_now
-from shared.storage import atomic_write_text, file_lock, job_record_path, relative_to_shared
+from shared.storage import atomic_write_text, file_lock, job_record_path, redact_host_paths
 
 
 class JobNotFoundError(KeyError):
@@ -71,6 +71,7 @@ class JobStore:
             if record.terminal:
                 return record
             change(record)
+            _redact_host_paths(record, self.shared_dir)
             record.progress.done = sum(shard.done for shard in record.shards) if record.shards else record.progress.done
             if record.terminal and record.finished_at is None:
                 record.finished_at = utc_now()
@@ -114,9 +115,6 @@ class JobStore:
         """Set fields of shard `index`; a running shard also marks the job running. With `if_task_id`, only while
         that is still the shard's current task (a superseded attempt must not touch its successor's shard)."""
 
-        if fields.get("error"):
-            fields["error"] = relative_to_shared(fields["error"], self.shared_dir)
-
         def change(record: JobRecord) -> None:
             shard = _shard(record, index)
             if if_task_id is not None and shard.task_id != if_task_id:
@@ -135,8 +133,6 @@ class JobStore:
         """Fail the job. With `shard` (index, task id): only while that task is the shard's current attempt, and the
         shard with it; with `task_id` (train, synth): only while it is the job's current task. A superseded attempt
         (re-queued by the sweeper) must not fail its successor's job."""
-        error = relative_to_shared(error, self.shared_dir)
-
         def change(record: JobRecord) -> None:
             if task_id is not None and record.task_ids and record.task_ids[-1] != task_id:
                 return
@@ -170,6 +166,16 @@ class JobStore:
                 record.started_at = record.created_at
 
         return self.update(job_id, change)
+
+
+def _redact_host_paths(record: JobRecord, shared_dir: Path) -> None:
+    """Host paths out of what clients read: errors (often exception text), results and shard summaries are
+    rewritten on every write by the one rule of `redact_host_paths`, whichever worker step filled them."""
+    record.error = redact_host_paths(record.error, shared_dir)
+    record.result = redact_host_paths(record.result, shared_dir)
+    for shard in record.shards:
+        shard.error = redact_host_paths(shard.error, shared_dir)
+        shard.summary = redact_host_paths(shard.summary, shared_dir)
 
 
 def _shard(record: JobRecord, index: int) -> ShardRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -77,16 +78,49 @@ class UnsafePathError(UserError, ValueError):
     """A user-supplied name would resolve outside the folder it must stay in."""
 
 
-def relative_to_shared(text: str, shared_dir: Path) -> str:
-    """`text` with every SHARED_DIR/… path written relative to SHARED_DIR (adapters/x, not /srv/…/adapters/x).
+# An absolute path inside free text: a slash that does not continue a word, a relative path or a URL, then at
+# least two components. API routes (/v1/jobs/...) are addresses, not host paths, and stay.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?!v1/)(?:[\w.@+~-]+/)+[\w.@+~-]*")
 
-    Job errors are shown to API clients; the host's layout is not theirs to see, and the relative name is the
-    one they use in requests.
-    """
+
+def _shared_roots(shared_dir: Path) -> list[str]:
+    """SHARED_DIR as configured, as an absolute path and through its links, longest first."""
     shared_dir = Path(shared_dir)
-    for root in dict.fromkeys((str(shared_dir.resolve()), str(shared_dir))):  # as configured, and through links
-        text = text.replace(root.rstrip("/") + "/", "")
-    return text
+    roots = {str(shared_dir), os.path.abspath(shared_dir), str(shared_dir.resolve())}
+    return sorted((root.rstrip("/") for root in roots if root.strip("/")), key=len, reverse=True)
+
+
+def public_path(path: str | Path, shared_dir: Path) -> str:
+    """How a path is shown outside the host: relative to SHARED_DIR when it lies there (`models/x`, the name a
+    request uses), otherwise only its last component (`SmolLM2-135M-Instruct`). The one rule for every answer,
+    job record and artefact: clients never see the host's layout."""
+    text = str(path)
+    for root in _shared_roots(shared_dir):
+        if text == root:
+            return "SHARED_DIR"
+        if text.startswith(root + "/"):
+            return text[len(root) + 1 :].rstrip("/")
+    if not text.startswith("/"):
+        return text
+    return Path(text).name or text
+
+
+def redact_host_paths(value, shared_dir: Path):
+    """`value` (a string, or dicts and lists of them, as JSON holds) with every absolute path in it written by
+    `public_path`: SHARED_DIR/... relative to SHARED_DIR, any other absolute path as its last component.
+
+    The last guard before something reaches a client: job errors (exception text), results, summaries, metrics.
+    """
+    if isinstance(value, str):
+        text = value
+        for root in _shared_roots(shared_dir):  # first, so a SHARED_DIR with unusual characters is caught too
+            text = text.replace(root + "/", "")
+        return _ABSOLUTE_PATH.sub(lambda match: public_path(match.group(0), shared_dir), text)
+    if isinstance(value, dict):
+        return {key: redact_host_paths(item, shared_dir) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_host_paths(item, shared_dir) for item in value]
+    return value
 
 
 class JudgeOptionsError(UserError, ValueError):

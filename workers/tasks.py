@@ -13,7 +13,7 @@ from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.schemas import utc_now
 from shared.settings import get_settings
-from shared.storage import relative_to_shared
+from shared.storage import redact_host_paths
 from workers.celery_app import app
 from workers.jobs import predict
 from workers.jobs import score as score_step
@@ -90,7 +90,7 @@ def score(self, payload: dict) -> dict:
             log.info("score task %s: %s", self.request.id, result["error"])
         return result
     except UserError as exc:
-        return {"error": relative_to_shared(str(exc), settings.SHARED_DIR)}  # the gateway shows it to the client
+        return {"error": redact_host_paths(str(exc), settings.SHARED_DIR)}  # the gateway shows it to the client
 
 
 @app.task(name=TRAIN_TASK, bind=True)

@@ -28,7 +28,7 @@ from shared.arena_csv import ArenaDataset, normalise_probabilities, read_arena_c
 from shared.artifacts import METRICS_NAME, SUBMISSION_NAME, VOTES_NAME
 from shared.job_store import JobStore
 from shared.settings import Settings
-from shared.storage import atomic_creator, dataset_csv_path, job_output_dir
+from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
 from workers.judge.judge import Prediction, predict_dataset
 from workers.judge.request import JudgeRequest, cached_judge
@@ -215,6 +215,7 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
 
         scored = score_predictions(dataset.labels, normalise_probabilities(probabilities, floor=settings.PROB_FLOOR))
         metrics.update({key: scored[key] for key in ("log_loss", "accuracy") if key in scored})
+    metrics = redact_host_paths(metrics, settings.SHARED_DIR)  # an artefact and the job's result: shown to users
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
         VOTES_NAME: lambda path: save_votes(path, votes),

@@ -12,6 +12,7 @@ finished already is not trained again.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -21,8 +22,10 @@ from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME
 from shared.schemas import TrainJobRequest
 from shared.settings import Settings
 from shared.storage import (
+    atomic_write_text,
     dataset_csv_path,
     job_output_dir,
+    redact_host_paths,
     resolve_judge_files,
 )
 from workers.jobs.run import JobRun
@@ -133,9 +136,15 @@ def _publish_training(settings: Settings, run: JobRun, *, name: str, output_dir:
     job_dir = job_output_dir(settings.SHARED_DIR, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
     for artifact in (METRICS_NAME, CURVE_NAME):
-        if (output_dir / artifact).is_file():
-            shutil.copyfile(output_dir / artifact, job_dir / artifact)
-            artifacts.append(artifact)
+        source = output_dir / artifact
+        if not source.is_file():
+            continue
+        if artifact == METRICS_NAME:  # the copy users download names its paths (base model, sources) as the API does
+            public_metrics = redact_host_paths(json.loads(source.read_text()), settings.SHARED_DIR)
+            atomic_write_text(job_dir / artifact, json.dumps(public_metrics, indent=1))
+        else:
+            shutil.copyfile(source, job_dir / artifact)
+        artifacts.append(artifact)
     calibration = metrics.get("calibration", {})
     result = {
         "adapter": name,

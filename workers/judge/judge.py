@@ -12,7 +12,7 @@ import numpy as np
 
 from shared.arena_csv import ArenaDataset, Pair, write_submission
 from shared.settings import Settings
-from shared.storage import is_text_predictor
+from shared.storage import is_text_predictor, public_path
 from workers.judge.engines import EngineConfig, JudgeEngine, load_engine, load_tokenizer, resolve_dtype
 from workers.judge.prompts import JudgePromptBuilder
 from workers.judge.votes import JudgeResult, judge_pairs
@@ -97,9 +97,9 @@ class Judge:
             None,
             None,
             chunk_pairs=settings.JUDGE_CHUNK_PAIRS,
-            description={
-                "model": str(model_path),
-                "adapter": str(adapter_dir) if adapter_dir else None,
+            description={  # shown to clients (score answers, job records): no host paths
+                "model": public_path(model_path, settings.SHARED_DIR),
+                "adapter": public_path(adapter_dir, settings.SHARED_DIR) if adapter_dir else None,
                 "engine": config.kind,
                 "dtype": resolve_dtype(config.dtype),
                 "max_model_len": config.max_model_len,
