@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from api.main import MULTIPART_OVERHEAD_BYTES
 from shared.settings import REPO_ROOT, Settings
 
 COMPOSE_DIR = REPO_ROOT / "compose"
@@ -195,6 +196,7 @@ def test_the_proxy_defaults_are_the_settings_defaults(compose):
     names = [name for name in Settings.model_fields if name.startswith("PROXY_")]
     names += ["MAX_UPLOAD_BYTES", "MAX_REQUEST_BYTES", "SCORE_TIMEOUT_S"]
     script = (COMPOSE_DIR / "proxy-conf.sh").read_text()
+    assert f"\nMULTIPART_OVERHEAD_BYTES={MULTIPART_OVERHEAD_BYTES}\n" in script  # the gateway's upload cap has it too
     proxy_env = compose["services"]["proxy"]["environment"]
     for name in names:
         default = Settings.model_fields[name].default
