@@ -483,15 +483,17 @@ async def run_level(base_url: str, headers: dict, request: Request, *, concurren
     return outcomes.summary(time.perf_counter() - started)
 
 
-async def wait_responsive(base_url: str, *, cap_s: float, answer_within_s: float = 1.0) -> float | None:
-    """Seconds until GET /healthz answers (any status) within `answer_within_s`; None if not within `cap_s`."""
+async def wait_responsive(base_url: str, headers: dict, *, cap_s: float, answer_within_s: float = 1.0) -> float | None:
+    """Seconds until GET /healthz and GET /v1/jobs both answer (any status) within `answer_within_s`; None if not
+    within `cap_s`. /v1/jobs runs on the request thread pool: a pool that is stuck shows there, not in /healthz."""
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base_url, timeout=answer_within_s) as client:
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=answer_within_s) as client:
         while time.perf_counter() - started < cap_s:
             probe = time.perf_counter()
             with contextlib.suppress(httpx.HTTPError):
                 await client.get("/healthz")
-                if time.perf_counter() - probe < answer_within_s:
+                await client.get("/v1/jobs")
+                if time.perf_counter() - probe < 2 * answer_within_s:
                     return round(time.perf_counter() - started, 1)
             await asyncio.sleep(0.5)
     return None
@@ -716,12 +718,12 @@ def run(
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
     def settle(moment: str) -> float | None:
-        """Seconds until the gateway itself answers /healthz within 1 s; restarts our own when it never does."""
-        seconds = asyncio.run(wait_responsive(gateway_url, cap_s=min(args.drain_cap, max(left(), 1))))
+        """Seconds until the gateway itself answers again (see wait_responsive); restarts our own if it never does."""
+        seconds = asyncio.run(wait_responsive(gateway_url, headers, cap_s=min(args.drain_cap, max(left(), 1))))
         if seconds is None and restart is not None:
             report["memory"][f"{moment}, before its restart"] = memory_mib(state["pid"])
             report["notes"].append(
-                f"the gateway did not answer /healthz within 1 s for {args.drain_cap:g} s after {moment}:"
+                f"the gateway did not answer /healthz and /v1/jobs within 1 s for {args.drain_cap:g} s after {moment}:"
                 " restarted it for the next phases"
             )
             say(report["notes"][-1])
@@ -828,7 +830,7 @@ def markdown(report: dict) -> str:
             if seconds is None or seconds >= 1
         }
         if slow:
-            lines += ["", f"Time until the gateway answered /healthz within 1 s again, {target}: "
+            lines += ["", f"Time until the gateway answered /healthz and /v1/jobs within 1 s again, {target}: "
                       + ", ".join(f"after {moment} {seconds}" for moment, seconds in slow.items())]  # fmt: skip
     for target, load in report.get("under_score_load", {}).items():
         score = load["POST /v1/score"]
