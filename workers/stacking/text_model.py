@@ -135,7 +135,7 @@ class TextEncoder:
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 batch = self.tokenizer(
-                    [texts[row] or " " for row in rows],
+                    [encoder_input(texts[row], self.tokenizer, max_tokens=self.max_tokens) or " " for row in rows],
                     padding=True,
                     truncation=True,
                     max_length=self.max_tokens,
@@ -148,6 +148,30 @@ class TextEncoder:
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
                 embeddings[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return embeddings
+
+
+_HEAD_CHARS_PER_TOKEN = 16  # the first prefix encoder_input tries (English text averages about 4 per token)
+
+
+def encoder_input(text: str, tokenizer, *, max_tokens: int) -> str:
+    """`text`, or a prefix of it that gives the same first `max_tokens` tokens: all the encoder reads of it.
+
+    A tokenizer reads the whole string before it truncates: seconds for 1 MiB of CJK on a busy core, to keep 256
+    tokens. A prefix is enough once its tokens, less those of its last word, fill the budget: the cut may split that
+    word, and no earlier word's tokens depend on the text after it. Otherwise a prefix 8 times longer is tried, up to
+    the whole text (some texts give few tokens however long: "a" * 10**6 is one unknown word), so the work stays
+    within a small multiple of one pass. The tokens the encoder reads are exactly those of the whole text.
+    """
+    if not getattr(tokenizer, "is_fast", False):  # word_ids() needs a fast tokenizer
+        return text
+    size = max_tokens * _HEAD_CHARS_PER_TOKEN
+    while size < len(text):
+        head = text[:size]
+        word_ids = tokenizer(head, add_special_tokens=False, split_special_tokens=True).word_ids()
+        if word_ids and sum(word != word_ids[-1] for word in word_ids) >= max_tokens:
+            return head
+        size *= 8
+    return text
 
 
 @dataclass
@@ -198,14 +222,20 @@ def semantic_features(embeddings: PairEmbeddings) -> tuple[np.ndarray, list[str]
     return np.column_stack(list(columns.values())), list(columns)
 
 
+# Every pattern here runs in linear time on any text (tests/unit/test_fuzz_cells.py). A line's indentation is
+# `[^\S\n]*`, whitespace other than a newline, never `\s*`: under MULTILINE, `^\s*` ran from every line start across
+# all the blank lines after it, quadratic in a run of newlines (a 300 KB score request of empty turns, which are
+# joined by blank lines, held a worker for 6 minutes). The matches are the same: a bullet, a digit, "#" or "|" is
+# never whitespace, so a match that used to start on a blank line above now starts on its own line.
+_INDENT = r"^[^\S\n]*"
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
-_BULLET = re.compile(r"^\s*[-*\u2022]\s", re.MULTILINE)
-_NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.MULTILINE)
-_SENTENCE_END = re.compile(r"[.!?](\s|$)")
-_HEADER = re.compile(r"^\s*#{1,6}\s", re.MULTILINE)
-_BOLD = re.compile(r"\*\*[^*]+\*\*")
-_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE)
+_BULLET = re.compile(_INDENT + r"[-*\u2022]\s", re.MULTILINE)
+_NUMBERED = re.compile(_INDENT + r"\d+[.)]\s", re.MULTILINE)
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
+_HEADER = re.compile(_INDENT + r"#{1,6}\s", re.MULTILINE)
+_BOLD = re.compile(r"\*\*[^*]+\*\*")  # [^*] stops at the next star: no start is scanned past another
+_TABLE_ROW = re.compile(_INDENT + r"\|.*\|\s*$", re.MULTILINE)
 _REFUSAL_SHORT = re.compile(r"\b(sorry|cannot|can't|unable|as an ai|i am not able|i'm not able)\b", re.IGNORECASE)
 _REFUSAL = re.compile(
     r"\b(sorry|apologi[sz]e|cannot|can't|unable|as an ai|language model|i am not able|i'm not able|i do not have"
@@ -270,7 +300,7 @@ def _style(text: str, prompt: str, prompt_words: set[str]) -> list[float]:
         len(_BULLET.findall(text)),
         len(_NUMBERED.findall(text)),
         text.count("```"),
-        sum(character.isdigit() for character in text) / (len(text) + 1),
+        sum(map(str.isdigit, text)) / (len(text) + 1),
         len(_REFUSAL_SHORT.findall(text[:300])),
         len(distinct & prompt_words) / (len(prompt_words) + 1),
         text.count("?"),
