@@ -178,6 +178,20 @@ class Settings(BaseSettings):
         description="Starts of one shard, train or synth job (its worker killed or gone each time) before the job"
         " fails with the reason instead of being re-queued again.",
     )
+    SCORE_MAX_IN_FLIGHT: int = Field(
+        default=64,
+        ge=1,
+        description="Most POST /v1/score requests the gateway keeps waiting on workers at once; one more gets 429"
+        " with Retry-After at once. Each waiting request costs no thread, only a Redis poll every fraction of a"
+        " second.",
+    )
+    SCORE_TASK_TIME_LIMIT_S: float = Field(
+        default=120.0,
+        ge=1,
+        description="Longest a worker may spend on one score task once its judge is loaded (cleaning, features,"
+        " judging): past it the worker's watchdog stops the worker hard (exit 75) for its supervisor to restart"
+        " it. A score task the gateway gave up on (SCORE_TIMEOUT_S) is skipped by any worker, never judged.",
+    )
     TRAIN_MAX_BATCH_TOKENS: int = Field(
         default=8192,
         ge=64,
@@ -229,20 +243,6 @@ class Settings(BaseSettings):
         description="Dataset uploads the gateway stores and validates at once (each takes a thread and a few seconds"
         " of CPU at the caps above); one more gets 503 with Retry-After at once, so uploads never take the threads"
         " the other routes need.",
-    )
-    SCORE_MAX_IN_FLIGHT: int = Field(
-        default=64,
-        ge=1,
-        description="Most POST /v1/score requests the gateway keeps waiting on workers at once; one more gets 429"
-        " with Retry-After at once. Each waiting request costs no thread, only a Redis poll every fraction of a"
-        " second.",
-    )
-    SCORE_TASK_TIME_LIMIT_S: float = Field(
-        default=120.0,
-        ge=1,
-        description="Longest a worker may spend on one score task once its judge is loaded (cleaning, features,"
-        " judging): past it the worker's watchdog stops the worker hard (exit 75) for its supervisor to restart"
-        " it. A score task the gateway gave up on (SCORE_TIMEOUT_S) is skipped by any worker, never judged.",
     )
     MAX_REQUEST_BYTES: int = Field(
         default=1024 * 1024, ge=1024, description="Size cap of a request body other than a dataset upload."
