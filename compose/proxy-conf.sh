@@ -49,9 +49,11 @@ rendered="$(sed -e "s|@LISTEN@|$LISTEN|g" \
     -e "s|@CONN_PER_CLIENT@|$conn_per_client|g" \
     -e "s|@CONN_TOTAL@|$conn_total|g" \
     -e "s|@RATE_PER_CLIENT@|$rate|g" \
-    -e "s|@BURST_PER_CLIENT@|$(( rate * 2 ))|g" \
+    -e "s|@DELAY_PER_CLIENT@|$(( rate * 2 ))|g" \
+    -e "s|@BURST_PER_CLIENT@|$(( rate * 4 ))|g" \
     -e "s|@POST_RATE_PER_CLIENT@|$post_rate|g" \
-    -e "s|@POST_BURST_PER_CLIENT@|$(( post_rate * 2 ))|g" \
+    -e "s|@POST_DELAY_PER_CLIENT@|$(( post_rate * 2 ))|g" \
+    -e "s|@POST_BURST_PER_CLIENT@|$(( post_rate * 4 ))|g" \
     -e "s|@REQUEST_MAX_BODY_BYTES@|$request_bytes|g" \
     -e "s|@UPLOAD_MAX_BODY_BYTES@|$(( upload_bytes + MULTIPART_OVERHEAD_BYTES ))|g" \
     -e "s|@READ_TIMEOUT_S@|$read_timeout|g" \

@@ -208,8 +208,9 @@ def test_a_burst_over_the_rate_limit_gets_429(proxy):
     responses, elapsed = burst(port, "GET", "/v1/adapters", 30)
     statuses = [response.status_code for response in responses]
     assert set(statuses) == {200, 429}, statuses
-    # The bucket: the burst (twice the rate) and the first request at once, then `rate` a second.
-    assert 2 * rate + 1 <= statuses.count(200) <= 2 * rate + 1 + rate * elapsed + 1, (statuses, elapsed)
+    # The bucket: the burst (four times the rate; the second half delayed to the rate) and the first request, plus
+    # `rate` a second while the burst lasts.
+    assert 4 * rate + 1 <= statuses.count(200) <= 4 * rate + 1 + rate * elapsed + 1, (statuses, elapsed)
     refused = next(response for response in responses if response.status_code == 429)
     assert refused.headers["Retry-After"] == "1" and "proxy limit: 5/s" in refused.json()["detail"]
 
@@ -217,8 +218,22 @@ def test_a_burst_over_the_rate_limit_gets_429(proxy):
     # a flood of POSTs leaves the client's reads (job polling) alone.
     responses, elapsed = burst(port, "POST", "/v1/score", 10, json={"pairs": []})
     passed = [response.status_code for response in responses if response.status_code != 429]
-    assert 2 * post_rate + 1 <= len(passed) <= 2 * post_rate + 1 + post_rate * elapsed + 1, (passed, elapsed)
+    assert 4 * post_rate + 1 <= len(passed) <= 4 * post_rate + 1 + post_rate * elapsed + 1, (passed, elapsed)
     assert 429 not in passed and 413 not in passed  # the gateway's own answers (422: no pairs)
+
+
+def test_a_client_sending_one_request_after_another_is_slowed_never_refused(proxy):
+    rate = 5
+    port = proxy(proxy_rate_per_client=rate, proxy_post_rate_per_client=1)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    count = 8 * rate  # twice the bucket: nodelay would refuse the second half
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        started = time.monotonic()
+        statuses = [client.get("/v1/adapters").status_code for _ in range(count)]
+        elapsed = time.monotonic() - started
+    assert statuses == [200] * count, statuses
+    # Slowed: past the first 2 x rate, one request per 1/rate seconds.
+    assert elapsed >= (count - 2 * rate - 1) / rate * 0.8, elapsed
 
 
 def test_an_over_size_body_gets_413_from_the_proxy_and_uploads_have_their_own_cap(proxy, gateway):
