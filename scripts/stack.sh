@@ -148,9 +148,12 @@ up() {
     index="${queue#gpu.}"
     [ "$queue" = cpu ] && index=""
     # One process per GPU, pinned to it; solo pool (CUDA is not fork-safe), one task at a time. Restarted when
-    # it exits with 75: its watchdog stopped a step stuck in one chunk past its time limit (HARD_STOP_GRACE_S).
-    start "worker-$queue" bash -c 'while :; do "$@"; code=$?; [ "$code" -eq 75 ] || exit "$code"
-      echo "stack: the worker stopped hard (exit 75); restarting it" >&2; sleep 2; done' restart-on-75 \
+    # it exits with 75 (its watchdog stopped a step stuck in one chunk past its time limit, HARD_STOP_GRACE_S), or
+    # with any other failure after running a minute (faulthandler's backstop for a call that held the GIL past a
+    # score task's limit exits 1); a worker that fails at once (a bad setting) is not restarted in a loop.
+    start "worker-$queue" bash -c 'while :; do began=$SECONDS; "$@"; code=$?
+      [ "$code" -eq 75 ] || { [ "$code" -ne 0 ] && (( SECONDS - began >= 60 )); } || exit "$code"
+      echo "stack: the worker stopped hard (exit $code); restarting it" >&2; sleep 2; done' restart-worker \
       env CUDA_VISIBLE_DEVICES="$index" "$PY_WORKER" -m celery -A workers.celery_app worker \
       -Q "$queue" -n "${queue/./}@%h" --pool=solo --concurrency=1 -E --loglevel=INFO
   done

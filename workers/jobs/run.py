@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import time
@@ -64,6 +65,11 @@ def running_step() -> RunningStep | None:
     return _running_step
 
 
+# How long past its time limit a watched task may hold the GIL before faulthandler exits the worker (the watchdog,
+# which beats every WORKER_HEARTBEAT_S, acts first whenever it gets the GIL).
+BACKSTOP_MARGIN_S = 30.0
+
+
 @contextmanager
 def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[RunningStep]:
     """Register a step without a job record (a score task) with the watchdog for the duration of the block.
@@ -74,9 +80,14 @@ def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[Runnin
     global _running_step
     step = RunningStep(None, None, task_id, time.time() + time_limit_s, time_limit_s, grace_s=0.0)
     _running_step = step
+    # The watchdog is a Python thread: a single C call that holds the GIL (a regex, a tokenizer) starves it. This
+    # backstop is faulthandler's own C thread, which needs no GIL: it prints every thread's stack and exits the
+    # process (_exit(1)) when the block outlives the watchdog by BACKSTOP_MARGIN_S; the supervisor restarts it.
+    faulthandler.dump_traceback_later(time_limit_s + BACKSTOP_MARGIN_S, exit=True)
     try:
         yield step
     finally:
+        faulthandler.cancel_dump_traceback_later()
         if _running_step is step:
             _running_step = None
 
