@@ -262,7 +262,8 @@ async def score_pairs(
 
     The message expires, and its payload carries a deadline (epoch seconds), both at SCORE_TIMEOUT_S from now: any
     worker, including one started later, skips it once nobody waits for it (Celery drops an expired message; the
-    task checks the deadline). A revoke is sent too when the gateway gives up, but only workers online then hear it.
+    task checks the deadline). No revoke: only workers online would hear it, and a burst of them starves the broker
+    connection pool.
 
     Raises:
         celery.exceptions.TimeoutError: no result within SCORE_TIMEOUT_S (or the worker dropped it as expired).
@@ -291,7 +292,6 @@ async def score_pairs(
     results = redis.asyncio.Redis.from_url(
         settings.REDIS_URL, socket_timeout=settings.INSPECT_TIMEOUT_S + 2, socket_connect_timeout=2
     )
-    finished = False
     try:
         delay = SCORE_POLL_S[0]
         while True:
@@ -302,13 +302,10 @@ async def score_pairs(
             if raw is not None:
                 meta = celery.backend.decode_result(raw)
                 if meta["status"] == states.SUCCESS:
-                    finished = True
                     return meta["result"]
                 if meta["status"] == states.FAILURE:
-                    finished = True
                     raise celery.backend.exception_to_python(meta["result"])
                 if meta["status"] == states.REVOKED:  # a worker dropped it: expired, or revoked elsewhere
-                    finished = True
                     raise CeleryTimeoutError(f"score task {task_id} was dropped by the worker")
             left = deadline - time.time()
             if left <= 0:
@@ -318,11 +315,8 @@ async def score_pairs(
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 1.5, SCORE_POLL_S[1])
     finally:
-        if not finished:  # nobody will read it: drop it where workers still listen (the expiry covers the rest)
-            try:
-                await anyio.to_thread.run_sync(functools.partial(celery.control.revoke, task_id))
-            except Exception:
-                log.warning("could not revoke score task %s", task_id, exc_info=True)
+        # No revoke when the gateway gives up: the message's expiry and the payload's deadline drop it on any worker,
+        # and a burst of revokes (one per request that gave up) deadlocked the broker connection pool in load tests.
         try:
             await results.delete(key)  # the gateway never reads a score result twice
         except redis.RedisError:

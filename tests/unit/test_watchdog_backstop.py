@@ -12,8 +12,12 @@ from shared.settings import REPO_ROOT
 
 STUCK_WORKER = textwrap.dedent(
     """
+    import io
     import re
+    import sys
     from workers.jobs import run
+
+    sys.stderr = io.StringIO()  # as in a Celery worker: sys.stderr is a logging proxy without a file descriptor
 
     run.BACKSTOP_MARGIN_S = 0.5
     with run.watched_task(task_id="score-stuck", time_limit_s=0.5):

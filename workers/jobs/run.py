@@ -68,6 +68,7 @@ def running_step() -> RunningStep | None:
 # How long past its time limit a watched task may hold the GIL before faulthandler exits the worker (the watchdog,
 # which beats every WORKER_HEARTBEAT_S, acts first whenever it gets the GIL).
 BACKSTOP_MARGIN_S = 30.0
+STDERR_FD = 2
 
 
 @contextmanager
@@ -83,7 +84,8 @@ def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[Runnin
     # The watchdog is a Python thread: a single C call that holds the GIL (a regex, a tokenizer) starves it. This
     # backstop is faulthandler's own C thread, which needs no GIL: it prints every thread's stack and exits the
     # process (_exit(1)) when the block outlives the watchdog by BACKSTOP_MARGIN_S; the supervisor restarts it.
-    faulthandler.dump_traceback_later(time_limit_s + BACKSTOP_MARGIN_S, exit=True)
+    # File descriptor 2, never sys.stderr: a Celery worker replaces that with a logging proxy that has no fileno.
+    faulthandler.dump_traceback_later(time_limit_s + BACKSTOP_MARGIN_S, exit=True, file=STDERR_FD)
     try:
         yield step
     finally:
