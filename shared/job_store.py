@@ -133,6 +133,7 @@ class JobStore:
         """Fail the job. With `shard` (index, task id): only while that task is the shard's current attempt, and the
         shard with it; with `task_id` (train, synth): only while it is the job's current task. A superseded attempt
         (re-queued by the sweeper) must not fail its successor's job."""
+
         def change(record: JobRecord) -> None:
             if task_id is not None and record.task_ids and record.task_ids[-1] != task_id:
                 return
