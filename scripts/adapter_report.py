@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.arena_csv import read_arena_csv  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
+from workers.common.pairs import prompt_groups  # noqa: E402
+from workers.common.soft_labels import multiclass_log_loss  # noqa: E402
 from workers.judge.votes import load_votes, softmax  # noqa: E402
-from workers.stacking.calibration import Calibrator, fit_calibrator, multiclass_log_loss, prompt_groups  # noqa: E402
+from workers.stacking.calibration import Calibrator, fit_calibrator  # noqa: E402
 from workers.stacking.evaluate import score_predictions  # noqa: E402
 
 

@@ -126,7 +126,7 @@ def command_calibrate(args, settings) -> dict:
         dataset, result, method=args.method, description={"input": str(args.input), "judge": description}
     )
     calibrator.save(args.output)
-    from workers.stacking.calibration import multiclass_log_loss
+    from workers.common.soft_labels import multiclass_log_loss
 
     return {
         "calibration": str(args.output),

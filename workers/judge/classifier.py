@@ -28,12 +28,12 @@ import numpy as np
 from shared.arena_csv import Pair
 from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
 from shared.storage import atomic_write_text, is_text_predictor
+from workers.common.hardware import autocast_context
 from workers.judge.engines import (
     EngineConfig,
     ModelNotFoundError,
     check_adapter_dir,
     check_model_dir,
-    cpu_has_fast_bf16,
     shutdown_vllm,
 )
 from workers.judge.outcomes import CLASS_LABELS, unswap_classes
@@ -124,18 +124,6 @@ def pair_sequences(builder: JudgePromptBuilder, pair: Pair) -> tuple[tuple[list[
     prompts = builder.build(pair)
     suffix = builder.suffix_ids[0]
     return (prompts.prefixes[0] + suffix, prompts.prefixes[1] + suffix), prompts.truncated
-
-
-def autocast_context(device: str, enabled: bool):
-    """bf16 autocast on a GPU, and on a CPU with bf16 hardware; a no-op context otherwise or when disabled."""
-    import contextlib
-
-    import torch
-
-    on_cuda = device.startswith("cuda")
-    if not enabled or not (on_cuda or cpu_has_fast_bf16()):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def pad_batch(sequences: Sequence[list[int]], *, pad_token_id: int, device: str):

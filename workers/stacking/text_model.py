@@ -95,7 +95,7 @@ def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
 class TextEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from a frozen BERT-style encoder.
 
-    bf16 autocast runs only where the hardware has bf16 (classifier.autocast_context).
+    bf16 autocast runs only where the hardware has bf16 (workers/common/hardware.py: autocast_context).
 
     Args:
         model_dir: the encoder folder (config.json, model.safetensors, tokenizer files).
@@ -127,7 +127,7 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        from workers.judge.classifier import autocast_context
+        from workers.common.hardware import autocast_context
 
         embeddings = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         order = np.argsort([len(text) for text in texts], kind="stable")
@@ -391,7 +391,7 @@ def _projection_inputs(embeddings: PairEmbeddings) -> dict[str, np.ndarray]:
 def _features(
     pairs: Sequence[Pair], embeddings: PairEmbeddings, projections: dict[str, dict]
 ) -> tuple[np.ndarray, list[str]]:
-    from workers.stacking.calibration import length_features
+    from workers.common.pairs import length_features
 
     blocks = [length_features(pairs), semantic_features(embeddings), style_features(pairs)]
     inputs = _projection_inputs(embeddings)
@@ -493,7 +493,7 @@ def fit_text_model(
     from sklearn.decomposition import PCA
     from sklearn.model_selection import GroupKFold
 
-    from workers.stacking.calibration import multiclass_log_loss, soft_label_rows
+    from workers.common.soft_labels import multiclass_log_loss, soft_label_rows
 
     weights = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
     n_splits = min(5, len(np.unique(groups)))

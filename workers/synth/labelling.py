@@ -442,7 +442,7 @@ def _kaggle_frame(config: SynthConfig, dataset: ArenaDataset, labels: np.ndarray
 
 
 def _metrics(config, dataset, distinct, rows, labels, chunk_stats, run, started) -> dict:
-    from workers.stacking.calibration import multiclass_log_loss
+    from workers.common.soft_labels import multiclass_log_loss
 
     labelled_seconds = sum(stats["seconds"] for stats in chunk_stats)
     labelled_pairs = sum(stats["pairs"] for stats in chunk_stats)

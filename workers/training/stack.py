@@ -10,8 +10,10 @@ import numpy as np
 
 from shared.artifacts import CALIBRATION_NAME, METRICS_NAME, TEXT_MODEL_NAME, VALIDATION_LOGITS_NAME
 from shared.storage import atomic_write_text
+from workers.common.pairs import prompt_groups
+from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import softmax
-from workers.stacking.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
+from workers.stacking.calibration import fit_calibrator
 from workers.training.config import TrainConfig, TrainingError, TrainingSource
 from workers.training.data import Rows, rows_digest, split_rows
 
