@@ -64,7 +64,7 @@ def cross_validated(
 
 def text_predictor_output(predictor_dir: Path, dataset) -> tuple[np.ndarray, np.ndarray]:
     """The text predictor's raw log-probabilities and its shipped (calibrated) probabilities."""
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     judge = Judge.open(get_settings(), adapter_dir=str(predictor_dir))
     text_logprobs = judge.judge(dataset.pairs, tta=False).text_logprobs

@@ -30,9 +30,9 @@ from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
-from workers.judge.judge import Prediction, predict_dataset
-from workers.judge.request import JudgeRequest, cached_judge
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
+from workers.stacking.predictor import Prediction, predict_dataset
+from workers.stacking.request import JudgeRequest, cached_judge
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 What the teacher does for each distinct pair (no Celery in here; workers/tasks.py and jobs.py wrap it):
   1. Votes: the discriminator prompt's restricted next-token log-probabilities over A / B / AB / NA, for every
-     criterion, in both orders (the judge core, judge.py); the conversation prefix is computed once per order
+     criterion, in both orders (the judge core, judge/votes.py); the conversation prefix is computed once per order
      and reused from vLLM's prefix cache by its five questions. Both orders cancel position bias: a
      criterion's probabilities are the mean of the two orders, in the pair's own orientation.
   2. Rationales: one structured generation per criterion in the A-first order, held to a JSON schema

@@ -22,7 +22,7 @@ def cached_judge(settings: Settings, *, model_path: Path, adapter_dir: Path | No
 
     Only one judge is kept: asking for another closes the previous one (a GPU holds one engine at a time).
     """
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     key = (str(model_path), str(adapter_dir) if adapter_dir else None, settings.JUDGE_ENGINE)
     if key not in _JUDGES:
