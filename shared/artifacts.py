@@ -13,8 +13,6 @@ DATASET_META_NAME = "meta.json"
 
 # adapters/<name>/: a trained judge (PEFT files + ours)
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-ADAPTER_FILES = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)
 CALIBRATION_NAME = "calibration.json"
 JUDGE_SETTINGS_NAME = "judge_settings.json"
 TEXT_MODEL_NAME = "text_model.json"
