@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import Pair
-from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
-from shared.storage import atomic_write_text, is_text_predictor
+from shared.artifacts import ADAPTER_CONFIG_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
+from shared.storage import atomic_write_text
 from workers.common.hardware import autocast_context
 from workers.judge.engines import (
     EngineConfig,
@@ -85,14 +85,6 @@ def adapter_task_type(adapter_dir: str | Path) -> str | None:
 def is_classifier_adapter(adapter_dir: str | Path | None) -> bool:
     """True for a sequence-classification adapter (a trained judge head), False for a causal-LM LoRA."""
     return adapter_dir is not None and adapter_task_type(adapter_dir) == "SEQ_CLS"
-
-
-def adapter_calibration_path(adapter_dir: str | Path | None) -> Path | None:
-    """The calibrator `arena train` fitted for a classifier adapter or a text predictor, when there is one."""
-    if adapter_dir is None or not (is_text_predictor(Path(adapter_dir)) or is_classifier_adapter(adapter_dir)):
-        return None
-    path = Path(adapter_dir) / CALIBRATION_NAME
-    return path if path.is_file() else None
 
 
 def classifier_prompt_builder(tokenizer, *, max_length: int, question: str = OVERALL_QUESTION.question):
