@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 
+@functools.cache
 def _cpu_flags() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()

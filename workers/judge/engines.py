@@ -8,7 +8,6 @@ the distribution restricted to the vote tokens, so their outputs are comparable 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -147,7 +146,6 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-@functools.cache
 def resolve_dtype(dtype: str) -> str:
     """The engine dtype for "auto": bf16 on a GPU or a CPU with bf16 hardware, else fp32; others as given."""
     if dtype != "auto":
