@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.arena_csv import read_arena_csv  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
+from workers.common.pairs import prompt_groups  # noqa: E402
+from workers.common.soft_labels import multiclass_log_loss  # noqa: E402
 from workers.judge.votes import load_votes, softmax  # noqa: E402
-from workers.stacking.calibration import Calibrator, fit_calibrator, multiclass_log_loss, prompt_groups  # noqa: E402
+from workers.stacking.calibration import Calibrator, fit_calibrator  # noqa: E402
 from workers.stacking.evaluate import score_predictions  # noqa: E402
 
 
@@ -62,7 +64,7 @@ def cross_validated(
 
 def text_predictor_output(predictor_dir: Path, dataset) -> tuple[np.ndarray, np.ndarray]:
     """The text predictor's raw log-probabilities and its shipped (calibrated) probabilities."""
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     judge = Judge.open(get_settings(), adapter_dir=str(predictor_dir))
     text_logprobs = judge.judge(dataset.pairs, tta=False).text_logprobs

@@ -210,15 +210,18 @@ class OwnStack:
         return env
 
     def start(self) -> None:
-        models = self.shared_dir / "models"
+        from shared.artifacts import MODELS_DIR_NAME
+        from shared.settings import DEFAULT_MODEL_NAME, DEFAULT_TEXT_ENCODER_NAME
+
+        models = self.shared_dir / MODELS_DIR_NAME
         models.mkdir(parents=True)
         if self.worker == "real":
-            for name in ("SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"):
+            for name in (DEFAULT_MODEL_NAME, DEFAULT_TEXT_ENCODER_NAME):
                 (models / name).symlink_to(MODELS / name)
             shutil.copytree(MODELS / "default", models / "default")  # links out of models/ are refused
         else:  # the gateway only checks that these look like a model and a predictor; nothing loads them
-            (models / "SmolLM2-135M-Instruct").mkdir()
-            (models / "SmolLM2-135M-Instruct" / "config.json").write_text("{}")
+            (models / DEFAULT_MODEL_NAME).mkdir()
+            (models / DEFAULT_MODEL_NAME / "config.json").write_text("{}")
             (models / "default").mkdir()
             (models / "default" / "text_model.json").write_text("{}")
         if self.worker == "phantom":  # announced before the gateway starts: its first view of the workers has it

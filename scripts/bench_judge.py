@@ -19,7 +19,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "prefer
 
 
 def run_engine(settings, pairs, *, engine_kind: str, prefix_cache: bool) -> dict:
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     started = time.perf_counter()
     judge = Judge.open(settings, engine_kind=engine_kind, enable_prefix_caching=prefix_cache)

@@ -19,7 +19,8 @@ import pandas as pd
 
 from shared.arena_csv import read_arena_csv
 from shared.settings import get_settings
-from workers.stacking.calibration import multiclass_log_loss, prompt_groups
+from workers.common.pairs import prompt_groups
+from workers.common.soft_labels import multiclass_log_loss
 from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
 from workers.training.splits import holdout_mask
 

@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.artifacts import ADAPTER_CONFIG_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
+from shared.artifacts import ADAPTER_CONFIG_NAME, ADAPTERS_DIR_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
 from shared.errors import UserError
 from shared.job_store import JobNotFoundError, JobStore
 from shared.schemas import ACTIVE_STATES, JobRecord
@@ -81,7 +81,7 @@ def claim_adapter_dir(shared_dir: Path, name: str, job_id: str) -> Path:
         AdapterNameTakenError: another job claimed the folder, or it holds files no train job claimed (an
             adapter put there by hand or by the CLI).
     """
-    folder = resolve_inside(Path(shared_dir) / "adapters", name)
+    folder = resolve_inside(Path(shared_dir) / ADAPTERS_DIR_NAME, name)
     owner_path = folder / TRAIN_JOB_OWNER_NAME
     if folder.exists() and not folder.is_dir():
         raise AdapterNameTakenError(f"adapters/{name} exists already; choose another adapter_name")
@@ -116,7 +116,7 @@ def claim_adapter_name(shared_dir: Path, name: str, job_id: str) -> Path:
     Raises:
         AdapterNameTakenError: the name is taken (see the module docstring); the message says whose it is.
     """
-    adapters_dir = Path(shared_dir) / "adapters"
+    adapters_dir = Path(shared_dir) / ADAPTERS_DIR_NAME
     folder = resolve_inside(adapters_dir, name)
     with file_lock(adapters_dir / ".locks" / f"{name}.lock"):  # one gateway release-and-claim at a time
         owner = claim_owner(folder) if (folder / TRAIN_JOB_OWNER_NAME).is_file() else None
@@ -135,7 +135,7 @@ def claim_adapter_name(shared_dir: Path, name: str, job_id: str) -> Path:
 
 def release_adapter_name(shared_dir: Path, name: str, job_id: str) -> None:
     """Undo `claim_adapter_name` for a job that was not accepted after all (its message could not be sent)."""
-    adapters_dir = Path(shared_dir) / "adapters"
+    adapters_dir = Path(shared_dir) / ADAPTERS_DIR_NAME
     folder = resolve_inside(adapters_dir, name)
     with file_lock(adapters_dir / ".locks" / f"{name}.lock"):
         if claim_owner(folder) != job_id or holds_unclaimed_files(folder):

@@ -8,7 +8,13 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
+from shared.artifacts import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTERS_DIR_NAME,
+    CALIBRATION_NAME,
+    METRICS_NAME,
+    TRAIN_JOB_OWNER_NAME,
+)
 from shared.schemas import NAME_PATTERN, AdapterInfo
 from shared.storage import is_text_predictor, public_path
 
@@ -82,7 +88,7 @@ def adapter_info(folder: Path, shared_dir: Path) -> AdapterInfo:
 
 def list_adapters(shared_dir: Path) -> list[AdapterInfo]:
     """Every adapter folder (one with adapter_config.json, or a train job's folder still training), newest first."""
-    root = Path(shared_dir) / "adapters"
+    root = Path(shared_dir) / ADAPTERS_DIR_NAME
     infos = []
     for folder in root.iterdir() if root.is_dir() else []:
         if folder.is_dir() and not folder.name.startswith(".") and re.match(NAME_PATTERN, folder.name):
@@ -93,7 +99,7 @@ def list_adapters(shared_dir: Path) -> list[AdapterInfo]:
 
 
 def read_adapter(shared_dir: Path, name: str) -> AdapterInfo:
-    folder = Path(shared_dir) / "adapters" / name
+    folder = Path(shared_dir) / ADAPTERS_DIR_NAME / name
     if not re.match(NAME_PATTERN, name) or not folder.is_dir():
         raise AdapterNotFoundError(name)
     return adapter_info(folder, shared_dir)

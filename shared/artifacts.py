@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Folders under SHARED_DIR that both sides name: models (base models, the text encoder, predictors) and adapters
+MODELS_DIR_NAME = "models"
+ADAPTERS_DIR_NAME = "adapters"
+
 # submissions/<job_id>/: what a predict job publishes (train and synth jobs reuse METRICS_NAME)
 SUBMISSION_NAME = "submission.csv"
 METRICS_NAME = "metrics.json"
@@ -13,8 +17,6 @@ DATASET_META_NAME = "meta.json"
 
 # adapters/<name>/: a trained judge (PEFT files + ours)
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-ADAPTER_FILES = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)
 CALIBRATION_NAME = "calibration.json"
 JUDGE_SETTINGS_NAME = "judge_settings.json"
 TEXT_MODEL_NAME = "text_model.json"

@@ -184,7 +184,7 @@ def adapter_kind(adapter_dir: Path | None) -> str | None:
 def check_judge_calibration(path: Path, *, name: str, adapter_dir: Path | None, tta: bool) -> None:
     """Refuse, before any judging, a calibration file the judge of a request could not feed.
 
-    The judge follows from its adapter (workers/judge/judge.py: Judge.open): none or a causal-LM LoRA casts
+    The judge follows from its adapter (workers/stacking/predictor.py: Judge.open): none or a causal-LM LoRA casts
     criterion votes; a classifier adapter (task_type SEQ_CLS) gives its logits, plus its text model's output when
     the folder holds text_model.json; a text predictor gives only the text model's output.
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.artifacts import MODELS_DIR_NAME
 from shared.errors import UserError
 from shared.storage import UnsafePathError, resolve_inside
 
@@ -198,7 +199,7 @@ def resolve_base_model(shared_dir: Path, default_model_path: str, name: str | No
         UnsafePathError: the name points outside models/.
         ModelFolderError: the folder is missing or not a usable model; the message lists those that are.
     """
-    models_dir = Path(shared_dir) / "models"
+    models_dir = Path(shared_dir) / MODELS_DIR_NAME
     if name is None:
         folder = Path(default_model_path)
         label = f"the default model ({folder.name}, MODEL_PATH)"

@@ -18,8 +18,6 @@ CPU_QUEUE = "cpu"
 GPU_QUEUE_PREFIX = "gpu."
 _GPU_QUEUE = re.compile(r"^gpu\.(\d+)$")
 
-JOB_KINDS = ("predict", "train", "synth")
-
 
 def gpu_queue(index: int) -> str:
     """The queue of the worker pinned to GPU `index` (CUDA_VISIBLE_DEVICES=index)."""

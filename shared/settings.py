@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.artifacts import MODELS_DIR_NAME
 from shared.names import gpu_queue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,12 +27,12 @@ class Settings(BaseSettings):
     MODEL_PATH: str | None = Field(
         default=None,
         description="Judge base model: a local folder of a causal LM (HF layout). "
-        "Unset means the embedded SmolLM2-135M-Instruct converted into SHARED_DIR/models/.",
+        f"Unset means the embedded {DEFAULT_MODEL_NAME} converted into SHARED_DIR/{MODELS_DIR_NAME}/.",
     )
     TEXT_ENCODER_PATH: str | None = Field(
         default=None,
         description="Sentence encoder of the text model that trained judges stack (a local BERT-style folder). "
-        "Unset means the embedded all-MiniLM-L6-v2 copied into SHARED_DIR/models/.",
+        f"Unset means the embedded {DEFAULT_TEXT_ENCODER_NAME} copied into SHARED_DIR/{MODELS_DIR_NAME}/.",
     )
     DEFAULT_PREDICTOR: str = Field(
         default="default",
@@ -255,7 +256,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.SHARED_DIR / "models"
+        return self.SHARED_DIR / MODELS_DIR_NAME
 
     @property
     def default_model_dir(self) -> Path:

@@ -12,10 +12,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from shared.artifacts import ADAPTER_CONFIG_NAME, DATASET_CSV_NAME, TEXT_MODEL_NAME
+from shared.artifacts import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTERS_DIR_NAME,
+    DATASET_CSV_NAME,
+    MODELS_DIR_NAME,
+    TEXT_MODEL_NAME,
+)
 from shared.errors import UserError
 
-STORAGE_SUBDIRS = ("datasets", "models", "adapters", "synth", "submissions", "jobs")
+STORAGE_SUBDIRS = ("datasets", MODELS_DIR_NAME, ADAPTERS_DIR_NAME, "synth", "submissions", "jobs")
 
 
 def ensure_layout(shared_dir: Path) -> None:
@@ -209,7 +215,7 @@ def default_predictor_dir(shared_dir: Path, name: str) -> Path:
     Raises:
         FileNotFoundError: it is missing; the message says how to make it.
     """
-    predictor_dir = resolve_inside(Path(shared_dir) / "models", name)
+    predictor_dir = resolve_inside(Path(shared_dir) / MODELS_DIR_NAME, name)
     if not is_text_predictor(predictor_dir):
         raise FileNotFoundError(
             f"the default predictor models/{name}/ is missing (no {TEXT_MODEL_NAME}); run `make setup`, or fit one"
@@ -262,10 +268,10 @@ def resolve_judge_files(
     if model is None:
         model_dir = Path(default_model_path)
     else:
-        model_dir = resolve_inside(shared_dir / "models", model)
+        model_dir = resolve_inside(shared_dir / MODELS_DIR_NAME, model)
     adapter_dir = None
     if adapter is not None:
-        adapter_dir = resolve_inside(shared_dir / "adapters", adapter)
+        adapter_dir = resolve_inside(shared_dir / ADAPTERS_DIR_NAME, adapter)
         if not (adapter_dir / ADAPTER_CONFIG_NAME).is_file() and not is_text_predictor(adapter_dir):
             raise FileNotFoundError(
                 f"adapter {adapter!r} not found (no adapters/{adapter}/{ADAPTER_CONFIG_NAME} or {TEXT_MODEL_NAME});"
@@ -276,12 +282,12 @@ def resolve_judge_files(
         what = f"model {model!r}" if model else f"the default judge model ({model_dir.name}, MODEL_PATH)"
         raise FileNotFoundError(
             f"{what} not found: no config.json in {model_dir.name}/; available under"
-            f" models/: {available(shared_dir / 'models', 'config.json')} (the default model needs `make setup`)"
+            f" models/: {available(shared_dir / MODELS_DIR_NAME, 'config.json')} (the default model needs `make setup`)"
         )
     calibration_path = None
     if calibration is not None:
         calibration_path = resolve_inside(shared_dir, calibration)
-        if Path(calibration).parts[0] not in ("models", "adapters"):
+        if Path(calibration).parts[0] not in (MODELS_DIR_NAME, ADAPTERS_DIR_NAME):
             raise UnsafePathError(f"calibration {calibration!r} must lie under models/ or adapters/")
         if not calibration_path.is_file():
             raise FileNotFoundError(f"calibration file {calibration!r} not found under SHARED_DIR")

@@ -30,7 +30,7 @@ def _progress_bar(total: int, description: str):
 
 
 def _open_judge(args, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     return Judge.open(
         settings,
@@ -57,9 +57,9 @@ def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = Tru
 
 def command_predict(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv
-    from workers.judge.judge import Prediction, calibrated_probabilities, write_prediction
-    from workers.judge.request import calibration_for, load_calibrator
     from workers.judge.votes import save_votes
+    from workers.stacking.predictor import Prediction, calibrated_probabilities, write_prediction
+    from workers.stacking.request import calibration_for, load_calibrator
 
     dataset = read_arena_csv(args.input).head(args.limit)
     if args.adapter is None and args.calibration is None and not args.raw and not args.votes:
@@ -115,8 +115,8 @@ def _default_predictor(args, settings) -> Path:
 
 def command_calibrate(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv
-    from workers.judge.judge import calibrate_dataset
     from workers.judge.votes import save_votes
+    from workers.stacking.predictor import calibrate_dataset
 
     dataset = read_arena_csv(args.input, require_labels=True).head(args.limit)
     result, description = _judge_or_load(args, dataset, settings)
@@ -126,7 +126,7 @@ def command_calibrate(args, settings) -> dict:
         dataset, result, method=args.method, description={"input": str(args.input), "judge": description}
     )
     calibrator.save(args.output)
-    from workers.stacking.calibration import multiclass_log_loss
+    from workers.common.soft_labels import multiclass_log_loss
 
     return {
         "calibration": str(args.output),

@@ -32,6 +32,7 @@ from shared.routing import predict_queues
 from shared.schemas import ACTIVE_STATES, JobRecord, ShardRecord
 from shared.settings import Settings
 from shared.worker_presence import Announcement
+from workers.jobs.run import fail_after_max_attempts
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +198,7 @@ class Sweeper:
             shard = next(shard for shard in record.shards if shard.index == index)
             if shard.state not in ("running", "queued"):
                 return  # it finished meanwhile
-            if shard.attempts >= self.settings.JOB_MAX_ATTEMPTS:
-                reason = (
-                    f"shard {index} (rows {shard.start}-{shard.stop - 1}) was started {shard.attempts} times without"
-                    f" finishing; last time {why}. It may not fit the worker's memory: split the dataset, or raise"
-                    " JOB_MAX_ATTEMPTS"
-                )
-                shard.state, shard.error = "failed", reason
-                record.state, record.error = "failed", reason
+            if fail_after_max_attempts(record, shard, max_attempts=self.settings.JOB_MAX_ATTEMPTS, last_time=why):
                 outcome = (f"job {job_id} shard {index}: failed the job, {why}", None)
                 return
             shard.task_id = uuid.uuid4().hex
@@ -233,12 +227,7 @@ class Sweeper:
 
         def change(record: JobRecord) -> None:
             nonlocal outcome
-            if record.attempts >= self.settings.JOB_MAX_ATTEMPTS:
-                record.state = "failed"
-                record.error = (
-                    f"the job was started {record.attempts} times without finishing; last time {why}. It may not fit"
-                    " the worker's memory: lower the batch size or the model, or raise JOB_MAX_ATTEMPTS"
-                )
+            if fail_after_max_attempts(record, record, max_attempts=self.settings.JOB_MAX_ATTEMPTS, last_time=why):
                 outcome = (f"job {job_id}: failed, {why}", None)
                 return
             record.task_ids.append(uuid.uuid4().hex)

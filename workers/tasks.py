@@ -54,26 +54,27 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
         raise
     # The shard that completes the set assembles the submission, on this worker, once.
     if predict.claim_assembly(store, job_id, worker=self.request.hostname or "worker"):
-        return {**summary, "assembled": _assemble(settings, job_id=job_id, shard_summaries=None)}
+        return {**summary, "assembled": _assemble(settings, job_id=job_id)}
     return summary
 
 
-def _assemble(settings, *, job_id: str, shard_summaries: list[dict] | None) -> dict:
+def _assemble(settings, *, job_id: str) -> dict:
     try:
-        return predict.assemble_predict_job(settings, job_id=job_id, shard_summaries=shard_summaries)
+        return predict.assemble_predict_job(settings, job_id=job_id)
     except Exception as exc:
         JobStore(settings.SHARED_DIR).fail(job_id, f"assembling the submission failed: {type(exc).__name__}: {exc}")
         raise
 
 
 @app.task(name=PREDICT_ASSEMBLE_TASK, bind=True)
-def predict_assemble(self, shard_summaries: list[dict] | None = None, *, job_id: str) -> dict:
+def predict_assemble(self, shard_summaries: list | None = None, *, job_id: str) -> dict:
     """Assemble a job whose shards all succeeded but whose assembly never ran or died (the sweeper sends this);
-    also the chord callback that gateways sent before assembly moved into the last shard."""
+    also the chord callback that gateways sent before assembly moved into the last shard. Such a message still
+    carries the shards' results as its first argument: accepted and ignored, the job record holds the same."""
     settings = get_settings()
     if not predict.claim_assembly(JobStore(settings.SHARED_DIR), job_id, worker=self.request.hostname or "worker"):
         return {"job_id": job_id, "assembled_elsewhere": True}
-    return _assemble(settings, job_id=job_id, shard_summaries=shard_summaries)
+    return _assemble(settings, job_id=job_id)
 
 
 @app.task(name=SCORE_TASK, bind=True)

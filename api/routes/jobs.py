@@ -99,7 +99,7 @@ def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
         raise _unprocessable(str(exc)) from None
     name = f"calibration {request.calibration}"
     if calibration_path is None and request.adapter is not None:
-        own = adapter_dir / CALIBRATION_NAME  # what the worker applies (workers/judge/request.py: calibration_for)
+        own = adapter_dir / CALIBRATION_NAME  # what the worker applies (workers/stacking/request.py: calibration_for)
         calibration_path, name = (own, f"the adapter's adapters/{request.adapter}/{CALIBRATION_NAME}")
         if not own.is_file() or adapter_kind(adapter_dir) not in ("text", "classifier"):
             calibration_path = None

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from shared.arena_csv import read_arena_csv
-from workers.stacking.calibration import multiclass_log_loss, prompt_groups
+from workers.common.pairs import prompt_groups
+from workers.common.soft_labels import multiclass_log_loss
 
 pytestmark = pytest.mark.model
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from shared.arena_csv import read_arena_csv
-from workers.judge.judge import Judge, predict_dataset
+from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import unswap_classes
-from workers.judge.request import calibration_for, load_calibrator
-from workers.stacking.calibration import multiclass_log_loss
+from workers.stacking.predictor import Judge, predict_dataset
+from workers.stacking.request import calibration_for, load_calibrator
 from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
 pytestmark = pytest.mark.model

@@ -176,7 +176,7 @@ def test_predict_with_the_adapter_writes_a_calibrated_submission(trained, data_d
 def test_classifier_judge_is_symmetric_and_batching_does_not_change_logits(trained, model_settings):
     """Right padding in a batch must not move the pooled token; swapping A and B swaps the logits."""
     from workers.judge.classifier import pair_sequences, sequence_logits
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     pairs = read_arena_csv(arena_csv(3, start_id=7000)).pairs
     with Judge.open(model_settings, engine_kind="transformers", adapter_dir=str(trained["dir"])) as judge:

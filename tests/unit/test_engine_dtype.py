@@ -2,6 +2,7 @@ import logging
 
 import pytest
 
+from workers.common import hardware
 from workers.judge import engines
 
 AVX2_ONLY = "flags\t\t: fpu sse sse2 avx avx2 fma\n"
@@ -12,7 +13,7 @@ AMX = "flags\t\t: fpu avx2 avx512f amx_tile amx_bf16 amx_int8\n"
 @pytest.fixture
 def machine(monkeypatch):
     def set_machine(cpu_flags: str, *, cuda: bool = False) -> None:
-        monkeypatch.setattr(engines, "_cpu_flags", lambda: cpu_flags)
+        monkeypatch.setattr(hardware, "_cpu_flags", lambda: cpu_flags)
         monkeypatch.setattr(engines, "cuda_available", lambda: cuda)
 
     return set_machine

@@ -180,7 +180,7 @@ def test_a_csv_of_pathological_cells_reads_in_bounded_time():
 
 @pytest.mark.parametrize("name", CELLS)
 def test_style_and_length_features_are_bounded(name):
-    from workers.stacking.calibration import length_features
+    from workers.common.pairs import length_features
     from workers.stacking.text_model import style_features
 
     pair = _pair(CELLS[name])

@@ -59,7 +59,7 @@ def visible_files(settings: Settings, job_id: str) -> dict[str, bytes]:
 
 def test_assembly_publishes_all_three_files(settings):
     store = job_with_finished_shards(settings, "a" * 32)
-    jobs.assemble_predict_job(settings, job_id="a" * 32, shard_summaries=[])
+    jobs.assemble_predict_job(settings, job_id="a" * 32)
     record = store.read("a" * 32)
     assert record.state == "succeeded" and record.artifacts == ["submission.csv", "votes.npz", "metrics.json"]
     assert set(visible_files(settings, "a" * 32)) == {
@@ -76,7 +76,7 @@ def test_assembly_publishes_all_three_files(settings):
 def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypatch, failing, error):
     earlier = "e" * 32  # another job's finished files must not be touched
     job_with_finished_shards(settings, earlier)
-    jobs.assemble_predict_job(settings, job_id=earlier, shard_summaries=[])
+    jobs.assemble_predict_job(settings, job_id=earlier)
     earlier_files = visible_files(settings, earlier)
 
     job_id = "f" * 32
@@ -89,7 +89,7 @@ def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypat
 
     monkeypatch.setattr(jobs, failing, half_written_then_fails)
     with pytest.raises(jobs.ArtifactWriteError):
-        jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=[])
+        jobs.assemble_predict_job(settings, job_id=job_id)
 
     record = store.read(job_id)
     assert record.state == "failed" and record.artifacts == []
@@ -105,7 +105,7 @@ def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypat
 def test_a_cancelled_job_is_not_assembled(settings):
     store = job_with_finished_shards(settings, "c" * 32)
     store.cancel("c" * 32)
-    assert jobs.assemble_predict_job(settings, job_id="c" * 32, shard_summaries=[])["state"] == "cancelled"
+    assert jobs.assemble_predict_job(settings, job_id="c" * 32)["state"] == "cancelled"
     assert not (job_output_dir(settings.SHARED_DIR, "c" * 32) / "submission.csv").exists()
     assert store.read("c" * 32).artifacts == []
 
@@ -133,7 +133,7 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
         with open(jobs.shard_path(settings.SHARED_DIR, job_id, shard.index), "wb") as handle:
             write_votes(handle, result, probabilities=np.full((rows, 3), 1 / 3))
 
-    jobs.assemble_predict_job(settings, job_id=job_id, shard_summaries=[])
+    jobs.assemble_predict_job(settings, job_id=job_id)
 
     votes = load_votes(job_output_dir(settings.SHARED_DIR, job_id) / "votes.npz")
     assert votes.ids == [str(1000 + row) for row in range(4)]

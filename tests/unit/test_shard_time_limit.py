@@ -52,7 +52,7 @@ def test_a_redelivered_shard_gets_the_whole_time_limit_again(settings, monkeypat
     def judge_rows(*_args, **_kwargs):
         raise ReachedJudging
 
-    monkeypatch.setattr("workers.judge.request.JudgeRequest.from_params", classmethod(lambda cls, *_: FakeRequest()))
+    monkeypatch.setattr("workers.stacking.request.JudgeRequest.from_params", classmethod(lambda cls, *_: FakeRequest()))
     monkeypatch.setattr(jobs, "cached_judge", lambda *_args, **_kwargs: object())
     monkeypatch.setattr(jobs, "predict_dataset", judge_rows)
 

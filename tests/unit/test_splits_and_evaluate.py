@@ -1,7 +1,7 @@
 import numpy as np
 
 from shared.arena_csv import read_arena_csv
-from workers.stacking.calibration import prompt_groups
+from workers.common.pairs import prompt_groups
 from workers.stacking.evaluate import plot_reliability, score_predictions
 from workers.training.splits import split_file
 

@@ -41,7 +41,7 @@ def test_validation_holds_real_rows_only_and_drops_their_synthetic_copies(tmp_pa
     import pandas as pd
 
     from tests.api.arena_rows import arena_csv
-    from workers.stacking.calibration import prompt_groups
+    from workers.common.pairs import prompt_groups
     from workers.training.config import TrainConfig, TrainingSource
     from workers.training.data import split_rows
 

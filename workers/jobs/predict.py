@@ -30,9 +30,9 @@ from shared.job_store import JobStore
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
-from workers.judge.judge import Prediction, predict_dataset
-from workers.judge.request import JudgeRequest, cached_judge
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
+from workers.stacking.predictor import Prediction, predict_dataset
+from workers.stacking.request import JudgeRequest, cached_judge
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _publish_shard(output_path: Path, prediction, *, job_id: str, shard_index: i
         log.warning("shard %s of job %s was published by another delivery; keeping that one", shard_index, job_id)
 
 
-def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: list[dict] | None = None) -> dict:
+def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
     """Merge the shards, in row order, into submission.csv (+ metrics.json, votes.npz) and finish the job.
 
     Raises:
@@ -206,8 +206,7 @@ def assemble_predict_job(settings: Settings, *, job_id: str, shard_summaries: li
         "rows": len(ids),
         "truncated_rows": int(votes.truncated.sum()),
         "shards": sorted(
-            [shard.summary for shard in record.shards if shard.summary] if shard_summaries is None else shard_summaries,
-            key=lambda summary: summary.get("shard", 0),
+            [shard.summary for shard in record.shards if shard.summary], key=lambda summary: summary.get("shard", 0)
         ),
     }
     if dataset.labels is not None:

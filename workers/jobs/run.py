@@ -94,6 +94,36 @@ def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[Runnin
             _running_step = None
 
 
+def fail_after_max_attempts(
+    record: JobRecord, unit: JobRecord | ShardRecord, *, max_attempts: int, last_time: str
+) -> str | None:
+    """The attempts rule, one for the job run and the sweeper: a step (a whole job, or one shard of it) started
+    `max_attempts` times without finishing fails, and its job with it; each start died, likely of memory.
+
+    Args:
+        record: the job's record, changed in place (inside a JobStore update).
+        unit: the step: `record` itself, or one of its shards.
+        max_attempts: JOB_MAX_ATTEMPTS.
+        last_time: what happened to the last attempt, for the reason.
+
+    Returns:
+        The reason when the step failed now; None while it has attempts left.
+    """
+    if unit.attempts < max_attempts:
+        return None
+    if isinstance(unit, ShardRecord):
+        what, remedy = f"shard {unit.index} (rows {unit.start}-{unit.stop - 1})", "split the dataset"
+    else:
+        what, remedy = "the job", "lower the batch size or the model"
+    reason = (
+        f"{what} was started {unit.attempts} times without finishing; last time {last_time}. It may not fit the"
+        f" worker's memory: {remedy}, or raise JOB_MAX_ATTEMPTS"
+    )
+    unit.state, unit.error = "failed", reason
+    record.state, record.error = "failed", reason
+    return reason
+
+
 class JobRun:
     """A job step's hold on its record (SHARED_DIR/jobs/<id>.json), the one protocol of predict, train and synth.
 
@@ -203,14 +233,13 @@ class JobRun:
                     f"job {self.job_id}{self._shard_words()} is running on {unit.worker} (lease until"
                     f" {unit.lease_until:%H:%M:%S}); this is a second delivery of the same task"
                 )
-            if unit.attempts >= self.settings.JOB_MAX_ATTEMPTS:
-                gave_up = (
-                    f"{self._what()} was started {unit.attempts} times without finishing (its worker stopped or"
-                    f" was killed each time, last {unit.worker or 'unknown'}); it may not fit the worker's memory:"
-                    " split the dataset, or raise JOB_MAX_ATTEMPTS"
-                )
-                unit.state, unit.error = "failed", gave_up
-                record.state, record.error = "failed", gave_up
+            gave_up = fail_after_max_attempts(
+                record,
+                unit,
+                max_attempts=self.settings.JOB_MAX_ATTEMPTS,
+                last_time=f"its worker ({unit.worker or 'unknown'}) stopped or was killed",
+            )
+            if gave_up is not None:
                 return
             unit.attempts += 1
             unit.worker = self.worker if self.worker is not None else unit.worker
@@ -273,9 +302,6 @@ class JobRun:
 
     def succeed(self, *, artifacts: list[str], result: dict) -> JobRecord:
         return self.store.succeed(self.job_id, artifacts=artifacts, result=result)
-
-    def _what(self) -> str:
-        return f"job {self.job_id}" if self.shard_index is None else f"shard {self.shard_index}"
 
     def _shard_words(self) -> str:
         return "" if self.shard_index is None else f" shard {self.shard_index}"

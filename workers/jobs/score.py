@@ -7,8 +7,8 @@ import time
 from shared.arena_csv import ArenaDataset, Pair, clean_text, normalise_probabilities
 from shared.settings import Settings
 from workers.jobs.run import watched_task
-from workers.judge.judge import predict_dataset
-from workers.judge.request import JudgeRequest, cached_judge
+from workers.stacking.predictor import predict_dataset
+from workers.stacking.request import JudgeRequest, cached_judge
 
 
 def _turns(value: str | list[str]) -> tuple[str, ...]:

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import Pair
-from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
-from shared.storage import atomic_write_text, is_text_predictor
+from shared.artifacts import ADAPTER_CONFIG_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
+from shared.storage import atomic_write_text
+from workers.common.hardware import autocast_context
 from workers.judge.engines import (
     EngineConfig,
     ModelNotFoundError,
     check_adapter_dir,
     check_model_dir,
-    cpu_has_fast_bf16,
     shutdown_vllm,
 )
 from workers.judge.outcomes import CLASS_LABELS, unswap_classes
@@ -87,14 +87,6 @@ def is_classifier_adapter(adapter_dir: str | Path | None) -> bool:
     return adapter_dir is not None and adapter_task_type(adapter_dir) == "SEQ_CLS"
 
 
-def adapter_calibration_path(adapter_dir: str | Path | None) -> Path | None:
-    """The calibrator `arena train` fitted for a classifier adapter or a text predictor, when there is one."""
-    if adapter_dir is None or not (is_text_predictor(Path(adapter_dir)) or is_classifier_adapter(adapter_dir)):
-        return None
-    path = Path(adapter_dir) / CALIBRATION_NAME
-    return path if path.is_file() else None
-
-
 def classifier_prompt_builder(tokenizer, *, max_length: int, question: str = OVERALL_QUESTION.question):
     """The discriminator's prompt builder with the one overall question as its only criterion.
 
@@ -124,18 +116,6 @@ def pair_sequences(builder: JudgePromptBuilder, pair: Pair) -> tuple[tuple[list[
     prompts = builder.build(pair)
     suffix = builder.suffix_ids[0]
     return (prompts.prefixes[0] + suffix, prompts.prefixes[1] + suffix), prompts.truncated
-
-
-def autocast_context(device: str, enabled: bool):
-    """bf16 autocast on a GPU, and on a CPU with bf16 hardware; a no-op context otherwise or when disabled."""
-    import contextlib
-
-    import torch
-
-    on_cuda = device.startswith("cuda")
-    if not enabled or not (on_cuda or cpu_has_fast_bf16()):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def pad_batch(sequences: Sequence[list[int]], *, pad_token_id: int, device: str):

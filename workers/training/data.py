@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import ArenaDataset, Pair, read_arena_csv
+from workers.common.pairs import prompt_groups
 from workers.judge.classifier import pair_sequences
-from workers.stacking.calibration import prompt_groups
 from workers.training.config import TrainConfig, TrainingError, TrainingSource
 
 _MEGABATCH_FACTOR = 32  # batches are formed from length-sorted windows of batch_size * this many examples

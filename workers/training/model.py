@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.classifier import load_sequence_classifier, sequence_logits
 from workers.judge.outcomes import CLASS_LABELS, softmax, unswap_classes
-from workers.stacking.calibration import multiclass_log_loss
 from workers.training.config import TrainConfig, TrainingError
 from workers.training.data import Rows
 
@@ -75,7 +75,8 @@ def batch_loss(model, sequences, targets, weights, *, pad_token_id: int, device:
     """Soft-label cross-entropy, weighted per example (source weight)."""
     import torch
 
-    from workers.judge.classifier import autocast_context, pad_batch
+    from workers.common.hardware import autocast_context
+    from workers.judge.classifier import pad_batch
 
     input_ids, attention_mask = pad_batch(sequences, pad_token_id=pad_token_id, device=device)
     with autocast_context(device, True):

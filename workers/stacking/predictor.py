@@ -1,4 +1,5 @@
-"""The Judge (engines + prompt builders, loaded once, judging many datasets) and predict_dataset: judge, calibrate."""
+"""The Judge (engines + prompt builders + the text model, loaded once, judging many datasets) and predict_dataset:
+judge, calibrate. It sits above judge/ (LLM inference) and stacks its outputs with the text model and calibrator."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class Judge:
         description: model/adapter/engine, recorded with results.
         classifier: a classifier engine (workers/judge/classifier.py), or None.
         classifier_builder: the classifier's prompt builder (the adapter's max length and question).
-        text_model: the adapter's text model (text_features.py), stacked by its calibrator, or None.
+        text_model: the adapter's text model (text_model.py), stacked by its calibrator, or None.
         text_encoder: the sentence encoder the text model reads, or None.
     """
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.artifacts import CALIBRATION_NAME
 from shared.settings import Settings
-from shared.storage import resolve_judge_files
+from shared.storage import is_text_predictor, resolve_judge_files
 from workers.judge.engines import ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def cached_judge(settings: Settings, *, model_path: Path, adapter_dir: Path | No
 
     Only one judge is kept: asking for another closes the previous one (a GPU holds one engine at a time).
     """
-    from workers.judge.judge import Judge
+    from workers.stacking.predictor import Judge
 
     key = (str(model_path), str(adapter_dir) if adapter_dir else None, settings.JUDGE_ENGINE)
     if key not in _JUDGES:
@@ -77,13 +78,16 @@ class JudgeRequest:
 
 
 def calibration_for(adapter_dir: str | Path | None, requested: str | Path | None) -> Path | None:
-    """The calibration a judge uses: the one asked for, else the one a trained adapter or text predictor carries
-    (None for raw probabilities)."""
+    """The calibration a judge uses: the one asked for, else the one `arena train` fitted for a classifier adapter
+    or a text predictor, when there is one (None for raw probabilities)."""
     if requested is not None:
         return Path(requested)
-    from workers.judge.classifier import adapter_calibration_path
+    from workers.judge.classifier import is_classifier_adapter
 
-    return adapter_calibration_path(adapter_dir)
+    if adapter_dir is None or not (is_text_predictor(Path(adapter_dir)) or is_classifier_adapter(adapter_dir)):
+        return None
+    path = Path(adapter_dir) / CALIBRATION_NAME
+    return path if path.is_file() else None
 
 
 def load_calibrator(path: Path | None, *, tta: bool, adapter_dir: str | Path | None, tta_hint: Callable[[int], str]):
