@@ -30,8 +30,9 @@ from shared.settings import get_settings  # noqa: E402
 from workers.common.pairs import prompt_groups  # noqa: E402
 from workers.common.soft_labels import multiclass_log_loss  # noqa: E402
 from workers.judge.votes import load_votes, softmax  # noqa: E402
-from workers.stacking.calibration import Calibrator, fit_calibrator  # noqa: E402
+from workers.stacking.calibration import fit_calibrator  # noqa: E402
 from workers.stacking.evaluate import score_predictions  # noqa: E402
+from workers.stacking.predictor import Predictor, PredictRequest  # noqa: E402
 
 
 def cross_validated(
@@ -64,12 +65,10 @@ def cross_validated(
 
 def text_predictor_output(predictor_dir: Path, dataset) -> tuple[np.ndarray, np.ndarray]:
     """The text predictor's raw log-probabilities and its shipped (calibrated) probabilities."""
-    from workers.stacking.predictor import Judge
-
-    judge = Judge.open(get_settings(), adapter_dir=str(predictor_dir))
-    text_logprobs = judge.judge(dataset.pairs, tta=False).text_logprobs
-    shipped = Calibrator.load(predictor_dir / "calibration.json")
-    return text_logprobs, shipped.predict(None, dataset.pairs, text_logprobs=text_logprobs)
+    settings = get_settings()
+    with Predictor.open(settings, PredictRequest.from_cli(settings, adapter=predictor_dir, tta=False)) as predictor:
+        prediction = predictor.predict(dataset)
+    return prediction.judge_result.text_logprobs, prediction.probabilities
 
 
 def main() -> None:
@@ -96,10 +95,11 @@ def main() -> None:
         saved = load_votes(args.adapter_votes, dataset.ids)
         adapter_logits = saved.adapter_logits
         parts["adapter alone (raw, both orders averaged)"] = softmax(adapter_logits).mean(axis=1)
-        shipped = Calibrator.load(args.adapter / "calibration.json")
-        parts[f"adapter's shipped stack ({' + '.join(shipped.inputs)})"] = shipped.predict(
-            None, pairs, adapter_logits=adapter_logits, text_logprobs=saved.text_logprobs
+        shipped = Predictor.for_saved_votes(
+            PredictRequest.from_cli(get_settings(), adapter=args.adapter, tta=saved.n_orders == 2, saved_votes=True)
         )
+        stack = " + ".join(shipped.calibrator.inputs)
+        parts[f"adapter's shipped stack ({stack})"] = shipped.apply(saved, pairs).probabilities
     constant = np.zeros((len(pairs), 2, 3))  # constant features: the calibrator then reads lengths only
     parts["length features only (CV on holdout)"] = cross_validated(pairs, labels, adapter_logits=constant)
     if votes is not None:

@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from shared.artifacts import ADAPTER_CONFIG_NAME, TEXT_MODEL_NAME
+from shared.artifacts import ADAPTER_CONFIG_NAME, CALIBRATION_NAME, TEXT_MODEL_NAME
 from shared.errors import UserError
 from shared.storage import is_text_predictor
 
@@ -179,6 +179,21 @@ def adapter_kind(adapter_dir: Path | None) -> str | None:
     except (OSError, ValueError):
         config = {}
     return "classifier" if isinstance(config, dict) and config.get("task_type") == "SEQ_CLS" else "lora"
+
+
+def applied_calibration(adapter_dir: Path | None, named: Path | None, *, raw: bool) -> Path | None:
+    """The calibration file a judge applies: the one named, else (unless `raw`) the calibration.json that `arena
+    train` fitted for a classifier adapter or a text predictor, when the folder has one; None: raw probabilities.
+
+    The worker applies it (workers/stacking/predictor.py: PredictRequest) and the gateway checks it before 202, so
+    both read this one rule.
+    """
+    if named is not None:
+        return Path(named)
+    if raw or adapter_kind(adapter_dir) not in ("text", "classifier"):
+        return None
+    own = Path(adapter_dir) / CALIBRATION_NAME
+    return own if own.is_file() else None
 
 
 def check_judge_calibration(path: Path, *, name: str, adapter_dir: Path | None, tta: bool) -> None:

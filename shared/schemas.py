@@ -57,8 +57,9 @@ class JudgeOptions(StrictModel):
     )
     raw: bool = Field(
         default=False,
-        description="The judge model's uncalibrated criterion votes (worse than a uniform guess on real data): for"
-        " fitting your own calibrator (`arena calibrate`) or inspecting the judge.",
+        description="The judge's uncalibrated output: the model's criterion votes (worse than a uniform guess on real"
+        " data), or an adapter's softmax ignoring its calibration.json; for fitting your own calibrator (`arena"
+        " calibrate`) or inspecting the judge.",
     )
     tta: bool = Field(default=True, description="Also judge with the responses swapped and average both orders.")
 

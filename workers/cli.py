@@ -29,62 +29,53 @@ def _progress_bar(total: int, description: str):
     return update
 
 
-def _open_judge(args, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
-    from workers.stacking.predictor import Judge
+def _predict_request(args, settings, *, calibration=None, raw: bool, enable_prefix_caching: bool = True):
+    from workers.stacking.predictor import PredictRequest
 
-    return Judge.open(
+    return PredictRequest.from_cli(
         settings,
-        model_path=args.model,
-        adapter_dir=args.adapter,
+        model=args.model,
+        adapter=args.adapter,
+        calibration=calibration,
+        raw=raw,
+        tta=args.tta,
         engine_kind=args.engine,
         enable_prefix_caching=enable_prefix_caching,
-        with_votes=with_votes or args.with_votes,
+        with_votes=args.with_votes,
+        saved_votes=args.votes is not None,
     )
 
 
-def _judge_or_load(args, dataset, settings, *, enable_prefix_caching: bool = True, with_votes: bool = False):
-    from workers.judge.votes import load_votes
+def _predict(args, settings, dataset, request):
+    """The prediction for `dataset` and the predictor that made it: judged now, or from the votes of --votes."""
+    from workers.stacking.predictor import Predictor
 
-    if getattr(args, "votes", None):
-        return load_votes(args.votes, dataset.ids), None
-    judge = _open_judge(args, settings, enable_prefix_caching=enable_prefix_caching, with_votes=with_votes)
-    try:
-        result = judge.judge(dataset.pairs, tta=args.tta, on_progress=_progress_bar(len(dataset), "judging"))
-    finally:
-        judge.close()
-    return result, judge.description
+    if args.votes:
+        from workers.judge.votes import load_votes
+
+        predictor = Predictor.for_saved_votes(request)
+        return predictor.apply(load_votes(args.votes, dataset.ids), dataset.pairs), predictor
+    with Predictor.open(settings, request) as predictor:
+        return predictor.predict(dataset, on_progress=_progress_bar(len(dataset), "judging")), predictor
 
 
 def command_predict(args, settings) -> dict:
-    from shared.arena_csv import read_arena_csv
+    from shared.arena_csv import read_arena_csv, write_submission
     from workers.judge.votes import save_votes
-    from workers.stacking.predictor import Prediction, calibrated_probabilities, write_prediction
-    from workers.stacking.request import calibration_for, load_calibrator
 
     dataset = read_arena_csv(args.input).head(args.limit)
-    if args.adapter is None and args.calibration is None and not args.raw and not args.votes:
-        args.adapter = _default_predictor(args, settings)
-    # A trained adapter or predictor carries its own calibrator; --calibration overrides it.
-    calibration_path = None if args.raw and not args.calibration else calibration_for(args.adapter, args.calibration)
-    calibrator = load_calibrator(
-        calibration_path,
-        tta=args.tta,
-        adapter_dir=args.adapter,
-        tta_hint=lambda n_orders: "drop --no-tta" if n_orders == 2 else "pass --no-tta",
+    request = _predict_request(
+        args, settings, calibration=args.calibration, raw=args.raw, enable_prefix_caching=args.prefix_cache
     )
-    with_votes = calibrator is not None and calibrator.needs_votes
-    result, description = _judge_or_load(
-        args, dataset, settings, enable_prefix_caching=args.prefix_cache, with_votes=with_votes
-    )
-    probabilities = calibrated_probabilities(result, dataset.pairs, calibrator)
-    prediction = Prediction(probabilities=probabilities, judge_result=result, calibrated=calibrator is not None)
-    write_prediction(args.output, dataset, prediction, floor=settings.PROB_FLOOR)
+    prediction, predictor = _predict(args, settings, dataset, request)
+    result, description = prediction.judge_result, predictor.description
+    write_submission(args.output, dataset.ids, prediction.probabilities, floor=settings.PROB_FLOOR)
     if args.save_votes:
         save_votes(args.save_votes, result)
     summary = {
         "submission": str(args.output),
         **prediction.summary(),
-        "calibration": str(calibration_path) if calibration_path else None,
+        "calibration": str(request.calibration_path) if request.calibration_path else None,
         "judge": description,
     }
     if result.truncated.any():
@@ -101,33 +92,23 @@ def command_predict(args, settings) -> dict:
     return summary
 
 
-def _default_predictor(args, settings) -> Path:
-    """The default predictor for a predict that names no adapter, calibration or --raw: never raw votes unasked."""
-    from shared.storage import JudgeOptionsError, default_predictor_dir
-
-    if args.model:
-        raise JudgeOptionsError(
-            f"--model {args.model} without --calibration would write its raw criterion votes, which score worse than"
-            " a uniform guess; pass --calibration (from `arena calibrate`), or --raw to get the raw votes anyway"
-        )
-    return default_predictor_dir(settings.SHARED_DIR, settings.DEFAULT_PREDICTOR)
-
-
 def command_calibrate(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv
+    from workers.common.soft_labels import multiclass_log_loss
     from workers.judge.votes import save_votes
-    from workers.stacking.predictor import calibrate_dataset
+    from workers.stacking.predictor import Predictor, calibrate_dataset
 
     dataset = read_arena_csv(args.input, require_labels=True).head(args.limit)
-    result, description = _judge_or_load(args, dataset, settings)
+    # A calibrator is fitted on the judge's raw output: no default predictor, no adapter's own calibration.
+    prediction, predictor = _predict(args, settings, dataset, _predict_request(args, settings, raw=True))
+    result = prediction.judge_result
     if args.save_votes:
         save_votes(args.save_votes, result)
     calibrator = calibrate_dataset(
-        dataset, result, method=args.method, description={"input": str(args.input), "judge": description}
+        dataset, result, method=args.method, description={"input": str(args.input), "judge": predictor.description}
     )
     calibrator.save(args.output)
-    from workers.common.soft_labels import multiclass_log_loss
-
+    in_sample = Predictor(None, calibrator, tta=args.tta).apply(result, dataset.pairs).probabilities
     return {
         "calibration": str(args.output),
         "method": calibrator.method,
@@ -136,15 +117,7 @@ def command_calibrate(args, settings) -> dict:
         "regularisation": calibrator.regularisation,
         "inputs": calibrator.inputs,
         "raw_log_loss_in_sample": multiclass_log_loss(dataset.labels, result.raw_probabilities),
-        "calibrated_log_loss_in_sample": multiclass_log_loss(
-            dataset.labels,
-            calibrator.predict(
-                result.vote_logprobs,
-                dataset.pairs,
-                adapter_logits=result.adapter_logits,
-                text_logprobs=result.text_logprobs,
-            ),
-        ),
+        "calibrated_log_loss_in_sample": multiclass_log_loss(dataset.labels, in_sample),
         "cv_log_loss_by_regularisation": calibrator.fitted_on.get("cv_log_loss_by_regularisation"),
     }
 

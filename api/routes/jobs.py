@@ -18,7 +18,7 @@ from api.dispatch import (
 from api.idempotency import IdempotencyConflictError, IdempotencyKeyError, IdempotencyStore
 from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, release_adapter_name
 from shared.artifacts import CALIBRATION_NAME
-from shared.calibration_file import CalibrationFileError, adapter_kind, check_judge_calibration
+from shared.calibration_file import CalibrationFileError, applied_calibration, check_judge_calibration
 from shared.dataset_store import DatasetNotFoundError
 from shared.job_store import JobNotFoundError
 from shared.model_folder import ModelFolder, ModelFolderError, check_lora_options, resolve_base_model
@@ -98,11 +98,9 @@ def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
     except (FileNotFoundError, UnsafePathError, JudgeOptionsError) as exc:
         raise _unprocessable(str(exc)) from None
     name = f"calibration {request.calibration}"
-    if calibration_path is None and request.adapter is not None:
-        own = adapter_dir / CALIBRATION_NAME  # what the worker applies (workers/stacking/request.py: calibration_for)
-        calibration_path, name = (own, f"the adapter's adapters/{request.adapter}/{CALIBRATION_NAME}")
-        if not own.is_file() or adapter_kind(adapter_dir) not in ("text", "classifier"):
-            calibration_path = None
+    if calibration_path is None and request.adapter is not None:  # its own calibration.json, unless raw
+        calibration_path = applied_calibration(adapter_dir, None, raw=request.raw)
+        name = f"the adapter's adapters/{request.adapter}/{CALIBRATION_NAME}"
     if calibration_path is not None:
         try:
             check_judge_calibration(calibration_path, name=name, adapter_dir=adapter_dir, tta=request.tta)

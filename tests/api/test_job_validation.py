@@ -288,6 +288,11 @@ def test_an_adapters_own_calibration_is_checked_too(client, settings, labelled):
     assert_refused(response, 422, "adapters/judge-v1/calibration.json", "set tta=true", settings=settings)
     response = client.post("/v1/jobs/predict", json={"dataset": labelled, "adapter": "judge-v1"})
     assert response.status_code == 202, response.text
+    # raw: the adapter's softmax, its calibration.json unused, so nothing of it to refuse (as on the worker).
+    response = client.post(
+        "/v1/jobs/predict", json={"dataset": labelled, "adapter": "judge-v1", "tta": False, "raw": True}
+    )
+    assert response.status_code == 202, response.text
 
 
 # --- the adapter name is claimed atomically at submit ---------------------------------------------------------------

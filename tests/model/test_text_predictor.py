@@ -10,8 +10,7 @@ import pytest
 from shared.arena_csv import read_arena_csv
 from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import unswap_classes
-from workers.stacking.predictor import Judge, predict_dataset
-from workers.stacking.request import calibration_for, load_calibrator
+from workers.stacking.predictor import Predictor, PredictRequest
 from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
 pytestmark = pytest.mark.model
@@ -44,16 +43,13 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
 
     train = read_arena_csv(split / "train.csv", require_labels=True)
     holdout = read_arena_csv(split / "holdout.csv", require_labels=True)
-    judge = Judge.open(model_settings, adapter_dir=str(predictor_dir))
-    assert judge.engine is None and judge.classifier is None and judge.description["kind"] == "text model"
-    calibrator = load_calibrator(
-        calibration_for(predictor_dir, None), tta=False, adapter_dir=predictor_dir, tta_hint=lambda _: ""
-    )
-    assert calibrator.inputs == ["text"]
+    request = PredictRequest.from_cli(model_settings, adapter=predictor_dir, tta=False)
+    predictor = Predictor.open(model_settings, request)
+    judge, calibrator = predictor.judge, predictor.calibrator
+    assert judge.engine is None and judge.classifier is None and predictor.description["kind"] == "text model"
+    assert calibrator.inputs == ["text"] and predictor.calibration_path == predictor_dir / "calibration.json"
     progress = []
-    prediction = predict_dataset(
-        holdout, judge, calibrator=calibrator, tta=False, on_progress=lambda done, total: progress.append(done)
-    )
+    prediction = predictor.predict(holdout, on_progress=lambda done, total: progress.append(done))
     assert progress[-1] == len(holdout) and prediction.calibrated
 
     prior = np.tile(train.labels.mean(axis=0), (len(holdout), 1))

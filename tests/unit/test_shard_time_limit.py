@@ -43,18 +43,12 @@ def test_a_redelivered_shard_gets_the_whole_time_limit_again(settings, monkeypat
     record.started_at = utc_now() - timedelta(hours=7)
     store.create(record)
 
-    class FakeRequest:
-        model_path, adapter_dir, tta = None, None, True
+    class FakePredictor:
+        def predict(self, *_args, **_kwargs):
+            raise ReachedJudging
 
-        def load_calibrator(self):
-            return None
-
-    def judge_rows(*_args, **_kwargs):
-        raise ReachedJudging
-
-    monkeypatch.setattr("workers.stacking.request.JudgeRequest.from_params", classmethod(lambda cls, *_: FakeRequest()))
-    monkeypatch.setattr(jobs, "cached_judge", lambda *_args, **_kwargs: object())
-    monkeypatch.setattr(jobs, "predict_dataset", judge_rows)
+    monkeypatch.setattr(jobs.PredictRequest, "from_params", classmethod(lambda cls, *_: cls()))
+    monkeypatch.setattr(jobs.Predictor, "cached", classmethod(lambda cls, *_: FakePredictor()))
 
     with pytest.raises(ReachedJudging):
         jobs.run_predict_shard(settings, job_id=JOB_ID, shard_index=0, worker="w2", task_id="t0")

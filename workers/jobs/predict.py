@@ -31,8 +31,7 @@ from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
-from workers.stacking.predictor import Prediction, predict_dataset
-from workers.stacking.request import JudgeRequest, cached_judge
+from workers.stacking.predictor import Prediction, Predictor, PredictRequest
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +86,16 @@ def run_predict_shard(
             run.store.update_shard(job_id, shard_index, state="succeeded", done=shard.stop - shard.start)
             return {"shard": shard_index, "rows": shard.stop - shard.start, "repeated": True}
         run.start()  # counts the attempt (retries and redeliveries alike) and takes the lease
-        request = JudgeRequest.from_params(settings, run.params)
-        calibrator = request.load_calibrator()
+        request = PredictRequest.from_params(settings, run.params)
         rows = dataset_rows(load_job_dataset(settings, run.params["dataset"]), shard.start, shard.stop)
-        judge = cached_judge(settings, model_path=request.model_path, adapter_dir=request.adapter_dir)
+        predictor = Predictor.cached(settings, request)
         run.check()  # loading the judge can take minutes on a cold worker
         parts_dir = output_path.with_suffix(".parts")
-        prediction, resumed_rows = _judge_in_checkpoints(
-            settings, rows, judge, parts_dir, calibrator=calibrator, tta=request.tta, report=run.report
-        )
+        prediction, resumed_rows = _predict_in_checkpoints(settings, rows, predictor, parts_dir, report=run.report)
         _publish_shard(output_path, prediction, job_id=job_id, shard_index=shard_index)
         shutil.rmtree(parts_dir, ignore_errors=True)  # the shard file holds every row now
         summary = {
-            "shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": judge.description,
+            "shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": predictor.description,
             "resumed_rows": resumed_rows,
         }  # fmt: skip
         run.store.update_shard(job_id, shard_index, state="succeeded", done=len(rows), summary=summary)
@@ -113,10 +109,10 @@ def checkpoint_rows(settings: Settings) -> int:
     return max(chunk, -(-settings.SHARD_CHECKPOINT_ROWS // chunk) * chunk)
 
 
-def _judge_in_checkpoints(
-    settings: Settings, rows: ArenaDataset, judge, parts_dir: Path, *, calibrator, tta: bool, report
+def _predict_in_checkpoints(
+    settings: Settings, rows: ArenaDataset, predictor: Predictor, parts_dir: Path, *, report
 ) -> tuple[Prediction, int]:
-    """Judge `rows` block by block, keeping each block in `parts_dir`; blocks found there (an earlier attempt of
+    """Predict `rows` block by block, keeping each block in `parts_dir`; blocks found there (an earlier attempt of
     this shard, stopped by a killed worker) are read back instead of judged again. Returns the prediction and how
     many rows were read back."""
     block = checkpoint_rows(settings)
@@ -134,9 +130,7 @@ def _judge_in_checkpoints(
             def report_block(done: int, _total: int, *, offset: int = start) -> None:
                 report(offset + done, total)
 
-            part = predict_dataset(
-                dataset_rows(rows, start, stop), judge, calibrator=calibrator, tta=tta, on_progress=report_block
-            )
+            part = predictor.predict(dataset_rows(rows, start, stop), on_progress=report_block)
             try:
                 with atomic_creator(part_path, "wb") as handle:
                     write_votes(handle, part.judge_result, probabilities=part.probabilities)
@@ -148,7 +142,7 @@ def _judge_in_checkpoints(
     prediction = Prediction(
         probabilities=np.concatenate(probabilities) if probabilities else np.zeros((0, 3)),
         judge_result=concatenate_results(results),
-        calibrated=calibrator is not None,
+        calibrated=predictor.calibrated,
     )
     return prediction, resumed
 

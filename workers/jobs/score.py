@@ -1,4 +1,4 @@
-"""The /v1/score step: probabilities for a few pairs given inline, judged by the worker's cached judge."""
+"""The /v1/score step: probabilities for a few pairs given inline, judged by the worker's cached predictor."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import time
 from shared.arena_csv import ArenaDataset, Pair, clean_text, normalise_probabilities
 from shared.settings import Settings
 from workers.jobs.run import watched_task
-from workers.stacking.predictor import predict_dataset
-from workers.stacking.request import JudgeRequest, cached_judge
+from workers.stacking.predictor import Predictor, PredictRequest
 
 
 def _turns(value: str | list[str]) -> tuple[str, ...]:
@@ -35,9 +34,7 @@ def run_score(settings: Settings, payload: dict, *, task_id: str | None = None) 
     if (gone := expired(payload)) is not None:
         return gone
     started = time.perf_counter()
-    request = JudgeRequest.from_params(settings, payload)
-    calibrator = request.load_calibrator()
-    judge = cached_judge(settings, model_path=request.model_path, adapter_dir=request.adapter_dir)
+    predictor = Predictor.cached(settings, PredictRequest.from_params(settings, payload))
     with watched_task(task_id=task_id, time_limit_s=settings.SCORE_TASK_TIME_LIMIT_S):
         pairs = [
             Pair(
@@ -48,7 +45,7 @@ def run_score(settings: Settings, payload: dict, *, task_id: str | None = None) 
             )
             for index, pair in enumerate(payload["pairs"])
         ]
-        prediction = predict_dataset(ArenaDataset(pairs=pairs), judge, calibrator=calibrator, tta=request.tta)
+        prediction = predictor.predict(ArenaDataset(pairs=pairs))
     probabilities = normalise_probabilities(prediction.probabilities, floor=settings.PROB_FLOOR)
     return {
         "probabilities": [
@@ -56,5 +53,5 @@ def run_score(settings: Settings, payload: dict, *, task_id: str | None = None) 
             for pair, row in zip(pairs, probabilities.tolist(), strict=True)
         ],
         "seconds": round(time.perf_counter() - started, 3),
-        "judge": judge.description,
+        "judge": predictor.description,
     }

@@ -1,5 +1,10 @@
-"""The Judge (engines + prompt builders + the text model, loaded once, judging many datasets) and predict_dataset:
-judge, calibrate. It sits above judge/ (LLM inference) and stacks its outputs with the text model and calibrator."""
+"""The one predict path: a PredictRequest (what is asked, resolved to files) and the Predictor that answers it (a
+Judge, its checked calibrator, the order setting). `arena predict`, predict jobs and POST /v1/score all go through
+here; nothing else opens a judge for them or applies a calibrator (tests/unit/test_one_predict_path.py).
+
+The Judge (engines + prompt builders + the text model, loaded once, judging many datasets) sits above judge/ (LLM
+inference) and stacks its outputs with the text model; the calibrator turns them into probabilities.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from shared.arena_csv import ArenaDataset, Pair, write_submission
+from shared.arena_csv import ArenaDataset, Pair
+from shared.calibration_file import applied_calibration
 from shared.settings import Settings
-from shared.storage import is_text_predictor, public_path
-from workers.judge.engines import EngineConfig, JudgeEngine, load_engine, load_tokenizer, resolve_dtype
+from shared.storage import JudgeOptionsError, default_predictor_dir, is_text_predictor, public_path, resolve_judge_files
+from workers.judge.engines import (
+    EngineConfig,
+    JudgeEngine,
+    ModelNotFoundError,
+    load_engine,
+    load_tokenizer,
+    resolve_dtype,
+)
 from workers.judge.prompts import JudgePromptBuilder
 from workers.judge.votes import JudgeResult, judge_pairs
-from workers.stacking.calibration import Calibrator, fit_calibrator
+from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator
 
 log = logging.getLogger(__name__)
 # Pairs the text model embeds between progress reports: ~1 s each on 2 CPU cores.
@@ -259,37 +273,300 @@ class Prediction:
         }
 
 
-def predict_dataset(
-    dataset: ArenaDataset,
-    judge: Judge,
-    *,
-    calibrator: Calibrator | None = None,
-    tta: bool = True,
-    on_progress: ProgressCallback | None = None,
-) -> Prediction:
-    """Judge every pair; calibrated probabilities when a calibrator is given, else the raw softmax."""
-    if calibrator is not None:
-        calibrator.check_inputs(
-            np.zeros((0, 2 if tta else 1, 1, 4)) if judge.engine is not None else None,
-            np.zeros((0, 2 if tta else 1, 3)) if judge.classifier is not None else None,
-            text_expected=judge.text_model is not None,
-        )  # fail before spending minutes on judging
-    result = judge.judge(dataset.pairs, tta=tta, on_progress=on_progress)
-    probabilities = calibrated_probabilities(result, dataset.pairs, calibrator)
-    return Prediction(probabilities=probabilities, judge_result=result, calibrated=calibrator is not None)
+# Who asked, so that a message names what they can change: a command-line flag or a request field.
+AskedBy = Literal["cli", "job"]
+# What to change so the orders match a calibrator fitted with (1, 2) orders per pair.
+_TTA_HINTS: dict[str, tuple[str, str]] = {
+    "cli": ("pass --no-tta", "drop --no-tta"),
+    "job": ("set tta=false", "set tta=true"),
+}
 
 
-def calibrated_probabilities(result: JudgeResult, pairs: Sequence[Pair], calibrator: Calibrator | None) -> np.ndarray:
-    """The calibrator applied to whatever the judge produced (votes and/or classifier logits); raw without one."""
-    if calibrator is None:
-        return result.raw_probabilities
-    return calibrator.predict(
-        result.vote_logprobs, pairs, adapter_logits=result.adapter_logits, text_logprobs=result.text_logprobs
+@dataclass(frozen=True)
+class PredictRequest:
+    """What a prediction asks for, resolved to files: the judge, the calibration, and how it judges.
+
+    `from_params` (a predict job's or a score request's fields, names under SHARED_DIR) and `from_cli` (host paths)
+    apply the same rules: a request that names no adapter, no calibration and no raw output gets the default
+    predictor; a model without a calibration is refused (its raw votes score worse than a uniform guess); a trained
+    adapter or predictor brings its own calibration.json unless a calibration is named or raw output asked for.
+
+    Args:
+        model_path: the base model folder; None: MODEL_PATH or the embedded model.
+        adapter_dir: a causal-LM LoRA, a classifier adapter, or a text predictor (the default predictor is one).
+        calibration_path: the calibration applied; None: the judge's raw probabilities.
+        tta: judge both response orders and average them.
+        engine_kind: "vllm" or "transformers"; None: JUDGE_ENGINE.
+        enable_prefix_caching: vLLM prefix caching.
+        with_votes: with a classifier adapter, also cast the base model's criterion votes (they are cast anyway
+            when the calibrator reads them).
+        asked_by: whose words the messages use: "cli" (--no-tta) or "job" (tta=false).
+    """
+
+    model_path: Path | None = None
+    adapter_dir: Path | None = None
+    calibration_path: Path | None = None
+    tta: bool = True
+    engine_kind: str | None = None
+    enable_prefix_caching: bool = True
+    with_votes: bool = False
+    asked_by: AskedBy = "job"
+
+    @classmethod
+    def from_params(cls, settings: Settings, params: dict) -> PredictRequest:
+        """The request of a predict job or of POST /v1/score: its `model`, `adapter`, `calibration`, `raw`, `tta`.
+
+        Raises:
+            ModelNotFoundError: a folder or file it names is missing; the message lists what exists.
+            JudgeOptionsError: the options contradict each other, or name a model without a calibration.
+            UnsafePathError: a name points outside its folder.
+        """
+        raw = bool(params.get("raw", False))
+        try:
+            model_path, adapter_dir, named = resolve_judge_files(
+                settings.SHARED_DIR,
+                settings.judge_model_path,
+                model=params.get("model"),
+                adapter=params.get("adapter"),
+                calibration=params.get("calibration"),
+                raw=raw,
+                default_predictor=settings.DEFAULT_PREDICTOR,
+            )
+        except FileNotFoundError as exc:  # the user's to fix: fail the job now rather than retry it
+            raise ModelNotFoundError(str(exc)) from None
+        return cls(
+            model_path=model_path,
+            adapter_dir=adapter_dir,
+            calibration_path=applied_calibration(adapter_dir, named, raw=raw),
+            tta=bool(params.get("tta", True)),
+            asked_by="job",
+        )
+
+    @classmethod
+    def from_cli(
+        cls,
+        settings: Settings,
+        *,
+        model: str | Path | None = None,
+        adapter: str | Path | None = None,
+        calibration: str | Path | None = None,
+        raw: bool = False,
+        tta: bool = True,
+        engine_kind: str | None = None,
+        enable_prefix_caching: bool = True,
+        with_votes: bool = False,
+        saved_votes: bool = False,
+    ) -> PredictRequest:
+        """The request of `arena predict` or `arena calibrate`, from its flags (host paths, as given).
+
+        Args:
+            settings: SHARED_DIR and DEFAULT_PREDICTOR are read.
+            model: --model.
+            adapter: --adapter.
+            calibration: --calibration; applied even with `raw`.
+            raw: --raw: the judge's uncalibrated output, ignoring an adapter's own calibration.json.
+            tta: not --no-tta.
+            engine_kind: --engine.
+            enable_prefix_caching: not --no-prefix-cache.
+            with_votes: --with-votes.
+            saved_votes: --votes: the judge's output comes from a file, so no judge is chosen (and no default
+                predictor: those votes are what the user asked to see).
+
+        Raises:
+            JudgeOptionsError: --model without --calibration or --raw.
+            FileNotFoundError: the default predictor is missing; the message says how to make it.
+        """
+        adapter_dir = Path(adapter) if adapter is not None else None
+        if adapter_dir is None and calibration is None and not raw and not saved_votes:
+            if model:
+                raise JudgeOptionsError(
+                    f"--model {model} without --calibration would write its raw criterion votes, which score worse"
+                    " than a uniform guess; pass --calibration (from `arena calibrate`), or --raw to get the raw"
+                    " votes anyway"
+                )
+            adapter_dir = default_predictor_dir(settings.SHARED_DIR, settings.DEFAULT_PREDICTOR)
+        named = Path(calibration) if calibration is not None else None
+        return cls(
+            model_path=Path(model) if model else None,
+            adapter_dir=adapter_dir,
+            calibration_path=applied_calibration(adapter_dir, named, raw=raw),
+            tta=tta,
+            engine_kind=engine_kind,
+            enable_prefix_caching=enable_prefix_caching,
+            with_votes=with_votes,
+            asked_by="cli",
+        )
+
+
+class Predictor:
+    """A judge with its checked calibrator: the one way to turn pairs into probabilities.
+
+    Make one with `open` (its own judge, closed with the predictor: the CLI, scripts), `cached` (the worker
+    process's judge, kept for the next task: predict jobs, score) or `for_saved_votes` (no judge: `--votes`).
+
+    Args:
+        judge: the judge, or None to apply the calibrator to saved output only.
+        calibrator: the calibrator, or None for the judge's raw probabilities.
+        tta: judge both response orders.
+        calibration_path: where the calibrator came from, for summaries.
+        owns_judge: close the judge with the predictor.
+
+    Raises:
+        CalibrationError: the judge cannot feed the calibrator (checked here, before any judging).
+    """
+
+    def __init__(
+        self,
+        judge: Judge | None,
+        calibrator: Calibrator | None,
+        *,
+        tta: bool = True,
+        calibration_path: Path | None = None,
+        owns_judge: bool = False,
+    ):
+        if judge is not None and calibrator is not None:
+            n_orders = 2 if tta else 1
+            calibrator.check_inputs(
+                np.zeros((0, n_orders, 1, 4)) if judge.engine is not None else None,
+                np.zeros((0, n_orders, 3)) if judge.classifier is not None else None,
+                text_expected=judge.text_model is not None,
+            )
+        self.judge = judge
+        self.calibrator = calibrator
+        self.tta = tta
+        self.calibration_path = calibration_path
+        self.owns_judge = owns_judge
+
+    @classmethod
+    def open(cls, settings: Settings, request: PredictRequest) -> Predictor:
+        """A predictor with a judge of its own, loaded now and closed with the predictor."""
+        calibrator = _load_calibrator(request)  # before the engines: a misfit then costs no model load
+        judge = Judge.open(settings, **_judge_options(request, calibrator))
+        try:
+            return cls(judge, calibrator, tta=request.tta, calibration_path=request.calibration_path, owns_judge=True)
+        except BaseException:
+            judge.close()
+            raise
+
+    @classmethod
+    def cached(cls, settings: Settings, request: PredictRequest) -> Predictor:
+        """A predictor on this worker process's judge: loaded on first use, reused by every later task asking for
+        the same one. Only one judge is kept: asking for another closes the previous one (a GPU holds one engine
+        at a time)."""
+        calibrator = _load_calibrator(request)
+        judge = _cached_judge(settings, _judge_options(request, calibrator))
+        return cls(judge, calibrator, tta=request.tta, calibration_path=request.calibration_path)
+
+    @classmethod
+    def for_saved_votes(cls, request: PredictRequest) -> Predictor:
+        """A predictor without a judge, to apply the request's calibrator to a judge's output saved earlier."""
+        return cls(None, _load_calibrator(request), tta=request.tta, calibration_path=request.calibration_path)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibrator is not None
+
+    @property
+    def description(self) -> dict | None:
+        """The judge's model/adapter/engine, as shown to clients; None without a judge."""
+        return None if self.judge is None else self.judge.description
+
+    def predict(self, dataset: ArenaDataset, *, on_progress: ProgressCallback | None = None) -> Prediction:
+        """Judge every pair of `dataset`: calibrated probabilities with a calibrator, else the raw softmax.
+
+        Args:
+            dataset: the pairs (labels, if any, are not read).
+            on_progress: called with (pairs done, pairs in all) as the judge goes.
+        """
+        if self.judge is None:
+            raise RuntimeError("this predictor has no judge (made for saved votes): use apply()")
+        result = self.judge.judge(dataset.pairs, tta=self.tta, on_progress=on_progress)
+        return self.apply(result, dataset.pairs)
+
+    def apply(self, result: JudgeResult, pairs: Sequence[Pair]) -> Prediction:
+        """The calibrator applied to a judge's output (votes and/or classifier logits and/or the text model's);
+        the raw softmax without one."""
+        if self.calibrator is None:
+            probabilities = result.raw_probabilities
+        else:
+            probabilities = self.calibrator.predict(
+                result.vote_logprobs, pairs, adapter_logits=result.adapter_logits, text_logprobs=result.text_logprobs
+            )
+        return Prediction(probabilities=probabilities, judge_result=result, calibrated=self.calibrated)
+
+    def close(self) -> None:
+        if self.owns_judge and self.judge is not None:
+            self.judge.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _load_calibrator(request: PredictRequest) -> Calibrator | None:
+    """The request's calibrator (None: none), refused before any judging when the judge cannot feed it.
+
+    Raises:
+        CalibrationError: the file is unusable with this judge; the message says what to change.
+    """
+    path = request.calibration_path
+    if path is None:
+        return None
+    from workers.judge.classifier import is_classifier_adapter
+
+    calibrator = Calibrator.load(path)
+    if calibrator.reads_orders and calibrator.n_orders != (2 if request.tta else 1):
+        hint = _TTA_HINTS[request.asked_by][calibrator.n_orders - 1]
+        raise CalibrationError(
+            f"{Path(path).name} was fitted with {calibrator.n_orders} order(s) per pair; {hint} or refit"
+            " the calibration"
+        )
+    if calibrator.needs_adapter and not is_classifier_adapter(request.adapter_dir):
+        raise CalibrationError(
+            f"{Path(path).name} stacks a trained classifier adapter; pass the adapter it was fitted with"
+            " (--adapter DIR, or the job's adapter)"
+        )
+    return calibrator
+
+
+def _judge_options(request: PredictRequest, calibrator: Calibrator | None) -> dict:
+    """Judge.open's options for a request; the criterion votes are cast whenever the calibrator reads them."""
+    return {
+        "model_path": str(request.model_path) if request.model_path else None,
+        "adapter_dir": str(request.adapter_dir) if request.adapter_dir else None,
+        "engine_kind": request.engine_kind,
+        "enable_prefix_caching": request.enable_prefix_caching,
+        "with_votes": request.with_votes or (calibrator is not None and calibrator.needs_votes),
+    }
+
+
+_CACHED_JUDGES: dict[tuple, Judge] = {}
+
+
+def _cached_judge(settings: Settings, options: dict) -> Judge:
+    """The judge for these Judge.open options, loaded on first use and kept for later tasks of this process."""
+    key = (
+        options["model_path"] or settings.judge_model_path,
+        options["adapter_dir"],
+        options["engine_kind"] or settings.JUDGE_ENGINE,
+        options["enable_prefix_caching"],
+        options["with_votes"],
     )
+    if key not in _CACHED_JUDGES:
+        close_cached_judges()
+        started = time.perf_counter()
+        _CACHED_JUDGES[key] = Judge.open(settings, **options)
+        log.info("judge %s loaded in %.1fs", key, time.perf_counter() - started)
+    return _CACHED_JUDGES[key]
 
 
-def write_prediction(path: Path, dataset: ArenaDataset, prediction: Prediction, *, floor: float) -> Path:
-    return write_submission(path, dataset.ids, prediction.probabilities, floor=floor)
+def close_cached_judges() -> None:
+    """Close this process's cached judge (worker shutdown, or before another job needs the memory)."""
+    while _CACHED_JUDGES:
+        _, judge = _CACHED_JUDGES.popitem()
+        judge.close()
 
 
 def calibrate_dataset(
