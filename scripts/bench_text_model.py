@@ -21,7 +21,8 @@ from shared.arena_csv import read_arena_csv
 from shared.settings import get_settings
 from workers.common.pairs import prompt_groups
 from workers.common.soft_labels import multiclass_log_loss
-from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
+from workers.stacking.sentence_encoder import open_text_encoder
+from workers.stacking.text_model import embed_pairs, fit_text_model
 from workers.training.splits import holdout_mask
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     pairs, labels = dataset.pairs, dataset.labels
     groups = prompt_groups(pairs)
 
-    encoder = TextEncoder(args.encoder or get_settings().text_encoder_path)
+    encoder = open_text_encoder(get_settings(), args.encoder or get_settings().text_encoder_path)
     started = time.perf_counter()
     embeddings = embed_pairs(pairs, encoder)
     embed_seconds = time.perf_counter() - started

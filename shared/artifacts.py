@@ -5,6 +5,17 @@ from __future__ import annotations
 # Folders under SHARED_DIR that both sides name: models (base models, the text encoder, predictors) and adapters
 MODELS_DIR_NAME = "models"
 ADAPTERS_DIR_NAME = "adapters"
+# Caches a worker may rebuild at any time (embeddings of texts already seen): never a job's only copy of anything
+CACHE_DIR_NAME = "cache"
+
+# The other folders under SHARED_DIR (what each holds: shared/storage.py)
+DATASETS_DIR_NAME = "datasets"
+JOBS_DIR_NAME = "jobs"
+SUBMISSIONS_DIR_NAME = "submissions"
+SYNTH_DIR_NAME = "synth"
+
+# A Hugging Face model folder's config: the file that makes a folder a model (models/<name>/, a merged classifier)
+MODEL_CONFIG_NAME = "config.json"
 
 # submissions/<job_id>/: what a predict job publishes (train and synth jobs reuse METRICS_NAME)
 SUBMISSION_NAME = "submission.csv"

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.artifacts import MODELS_DIR_NAME
+from shared.artifacts import CACHE_DIR_NAME, MODELS_DIR_NAME
 from shared.names import gpu_queue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,19 @@ class Settings(BaseSettings):
         default=None,
         description="Sentence encoder of the text model that trained judges stack (a local BERT-style folder). "
         f"Unset means the embedded {DEFAULT_TEXT_ENCODER_NAME} copied into SHARED_DIR/{MODELS_DIR_NAME}/.",
+    )
+    TEXT_ENCODER_BACKEND: Literal["auto", "onnx-int8", "torch"] = Field(
+        default="auto",
+        description="How the text model's sentence encoder runs when a text model is fitted. auto: onnx-int8 on a"
+        " CPU (ONNX Runtime, int8 weights, no torch; several times faster), torch on a GPU. A fitted text model"
+        " records its backend and is always applied with it.",
+    )
+    EMBEDDING_CACHE_MAX_MB: int = Field(
+        default=1024,
+        ge=0,
+        description=f"Size cap of the sentence-embedding cache (SHARED_DIR/{CACHE_DIR_NAME}/embeddings, keyed by"
+        " content hash and encoder): predicting or fitting again on texts already embedded reads them back. The"
+        " least recently used entries go first; 0 turns the cache off.",
     )
     DEFAULT_PREDICTOR: str = Field(
         default="default",
@@ -273,6 +286,10 @@ class Settings(BaseSettings):
     @property
     def text_encoder_path(self) -> str:
         return self.TEXT_ENCODER_PATH or str(self.default_text_encoder_dir)
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        return self.SHARED_DIR / CACHE_DIR_NAME / "embeddings"
 
     @property
     def default_predictor_dir(self) -> Path:

@@ -16,10 +16,10 @@ from shared.errors import UserError
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, ValueError, FileNotFoundError)
 
 
-def _progress_bar(total: int, description: str):
+def _progress_bar(total: int, description: str, *, unit: str = "pair"):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=description, unit="pair", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
 
     def update(done: int, _total: int) -> None:
         bar.update(done - bar.n)
@@ -27,6 +27,23 @@ def _progress_bar(total: int, description: str):
             bar.close()
 
     return update
+
+
+# What each stage of fitting a text predictor counts (workers/training/text_predictor.py).
+TEXT_PREDICTOR_STAGE_UNITS = {"embedding": "text", "fitting": "booster"}
+
+
+def _stage_bars(prefix: str = ""):
+    """A progress bar per stage of a text-predictor fit, each opened when its stage reports first."""
+    bars: dict = {}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            label = f"{prefix}{stage}"
+            bars[stage] = _progress_bar(total, label, unit=TEXT_PREDICTOR_STAGE_UNITS.get(stage, "step"))
+        bars[stage](done, total)
+
+    return on_stage
 
 
 def _predict_request(args, settings, *, calibration=None, raw: bool, enable_prefix_caching: bool = True):
@@ -143,7 +160,7 @@ def command_split(args, settings) -> dict:
 
 def command_setup_model(args, settings) -> dict:
     from workers.judge.model_setup import convert_embedded_model
-    from workers.stacking.text_model import install_text_encoder
+    from workers.stacking.sentence_encoder import install_text_encoder
 
     path = convert_embedded_model(settings.default_model_dir, force=args.force)
     try:
@@ -155,6 +172,7 @@ def command_setup_model(args, settings) -> dict:
 
 def command_setup_default(args, settings) -> dict:
     """Fit the default predictor on DEFAULT_TRAIN_CSV unless the one there is current (same CSV, loadable)."""
+    from workers.stacking.sentence_encoder import default_device, resolve_backend
     from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
     inputs = [Path(args.input or settings.DEFAULT_TRAIN_CSV)]
@@ -171,10 +189,16 @@ def command_setup_default(args, settings) -> dict:
             " predictor on"
         )
     output_dir = settings.default_predictor_dir
-    if not args.force and text_predictor_is_current(output_dir, inputs=inputs):
+    backend = resolve_backend(settings.TEXT_ENCODER_BACKEND, args.device or default_device())
+    if not args.force and text_predictor_is_current(output_dir, inputs=inputs, encoder_backend=backend):
         return {"output_dir": str(output_dir), "fitted": False, "reason": "current (same CSV, this version)"}
     metrics = fit_text_predictor(
-        inputs=inputs, output_dir=output_dir, text_encoder=settings.text_encoder_path, seed=0, device=args.device
+        inputs=inputs,
+        output_dir=output_dir,
+        text_encoder=settings.text_encoder_path,
+        seed=0,
+        device=args.device,
+        on_stage=_stage_bars("default predictor: "),
     )
     return {"output_dir": str(output_dir), "fitted": True, **metrics}
 
@@ -265,6 +289,7 @@ def _train_text_predictor(args, settings) -> dict:
         text_encoder=args.text_encoder or settings.text_encoder_path,
         seed=args.seed,
         device=args.device,
+        on_stage=_stage_bars(),
     )
     return {"output_dir": str(args.output_dir), **metrics}
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def encoder(model_settings):
-    from workers.stacking.text_model import TextEncoder
+    from workers.stacking.sentence_encoder import TextEncoder
 
     return TextEncoder(model_settings.text_encoder_path)
 
@@ -74,18 +74,55 @@ def _rows(embeddings, rows: slice):
     return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
 
 
-def test_special_token_strings_in_user_text_are_embedded_as_text(encoder, monkeypatch):
+def test_special_token_strings_in_user_text_are_embedded_as_text(encoder):
     """A response that spells "[SEP]" must not split its text into segments for the encoder."""
-    tokenizer = encoder.tokenizer
-    spelled = tokenizer(["a [SEP] b [CLS]"], split_special_tokens=True)["input_ids"][0]
-    assert spelled.count(tokenizer.sep_token_id) == 1 and spelled.count(tokenizer.cls_token_id) == 1  # its own
-    seen = []
-    original = type(tokenizer).__call__
+    from workers.stacking.sentence_encoder import token_ids
 
-    def spy(self, *args, **kwargs):
-        seen.append(kwargs.get("split_special_tokens"))
-        return original(self, *args, **kwargs)
+    (ids,) = token_ids(["a [SEP] b [CLS]"], encoder.tokenizer, max_tokens=256)
+    sep, cls = encoder.tokenizer.token_to_id("[SEP]"), encoder.tokenizer.token_to_id("[CLS]")
+    assert ids.count(sep) == 1 and ids.count(cls) == 1  # its own, at the ends
+    assert ids[0] == cls and ids[-1] == sep
 
-    monkeypatch.setattr(type(tokenizer), "__call__", spy)
-    encoder.encode(["a [SEP] b"])
-    assert seen == [True]
+
+def _texts(pairs, n: int) -> list[str]:
+    from workers.stacking.text_model import _joined
+
+    texts = [_joined(part) for pair in pairs for part in (pair.prompt, pair.response_a, pair.response_b)]
+    return list(dict.fromkeys(texts))[:n]
+
+
+def test_the_encoder_reads_the_tokens_transformers_would(encoder, real_rows, model_settings):
+    """The fast tokenizer path gives transformers' tokens (split_special_tokens, truncation) on real texts."""
+    from transformers import AutoTokenizer
+
+    from workers.stacking.sentence_encoder import token_ids
+
+    texts = _texts(real_rows[0], 400) + ["", " ", "[PAD][UNK][MASK]", "x" * 5000]
+    reference = AutoTokenizer.from_pretrained(model_settings.text_encoder_path)
+    expected = reference([text or " " for text in texts], truncation=True, max_length=256, split_special_tokens=True)
+    assert token_ids(texts, encoder.tokenizer, max_tokens=256) == expected["input_ids"]
+
+
+def test_onnx_int8_embeddings_stay_close_to_torch_fp32(real_rows, model_settings):
+    from workers.stacking.sentence_encoder import TextEncoder
+
+    texts = _texts(real_rows[0], 120)
+    int8 = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8").encode(texts)
+    fp32 = TextEncoder(model_settings.text_encoder_path, backend="torch", device="cpu").encode(texts)
+    cosine = (int8 * fp32).sum(axis=1)
+    assert cosine.min() > 0.9 and cosine.mean() > 0.98, (cosine.min(), cosine.mean())
+
+
+def test_a_dataset_embedded_again_is_read_from_the_cache(real_rows, model_settings, tmp_path):
+    from workers.stacking.sentence_encoder import open_text_encoder
+
+    settings = model_settings.model_copy(update={"SHARED_DIR": tmp_path})
+    texts = _texts(real_rows[0], 100)
+    first = open_text_encoder(settings, model_settings.text_encoder_path)
+    vectors = first.encode(texts)
+    again = open_text_encoder(settings, model_settings.text_encoder_path)
+    np.testing.assert_array_equal(again.encode(texts), vectors)
+    assert again.processed_tokens == 0  # nothing went through the model
+    more = again.encode(texts + ["a text never seen before"] * 1)
+    np.testing.assert_array_equal(more[:100], vectors)
+    assert 0 < again.processed_tokens < 64  # only the new text

@@ -217,7 +217,8 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     assert (adapter / "text_model.json").is_file() == ("text" in inputs)
     if "text" not in inputs:  # these 14 toy rows may not justify it; force the text stack to test predict with it
         from workers.stacking.calibration import fit_calibrator
-        from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
+        from workers.stacking.sentence_encoder import TextEncoder
+        from workers.stacking.text_model import embed_pairs, fit_text_model
 
         dataset = read_arena_csv(data_dir / "train.csv", require_labels=True)
         embeddings = embed_pairs(dataset.pairs, TextEncoder(model_settings.text_encoder_path))

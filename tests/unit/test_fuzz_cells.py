@@ -121,11 +121,10 @@ def judge_tokenizer():
 
 @pytest.fixture(scope="module")
 def encoder_tokenizer():
-    from transformers import AutoTokenizer
-
     from shared.settings import get_settings
+    from workers.stacking.sentence_encoder import load_fast_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(get_settings().text_encoder_path))
+    return load_fast_tokenizer(get_settings().text_encoder_path)
 
 
 # --- cleaning and parsing -----------------------------------------------------------------------------------------
@@ -201,15 +200,20 @@ def test_features_of_many_empty_turns_are_bounded():
 
 @pytest.mark.parametrize("name", TOKENIZER_CELLS)
 def test_encoder_input_is_cut_before_tokenizing(name, encoder_tokenizer):
-    from workers.stacking.text_model import encoder_input
+    from workers.stacking.sentence_encoder import encoder_input, token_ids
 
     cell = CELLS[name]
     head = bounded(encoder_input, cell, encoder_tokenizer, max_tokens=256, what=f"encoder_input({name})")
     assert cell.startswith(head)
+    (ids,) = bounded(token_ids, [cell], encoder_tokenizer, max_tokens=256, what=f"token_ids({name})")
+    assert 2 <= len(ids) <= 256  # [CLS] ... [SEP], cut to the budget
 
     def tokens(text: str) -> list[int]:
-        kwargs = {"truncation": True, "max_length": 256, "split_special_tokens": True}
-        return encoder_tokenizer(text, **kwargs)["input_ids"]
+        encoder_tokenizer.enable_truncation(256)
+        try:
+            return encoder_tokenizer.encode(text).ids
+        finally:
+            encoder_tokenizer.no_truncation()
 
     # What was cut off never changes the tokens the encoder reads (on 64 Ki characters: tokenizing all of a 1 MiB
     # cell, as the encoder used to, takes seconds).

@@ -30,3 +30,16 @@ def test_similarity_features_are_the_same_in_both_orders_and_flag_alike_response
     rows = [dict(zip(names, row, strict=True)) for row in features]
     assert rows[2]["sim_identical"] == 1 and rows[0]["sim_identical"] == 0
     assert rows[0]["sim_one_refusal"] == 1 and rows[2]["sim_word_jaccard"] > rows[0]["sim_word_jaccard"]
+
+
+def test_mirrored_style_is_exactly_the_style_of_the_swapped_pairs(data_csv):
+    """The text model reads the mirror's style from the pair's own (one style pass, not two): it must be exact."""
+    import numpy as np
+
+    from shared.arena_csv import read_arena_csv
+    from workers.stacking.text_model import mirrored_style
+
+    pairs = read_arena_csv(data_csv).pairs[::25]
+    style, _ = style_features(pairs)
+    swapped, _ = style_features([pair.swapped() for pair in pairs])
+    np.testing.assert_array_equal(mirrored_style(style), swapped)

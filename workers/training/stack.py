@@ -104,10 +104,12 @@ def _fit_text_model(train_rows: Rows, val_rows: Rows, config: TrainConfig):
     Only the adapter must not see the validation rows. The text model gains from them (+16% rows here), and
     its out-of-fold probabilities of each validation row come from fold models that never saw that prompt.
     """
-    from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
+    from shared.settings import get_settings
+    from workers.stacking.sentence_encoder import open_text_encoder
+    from workers.stacking.text_model import embed_pairs, fit_text_model
 
     started = time.perf_counter()
-    encoder = TextEncoder(config.text_encoder, device=config.device)
+    encoder = open_text_encoder(get_settings(), config.text_encoder, device=config.device)
     pairs = train_rows.pairs + val_rows.pairs
     fit = fit_text_model(
         pairs,
@@ -117,6 +119,7 @@ def _fit_text_model(train_rows: Rows, val_rows: Rows, config: TrainConfig):
         weights=np.concatenate([train_rows.weights, val_rows.weights]),
         seed=config.seed,
         encoder=encoder.name,
+        encoder_backend=encoder.backend,
     )
     val_probabilities = fit.out_of_fold[len(train_rows.pairs) :]
     return (

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,18 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+# on_stage(stage, done, total): "embedding" counts distinct texts, "fitting" boosters (CV folds, then the final one).
+StageProgress = Callable[[str, int, int], None]
+
+
 def fit_text_predictor(
-    *, inputs: Sequence[Path], output_dir: Path, text_encoder: str, seed: int = 0, device: str | None = None
+    *,
+    inputs: Sequence[Path],
+    output_dir: Path,
+    text_encoder: str,
+    seed: int = 0,
+    device: str | None = None,
+    on_stage: StageProgress | None = None,
 ) -> dict:
     """Fit the text model and its calibrator on labelled CSVs and publish them as one folder.
 
@@ -61,24 +71,39 @@ def fit_text_predictor(
         text_encoder: the sentence-encoder folder the text model reads.
         seed: seed of the PCA and LightGBM.
         device: torch device of the encoder (None: CUDA when visible, else CPU).
+        on_stage: progress of the long stages, `(stage, done, total)`.
 
     Returns:
         The predictor's metrics (also written to metrics.json): grouped-CV log loss of the text model and of the
         calibrated output, per source when the CSVs have a `source` column, and timings.
     """
+    from shared.settings import get_settings
     from workers.common.pairs import prompt_groups
     from workers.common.soft_labels import multiclass_log_loss
     from workers.stacking.calibration import fit_calibrator
     from workers.stacking.evaluate import score_predictions
-    from workers.stacking.text_model import TextEncoder, embed_pairs, fit_text_model
+    from workers.stacking.sentence_encoder import open_text_encoder
+    from workers.stacking.text_model import embed_pairs, fit_text_model
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return None if on_stage is None else lambda done, total: on_stage(name, done, total)
 
     started = time.perf_counter()
     dataset = read_training_csvs(inputs)
-    encoder = TextEncoder(text_encoder, device=device)
-    embeddings = embed_pairs(dataset.pairs, encoder)
+    encoder = open_text_encoder(get_settings(), text_encoder, device=device)
+    embeddings = embed_pairs(dataset.pairs, encoder, on_progress=stage("embedding"))
     embed_seconds = time.perf_counter() - started
     groups = prompt_groups(dataset.pairs)
-    fit = fit_text_model(dataset.pairs, dataset.labels, embeddings, groups=groups, seed=seed, encoder=encoder.name)
+    fit = fit_text_model(
+        dataset.pairs,
+        dataset.labels,
+        embeddings,
+        groups=groups,
+        seed=seed,
+        encoder=encoder.name,
+        encoder_backend=encoder.backend,
+        on_progress=stage("fitting"),
+    )
     out_of_fold_logprobs = np.log(np.clip(fit.out_of_fold, 1e-12, 1.0))
     calibrator = fit_calibrator(
         None,
@@ -93,6 +118,7 @@ def fit_text_predictor(
     metrics = {
         "kind": TEXT_PREDICTOR_KIND,
         "encoder": encoder.name,
+        "encoder_backend": encoder.backend,
         "rows": len(dataset),
         "inputs": [{"name": Path(path).name, "sha256": _file_digest(Path(path))} for path in inputs],
         "seed": seed,
@@ -118,15 +144,20 @@ def fit_text_predictor(
     return metrics
 
 
-def text_predictor_is_current(predictor_dir: Path, *, inputs: Sequence[Path]) -> bool:
-    """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs."""
+def text_predictor_is_current(
+    predictor_dir: Path, *, inputs: Sequence[Path], encoder_backend: str | None = None
+) -> bool:
+    """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs (and with
+    `encoder_backend`, when given: a predictor fitted on torch embeddings is refitted for the faster backend)."""
     from workers.stacking.text_model import TextModel, TextModelError
 
     try:
-        TextModel.load(Path(predictor_dir) / TEXT_MODEL_NAME)
+        model = TextModel.load(Path(predictor_dir) / TEXT_MODEL_NAME)
         metrics = json.loads((Path(predictor_dir) / METRICS_NAME).read_text())
     except (TextModelError, OSError, ValueError):
         return False
     if not (Path(predictor_dir) / CALIBRATION_NAME).is_file():
+        return False
+    if encoder_backend is not None and model.encoder_backend != encoder_backend:
         return False
     return [entry.get("sha256") for entry in metrics.get("inputs", [])] == [_file_digest(Path(p)) for p in inputs]
