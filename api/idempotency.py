@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.artifacts import JOBS_DIR_NAME
 from shared.storage import atomic_write_text, file_lock
 
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, like a UUID or a ULID
@@ -51,7 +52,7 @@ class IdempotencyStore:
     """
 
     def __init__(self, shared_dir: Path) -> None:
-        self.root = Path(shared_dir) / "jobs" / ".idempotency"
+        self.root = Path(shared_dir) / JOBS_DIR_NAME / ".idempotency"
 
     def _path(self, key: str) -> Path:
         # Hashed: the key is client-chosen text, the file name must be safe and fixed-length.

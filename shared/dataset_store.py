@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from shared.artifacts import DATASET_CSV_NAME, DATASET_META_NAME
+from shared.artifacts import DATASET_CSV_NAME, DATASET_META_NAME, DATASETS_DIR_NAME
 from shared.schemas import ID_PATTERN, DatasetInfo, utc_now
 from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, link_or_copy, new_id
 
@@ -54,7 +54,7 @@ class DatasetStore:
         `max_rows` (MAX_UPLOAD_ROWS), `max_columns` (MAX_UPLOAD_COLUMNS). A registered CSV is checked without them.
         `max_concurrent_uploads` (MAX_CONCURRENT_UPLOADS): uploads stored at once, None: any number."""
         self.shared_dir = Path(shared_dir)
-        self.root = self.shared_dir / "datasets"
+        self.root = self.shared_dir / DATASETS_DIR_NAME
         self.max_bytes = max_bytes
         self.max_cell_bytes = max_cell_bytes
         self.max_rows = max_rows

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from shared.artifacts import JOBS_DIR_NAME
 from shared.schemas import JobRecord, ShardRecord, utc_now
 from shared.storage import atomic_write_text, file_lock, job_record_path, redact_host_paths
 
@@ -33,7 +34,7 @@ class JobStore:
 
     def __init__(self, shared_dir: Path) -> None:
         self.shared_dir = Path(shared_dir)
-        self.jobs_dir = self.shared_dir / "jobs"
+        self.jobs_dir = self.shared_dir / JOBS_DIR_NAME
 
     def _lock_path(self, job_id: str) -> Path:
         return self.jobs_dir / ".locks" / f"{job_id}.lock"

@@ -28,13 +28,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.artifacts import MODELS_DIR_NAME
+from shared.artifacts import MODEL_CONFIG_NAME, MODELS_DIR_NAME
 from shared.errors import UserError
 from shared.storage import UnsafePathError, resolve_inside
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
 # A 70B model's header is about 1 MB; past this the file is not a model this project trains.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -149,15 +148,17 @@ def read_model_folder(folder: Path, *, label: str, strict: bool = True) -> Model
     Raises:
         ModelFolderError: config.json is not JSON, or (strict) names no causal LM or the weights are missing.
     """
-    config_path = folder / CONFIG_NAME
+    config_path = folder / MODEL_CONFIG_NAME
     try:
         if config_path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ModelFolderError(f"{label}: {CONFIG_NAME} is larger than a model config ({MAX_CONFIG_BYTES} bytes)")
+            raise ModelFolderError(
+                f"{label}: {MODEL_CONFIG_NAME} is larger than a model config ({MAX_CONFIG_BYTES} bytes)"
+            )
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        raise ModelFolderError(f"{label}: {CONFIG_NAME} is not readable JSON") from None
+        raise ModelFolderError(f"{label}: {MODEL_CONFIG_NAME} is not readable JSON") from None
     if not isinstance(config, dict):
-        raise ModelFolderError(f"{label}: {CONFIG_NAME} is not a JSON object")
+        raise ModelFolderError(f"{label}: {MODEL_CONFIG_NAME} is not a JSON object")
     if strict:
         architectures = config.get("architectures")
         names = [name for name in architectures if isinstance(name, str)] if isinstance(architectures, list) else []
@@ -203,17 +204,17 @@ def resolve_base_model(shared_dir: Path, default_model_path: str, name: str | No
     if name is None:
         folder = Path(default_model_path)
         label = f"the default model ({folder.name}, MODEL_PATH)"
-        if not (folder / CONFIG_NAME).is_file():
+        if not (folder / MODEL_CONFIG_NAME).is_file():
             raise ModelFolderError(f"{label} is missing (no config.json); run `make setup`, or name a model in {field}")
         return read_model_folder(folder, label=label, strict=False)
     try:
         folder = resolve_inside(models_dir, name)
     except UnsafePathError as exc:
         raise UnsafePathError(f"{field}: {exc}") from None
-    if not (folder / CONFIG_NAME).is_file():
-        available = sorted(path.parent.name for path in models_dir.glob(f"*/{CONFIG_NAME}"))
+    if not (folder / MODEL_CONFIG_NAME).is_file():
+        available = sorted(path.parent.name for path in models_dir.glob(f"*/{MODEL_CONFIG_NAME}"))
         raise ModelFolderError(
-            f"{field}: model {name!r} not found (no models/{name}/{CONFIG_NAME}); available under models/:"
+            f"{field}: model {name!r} not found (no models/{name}/{MODEL_CONFIG_NAME}); available under models/:"
             f" {available[:20]}"
         )
     try:

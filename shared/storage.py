@@ -16,12 +16,24 @@ from shared.artifacts import (
     ADAPTER_CONFIG_NAME,
     ADAPTERS_DIR_NAME,
     DATASET_CSV_NAME,
+    DATASETS_DIR_NAME,
+    JOBS_DIR_NAME,
+    MODEL_CONFIG_NAME,
     MODELS_DIR_NAME,
+    SUBMISSIONS_DIR_NAME,
+    SYNTH_DIR_NAME,
     TEXT_MODEL_NAME,
 )
 from shared.errors import UserError
 
-STORAGE_SUBDIRS = ("datasets", MODELS_DIR_NAME, ADAPTERS_DIR_NAME, "synth", "submissions", "jobs")
+STORAGE_SUBDIRS = (
+    DATASETS_DIR_NAME,
+    MODELS_DIR_NAME,
+    ADAPTERS_DIR_NAME,
+    SYNTH_DIR_NAME,
+    SUBMISSIONS_DIR_NAME,
+    JOBS_DIR_NAME,
+)
 
 
 def ensure_layout(shared_dir: Path) -> None:
@@ -193,7 +205,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def dataset_dir(shared_dir: Path, dataset_id: str) -> Path:
     """SHARED_DIR/datasets/<id>/ holds dataset.csv (as uploaded) and meta.json."""
-    return Path(shared_dir) / "datasets" / dataset_id
+    return Path(shared_dir) / DATASETS_DIR_NAME / dataset_id
 
 
 def dataset_csv_path(shared_dir: Path, dataset_id: str) -> Path:
@@ -201,12 +213,12 @@ def dataset_csv_path(shared_dir: Path, dataset_id: str) -> Path:
 
 
 def job_record_path(shared_dir: Path, job_id: str) -> Path:
-    return Path(shared_dir) / "jobs" / f"{job_id}.json"
+    return Path(shared_dir) / JOBS_DIR_NAME / f"{job_id}.json"
 
 
 def job_output_dir(shared_dir: Path, job_id: str) -> Path:
     """SHARED_DIR/submissions/<job_id>/: the job's artefacts (submission.csv, metrics.json) and shards/."""
-    return Path(shared_dir) / "submissions" / job_id
+    return Path(shared_dir) / SUBMISSIONS_DIR_NAME / job_id
 
 
 def default_predictor_dir(shared_dir: Path, name: str) -> Path:
@@ -275,14 +287,17 @@ def resolve_judge_files(
         if not (adapter_dir / ADAPTER_CONFIG_NAME).is_file() and not is_text_predictor(adapter_dir):
             raise FileNotFoundError(
                 f"adapter {adapter!r} not found (no adapters/{adapter}/{ADAPTER_CONFIG_NAME} or {TEXT_MODEL_NAME});"
-                f" available: {available(shared_dir / 'adapters', ADAPTER_CONFIG_NAME, TEXT_MODEL_NAME)}"
+                f" available: {available(shared_dir / ADAPTERS_DIR_NAME, ADAPTER_CONFIG_NAME, TEXT_MODEL_NAME)}"
             )
-    if not (adapter_dir is not None and is_text_predictor(adapter_dir)) and not (model_dir / "config.json").is_file():
+    if (
+        not (adapter_dir is not None and is_text_predictor(adapter_dir))
+        and not (model_dir / MODEL_CONFIG_NAME).is_file()
+    ):
         # Named, never shown as a host path: this message reaches API clients.
         what = f"model {model!r}" if model else f"the default judge model ({model_dir.name}, MODEL_PATH)"
         raise FileNotFoundError(
-            f"{what} not found: no config.json in {model_dir.name}/; available under"
-            f" models/: {available(shared_dir / MODELS_DIR_NAME, 'config.json')} (the default model needs `make setup`)"
+            f"{what} not found: no {MODEL_CONFIG_NAME} in {model_dir.name}/; available under {MODELS_DIR_NAME}/:"
+            f" {available(shared_dir / MODELS_DIR_NAME, MODEL_CONFIG_NAME)} (the default model needs `make setup`)"
         )
     calibration_path = None
     if calibration is not None:

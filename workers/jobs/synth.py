@@ -17,7 +17,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_PAIRS_NAME
+from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_DIR_NAME, SYNTH_PAIRS_NAME
 from shared.dataset_store import DatasetStore
 from shared.schemas import SynthJobRequest
 from shared.settings import Settings
@@ -47,7 +47,7 @@ def synth_config_from_params(settings: Settings, params: dict, *, job_id: str) -
         raise SynthError(f"dataset {request.dataset} is missing from shared storage; upload it again")
     return SynthConfig(
         input_path=str(input_path),
-        output_dir=str(settings.SHARED_DIR / "synth" / job_id),
+        output_dir=str(settings.SHARED_DIR / SYNTH_DIR_NAME / job_id),
         teacher_model=str(teacher),
         chunk_pairs=request.chunk_pairs,
         rationale_tokens=request.rationale_tokens,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import Pair
-from shared.artifacts import ADAPTER_CONFIG_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME
+from shared.artifacts import ADAPTER_CONFIG_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME, MODEL_CONFIG_NAME
 from shared.storage import atomic_write_text
 from workers.common.hardware import autocast_context
 from workers.judge.engines import (
@@ -217,7 +217,7 @@ def merge_for_serving(model_path: str | Path, adapter_dir: str | Path) -> Path:
     """
     adapter_dir = Path(adapter_dir)
     merged_dir = adapter_dir / MERGED_DIR_NAME
-    if (merged_dir / "config.json").is_file():
+    if (merged_dir / MODEL_CONFIG_NAME).is_file():
         return merged_dir
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -232,7 +232,7 @@ def merge_for_serving(model_path: str | Path, adapter_dir: str | Path) -> Path:
         AutoTokenizer.from_pretrained(str(check_model_dir(model_path))).save_pretrained(staging)
         staging.rename(merged_dir)
     except OSError:
-        if not (merged_dir / "config.json").is_file():
+        if not (merged_dir / MODEL_CONFIG_NAME).is_file():
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

