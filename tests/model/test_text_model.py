@@ -126,3 +126,14 @@ def test_a_dataset_embedded_again_is_read_from_the_cache(real_rows, model_settin
     more = again.encode(texts + ["a text never seen before"] * 1)
     np.testing.assert_array_equal(more[:100], vectors)
     assert 0 < again.processed_tokens < 64  # only the new text
+
+
+def test_an_onnx_embedding_depends_on_its_text_only_not_on_the_texts_beside_it(real_rows, model_settings):
+    """int8 activations are scaled per run: batched, a text's vector would move with its neighbours."""
+    from workers.stacking.sentence_encoder import TextEncoder
+
+    texts = _texts(real_rows[0], 40)
+    encoder = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8")
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode([text]) for text in texts[:8]])
+    np.testing.assert_allclose(together[:8], alone, atol=1e-6)

@@ -40,6 +40,10 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
     assert json.loads((predictor_dir / "metrics.json").read_text())["rows"] == metrics["rows"]
     assert text_predictor_is_current(predictor_dir, inputs=[split / "train.csv"])
     assert not text_predictor_is_current(predictor_dir, inputs=[split / "holdout.csv"])
+    # Fitted on the CPU default backend; one fitted on another backend is not current for set-up (it refits).
+    assert metrics["encoder_backend"] == "onnx-int8"
+    assert text_predictor_is_current(predictor_dir, inputs=[split / "train.csv"], encoder_backend="onnx-int8")
+    assert not text_predictor_is_current(predictor_dir, inputs=[split / "train.csv"], encoder_backend="torch")
 
     train = read_arena_csv(split / "train.csv", require_labels=True)
     holdout = read_arena_csv(split / "holdout.csv", require_labels=True)
@@ -51,6 +55,8 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
     progress = []
     prediction = predictor.predict(holdout, on_progress=lambda done, total: progress.append(done))
     assert progress[-1] == len(holdout) and prediction.calibrated
+    assert progress == sorted(progress) and len(progress) > 2  # embedding, then features: never backwards
+    assert judge.text_encoder.backend == "onnx-int8"  # applied with the backend it was fitted on
 
     prior = np.tile(train.labels.mean(axis=0), (len(holdout), 1))
     held_out_log_loss = multiclass_log_loss(holdout.labels, prediction.probabilities)

@@ -145,6 +145,7 @@ class Judge:
                 "predictor": predictor_dir.name,
                 "kind": "text model",
                 "encoder": text_model.encoder,
+                "encoder_backend": text_model.encoder_backend,
                 "criterion_votes": False,
             },
             text_model=text_model,

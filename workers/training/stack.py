@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.artifacts import CALIBRATION_NAME, METRICS_NAME, TEXT_MODEL_NAME, VALIDATION_LOGITS_NAME
+from shared.artifacts import (
+    CALIBRATION_NAME,
+    METRICS_NAME,
+    MODEL_CONFIG_NAME,
+    TEXT_MODEL_NAME,
+    VALIDATION_LOGITS_NAME,
+)
 from shared.settings import DEFAULT_TEXT_ENCODER_NAME
 from shared.storage import atomic_write_text
 from workers.common.pairs import prompt_groups
@@ -140,7 +146,7 @@ def _fit_text_model(train_rows: Rows, val_rows: Rows, config: TrainConfig):
 
 def check_text_encoder(path: str | None) -> None:
     """Fail before training, not after it, when the text model's encoder is missing."""
-    if path and not (Path(path) / "config.json").is_file():
+    if path and not (Path(path) / MODEL_CONFIG_NAME).is_file():
         raise TrainingError(
             f"text encoder {path} not found; run `arena setup-model` (it installs the embedded"
             f" {DEFAULT_TEXT_ENCODER_NAME}),"

@@ -149,6 +149,7 @@ def text_predictor_is_current(
 ) -> bool:
     """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs (and with
     `encoder_backend`, when given: a predictor fitted on torch embeddings is refitted for the faster backend)."""
+    from workers.stacking.sentence_encoder import EMBEDDING_VERSION
     from workers.stacking.text_model import TextModel, TextModelError
 
     try:
@@ -158,6 +159,8 @@ def text_predictor_is_current(
         return False
     if not (Path(predictor_dir) / CALIBRATION_NAME).is_file():
         return False
-    if encoder_backend is not None and model.encoder_backend != encoder_backend:
+    if encoder_backend is not None and (
+        model.encoder_backend != encoder_backend or model.fitted_on.get("embedding_version") != EMBEDDING_VERSION
+    ):
         return False
     return [entry.get("sha256") for entry in metrics.get("inputs", [])] == [_file_digest(Path(p)) for p in inputs]
