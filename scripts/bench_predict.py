@@ -66,6 +66,25 @@ def fp32_peak(seconds: float = 3.0) -> float:
     return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
 
 
+def bf16_peak(seconds: float = 3.0) -> float | None:
+    """GFLOP/s of a large bf16 matmul in torch, where the CPU multiplies bf16 in hardware (the torch backend's dtype
+    there); None elsewhere."""
+    from workers.common.hardware import cpu_has_fast_bf16
+
+    if not cpu_has_fast_bf16():
+        return None
+    import torch
+
+    size = 2048
+    a, b = torch.rand(size, size, dtype=torch.bfloat16), torch.rand(size, size, dtype=torch.bfloat16)
+    a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+
+
 def int8_peak(seconds: float = 3.0) -> float | None:
     """GOP/s of a large int8 matmul in ONNX Runtime (MatMulInteger, the op a dynamically quantized encoder runs)."""
     try:
@@ -164,14 +183,23 @@ def main() -> None:
             run_predict(sample, output, cache_mb=1024)
             warm = run_predict(sample, output, cache_mb=1024)
             report["predict_cached"] = {**warm, "rows_per_second": round(rows / warm["wall_seconds"], 1)}
-        peaks = {"fp32_gflops": round(fp32_peak(), 1), "int8_gops": round(int8_peak() or 0.0, 1) or None}
+        peaks = {
+            "fp32_gflops": round(fp32_peak(), 1),
+            "bf16_gflops": round(bf16_peak() or 0.0, 1) or None,
+            "int8_gops": round(int8_peak() or 0.0, 1) or None,
+        }
         report["matmul_peak"] = peaks
         report["encoder"] = []
         for backend in args.backends.split(","):
             figures = encoder_figures(sample, backend)
-            peak = peaks["int8_gops"] if backend == "onnx-int8" else peaks["fp32_gflops"]
-            if peak:
-                figures["share_of_matmul_peak"] = round(figures["gflops_per_second"] / peak, 3)
+            # The peak of the arithmetic the backend runs: int8 for onnx-int8; bf16 autocast for torch where the CPU
+            # has bf16 hardware, else fp32.
+            peak_name = (
+                "int8_gops" if backend == "onnx-int8" else ("bf16_gflops" if peaks["bf16_gflops"] else "fp32_gflops")
+            )
+            if peaks[peak_name]:
+                figures["share_of_matmul_peak"] = round(figures["gflops_per_second"] / peaks[peak_name], 3)
+                figures["peak_used"] = peak_name
             report["encoder"].append(figures)
     print(json.dumps(report, indent=1))
 
