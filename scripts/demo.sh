@@ -17,7 +17,7 @@ SHARED_DIR="$(PYTHONPATH="$ROOT" .venv-api/bin/python -c 'from shared.settings i
 mkdir -p "$DEMO_DIR"
 echo "demo: grouped train/holdout split of $DATA"
 scripts/arena split --input "$DATA" --output-dir "$DEMO_DIR/split"
-echo "demo: fitting the text predictor on the training rows (arena train --text-only; a few minutes on 2 cores)"
+echo "demo: fitting the text predictor on the training rows (arena train --text-only; about a minute, its texts embedded and cached by set-up)"
 scripts/arena train --text-only --input "$DEMO_DIR/split/train.csv" --output-dir "$SHARED_DIR/adapters/demo-text" \
   > "$DEMO_DIR/text-predictor.json"
 .venv-api/bin/python - "$DEMO_DIR/text-predictor.json" <<'EOF'
