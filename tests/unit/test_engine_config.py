@@ -25,6 +25,7 @@ def test_from_settings_reads_every_engine_setting():
         JUDGE_DTYPE="float32",
         ENFORCE_EAGER=True,
         VLLM_CPU_KVCACHE_GIB=3,
+        VLLM_CPU_THREADS=1,
         GPU_MEMORY_UTILIZATION=0.5,
     )
     config = EngineConfig.from_settings(settings, enable_prefix_caching=False)
@@ -35,6 +36,7 @@ def test_from_settings_reads_every_engine_setting():
         True,
     )
     assert (config.kv_cache_gib, config.gpu_memory_utilization, config.enable_prefix_caching) == (3, 0.5, False)
+    assert config.cpu_threads == 1
 
 
 def test_the_synth_teacher_honours_gpu_memory_utilization(monkeypatch):

@@ -42,3 +42,11 @@ def test_an_explicit_dtype_is_kept_and_emulated_bf16_is_named_in_a_warning(machi
         assert not caplog.records
         assert engines.resolve_dtype("bfloat16") == "bfloat16"
     assert "JUDGE_DTYPE=auto or float32" in caplog.text
+
+
+def test_an_engine_fixed_on_the_cpu_follows_the_cpu_even_beside_a_gpu(machine):
+    machine(AVX2_ONLY, cuda=True)
+    assert engines.resolve_dtype("auto", device="cpu") == "float32"
+    assert engines.resolve_dtype("auto", device="cuda") == "bfloat16"
+    machine(AVX512_BF16, cuda=False)
+    assert engines.resolve_dtype("auto", device="cpu") == "bfloat16"

