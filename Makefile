@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY_WORKER := .venv-worker/bin/python
 
-.PHONY: setup demo test lint bench up down status container-check
+.PHONY: setup demo test lint bench bench-predict up down status container-check
 
 setup:
 	scripts/setup.sh
@@ -20,6 +20,10 @@ lint: setup
 # Figures you keep: run it alone (flock /tmp/arena-cpu.lock make bench on a shared machine). BENCH_ARGS=--device cuda on a GPU.
 bench: setup
 	PYTHONPATH=. $(PY_WORKER) scripts/bench_judge.py --pairs 12 --long-pairs 3 $(BENCH_ARGS)
+
+# The default predict path: rows/s and peak RSS of `arena predict`, the encoder's FLOP/s against the matmul peak (~4 min).
+bench-predict: setup
+	PYTHONPATH=. $(PY_WORKER) scripts/bench_predict.py --rows 1600 --with-cache
 
 up: setup
 	scripts/stack.sh up
