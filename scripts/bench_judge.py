@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "preference_pairs.csv"
 # The engines, fastest first to load; the naive loop comes first because every other row is compared with it.
 ENGINES = ("naive", "transformers", "vllm", "vllm-no-cache")
+# CPU seconds of each engine's own processes (vLLM's), read before they exit.
+CPU_OF_ENGINE_PROCESSES: list[float] = []
 
 
 class NaiveLoopEngine:
@@ -174,6 +176,8 @@ def run_engine(name: str, settings, row_sets: dict[str, list], *, prompt_builder
             )
         return runs
     finally:
+        # vLLM's engine processes are gone after close, and nobody reaps them for getrusage: read their CPU time now.
+        CPU_OF_ENGINE_PROCESSES.append(descendants_cpu_seconds())
         engine.close()
         del engine
         gc.collect()
@@ -240,20 +244,33 @@ def machine_description(device: str) -> str:
     )
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (vLLM's engine processes, once closed)."""
+def descendants_cpu_seconds() -> float:
+    """CPU time so far of this process's descendants (vLLM's engine core and worker)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def own_cpu_seconds() -> float:
     import resource
 
-    return sum(
-        usage.ru_utime + usage.ru_stime
-        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
-    )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def share_of_machine(wall_started: float, cpu_started: float, load_before: float) -> str:
     """How much of the machine the engines had: on a shared one, other work moves every figure."""
     wall = time.perf_counter() - wall_started
-    cpu = cpu_seconds() - cpu_started
+    cpu = own_cpu_seconds() - cpu_started + sum(CPU_OF_ENGINE_PROCESSES)
     return (
         f"this run: {wall:.0f} s wall, {cpu:.0f} s of CPU ({cpu / wall:.2f} cores on average); load average"
         f" {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
@@ -311,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
     load_before = os.getloadavg()[0]
-    wall_started, cpu_started = time.perf_counter(), cpu_seconds()
+    wall_started, cpu_started = time.perf_counter(), own_cpu_seconds()
     skipped: list[Skipped] = []
     vllm_reason = vllm_skip_reason(args.device)
     runs: list[EngineRun] = []
