@@ -54,16 +54,24 @@ def run_predict(input_csv: Path, output_csv: Path, *, cache_mb: int) -> dict:
     }
 
 
-def fp32_peak(seconds: float = 3.0) -> float:
-    """GFLOP/s of a large fp32 matmul (numpy's BLAS, all cores)."""
-    size = 2048
-    a, b = np.random.rand(size, size).astype(np.float32), np.random.rand(size, size).astype(np.float32)
-    a @ b
+MATMUL_SIZE = 2048
+
+
+def _matmul_rate(multiply, size: int, seconds: float) -> float:
+    """G(FL)OP/s of `multiply` (one size×size matmul), repeated for `seconds` after one warm-up call."""
+    multiply()
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        a @ b
+        multiply()
         count += 1
     return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+
+
+def fp32_peak(seconds: float = 3.0) -> float:
+    """GFLOP/s of a large fp32 matmul (numpy's BLAS, all cores)."""
+    size = MATMUL_SIZE
+    a, b = np.random.rand(size, size).astype(np.float32), np.random.rand(size, size).astype(np.float32)
+    return _matmul_rate(lambda: a @ b, size, seconds)
 
 
 def bf16_peak(seconds: float = 3.0) -> float | None:
@@ -75,14 +83,9 @@ def bf16_peak(seconds: float = 3.0) -> float | None:
         return None
     import torch
 
-    size = 2048
+    size = MATMUL_SIZE
     a, b = torch.rand(size, size, dtype=torch.bfloat16), torch.rand(size, size, dtype=torch.bfloat16)
-    a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+    return _matmul_rate(lambda: a @ b, size, seconds)
 
 
 def int8_peak(seconds: float = 3.0) -> float | None:
@@ -93,7 +96,7 @@ def int8_peak(seconds: float = 3.0) -> float | None:
         from onnx import TensorProto, helper
     except ImportError:
         return None
-    size = 2048
+    size = MATMUL_SIZE
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
         "gemm",
@@ -113,13 +116,8 @@ def int8_peak(seconds: float = 3.0) -> float | None:
     model.ir_version = 8
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     a = np.random.randint(0, 255, (size, size), dtype=np.uint8)
-    session.run(None, {"a": a})
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        session.run(None, {"a": a})
-        count += 1
     del onnx
-    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+    return _matmul_rate(lambda: session.run(None, {"a": a}), size, seconds)
 
 
 def encoder_figures(input_csv: Path, backend: str) -> dict:
