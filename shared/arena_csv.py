@@ -51,6 +51,9 @@ class ArenaDataset:
     labels: np.ndarray | None = None  # (n, 3) probabilities for (A, B, tie); None for a test file
     sources: list[str] | None = None  # the optional `source` column, for per-source figures
     extra: dict[str, list[str]] = field(default_factory=dict)
+    # Kaggle train.csv's `model_a` / `model_b` (stripped; "" where a row names none); None without both columns.
+    models_a: list[str] | None = None
+    models_b: list[str] | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -66,6 +69,8 @@ class ArenaDataset:
             pairs=self.pairs[:limit],
             labels=None if self.labels is None else self.labels[:limit],
             sources=None if self.sources is None else self.sources[:limit],
+            models_a=None if self.models_a is None else self.models_a[:limit],
+            models_b=None if self.models_b is None else self.models_b[:limit],
         )
 
 
@@ -517,7 +522,11 @@ def read_arena_csv(
     if require_labels and labels is None:
         raise DataFormatError(f"this command needs labelled data: add the columns {list(LABEL_COLUMNS)}")
     sources = frame["source"].tolist() if "source" in frame.columns else None
-    return ArenaDataset(pairs=pairs, labels=labels, sources=sources)
+    models_a = models_b = None
+    if "model_a" in frame.columns and "model_b" in frame.columns:
+        models_a = [name.strip() for name in frame["model_a"].tolist()]
+        models_b = [name.strip() for name in frame["model_b"].tolist()]
+    return ArenaDataset(pairs=pairs, labels=labels, sources=sources, models_a=models_a, models_b=models_b)
 
 
 def normalise_probabilities(probabilities: np.ndarray, *, floor: float) -> np.ndarray:
@@ -541,8 +550,17 @@ def write_submission(path: Path, ids: list[str], probabilities: np.ndarray, *, f
     return Path(path)
 
 
-def read_submission(path: Path, *, expected_ids: list[str] | None = None) -> np.ndarray:
-    """Read a submission back as an (n, 3) array, aligned to `expected_ids` when given."""
+def read_submission(path: Path, *, expected_ids: list[str] | None = None, exact: bool = False) -> np.ndarray:
+    """Read a submission back as an (n, 3) array, aligned to `expected_ids` when given.
+
+    Args:
+        path: the submission CSV.
+        expected_ids: the ids of the file it predicts, in that file's order; each must have one row.
+        exact: with `expected_ids`, also refuse rows whose id is not among them (a submission for another file).
+
+    Raises:
+        DataFormatError: missing columns, non-numbers, repeated ids, or ids that do not match; the message says which.
+    """
     frame = _read_frame(Path(path))
     missing = [column for column in SUBMISSION_COLUMNS if column not in frame.columns]
     if missing:
@@ -555,7 +573,22 @@ def read_submission(path: Path, *, expected_ids: list[str] | None = None) -> np.
     values.index = frame["id"]
     if expected_ids is None:
         return values.to_numpy()
+    repeated = frame["id"][frame["id"].duplicated()].unique().tolist()
+    if repeated:
+        raise DataFormatError(
+            f"{path}: {len(repeated)} id(s) have more than one row, e.g."
+            f" {', '.join(short(row_id) for row_id in repeated[:3])}; a submission has one row per id"
+        )
     absent = [row_id for row_id in expected_ids if row_id not in values.index]
     if absent:
         raise DataFormatError(f"{path}: {len(absent)} id(s) of the labelled file have no prediction, e.g. {absent[:3]}")
+    if exact:
+        expected = set(expected_ids)
+        unknown = [row_id for row_id in values.index if row_id not in expected]
+        if unknown:
+            examples = ", ".join(short(row_id) for row_id in unknown[:3])
+            raise DataFormatError(
+                f"{path}: {len(unknown)} id(s) are not in the input file, e.g. {examples}; the submission must be the"
+                " prediction of this very file"
+            )
     return values.loc[expected_ids].to_numpy()
