@@ -152,6 +152,43 @@ def command_evaluate(args, settings) -> dict:
     return metrics
 
 
+def command_leaderboard(args, settings) -> dict:
+    from shared.arena_csv import read_arena_csv, read_submission
+    from workers.stacking.leaderboard import write_dataset_leaderboards
+
+    dataset = read_arena_csv(args.input)
+    predictions = None
+    if args.predictions is not None:
+        predictions = read_submission(args.predictions, expected_ids=dataset.ids, exact=True)
+    bar = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(total, "bootstrap", unit="round")
+        bar(done, total)
+
+    summary = write_dataset_leaderboards(
+        dataset,
+        args.output_dir,
+        predictions=predictions,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        name=str(args.input),
+        on_progress=on_progress,
+    )
+    for note in summary["leaderboard"]["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    agreement = summary.get("agreement")
+    if agreement is not None:
+        print(
+            f"human vs predicted leaderboard over {agreement['models']} models: Spearman {agreement['spearman']},"
+            f" Kendall {agreement['kendall']}, mean |rating difference| {agreement['mean_abs_rating_difference']}",
+            file=sys.stderr,
+        )
+    return {"output_dir": str(args.output_dir), **summary}
+
+
 def command_split(args, settings) -> dict:
     from workers.training.splits import split_file
 
@@ -345,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict,
         _add_calibrate,
         _add_evaluate,
+        _add_leaderboard,
         _add_split,
         _add_setup_model,
         _add_train,
@@ -387,6 +425,32 @@ def _add_evaluate(commands) -> None:
     evaluate.add_argument("--predictions", required=True, type=Path)
     evaluate.add_argument("--plot", type=Path, help="reliability diagram PNG (default: beside the predictions)")
     evaluate.set_defaults(handler=command_evaluate)
+
+
+def _add_leaderboard(commands) -> None:
+    from workers.stacking.leaderboard import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP
+
+    leaderboard = commands.add_parser(
+        "leaderboard",
+        help="Bradley-Terry (Elo-scale) leaderboard of the models in an arena CSV with model_a/model_b, from its"
+        " labels or from a submission for it",
+    )
+    leaderboard.add_argument("--input", required=True, type=Path, help="arena CSV with model_a and model_b")
+    leaderboard.add_argument(
+        "--predictions",
+        type=Path,
+        help="submission for --input (same ids): rate the models by the predicted outcomes; with labels in --input,"
+        " the human leaderboard is written too and the agreement of the two printed",
+    )
+    leaderboard.add_argument("--output-dir", required=True, type=Path)
+    leaderboard.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        help=f"resampling rounds for the 95%% intervals (0 to {MAX_BOOTSTRAP:,}; 0: no intervals)",
+    )
+    leaderboard.add_argument("--seed", type=int, default=0)
+    leaderboard.set_defaults(handler=command_leaderboard)
 
 
 def _add_split(commands) -> None:

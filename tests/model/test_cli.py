@@ -137,3 +137,66 @@ def test_a_plain_predict_writes_the_default_predictor_and_names_the_fix_without_
     )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "make setup" in run.stderr and "arena train --text-only" in run.stderr
+
+
+def test_leaderboard_from_labels_and_a_submission(tmp_path):
+    """`arena leaderboard` on a generated file: both boards, their agreement, and the errors a user can fix."""
+    rng = np.random.default_rng(0)
+    strength = {"alpha": 1.0, "beta": 0.5, "gamma": 0.0}
+    rows = []
+    for index in range(90):
+        model_a, model_b = rng.choice(list(strength), size=2, replace=False)
+        p_a = 1 / (1 + np.exp(strength[model_b] - strength[model_a]))
+        winner = [1, 0, 0] if rng.uniform() < p_a else [0, 1, 0]
+        rows.append([str(index), model_a, model_b, '["q"]', '["a"]', '["b"]', *winner])
+    columns = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a", "winner_model_b"]
+    labelled = pd.DataFrame(rows, columns=[*columns, "winner_tie"])
+    labelled.to_csv(tmp_path / "battles.csv", index=False)
+    labels = labelled[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy(dtype=float)
+    hedged = pd.DataFrame(0.5 * labels + 0.5 / 3, columns=["winner_model_a", "winner_model_b", "winner_tie"])
+    hedged.insert(0, "id", labelled["id"])
+    hedged.to_csv(tmp_path / "submission.csv", index=False)
+
+    output_dir = tmp_path / "board"
+    run = arena(
+        "leaderboard",
+        "--input",
+        str(tmp_path / "battles.csv"),
+        "--predictions",
+        str(tmp_path / "submission.csv"),
+        "--output-dir",
+        str(output_dir),
+        "--bootstrap",
+        "50",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["agreement"]["spearman"] == 1.0 and "Spearman 1.0" in run.stderr
+    board = pd.read_csv(output_dir / "leaderboard.csv")
+    assert board.columns.tolist() == ["model", "rating", "ci_low", "ci_high", "battles"]
+    assert board["model"].tolist() == ["alpha", "beta", "gamma"] and board["battles"].sum() == 180
+    human = pd.read_csv(output_dir / "human_leaderboard.csv")
+    assert human["model"].tolist() == ["alpha", "beta", "gamma"]
+    assert (human["rating"].max() - human["rating"].min()) > (board["rating"].max() - board["rating"].min())
+    assert (output_dir / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"leaderboard_winrates.csv", "leaderboard.json", "human_leaderboard.png"} <= set(summary["files"])
+
+    labelled.drop(columns=["model_a", "model_b"]).to_csv(tmp_path / "no_models.csv", index=False)
+    labelled.assign(model_b="alpha", model_a="alpha").to_csv(tmp_path / "one_model.csv", index=False)
+    hedged.assign(id="x" + hedged["id"]).to_csv(tmp_path / "other_ids.csv", index=False)
+    pd.concat([hedged, hedged.head(1).assign(id="extra")]).to_csv(tmp_path / "extra_id.csv", index=False)
+    for args, message in [
+        (["--input", "no_models.csv"], "no model_a / model_b columns"),
+        (["--input", "one_model.csv"], "only one model is named ('alpha')"),
+        (["--input", "battles.csv", "--predictions", "other_ids.csv"], "have no prediction"),
+        (["--input", "battles.csv", "--predictions", "extra_id.csv"], "1 id(s) are not in the input file"),
+        (["--input", "battles.csv", "--bootstrap", "20000"], "between 0 and 10,000"),
+    ]:
+        run = arena(
+            "leaderboard",
+            *[str(tmp_path / arg) if arg.endswith(".csv") else arg for arg in args],
+            "--output-dir",
+            str(tmp_path / "failed"),
+        )
+        assert run.returncode == 2, (args, run.stderr[-2000:])
+        assert message in run.stderr and "Traceback" not in run.stderr
