@@ -583,6 +583,9 @@ def _add_synth(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from workers.common.hardware import prefer_passive_openmp_waits
+
+    prefer_passive_openmp_waits()  # before any command imports torch
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")

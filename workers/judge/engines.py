@@ -26,13 +26,6 @@ from workers.common.hardware import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 
-# OpenMP threads waiting at a barrier spin by default, and on a small machine shared with other work the spinning
-# thread holds the core its partner needs: on 2 cores beside one busy process, a 1,000-token SmolLM2 forward took
-# 3.7-5.8 s with two spinning threads, 2.2 s with one, 1.3-1.5 s with two that sleep while they wait. libgomp reads
-# this once, when torch loads: worker entry points import this module before torch, and vLLM's engine processes
-# inherit the environment.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 ProgressCallback = Callable[[int], None]
 
 
