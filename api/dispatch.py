@@ -1,4 +1,4 @@
-"""How the gateway hands work to the workers: find the live queues, plan shards, send tasks by name.
+"""How the gateway hands work to the workers: find the device class's queue, cut jobs into chunks, send tasks by name.
 
 The gateway imports no worker code: it sends task names from shared/names.py over the shared Celery
 configuration (shared/celery_config.py).
@@ -24,9 +24,9 @@ import redis.asyncio
 from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from shared.names import PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
-from shared.routing import plan_shards, predict_queues
-from shared.schemas import JobRecord, ShardRecord
+from shared.names import PREDICT_CHUNK_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.routing import job_queue, plan_chunks
+from shared.schemas import ChunkRecord, JobRecord
 from shared.settings import Settings
 from shared.worker_presence import live_workers, redis_client
 
@@ -106,7 +106,7 @@ class WorkerDirectory:
 
         First from the workers' own announcements in Redis (shared/worker_presence.py), which busy workers keep
         making; only when none announces itself (workers of an older release) from an `inspect` broadcast, which a
-        solo-pool worker busy with a shard cannot answer.
+        solo-pool worker busy with a chunk cannot answer.
         """
         if not fresh and self._cached and time.monotonic() - self._cached[0] < self.cache_seconds:
             return self._cached[1]
@@ -134,8 +134,8 @@ class WorkerDirectory:
             return self._last_seen[1]
         return {}
 
-    def queues_for_jobs(self) -> list[str]:
-        return predict_queues(self.active_queues(fresh=True), fallback=self.settings.FALLBACK_QUEUE)
+    def queue_for_jobs(self) -> str:
+        return job_queue(self.active_queues(fresh=True), fallback=self.settings.FALLBACK_QUEUE)
 
     def broker_reachable(self) -> str:
         try:
@@ -185,31 +185,36 @@ class WorkerDirectory:
         return self._health
 
 
-def new_predict_record(job_id: str, *, params: dict, rows: int, queues: list[str]) -> JobRecord:
-    shards = [
-        ShardRecord(index=index, queue=queue, start=start, stop=stop, task_id=uuid.uuid4().hex)
-        for index, (queue, start, stop) in enumerate(plan_shards(rows, queues))
+def new_predict_record(job_id: str, *, params: dict, rows: int, queue: str, chunk_rows: int) -> JobRecord:
+    """A predict job's record: its rows cut into chunks (shared/routing.py, plan_chunks), all on `queue`."""
+    chunks = [
+        ChunkRecord(index=index, queue=queue, start=start, stop=stop, task_id=uuid.uuid4().hex)
+        for index, (start, stop) in enumerate(plan_chunks(rows, chunk_rows))
     ]
-    record = JobRecord(id=job_id, kind="predict", params=params, shards=shards)
+    record = JobRecord(id=job_id, kind="predict", params=params, chunks=chunks)
     record.progress.total = rows
-    record.task_ids = [shard.task_id for shard in shards]
+    record.task_ids = [chunk.task_id for chunk in chunks]
     return record
 
 
 def send_predict_job(celery: Celery, record: JobRecord) -> list[str]:
-    """One shard task per planned shard, sent by name, under the ids the record holds; returns the ids sent.
+    """One task per chunk, in row order, sent by name under the ids the record holds; returns the ids sent.
 
-    The shard that completes the set assembles the submission. Called after the record is stored: a gateway that
-    dies before it leaves a `queued` record, which the workers' sweeper sends (workers/sweeper.py).
+    The chunks wait on their device class's queue, and each worker consuming it takes the next one when it is free
+    (prefetch 1, acknowledged after the task ran). The chunk that completes the set assembles the submission.
+    Called after the record is stored: a gateway that dies before it leaves a `queued` record, which the workers'
+    sweeper sends (workers/sweeper.py).
     """
-    for shard in record.shards:
-        celery.send_task(
-            PREDICT_SHARD_TASK,
-            kwargs={"job_id": record.id, "shard_index": shard.index},
-            queue=shard.queue,
-            task_id=shard.task_id,
-        )
-    return [shard.task_id for shard in record.shards]
+    with celery.producer_or_acquire() as producer:  # one connection for every chunk of the job
+        for chunk in record.chunks:
+            celery.send_task(
+                PREDICT_CHUNK_TASK,
+                kwargs={"job_id": record.id, "chunk_index": chunk.index},
+                queue=chunk.queue,
+                task_id=chunk.task_id,
+                producer=producer,
+            )
+    return [chunk.task_id for chunk in record.chunks]
 
 
 def send_placeholder_job(celery: Celery, record: JobRecord) -> list[str]:
@@ -221,7 +226,7 @@ def send_placeholder_job(celery: Celery, record: JobRecord) -> list[str]:
 
 
 def revoke(celery: Celery, task_ids: list[str]) -> None:
-    """Drop the job's queued tasks; running shards notice the cancelled record and stop at their next chunk."""
+    """Drop the job's queued tasks; running chunks notice the cancelled record and stop at their next chunk."""
     celery.control.revoke(task_ids)
 
 

@@ -10,7 +10,7 @@ default predictor), each with its own Idempotency-Key, retried with that key whi
 Prints one JSON object: submitted / succeeded / failed (with reasons) / stuck / duplicated / lost, and the
 longest wait (submission to a finished record). Target: 0 stuck, 0 duplicated, 0 lost.
 - stuck: not finished when the run ends (`--finish-timeout` after the last submission);
-- duplicated: a job whose submission has a row more than once, or that was assembled from a shard twice, or two
+- duplicated: a job whose submission has a row more than once, or that was assembled from a chunk twice, or two
   job ids for one Idempotency-Key;
 - lost: a job the gateway accepted (202) that has no record, or a succeeded job without its submission.
 """
@@ -91,7 +91,7 @@ class SoakStack:
         env.update(
             PYTHONPATH=str(ROOT), SHARED_DIR=str(self.shared), REDIS_URL=self.redis_url, API_KEY=self.api_key,
             OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", WORKER_HEARTBEAT_S="2", SWEEP_INTERVAL_S="2",
-            DISPATCH_GRACE_S="5", SHARD_RETRY_DELAY_S="1", INSPECT_TIMEOUT_S="0.5", SHARD_CHECKPOINT_ROWS="50",
+            DISPATCH_GRACE_S="5", CHUNK_RETRY_DELAY_S="1", INSPECT_TIMEOUT_S="0.5", PREDICT_CHUNK_ROWS="50",
         )  # fmt: skip
         return env
 
@@ -126,18 +126,18 @@ class SoakStack:
         return name
 
     def busy_workers(self) -> set[str]:
-        """Workers that a job record shows judging a shard right now (from SHARED_DIR/jobs/, as the sweeper reads)."""
+        """Workers that a job record shows judging a chunk right now (from SHARED_DIR/jobs/, as the sweeper reads)."""
         busy = set()
         for path in (self.shared / "jobs").glob("*.json"):
             try:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            busy |= {shard["worker"] for shard in record.get("shards", []) if shard.get("state") == "running"}
+            busy |= {chunk["worker"] for chunk in record.get("chunks", []) if chunk.get("state") == "running"}
         return busy
 
     def kill_worker(self, rng: random.Random, *, wait_for_busy_s: float = 15.0) -> tuple[str | None, bool]:
-        """Kill -9 a worker, preferring one in the middle of a shard (waiting a little for one); returns it and
+        """Kill -9 a worker, preferring one in the middle of a chunk (waiting a little for one); returns it and
         whether it was busy."""
         until = time.monotonic() + wait_for_busy_s
         while True:
@@ -248,7 +248,7 @@ def main() -> int:
                 if kind == "kill":
                     victim, busy = stack.kill_worker(rng)
                     stack.start_worker()
-                    what = "mid-shard" if busy else "idle"
+                    what = "mid-chunk" if busy else "idle"
                     events.append(f"{time.monotonic() - t0:.0f}s: killed {victim} ({what}), started a replacement")
                 else:
                     stack.stop_redis()
@@ -313,8 +313,8 @@ def main() -> int:
                     report["lost"] += 1
                     continue
                 ids = [line.split(",")[0] for line in csv_response.text.splitlines()[1:]]
-                shards = [summary.get("shard") for summary in metrics.get("shards", [])]
-                if sorted(ids, key=int) != [str(row) for row in range(args.rows)] or len(shards) != len(set(shards)):
+                chunks = [summary.get("chunk") for summary in metrics.get("chunks", [])]
+                if sorted(ids, key=int) != [str(row) for row in range(args.rows)] or len(chunks) != len(set(chunks)):
                     report["duplicated"] += 1
                     continue
                 report["succeeded"] += 1
@@ -328,8 +328,8 @@ def main() -> int:
                 report["stuck"] += 1
         report["longest_wait_s"] = round(report["longest_wait_s"], 1)
         report["events"] = events
-        report["requeued_shards"] = sum(
-            1 for job in records.values() for shard in job.get("shards", []) if shard.get("attempts", 0) > 1
+        report["requeued_chunks"] = sum(
+            1 for job in records.values() for chunk in job.get("chunks", []) if chunk.get("attempts", 0) > 1
         )
         print(json.dumps(report, indent=1))
         healthy = report["stuck"] == report["duplicated"] == report["lost"] == 0

@@ -168,9 +168,9 @@ def run(args: argparse.Namespace, api_key: str) -> dict[str, float]:
     say(f"submission.csv: {len(rows)} rows, ids in upload order, probabilities sum to 1")
     print("\n".join(submission.decode().splitlines()[:4]), flush=True)
     metrics = request_json(f"{args.url}/v1/jobs/{job_id}/artifacts/metrics.json", api_key=api_key)
-    judges = {shard["judge"].get("kind", "LLM judge") for shard in metrics["shards"]}
-    if judges != {"text model"} or not all(shard["calibrated"] for shard in metrics["shards"]):
-        raise SmokeError(f"a plain predict job should use the calibrated default predictor; shards used {judges}")
+    judges = {chunk["judge"].get("kind", "LLM judge") for chunk in metrics["chunks"]}
+    if judges != {"text model"} or not all(chunk["calibrated"] for chunk in metrics["chunks"]):
+        raise SmokeError(f"a plain predict job should use the calibrated default predictor; chunks used {judges}")
     say("the job used the default predictor (calibrated text model)")
 
     status, flower = request(f"{args.flower_url}/healthcheck")

@@ -64,10 +64,12 @@ def main() -> int:
     last = None
     while True:
         job = client.get(f"/v1/jobs/{job_id}").json()
-        shards = ", ".join(
-            f"{shard['queue']}:{shard['done']}/{shard['stop'] - shard['start']}" for shard in job["shards"]
+        finished = sum(chunk["state"] == "succeeded" for chunk in job["chunks"])
+        running = sorted({chunk["worker"] for chunk in job["chunks"] if chunk["state"] == "running"})
+        line = (
+            f"demo: {job['state']:<9} {job['progress']['done']}/{job['progress']['total']} rows, chunks"
+            f" {finished}/{len(job['chunks'])} done, judging on {', '.join(running) or '-'}"
         )
-        line = f"demo: {job['state']:<9} {job['progress']['done']}/{job['progress']['total']} rows  [{shards}]"
         if line != last:
             print(line, flush=True)
             last = line

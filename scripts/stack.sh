@@ -10,7 +10,9 @@
 # down: stops exactly what `up` started, nothing else: every process of each session `up` started (by the pid
 #       files), TERM first, KILL for what still runs STACK_STOP_GRACE_S (10) later (a worker waiting on a task).
 #
-# STACK_WORKERS="gpu.0 gpu.1" overrides the worker queues (e.g. two CPU stand-ins for GPU workers).
+# STACK_WORKERS="gpu.0 gpu.1" overrides the worker queues (e.g. two CPU stand-ins for GPU workers); a queue listed
+# more than once starts that many workers, named apart (STACK_WORKERS="cpu cpu cpu": cpu-1@HOST, cpu-2@HOST, ...),
+# which pull the chunks of one predict job from the shared queue. A GPU worker consumes gpu.N and the shared gpu.
 # STACK_NO_PROXY=1 serves the gateway itself on API_HOST:API_PORT, without the proxy (no client timeouts worth the
 # name, no rate limits): only for a machine where nginx cannot be installed.
 set -euo pipefail
@@ -143,19 +145,31 @@ up() {
     fi
   done
 
-  local queue index
-  for queue in $(worker_queues); do
-    index="${queue#gpu.}"
-    [ "$queue" = cpu ] && index=""
+  local queue index name consumes all_queues seen=" "
+  all_queues="$(worker_queues)"
+  for queue in $all_queues; do
+    case "$queue" in
+      cpu) index=""; consumes=cpu ;;
+      gpu.[0-9]*) index="${queue#gpu.}"; consumes="$queue,gpu" ;;  # its own GPU's queue and the shared one
+      *) say "STACK_WORKERS: '$queue' is not a queue; use cpu or gpu.N (e.g. STACK_WORKERS=\"cpu cpu\")"; exit 2 ;;
+    esac
+    # Names are unique per host: a queue listed more than once gets -1, -2, ... (STACK_WORKERS="cpu cpu cpu").
+    name="${queue/./}"
+    if [ "$(tr ' ' '\n' <<<"$all_queues" | grep -cx "$queue")" -gt 1 ]; then
+      local n=1
+      while [[ "$seen" == *" $name-$n "* ]]; do n=$((n + 1)); done
+      name="$name-$n"
+    fi
+    seen+="$name "
     # One process per GPU, pinned to it; solo pool (CUDA is not fork-safe), one task at a time. Restarted when
-    # it exits with 75 (its watchdog stopped a step stuck in one chunk past its time limit, HARD_STOP_GRACE_S), or
+    # it exits with 75 (its watchdog stopped a step stuck in one batch past its time limit, HARD_STOP_GRACE_S), or
     # with any other failure after running a minute (faulthandler's backstop for a call that held the GIL past a
     # score task's limit exits 1); a worker that fails at once (a bad setting) is not restarted in a loop.
-    start "worker-$queue" bash -c 'while :; do began=$SECONDS; "$@"; code=$?
+    start "worker-$name" bash -c 'while :; do began=$SECONDS; "$@"; code=$?
       [ "$code" -eq 75 ] || { [ "$code" -ne 0 ] && (( SECONDS - began >= 60 )); } || exit "$code"
       echo "stack: the worker stopped hard (exit $code); restarting it" >&2; sleep 2; done' restart-worker \
       env CUDA_VISIBLE_DEVICES="$index" "$PY_WORKER" -m celery -A workers.celery_app worker \
-      -Q "$queue" -n "${queue/./}@%h" --pool=solo --concurrency=1 -E --loglevel=INFO
+      -Q "$consumes" -n "$name@%h" --pool=solo --concurrency=1 -E --loglevel=INFO
   done
   if [ -n "$nginx" ]; then
     start api "$PY_API" -m uvicorn --factory api.main:create_app --host 127.0.0.1 --port "$API_INTERNAL_PORT" \

@@ -6,12 +6,12 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from shared.names import CPU_QUEUE
+from shared.names import CPU_QUEUE, GPU_QUEUE
 from shared.settings import Settings
 
 
 def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, ...] = ()) -> Celery:
-    """A Celery app on Redis (broker and result backend) with the declared queues gpu.0 … gpu.N and cpu.
+    """A Celery app on Redis (broker and result backend) with the declared queues gpu.0 … gpu.N, gpu and cpu.
 
     Args:
         settings: REDIS_URL, REDIS_KEY_PREFIX, GPU_QUEUE_COUNT, JOB_TIME_LIMIT_S and BROKER_* are read.
@@ -24,8 +24,8 @@ def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, 
     app = Celery(name, broker=settings.REDIS_URL, backend=settings.REDIS_URL, include=list(include))
     # acks_late: a message is only acknowledged after its task ran; Redis redelivers an unacknowledged one (its
     # worker died) after the visibility timeout, so that timeout must exceed the longest job (JOB_TIME_LIMIT_S,
-    # enforced between chunks) or a running shard is started twice. Idle workers sweep for such messages every
-    # BROKER_RESTORE_INTERVAL_S (kombu's default sweep is every 100 s). The redelivered shard's time limit counts
+    # enforced between chunks) or a running chunk is started twice. Idle workers sweep for such messages every
+    # BROKER_RESTORE_INTERVAL_S (kombu's default sweep is every 100 s). The redelivered chunk's time limit counts
     # from its own start (workers/jobs/run.py, JobRun.start), so arriving hours late does not fail it.
     visibility_timeout = settings.BROKER_VISIBILITY_TIMEOUT_S or settings.JOB_TIME_LIMIT_S + 3600
     transport_options = {
@@ -35,7 +35,7 @@ def make_celery(settings: Settings, *, name: str = "arena", include: tuple[str, 
     }
     if settings.REDIS_KEY_PREFIX:
         transport_options["global_keyprefix"] = settings.REDIS_KEY_PREFIX
-    queue_names = [*settings.gpu_queues, CPU_QUEUE]
+    queue_names = [*settings.gpu_queues, GPU_QUEUE, CPU_QUEUE]
     app.conf.update(
         task_queues=[Queue(queue_name, routing_key=queue_name) for queue_name in queue_names],
         task_default_queue=CPU_QUEUE,

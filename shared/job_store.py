@@ -2,7 +2,7 @@
 
 Records outlive Redis: the broker carries work, these files carry the truth about it. Every change is a
 read-modify-write under a file lock, written atomically; a terminal state (succeeded, failed, cancelled)
-is never left again, so a late shard or a repeated message cannot resurrect a finished job.
+is never left again, so a late chunk or a repeated message cannot resurrect a finished job.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from shared.artifacts import JOBS_DIR_NAME
-from shared.schemas import JobRecord, ShardRecord, utc_now
+from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.storage import atomic_write_text, file_lock, job_record_path, redact_host_paths
 
 
@@ -73,7 +73,7 @@ class JobStore:
                 return record
             change(record)
             _redact_host_paths(record, self.shared_dir)
-            record.progress.done = sum(shard.done for shard in record.shards) if record.shards else record.progress.done
+            record.progress.done = sum(chunk.done for chunk in record.chunks) if record.chunks else record.progress.done
             if record.terminal and record.finished_at is None:
                 record.finished_at = utc_now()
             atomic_write_text(job_record_path(self.shared_dir, job_id), record.model_dump_json(indent=1))
@@ -82,7 +82,7 @@ class JobStore:
     # --- transitions -------------------------------------------------------------------------------------
 
     def mark_sent(self, job_id: str, *, task_ids: list[str], at: datetime | None = None) -> JobRecord:
-        """Record that the tasks `task_ids` were sent: the job is dispatched, those shards have a `sent_at`.
+        """Record that the tasks `task_ids` were sent: the job is dispatched, those chunks have a `sent_at`.
 
         Called after the send, so a record that never got here (its sender died in between) is what the sweeper
         sends again; a task sent twice that way is told apart by its id, which the record holds.
@@ -93,11 +93,11 @@ class JobStore:
             now = at or utc_now()
             if record.state == "queued":
                 record.state = "dispatched"
-            if record.shards:
-                for shard in record.shards:
-                    if shard.task_id in sent:  # the latest send: a lost task is looked for again from here
-                        shard.sent_at = now
-                if record.dispatched_at is None and all(shard.sent_at for shard in record.shards):
+            if record.chunks:
+                for chunk in record.chunks:
+                    if chunk.task_id in sent:  # the latest send: a lost task is looked for again from here
+                        chunk.sent_at = now
+                if record.dispatched_at is None and all(chunk.sent_at for chunk in record.chunks):
                     record.dispatched_at = now
             elif record.task_ids and record.task_ids[-1] in sent:
                 record.dispatched_at = now
@@ -112,16 +112,16 @@ class JobStore:
 
         return self.update(job_id, change)
 
-    def update_shard(self, job_id: str, index: int, *, if_task_id: str | None = None, **fields) -> JobRecord:
-        """Set fields of shard `index`; a running shard also marks the job running. With `if_task_id`, only while
-        that is still the shard's current task (a superseded attempt must not touch its successor's shard)."""
+    def update_chunk(self, job_id: str, index: int, *, if_task_id: str | None = None, **fields) -> JobRecord:
+        """Set fields of chunk `index`; a running chunk also marks the job running. With `if_task_id`, only while
+        that is still the chunk's current task (a superseded attempt must not touch its successor's chunk)."""
 
         def change(record: JobRecord) -> None:
-            shard = _shard(record, index)
-            if if_task_id is not None and shard.task_id != if_task_id:
+            chunk = _chunk(record, index)
+            if if_task_id is not None and chunk.task_id != if_task_id:
                 return
             for name, value in fields.items():
-                setattr(shard, name, value)
+                setattr(chunk, name, value)
             if fields.get("state") == "running" and record.state in ("queued", "dispatched"):
                 record.state = "running"
                 record.started_at = record.started_at or utc_now()
@@ -129,18 +129,18 @@ class JobStore:
         return self.update(job_id, change)
 
     def fail(
-        self, job_id: str, error: str, *, shard: tuple[int, str] | None = None, task_id: str | None = None
+        self, job_id: str, error: str, *, chunk: tuple[int, str] | None = None, task_id: str | None = None
     ) -> JobRecord:
-        """Fail the job. With `shard` (index, task id): only while that task is the shard's current attempt, and the
-        shard with it; with `task_id` (train, synth): only while it is the job's current task. A superseded attempt
+        """Fail the job. With `chunk` (index, task id): only while that task is the chunk's current attempt, and the
+        chunk with it; with `task_id` (train, synth): only while it is the job's current task. A superseded attempt
         (re-queued by the sweeper) must not fail its successor's job."""
 
         def change(record: JobRecord) -> None:
             if task_id is not None and record.task_ids and record.task_ids[-1] != task_id:
                 return
-            if shard is not None:
-                failed = _shard(record, shard[0])
-                if failed.task_id != shard[1]:
+            if chunk is not None:
+                failed = _chunk(record, chunk[0])
+                if failed.task_id != chunk[1]:
                     return
                 failed.state = "failed"
                 failed.error = error
@@ -153,9 +153,9 @@ class JobStore:
         def change(record: JobRecord) -> None:
             record.state = "cancelled"
             record.error = "cancelled by request"
-            for shard in record.shards:
-                if shard.state in ("queued", "running"):
-                    shard.state = "cancelled"
+            for chunk in record.chunks:
+                if chunk.state in ("queued", "running"):
+                    chunk.state = "cancelled"
 
         return self.update(job_id, change)
 
@@ -171,17 +171,17 @@ class JobStore:
 
 
 def _redact_host_paths(record: JobRecord, shared_dir: Path) -> None:
-    """Host paths out of what clients read: errors (often exception text), results and shard summaries are
+    """Host paths out of what clients read: errors (often exception text), results and chunk summaries are
     rewritten on every write by the one rule of `redact_host_paths`, whichever worker step filled them."""
     record.error = redact_host_paths(record.error, shared_dir)
     record.result = redact_host_paths(record.result, shared_dir)
-    for shard in record.shards:
-        shard.error = redact_host_paths(shard.error, shared_dir)
-        shard.summary = redact_host_paths(shard.summary, shared_dir)
+    for chunk in record.chunks:
+        chunk.error = redact_host_paths(chunk.error, shared_dir)
+        chunk.summary = redact_host_paths(chunk.summary, shared_dir)
 
 
-def _shard(record: JobRecord, index: int) -> ShardRecord:
-    for shard in record.shards:
-        if shard.index == index:
-            return shard
-    raise KeyError(f"job {record.id} has no shard {index}")
+def _chunk(record: JobRecord, index: int) -> ChunkRecord:
+    for chunk in record.chunks:
+        if chunk.index == index:
+            return chunk
+    raise KeyError(f"job {record.id} has no chunk {index}")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, computed_field
 
 JobKind = Literal["predict", "train", "synth"]
 # queued: recorded, tasks not sent yet (the sweeper sends them if the gateway died first); dispatched: sent;
-# running: a worker started; assembling: every shard done, one worker writes the submission; then terminal.
+# running: a worker started; assembling: every chunk done, one worker writes the submission; then terminal.
 JobState = Literal["queued", "dispatched", "running", "assembling", "succeeded", "failed", "cancelled"]
-ShardState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+ChunkState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATES: tuple[str, ...] = ("queued", "dispatched", "running", "assembling")
 
@@ -69,7 +69,7 @@ class PredictJobRequest(JudgeOptions):
     time_limit_s: int | None = Field(
         default=None,
         ge=1,
-        description="Fail the job when it runs longer than this (checked between chunks); at most, and by default,"
+        description="Fail the job when it runs longer than this (checked between batches); at most, and by default,"
         " the server's JOB_TIME_LIMIT_S.",
     )
 
@@ -188,13 +188,16 @@ class Progress(BaseModel):
     total: int = 0
 
 
-class ShardRecord(BaseModel):
+class ChunkRecord(BaseModel):
+    """One chunk of a predict job's rows: the unit a worker pulls from its queue, judges, publishes and, when its
+    worker dies, the unit that is re-queued."""
+
     index: int
-    queue: str
-    start: int = Field(description="First row (0-based) of the dataset in this shard.")
+    queue: str = Field(description="The queue its task waits on: the job's device class (cpu or gpu).")
+    start: int = Field(description="First row (0-based) of the dataset in this chunk.")
     stop: int = Field(description="One past the last row.")
-    task_id: str = Field(description="The Celery task id of the shard's current attempt; other deliveries are stale.")
-    state: ShardState = "queued"
+    task_id: str = Field(description="The Celery task id of the chunk's current attempt; other deliveries are stale.")
+    state: ChunkState = "queued"
     done: int = 0
     attempts: int = 0
     worker: str | None = None
@@ -202,9 +205,11 @@ class ShardRecord(BaseModel):
     sent_at: datetime | None = Field(default=None, description="When the current task id was sent to its queue.")
     lease_until: datetime | None = Field(
         default=None,
-        description="A running shard's lease, renewed by each chunk; past it the sweeper re-queues the shard.",
+        description="A running chunk's lease, renewed by each batch; past it the sweeper re-queues the chunk.",
     )
-    summary: dict = Field(default_factory=dict, description="What the shard's judging measured, once it succeeded.")
+    summary: dict = Field(default_factory=dict, description="What the chunk's judging measured, once it succeeded.")
+    started_at: datetime | None = Field(default=None, description="When its current attempt started.")
+    finished_at: datetime | None = Field(default=None, description="When it succeeded.")
 
 
 class JobRecord(BaseModel):
@@ -218,7 +223,12 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     progress: Progress = Field(default_factory=Progress)
-    shards: list[ShardRecord] = Field(default_factory=list)
+    chunks: list[ChunkRecord] = Field(
+        default_factory=list,
+        # Records written before chunks were pulled from a shared queue call them shards.
+        validation_alias=AliasChoices("chunks", "shards"),
+        description="A predict job's chunks, in row order.",
+    )
     task_ids: list[str] = Field(
         default_factory=list,
         description="Every Celery task id of the job (for cancel); for train and synth the last one is current.",
@@ -235,7 +245,7 @@ class JobRecord(BaseModel):
     error: str | None = None
     assembler: str | None = Field(
         default=None,
-        description="The worker that claimed assembling a predict job's submission (the one whose shard completed the"
+        description="The worker that claimed assembling a predict job's submission (the one whose chunk completed the"
         " set); set once, under the record's lock.",
     )
     artifacts: list[str] = Field(default_factory=list, description="File names under GET .../artifacts/{name}.")

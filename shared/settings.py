@@ -6,11 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.artifacts import CACHE_DIR_NAME, MODELS_DIR_NAME
-from shared.names import gpu_queue
+from shared.names import GPU_QUEUE, gpu_index, gpu_queue
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -116,21 +116,24 @@ class Settings(BaseSettings):
     GPU_QUEUE_COUNT: int = Field(
         default=8,
         ge=1,
-        description="Queues gpu.0 … gpu.{N-1} are declared (plus cpu); a worker may consume only these.",
+        description="Queues gpu.0 … gpu.{N-1} are declared (plus the shared gpu and cpu queues); a worker may consume"
+        " only these.",
     )
-    FALLBACK_QUEUE: str = Field(
-        default="cpu", description="Queue for jobs submitted while no worker answers (gpu.0 on a GPU deployment)."
+    FALLBACK_QUEUE: Literal["cpu", "gpu"] = Field(
+        default="cpu",
+        description="Queue for jobs submitted while no worker answers: cpu, or gpu on a GPU deployment (every GPU"
+        " worker, on every host, consumes gpu).",
     )
     JOB_TIME_LIMIT_S: int = Field(
         default=6 * 3600,
         ge=60,
-        description="Longest a job may run (a request may ask for less): checked between chunks, the job fails"
+        description="Longest a job may run (a request may ask for less): checked between batches, the job fails"
         " past it. The broker's visibility timeout is set above it.",
     )
     HARD_STOP_GRACE_S: float = Field(
         default=300.0,
         ge=1,
-        description="A job step still inside one chunk this long after its time limit (the check between chunks"
+        description="A job step still inside one batch this long after its time limit (the check between batches"
         " never came) is stopped hard: the job fails with the reason and the worker process exits (kill -9 of its"
         " process group, engine included) for its supervisor to restart it (compose: restart policy; make up:"
         " scripts/stack.sh restarts it).",
@@ -145,16 +148,35 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="POST /v1/score waits this long for a worker before answering 504."
     )
     SCORE_MAX_PAIRS: int = Field(default=8, ge=1, description="Most pairs one POST /v1/score may carry.")
-    SHARD_MAX_RETRIES: int = Field(
-        default=2, ge=0, description="Retries of a failing predict shard before the job fails."
-    )
-    SHARD_CHECKPOINT_ROWS: int = Field(
-        default=256,
+    PREDICT_CHUNK_ROWS: int = Field(
+        default=128,
         ge=1,
-        description="A predict shard keeps its judged rows every this many rows (rounded up to whole"
-        " JUDGE_CHUNK_PAIRS); a shard re-run after its worker died judges only the rows after the last one kept.",
+        le=100_000,
+        description="Rows per chunk of a predict job. Every worker on the job's queue (cpu, or gpu on every host)"
+        " pulls the next chunk when it is free, so faster and later-joining workers take more; a chunk is also what a"
+        " killed worker loses and what is re-run. 128 takes tens of seconds for an LLM judge on a GPU, a few seconds"
+        " for the default text predictor. Jobs with more than 1024 chunks get larger ones.",
     )
-    SHARD_RETRY_DELAY_S: float = Field(default=10.0, ge=0, description="Wait before a failed shard is retried.")
+    CHUNK_MAX_RETRIES: int = Field(
+        default=2,
+        ge=0,
+        validation_alias=AliasChoices("CHUNK_MAX_RETRIES", "SHARD_MAX_RETRIES"),
+        description="Retries of a failing predict chunk before the job fails (SHARD_MAX_RETRIES, its former name,"
+        " is read too).",
+    )
+    CHUNK_RETRY_DELAY_S: float = Field(
+        default=10.0,
+        ge=0,
+        validation_alias=AliasChoices("CHUNK_RETRY_DELAY_S", "SHARD_RETRY_DELAY_S"),
+        description="Wait before a failed chunk is retried (SHARD_RETRY_DELAY_S, its former name, is read too).",
+    )
+    CHUNK_EXTRA_DELAY_S: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="For tests and benchmarks only: a worker sleeps this long after judging each chunk, standing in"
+        " for a slow or busy device. Leave it 0.",
+    )
     INSPECT_TIMEOUT_S: float = Field(
         default=1.0, gt=0, description="How long the gateway waits for workers to answer a ping/inspect broadcast."
     )
@@ -162,7 +184,7 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         description="Seconds before Redis hands an unacknowledged task (its worker died) to another worker. Unset:"
-        " JOB_TIME_LIMIT_S + 1 h. Shorter than a running shard, and that shard would be started twice.",
+        " JOB_TIME_LIMIT_S + 1 h. Shorter than a running chunk, and that chunk would be started twice.",
     )
     BROKER_RESTORE_INTERVAL_S: int = Field(
         default=60, ge=1, description="How often idle workers look for tasks whose worker died (see above)."
@@ -171,7 +193,7 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="How often each worker announces itself (and its queues) in Redis, busy or idle. A worker silent"
-        " for 3 heartbeats counts as gone: the sweeper re-queues its shard.",
+        " for 3 heartbeats counts as gone: the sweeper re-queues its chunk.",
     )
     SWEEP_INTERVAL_S: float = Field(
         default=15.0,
@@ -190,13 +212,13 @@ class Settings(BaseSettings):
     LEASE_S: int = Field(
         default=900,
         ge=10,
-        description="A running shard or train/synth job must report progress within this many seconds (each chunk"
+        description="A running chunk or train/synth job must report progress within this many seconds (each batch"
         " renews it), or the sweeper re-queues it even though its worker still announces itself (a hung step).",
     )
     JOB_MAX_ATTEMPTS: int = Field(
         default=3,
         ge=1,
-        description="Starts of one shard, train or synth job (its worker killed or gone each time) before the job"
+        description="Starts of one chunk, train or synth job (its worker killed or gone each time) before the job"
         " fails with the reason instead of being re-queued again.",
     )
     SCORE_MAX_IN_FLIGHT: int = Field(
@@ -277,6 +299,12 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.SHARED_DIR / MODELS_DIR_NAME
+
+    @field_validator("FALLBACK_QUEUE", mode="before")
+    @classmethod
+    def _device_class_queue(cls, value: object) -> object:
+        # Before chunks were pulled from one queue per device class, a GPU deployment fell back to gpu.0.
+        return GPU_QUEUE if isinstance(value, str) and gpu_index(value) is not None else value
 
     @property
     def default_model_dir(self) -> Path:

@@ -217,7 +217,7 @@ def job_record_path(shared_dir: Path, job_id: str) -> Path:
 
 
 def job_output_dir(shared_dir: Path, job_id: str) -> Path:
-    """SHARED_DIR/submissions/<job_id>/: the job's artefacts (submission.csv, metrics.json) and shards/."""
+    """SHARED_DIR/submissions/<job_id>/: the job's artefacts (submission.csv, metrics.json) and chunks/."""
     return Path(shared_dir) / SUBMISSIONS_DIR_NAME / job_id
 
 

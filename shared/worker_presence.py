@@ -1,16 +1,16 @@
 """Which workers are alive and what they consume: each worker announces itself in Redis every heartbeat.
 
-A solo-pool worker busy with a shard cannot answer Celery's `inspect` broadcast, so silence there means nothing.
+A solo-pool worker busy with a chunk cannot answer Celery's `inspect` broadcast, so silence there means nothing.
 The announcement comes from a thread of its own (workers/background.py) and keeps coming while the worker
 judges; it expires after `Settings.worker_gone_s`, so a worker killed with -9 drops out by itself. The gateway
-routes jobs by it and the sweeper takes a shard whose worker dropped out for dead.
+routes jobs by it and the sweeper takes a chunk whose worker dropped out for dead.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import redis
 
@@ -33,28 +33,69 @@ def presence_key(settings: Settings, worker: str) -> str:
 
 
 @dataclass(frozen=True)
+class WorkerIdentity:
+    """Which process announces a worker name, and which shared storage it sees (workers/identity.py checks both).
+
+    `pid_space` names the machine and PID namespace (boot id + namespace): within one, `pid` says whether the
+    process is still alive; across them (another host, another container) only its announcements do.
+    """
+
+    instance: str
+    pid_space: str
+    pid: int
+    storage: str
+
+
+@dataclass(frozen=True)
 class Announcement:
     """What a live worker said about itself: the queues it consumes, and since when it has had no task (None: busy)."""
 
     queues: list[str]
     idle_since: float | None = None
+    seen: float | None = None
+    identity: WorkerIdentity | None = None
+
+
+def announcement_body(queues: list[str], *, idle_since: float | None, identity: WorkerIdentity | None) -> str:
+    fields: dict = {"queues": sorted(queues), "seen": time.time(), "idle_since": idle_since}
+    if identity is not None:
+        fields["identity"] = asdict(identity)
+    return json.dumps(fields)
+
+
+def parse_announcement(body: bytes | str) -> Announcement:
+    """Raises ValueError, KeyError or TypeError on a body that is not an announcement."""
+    fields = json.loads(body)
+    identity = fields.get("identity")
+    return Announcement(
+        queues=[str(queue) for queue in fields["queues"]],
+        idle_since=fields.get("idle_since"),
+        seen=fields.get("seen"),
+        identity=WorkerIdentity(**identity) if identity else None,
+    )
 
 
 def announce(
-    client: redis.Redis, settings: Settings, worker: str, queues: list[str], *, idle_since: float | None = None
+    client: redis.Redis,
+    settings: Settings,
+    worker: str,
+    queues: list[str],
+    *,
+    idle_since: float | None = None,
+    identity: WorkerIdentity | None = None,
 ) -> None:
     """Say that `worker` is alive and consumes `queues` (idle since `idle_since`, or busy), for `worker_gone_s`."""
-    body = json.dumps({"queues": sorted(queues), "seen": time.time(), "idle_since": idle_since})
+    body = announcement_body(queues, idle_since=idle_since, identity=identity)
     with client.pipeline() as pipe:  # one expiring key per worker, and its name in the set readers start from
         pipe.set(presence_key(settings, worker), body, px=int(settings.worker_gone_s * 1000))
-        pipe.sadd(_names_key(settings), worker)
+        pipe.sadd(names_key(settings), worker)
         pipe.execute()
 
 
 def withdraw(client: redis.Redis, settings: Settings, worker: str) -> None:
     """A worker shutting down cleanly leaves at once instead of after `worker_gone_s`."""
     client.delete(presence_key(settings, worker))
-    client.srem(_names_key(settings), worker)
+    client.srem(names_key(settings), worker)
 
 
 def live_workers(client: redis.Redis, settings: Settings) -> dict[str, list[str]]:
@@ -74,7 +115,7 @@ def announcements(client: redis.Redis, settings: Settings) -> dict[str, Announce
     """
     # A set of names, not a SCAN: a SCAN walks every key of the database (Celery's results included).
     names = sorted(name.decode() if isinstance(name, bytes) else str(name)
-                   for name in client.smembers(_names_key(settings)))  # fmt: skip
+                   for name in client.smembers(names_key(settings)))  # fmt: skip
     if not names:
         return {}
     found: dict[str, Announcement] = {}
@@ -84,14 +125,13 @@ def announcements(client: redis.Redis, settings: Settings) -> dict[str, Announce
             gone.append(name)
             continue
         try:
-            fields = json.loads(body)
-            found[name] = Announcement([str(queue) for queue in fields["queues"]], fields.get("idle_since"))
+            found[name] = parse_announcement(body)
         except (ValueError, KeyError, TypeError):
             continue
     if gone:
-        client.srem(_names_key(settings), *gone)
+        client.srem(names_key(settings), *gone)
     return found
 
 
-def _names_key(settings: Settings) -> str:
+def names_key(settings: Settings) -> str:
     return f"{settings.REDIS_KEY_PREFIX}{PRESENCE_NAMES}"

@@ -1,7 +1,7 @@
 """A worker's background thread: announce the worker in Redis every heartbeat and, when it holds the sweeper's
 lock, run the sweeper (workers/sweeper.py).
 
-A thread, not a Celery task: a solo-pool worker busy with a shard for an hour runs no other task, but its threads
+A thread, not a Celery task: a solo-pool worker busy with a chunk for an hour runs no other task, but its threads
 keep running (the judge's compute releases the GIL). Every worker runs one; a lock in Redis (expiring after three
 sweep intervals) elects one sweeper, so a killed leader is replaced by itself.
 """
@@ -21,7 +21,14 @@ import redis
 
 from shared.job_store import JobStore
 from shared.settings import Settings
-from shared.worker_presence import SWEEPER_LOCK_NAME, announce, announcements, redis_client, withdraw
+from shared.worker_presence import (
+    SWEEPER_LOCK_NAME,
+    WorkerIdentity,
+    announce,
+    announcements,
+    redis_client,
+    withdraw,
+)
 from workers.jobs.run import running_step
 from workers.sweeper import Send, Sweeper
 
@@ -68,6 +75,8 @@ class WorkerBackground:
         worker: this worker's name (as Celery reports it in task requests).
         queues: the queues this worker consumes.
         send: sends one task (the sweeper's re-queues).
+        hard_stop: how the watchdog stops the worker (tests pass their own).
+        identity: what the worker announces about its process and storage (workers/identity.py).
     """
 
     def __init__(
@@ -78,8 +87,10 @@ class WorkerBackground:
         queues: list[str],
         send: Send,
         hard_stop: Callable[[], None] | None = None,
+        identity: WorkerIdentity | None = None,
     ) -> None:
         self.settings = settings
+        self.identity = identity
         self.hard_stop = hard_stop or exit_hard
         self.worker = worker
         self.queues = sorted(queues)
@@ -122,7 +133,10 @@ class WorkerBackground:
         """One heartbeat, and a sweep when one is due and this worker leads."""
         self.watchdog()
         try:
-            announce(self.client, self.settings, self.worker, self.queues, idle_since=self.idle_since)
+            announce(
+                self.client, self.settings, self.worker, self.queues, idle_since=self.idle_since,
+                identity=self.identity,
+            )  # fmt: skip
             interval = self.settings.SWEEP_INTERVAL_S
             if interval and time.monotonic() - self._last_sweep >= interval and self._lead():
                 self._last_sweep = time.monotonic()
@@ -134,10 +148,10 @@ class WorkerBackground:
             log.exception("heartbeat or sweep failed; retrying at the next beat")
 
     def watchdog(self) -> bool:
-        """Stop the worker hard when its step is still inside one chunk HARD_STOP_GRACE_S past its time limit, or
+        """Stop the worker hard when its step is still inside one batch HARD_STOP_GRACE_S past its time limit, or
         a score task runs past SCORE_TASK_TIME_LIMIT_S.
 
-        The time limit is checked between chunks; a chunk that never returns (a hung engine, a pathological row)
+        The time limit is checked between batches; a batch that never returns (a hung engine, a pathological row)
         would hold the worker forever. The job fails with the reason first, then the process exits for its
         supervisor to restart it. Returns whether it stopped (only when `hard_stop` returns, i.e. in tests).
         """
@@ -159,15 +173,15 @@ class WorkerBackground:
                 self.hard_stop()
             return True
         reason = (
-            f"the job ran longer than its time limit of {step.time_limit_s}s and was stopped hard: one chunk was still"
+            f"the job ran longer than its time limit of {step.time_limit_s}s and was stopped hard: one batch was still"
             f" running {grace:.0f}s past the limit, so the worker was restarted; lower JUDGE_CHUNK_PAIRS or split the"
             " dataset, or raise time_limit_s"
         )
         log.error("job %s: %s", step.job_id, reason)
         try:
             store = JobStore(self.settings.SHARED_DIR)
-            if step.shard_index is not None and step.task_id is not None:
-                store.fail(step.job_id, reason, shard=(step.shard_index, step.task_id))
+            if step.chunk_index is not None and step.task_id is not None:
+                store.fail(step.job_id, reason, chunk=(step.chunk_index, step.task_id))
             else:
                 store.fail(step.job_id, reason, task_id=step.task_id)
             withdraw(self.client, self.settings, self.worker)

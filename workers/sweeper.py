@@ -3,14 +3,14 @@
 One pass over every unfinished record (no Celery in here: sending is a callable the caller provides):
 - **outbox**: a job recorded but never sent (the gateway died between the record and the send) is sent after
   DISPATCH_GRACE_S, under the task ids the record holds, so a late send of the gateway's own counts once;
-- **dead or hung steps**: a running shard, train or synth job whose worker stopped announcing itself
-  (WORKER_HEARTBEAT_S, gone after three missed beats) or whose lease (LEASE_S, renewed by every chunk) expired is
+- **dead or hung steps**: a running chunk, train or synth job whose worker stopped announcing itself
+  (WORKER_HEARTBEAT_S, gone after three missed beats) or whose lease (LEASE_S, renewed by every batch) expired is
   re-queued under a fresh task id; the old delivery, should Redis hand it out again, is stale and stops at once.
   After JOB_MAX_ATTEMPTS starts the job fails with the reason instead;
-- **stranded tasks**: a queued shard or job whose queue no live worker consumes is sent again to one that does;
+- **stranded tasks**: a queued chunk or job whose queue no live worker consumes is sent again to one that does;
   one whose queue has a worker idle for a whole grace period was lost (a Redis without persistence restarted)
   and is sent again under the same id;
-- **assembly**: a predict job whose shards all succeeded but whose assembler never ran or is gone gets an
+- **assembly**: a predict job whose chunks all succeeded but whose assembler never ran or is gone gets an
   assembly task (claiming it again is safe: the claim is under the record's lock, files are published once).
 
 Only one sweeper acts at a time (workers/background.py holds a lock in Redis); every change is a locked
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.job_store import JobStore
-from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SYNTH_TASK, TRAIN_TASK
-from shared.routing import predict_queues
-from shared.schemas import ACTIVE_STATES, JobRecord, ShardRecord
+from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.routing import job_queue
+from shared.schemas import ACTIVE_STATES, ChunkRecord, JobRecord
 from shared.settings import Settings
 from shared.worker_presence import Announcement
 from workers.jobs.run import fail_after_max_attempts
@@ -114,32 +114,32 @@ class Sweeper:
 
     def _sweep_record(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
         if record.kind == "predict":
-            actions = self._sweep_shards(record, workers=workers, live_queues=live_queues, now=now)
+            actions = self._sweep_chunks(record, workers=workers, live_queues=live_queues, now=now)
             return actions + self._sweep_assembly(self.store.read(record.id), workers=workers, now=now)
         return self._sweep_whole_job(record, workers=workers, live_queues=live_queues, now=now)
 
-    def _sweep_shards(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
+    def _sweep_chunks(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
         actions = []
-        job_queues = predict_queues(workers, fallback=self.settings.FALLBACK_QUEUE)
-        for shard in record.shards:
-            if shard.state == "running":
-                why = self._why_dead(shard.worker, shard.lease_until, workers=workers, now=now)
+        queue = job_queue(workers, fallback=self.settings.FALLBACK_QUEUE)
+        for chunk in record.chunks:
+            if chunk.state == "running":
+                why = self._why_dead(chunk.worker, chunk.lease_until, workers=workers, now=now)
                 if why is not None:
-                    actions.append(self._requeue_shard(record.id, shard.index, why, queues=job_queues))
-            elif shard.state == "queued":
-                if shard.sent_at is None and self._age(record.created_at, now) >= self.settings.DISPATCH_GRACE_S:
-                    actions.append(self._send_shard(record.id, shard, reason="its task was recorded but never sent"))
-                elif shard.sent_at is not None and self._age(shard.sent_at, now) >= self.settings.DISPATCH_GRACE_S:
-                    if live_queues and shard.queue not in live_queues:
-                        reason = f"no live worker consumes its queue {shard.queue}"
-                        actions.append(self._requeue_shard(record.id, shard.index, reason, queues=job_queues))
-                    elif shard.queue in self._idle_queues:
-                        reason = f"its task was not taken although a worker on {shard.queue} has been idle (lost)"
-                        actions.append(self._send_shard(record.id, shard, reason=reason))
+                    actions.append(self._requeue_chunk(record.id, chunk.index, why, queue=queue))
+            elif chunk.state == "queued":
+                if chunk.sent_at is None and self._age(record.created_at, now) >= self.settings.DISPATCH_GRACE_S:
+                    actions.append(self._send_chunk(record.id, chunk, reason="its task was recorded but never sent"))
+                elif chunk.sent_at is not None and self._age(chunk.sent_at, now) >= self.settings.DISPATCH_GRACE_S:
+                    if live_queues and chunk.queue not in live_queues:
+                        reason = f"no live worker consumes its queue {chunk.queue}"
+                        actions.append(self._requeue_chunk(record.id, chunk.index, reason, queue=queue))
+                    elif chunk.queue in self._idle_queues:
+                        reason = f"its task was not taken although a worker on {chunk.queue} has been idle (lost)"
+                        actions.append(self._send_chunk(record.id, chunk, reason=reason))
         return [action for action in actions if action]
 
     def _sweep_assembly(self, record: JobRecord, *, workers, now: float) -> list[str]:
-        if record.terminal or not record.shards or any(shard.state != "succeeded" for shard in record.shards):
+        if record.terminal or not record.chunks or any(chunk.state != "succeeded" for chunk in record.chunks):
             return []
         if record.assembler is not None:
             why = self._why_dead(record.assembler, None, workers=workers, now=now)
@@ -156,15 +156,15 @@ class Sweeper:
             if not cleared:
                 return []
         else:
-            # The last shard claims the assembly a moment after it succeeds: act only on a job seen waiting for a
+            # The last chunk claims the assembly a moment after it succeeds: act only on a job seen waiting for a
             # whole grace period, not on one caught between those two steps.
             first_seen = self._unassembled.setdefault(record.id, now)
             if now - first_seen < self.settings.DISPATCH_GRACE_S:
                 return []
         self._unassembled.pop(record.id, None)
-        queues = predict_queues(workers, fallback=self.settings.FALLBACK_QUEUE)
-        self.send(TaskMessage(PREDICT_ASSEMBLE_TASK, {"job_id": record.id}, queues[0], uuid.uuid4().hex))
-        return [f"job {record.id}: every shard succeeded but no live worker assembles it; sent its assembly"]
+        queue = job_queue(workers, fallback=self.settings.FALLBACK_QUEUE)
+        self.send(TaskMessage(PREDICT_ASSEMBLE_TASK, {"job_id": record.id}, queue, uuid.uuid4().hex))
+        return [f"job {record.id}: every chunk succeeded but no live worker assembles it; sent its assembly"]
 
     def _sweep_whole_job(self, record: JobRecord, *, workers, live_queues: set[str], now: float) -> list[str]:
         if record.state == "queued" and record.dispatched_at is None:
@@ -189,41 +189,43 @@ class Sweeper:
 
     # --- actions -----------------------------------------------------------------------------------------
 
-    def _requeue_shard(self, job_id: str, index: int, why: str, *, queues: list[str]) -> str:
-        """Give the shard a fresh task id on a live queue and send it, or fail the job past JOB_MAX_ATTEMPTS."""
-        outcome: tuple[str, ShardRecord | None] = ("", None)
+    def _requeue_chunk(self, job_id: str, index: int, why: str, *, queue: str) -> str:
+        """Give the chunk a fresh task id (on `queue` when its own has no live worker) and send it, or fail the job
+        past JOB_MAX_ATTEMPTS."""
+        outcome: tuple[str, ChunkRecord | None] = ("", None)
 
         def change(record: JobRecord) -> None:
             nonlocal outcome
-            shard = next(shard for shard in record.shards if shard.index == index)
-            if shard.state not in ("running", "queued"):
+            chunk = next(chunk for chunk in record.chunks if chunk.index == index)
+            if chunk.state not in ("running", "queued"):
                 return  # it finished meanwhile
-            if fail_after_max_attempts(record, shard, max_attempts=self.settings.JOB_MAX_ATTEMPTS, last_time=why):
-                outcome = (f"job {job_id} shard {index}: failed the job, {why}", None)
+            if fail_after_max_attempts(record, chunk, max_attempts=self.settings.JOB_MAX_ATTEMPTS, last_time=why):
+                outcome = (f"job {job_id} chunk {index}: failed the job, {why}", None)
                 return
-            shard.task_id = uuid.uuid4().hex
-            record.task_ids.append(shard.task_id)
-            shard.state, shard.sent_at, shard.lease_until = "queued", None, None
-            shard.queue = shard.queue if shard.queue in queues else queues[index % len(queues)]
-            shard.error = f"re-queued: {why}"
-            outcome = (f"job {job_id} shard {index}: re-queued on {shard.queue}, {why}", shard.model_copy())
+            chunk.task_id = uuid.uuid4().hex
+            record.task_ids.append(chunk.task_id)
+            # Judged again from its start: the rows its dead attempt reported are not done.
+            chunk.state, chunk.sent_at, chunk.lease_until, chunk.done = "queued", None, None, 0
+            chunk.queue = queue  # the job's device class now: the same queue unless only another class is left
+            chunk.error = f"re-queued: {why}"
+            outcome = (f"job {job_id} chunk {index}: re-queued on {chunk.queue}, {why}", chunk.model_copy())
 
         self.store.update(job_id, change)
-        action, shard = outcome
-        if shard is not None:
-            self._send_shard(job_id, shard, reason=None)
+        action, chunk = outcome
+        if chunk is not None:
+            self._send_chunk(job_id, chunk, reason=None)
         return action
 
-    def _send_shard(self, job_id: str, shard: ShardRecord, *, reason: str | None) -> str:
-        message = TaskMessage(PREDICT_SHARD_TASK, {"job_id": job_id, "shard_index": shard.index}, shard.queue,
-                              shard.task_id)  # fmt: skip
+    def _send_chunk(self, job_id: str, chunk: ChunkRecord, *, reason: str | None) -> str:
+        message = TaskMessage(PREDICT_CHUNK_TASK, {"job_id": job_id, "chunk_index": chunk.index}, chunk.queue,
+                              chunk.task_id)  # fmt: skip
         self.send(message)
-        self.store.mark_sent(job_id, task_ids=[shard.task_id], at=self._now())
-        return f"job {job_id} shard {shard.index}: sent to {shard.queue}, {reason}" if reason else ""
+        self.store.mark_sent(job_id, task_ids=[chunk.task_id], at=self._now())
+        return f"job {job_id} chunk {chunk.index}: sent to {chunk.queue}, {reason}" if reason else ""
 
     def _requeue_whole_job(self, job_id: str, why: str, *, workers) -> str:
         outcome: tuple[str, JobRecord | None] = ("", None)
-        live = predict_queues(workers, fallback=self.settings.FALLBACK_QUEUE)
+        live = job_queue(workers, fallback=self.settings.FALLBACK_QUEUE)
 
         def change(record: JobRecord) -> None:
             nonlocal outcome
@@ -232,7 +234,7 @@ class Sweeper:
                 return
             record.task_ids.append(uuid.uuid4().hex)
             record.state, record.dispatched_at, record.lease_until = "queued", None, None
-            record.queue = record.queue if record.queue in live else live[0]
+            record.queue = live
             outcome = (f"job {job_id}: re-queued on {record.queue}, {why}", record.model_copy())
 
         self.store.update(job_id, change)

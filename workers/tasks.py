@@ -10,7 +10,14 @@ from collections.abc import Callable
 
 from shared.errors import UserError
 from shared.job_store import JobStore
-from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.names import (
+    LEGACY_PREDICT_SHARD_TASK,
+    PREDICT_ASSEMBLE_TASK,
+    PREDICT_CHUNK_TASK,
+    SCORE_TASK,
+    SYNTH_TASK,
+    TRAIN_TASK,
+)
 from shared.schemas import utc_now
 from shared.settings import get_settings
 from shared.storage import redact_host_paths
@@ -22,37 +29,47 @@ from workers.jobs.run import JobCancelledError, StaleDeliveryError
 log = logging.getLogger(__name__)
 
 
-@app.task(name=PREDICT_SHARD_TASK, bind=True, max_retries=None)
+@app.task(name=PREDICT_CHUNK_TASK, bind=True, max_retries=None)
+def predict_chunk(self, *, job_id: str, chunk_index: int) -> dict:
+    """Judge one chunk of a predict job; retried on unexpected errors, failing the job once retries run out."""
+    return _judge_chunk(self, job_id=job_id, chunk_index=chunk_index)
+
+
+@app.task(name=LEGACY_PREDICT_SHARD_TASK, bind=True, max_retries=None)
 def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
-    """Judge one shard of a predict job; retried on unexpected errors, failing the job once retries run out."""
+    """A message queued by the release before chunks (one shard per queue): its record lists the same unit."""
+    return _judge_chunk(self, job_id=job_id, chunk_index=shard_index)
+
+
+def _judge_chunk(self, *, job_id: str, chunk_index: int) -> dict:
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     attempt = self.request.retries
     try:
-        summary = predict.run_predict_shard(
-            settings, job_id=job_id, shard_index=shard_index, worker=self.request.hostname, task_id=self.request.id
+        summary = predict.run_predict_chunk(
+            settings, job_id=job_id, chunk_index=chunk_index, worker=self.request.hostname, task_id=self.request.id
         )
-    except StaleDeliveryError as exc:  # another attempt owns the shard: leave its record alone
+    except StaleDeliveryError as exc:  # another attempt owns the chunk: leave its record alone
         log.info("%s", exc)
-        return {"shard": shard_index, "stale": str(exc)}
+        return {"chunk": chunk_index, "stale": str(exc)}
     except JobCancelledError as exc:
-        store.update_shard(job_id, shard_index, if_task_id=self.request.id, state="cancelled")
-        return {"shard": shard_index, "cancelled": str(exc)}
+        store.update_chunk(job_id, chunk_index, if_task_id=self.request.id, state="cancelled")
+        return {"chunk": chunk_index, "cancelled": str(exc)}
     except UserError as exc:
-        store.fail(job_id, f"shard {shard_index}: {exc}", shard=(shard_index, self.request.id))
+        store.fail(job_id, f"chunk {chunk_index}: {exc}", chunk=(chunk_index, self.request.id))
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        if attempt < settings.SHARD_MAX_RETRIES:
-            log.warning("job %s shard %s attempt %s failed (%s); retrying", job_id, shard_index, attempt + 1, reason)
-            store.update_shard(
-                job_id, shard_index, if_task_id=self.request.id, state="queued", error=reason, sent_at=utc_now()
+        if attempt < settings.CHUNK_MAX_RETRIES:
+            log.warning("job %s chunk %s attempt %s failed (%s); retrying", job_id, chunk_index, attempt + 1, reason)
+            store.update_chunk(
+                job_id, chunk_index, if_task_id=self.request.id, state="queued", error=reason, sent_at=utc_now()
             )  # sent again by the retry below, under the same id
-            raise self.retry(exc=exc, countdown=settings.SHARD_RETRY_DELAY_S) from None
-        reason = f"shard {shard_index} failed after {attempt + 1} attempts: {reason}"
-        store.fail(job_id, reason, shard=(shard_index, self.request.id))
+            raise self.retry(exc=exc, countdown=settings.CHUNK_RETRY_DELAY_S) from None
+        reason = f"chunk {chunk_index} failed after {attempt + 1} attempts: {reason}"
+        store.fail(job_id, reason, chunk=(chunk_index, self.request.id))
         raise
-    # The shard that completes the set assembles the submission, on this worker, once.
+    # The chunk that completes the set assembles the submission, on this worker, once.
     if predict.claim_assembly(store, job_id, worker=self.request.hostname or "worker"):
         return {**summary, "assembled": _assemble(settings, job_id=job_id)}
     return summary
@@ -67,10 +84,10 @@ def _assemble(settings, *, job_id: str) -> dict:
 
 
 @app.task(name=PREDICT_ASSEMBLE_TASK, bind=True)
-def predict_assemble(self, shard_summaries: list | None = None, *, job_id: str) -> dict:
-    """Assemble a job whose shards all succeeded but whose assembly never ran or died (the sweeper sends this);
-    also the chord callback that gateways sent before assembly moved into the last shard. Such a message still
-    carries the shards' results as its first argument: accepted and ignored, the job record holds the same."""
+def predict_assemble(self, chunk_summaries: list | None = None, *, job_id: str) -> dict:
+    """Assemble a job whose chunks all succeeded but whose assembly never ran or died (the sweeper sends this);
+    also the chord callback that gateways sent before assembly moved into the last chunk. Such a message still
+    carries the chunks' results as its first argument: accepted and ignored, the job record holds the same."""
     settings = get_settings()
     if not predict.claim_assembly(JobStore(settings.SHARED_DIR), job_id, worker=self.request.hostname or "worker"):
         return {"job_id": job_id, "assembled_elsewhere": True}

@@ -137,9 +137,9 @@ def check_train_options(settings: Settings, request: TrainJobRequest) -> None:
         raise _unprocessable(str(exc)) from None
 
 
-def _job_queues(workers) -> list[str]:
+def _job_queue(workers) -> str:
     try:
-        return workers.queues_for_jobs()
+        return workers.queue_for_jobs()
     except BrokerUnavailableError:
         # The exception names the Redis host: it goes to the gateway's log, the client gets what to do.
         log.warning("the broker does not answer", exc_info=True)
@@ -219,7 +219,8 @@ def create_predict_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
-    """Judge every row of a dataset; the rows are split over the live GPU workers (one shard on a CPU machine)."""
+    """Judge every row of a dataset: cut into chunks of PREDICT_CHUNK_ROWS on the device class's shared queue (gpu,
+    else cpu), which every worker of that class on every host pulls from."""
 
     def submit(remember: Callable[[str], None]) -> JobRecord:
         dataset = _require_dataset(datasets, request.dataset)
@@ -230,8 +231,10 @@ def create_predict_job(
                 detail=f"time_limit_s={request.time_limit_s} is more than this server allows"
                 f" (JOB_TIME_LIMIT_S={settings.JOB_TIME_LIMIT_S}); ask for less or leave it out",
             )
-        queues = _job_queues(workers)
-        record = new_predict_record(new_id(), params=request.model_dump(), rows=dataset.rows, queues=queues)
+        record = new_predict_record(
+            new_id(), params=request.model_dump(), rows=dataset.rows, queue=_job_queue(workers),
+            chunk_rows=settings.PREDICT_CHUNK_ROWS,
+        )  # fmt: skip
         jobs.create(record)
         remember(record.id)
         return _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
@@ -254,7 +257,7 @@ def _placeholder_submit(
     record is made, and returns how to give it back should the job not be accepted after all."""
 
     def submit(remember: Callable[[str], None]) -> JobRecord:
-        queue = _job_queues(workers)[0]
+        queue = _job_queue(workers)
         record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()], queue=queue)
         release = claim(record.id) if claim is not None else None
         try:
@@ -375,7 +378,7 @@ def read_job(job_id: JobId, jobs: JobStoreDep) -> JobRecord:
 
 @router.post("/{job_id}/cancel", response_model=JobRecord)
 def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep) -> JobRecord:
-    """Cancel a queued or running job: queued tasks are dropped, running shards stop at their next chunk."""
+    """Cancel a queued or running job: queued tasks are dropped, running chunks stop at their next chunk."""
     record = _read_job(jobs, job_id)
     if record.terminal:
         raise HTTPException(

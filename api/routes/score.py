@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import CeleryDep, ScoreCapacityDep, SettingsDep, WorkersDep
 from api.dispatch import BrokerUnavailableError, ClientGoneError, ScoreCapacityError, WorkerDirectory, score_pairs
 from api.routes.jobs import check_judge_files
-from shared.routing import predict_queues
+from shared.routing import job_queue
 from shared.schemas import ScoreRequest, ScoreResponse
 from shared.settings import Settings
 
@@ -44,7 +44,7 @@ def _score_queue(settings: Settings, request: ScoreRequest, workers: WorkerDirec
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail="no worker is up (none announced itself recently); start one (make up)",
         )
-    return predict_queues(active, fallback=settings.FALLBACK_QUEUE)[0]
+    return job_queue(active, fallback=settings.FALLBACK_QUEUE)
 
 
 @router.post(

@@ -7,7 +7,7 @@ import json
 
 from api.errors import ERROR_BODY_BYTES, clip, validation_errors_body
 from shared.job_store import JobStore
-from shared.schemas import JobRecord, ShardRecord
+from shared.schemas import ChunkRecord, JobRecord
 from shared.storage import public_path, redact_host_paths
 
 
@@ -32,12 +32,12 @@ def test_job_records_are_stored_without_host_paths(tmp_path):
     store = JobStore(tmp_path / "shared")
     job_id = "e" * 32
     store.create(
-        JobRecord(id=job_id, kind="predict", shards=[ShardRecord(index=0, queue="cpu", start=0, stop=1, task_id="t")])
+        JobRecord(id=job_id, kind="predict", chunks=[ChunkRecord(index=0, queue="cpu", start=0, stop=1, task_id="t")])
     )
-    store.update_shard(job_id, 0, summary={"judge": {"model": "/work/main/var/shared/models/SmolLM2-135M-Instruct"}})
+    store.update_chunk(job_id, 0, summary={"judge": {"model": "/work/main/var/shared/models/SmolLM2-135M-Instruct"}})
     store.update(job_id, lambda record: setattr(record, "result", {"paths": ["/tmp/x/shared/adapters/a"]}))
     record = store.fail(job_id, "OSError: [Errno 28] No space left on device: '/srv/data/x/votes.npz'")
-    assert record.shards[0].summary == {"judge": {"model": "SmolLM2-135M-Instruct"}}
+    assert record.chunks[0].summary == {"judge": {"model": "SmolLM2-135M-Instruct"}}
     assert record.result == {"paths": ["a"]}
     assert record.error == "OSError: [Errno 28] No space left on device: 'votes.npz'"
 

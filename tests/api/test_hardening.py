@@ -326,17 +326,17 @@ def test_upload_errors_name_no_host_path(client, settings):
 
 def test_job_errors_are_stored_with_paths_relative_to_shared_dir(settings):
     from shared.job_store import JobStore
-    from shared.schemas import JobRecord, ShardRecord
+    from shared.schemas import ChunkRecord, JobRecord
 
     store = JobStore(settings.SHARED_DIR)
     store.create(
-        JobRecord(id="f" * 32, kind="predict", shards=[ShardRecord(index=0, queue="cpu", start=0, stop=1, task_id="t")])
+        JobRecord(id="f" * 32, kind="predict", chunks=[ChunkRecord(index=0, queue="cpu", start=0, stop=1, task_id="t")])
     )
     absolute = settings.SHARED_DIR / "adapters" / "judge-v1"
-    store.update_shard("f" * 32, 0, error=f"{absolute}/calibration.json is not valid JSON")
+    store.update_chunk("f" * 32, 0, error=f"{absolute}/calibration.json is not valid JSON")
     record = store.fail("f" * 32, f"{absolute.resolve()} holds a checkpoint of a different training configuration")
     assert record.error == "adapters/judge-v1 holds a checkpoint of a different training configuration"
-    assert record.shards[0].error == "adapters/judge-v1/calibration.json is not valid JSON"
+    assert record.chunks[0].error == "adapters/judge-v1/calibration.json is not valid JSON"
 
 
 def test_non_finite_labels_are_422(client, settings):

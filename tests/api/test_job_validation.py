@@ -57,7 +57,7 @@ def write_model(
     *,
     layers: int = 4,
     architectures=("LlamaForCausalLM",),
-    sharded: bool = False,
+    chunked: bool = False,
     weights: bool = True,
     max_positions: int = 2048,
 ) -> Path:
@@ -73,12 +73,12 @@ def write_model(
     tensors = llama_tensors(layers)
     if not weights:
         return folder
-    if sharded:
+    if chunked:
         names = sorted(tensors)
         halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
-        for shard, shard_names in halves.items():
-            (folder / shard).write_bytes(safetensors_bytes({key: tensors[key] for key in shard_names}))
-        weight_map = {key: shard for shard, shard_names in halves.items() for key in shard_names}
+        for chunk, chunk_names in halves.items():
+            (folder / chunk).write_bytes(safetensors_bytes({key: tensors[key] for key in chunk_names}))
+        weight_map = {key: chunk for chunk, chunk_names in halves.items() for key in chunk_names}
         (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     else:
         (folder / "model.safetensors").write_bytes(safetensors_bytes(tensors))
@@ -105,9 +105,9 @@ def assert_refused(response, status_code: int, *words: str, settings=None) -> No
 # --- train and synth accept a named model folder -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sharded", [False, True], ids=["single-file", "sharded"])
-def test_train_and_synth_accept_a_named_model_folder(client, settings, labelled, sharded):
-    write_model(settings, "tiny-llama", sharded=sharded)
+@pytest.mark.parametrize("chunked", [False, True], ids=["single-file", "chunked"])
+def test_train_and_synth_accept_a_named_model_folder(client, settings, labelled, chunked):
+    write_model(settings, "tiny-llama", chunked=chunked)
     train = client.post("/v1/jobs/train", json={"dataset": labelled, "model": "tiny-llama"})
     assert train.status_code == 202, train.text
     synth = client.post("/v1/jobs/synth", json={"dataset": labelled, "teacher_model": "tiny-llama"})
@@ -122,7 +122,7 @@ def test_train_and_synth_refuse_a_folder_that_is_no_usable_base_model(client, se
     write_model(settings, "encoder", architectures=("BertModel",))
     broken = write_model(settings, "broken-header")
     (broken / "model.safetensors").write_bytes(struct.pack("<Q", 10**6) + b"{}")
-    escaping = write_model(settings, "escaping-index", sharded=True)
+    escaping = write_model(settings, "escaping-index", chunked=True)
     index = json.loads((escaping / "model.safetensors.index.json").read_text())
     index["weight_map"]["model.norm.weight"] = "../no-weights/config.json"
     (escaping / "model.safetensors.index.json").write_text(json.dumps(index))

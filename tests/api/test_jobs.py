@@ -14,7 +14,7 @@ def dataset_id(client) -> str:
     return client.post("/v1/datasets", files={"file": ("pairs.csv", arena_csv(3), "text/csv")}).json()["id"]
 
 
-def test_predict_job_is_sent_as_one_shard_to_the_fallback_queue_when_no_worker_is_up(client, dataset_id, settings):
+def test_predict_job_is_sent_as_one_chunk_to_the_fallback_queue_when_no_worker_is_up(client, dataset_id, settings):
     response = client.post("/v1/jobs/predict", json={"dataset": dataset_id})
     assert response.status_code == 202, response.text
     assert response.json()["state"] == "dispatched"
@@ -22,9 +22,9 @@ def test_predict_job_is_sent_as_one_shard_to_the_fallback_queue_when_no_worker_i
     job = client.get(f"/v1/jobs/{job_id}").json()
     # dispatched: the record says its tasks were sent (a record left "queued" is one the sweeper sends).
     assert job["state"] == "dispatched" and job["kind"] == "predict"
-    assert job["dispatched_at"] and all(shard["sent_at"] for shard in job["shards"])
+    assert job["dispatched_at"] and all(chunk["sent_at"] for chunk in job["chunks"])
     assert job["progress"] == {"done": 0, "total": 3}
-    assert [(shard["queue"], shard["start"], shard["stop"]) for shard in job["shards"]] == [
+    assert [(chunk["queue"], chunk["start"], chunk["stop"]) for chunk in job["chunks"]] == [
         (settings.FALLBACK_QUEUE, 0, 3)
     ]
     assert job["params"] == {
@@ -153,7 +153,7 @@ def test_download_an_artifact(client, finished_job):
         "%2E%2E",
         "...",
         ".hidden",
-        "shards",
+        "chunks",
         "metrics.json",
         "%2Fetc%2Fpasswd",
         "..%5Csecret.txt",
@@ -204,18 +204,21 @@ def test_a_plain_predict_gets_the_default_predictor_and_says_how_to_make_it_when
 def test_jobs_go_to_the_queues_workers_announce_even_when_busy_workers_cannot_answer_a_broadcast(
     client, dataset_id, settings, monkeypatch
 ):
-    """Two GPU workers that announce themselves in Redis (as workers/background.py does every heartbeat) get a shard
-    each, with no `inspect` broadcast, which a solo worker busy with a shard could not answer."""
+    """Two GPU workers that announce themselves in Redis (as workers/background.py does every heartbeat) make the
+    job's chunks go to the shared gpu queue they both pull from, with no `inspect` broadcast, which a solo worker
+    busy with a chunk could not answer."""
     from shared.worker_presence import announce, redis_client
 
     def no_broadcast(**_kwargs):
         raise AssertionError("the gateway broadcast an inspect although workers announce themselves")
 
     monkeypatch.setattr(client.app.state.celery.control, "inspect", no_broadcast)
+    monkeypatch.setattr(settings, "PREDICT_CHUNK_ROWS", 2)
     redis = redis_client(settings)
-    announce(redis, settings, "gpu0@box", ["gpu.0"])
-    announce(redis, settings, "gpu1@box", ["gpu.1"])
+    announce(redis, settings, "gpu0@box", ["gpu", "gpu.0"])
+    announce(redis, settings, "gpu1@box", ["gpu", "gpu.1"])
     job_id = client.post("/v1/jobs/predict", json={"dataset": dataset_id}).json()["job_id"]
-    assert [shard["queue"] for shard in client.get(f"/v1/jobs/{job_id}").json()["shards"]] == ["gpu.0", "gpu.1"]
+    chunks = client.get(f"/v1/jobs/{job_id}").json()["chunks"]
+    assert [(chunk["queue"], chunk["start"], chunk["stop"]) for chunk in chunks] == [("gpu", 0, 2), ("gpu", 2, 3)]
     health = client.get("/healthz").json()
-    assert health["workers"] == {"gpu.0": 1, "gpu.1": 1} and "box" not in str(health)
+    assert health["workers"] == {"gpu": 2, "gpu.0": 1, "gpu.1": 1} and "box" not in str(health)

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from shared.names import worker_queues
 from shared.settings import REPO_ROOT, Settings
 from tests.api.conftest import API_KEY, TEST_REDIS_URL, redis_or_fail
 
@@ -31,11 +32,21 @@ DEFAULT_PREDICTOR = REPO_ROOT / "var" / "shared" / "models" / "default"
 WORKER_START_TIMEOUT_S = 180
 
 
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
 class Stack:
     """A gateway client plus the workers this test module started."""
 
     def __init__(
-        self, root: Path, *, engine: str, redis_url: str = TEST_REDIS_URL, worker_env: dict[str, str] | None = None
+        self,
+        root: Path,
+        *,
+        engine: str,
+        redis_url: str = TEST_REDIS_URL,
+        worker_env: dict[str, str] | None = None,
+        gateway_settings: dict | None = None,
     ) -> None:
         self.root = root
         self.engine = engine
@@ -55,6 +66,7 @@ class Stack:
             INSPECT_TIMEOUT_S=0.5,
             SCORE_TIMEOUT_S=120,
             _env_file=None,
+            **(gateway_settings or {}),
         )
         self.client = TestClient(create_app(self.settings), headers={"Authorization": f"Bearer {API_KEY}"})
         self.workers: dict[str, subprocess.Popen] = {}
@@ -70,14 +82,13 @@ class Stack:
             MAX_MODEL_LEN="1024",
             JUDGE_CHUNK_PAIRS="1",
             VLLM_CPU_KVCACHE_GIB="1",
-            SHARD_MAX_RETRIES="1",
-            SHARD_RETRY_DELAY_S="0.2",
+            CHUNK_MAX_RETRIES="1",
+            CHUNK_RETRY_DELAY_S="0.2",
             OMP_NUM_THREADS="1",
             # A fast sweeper: a killed worker counts as gone after 3 s, a record never sent is sent after 2 s.
             WORKER_HEARTBEAT_S="1",
             SWEEP_INTERVAL_S="1",
             DISPATCH_GRACE_S="2",
-            SHARD_CHECKPOINT_ROWS="1",  # every judged row is kept: a re-run shard resumes after the last one
             # The stand-in "GPU" workers are CPU workers; a real one gets its GPU index here.
             CUDA_VISIBLE_DEVICES="",
         )
@@ -85,32 +96,42 @@ class Stack:
         env.pop("API_KEY", None)
         return env
 
-    def start_worker(self, queue: str, *, env: dict[str, str] | None = None) -> str:
-        """Start a worker on `queue` (with `env` on top of the stack's worker settings); returns its name."""
-        name = f"{queue.replace('.', '')}-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-        log_path = self.root / f"worker-{queue}.log"
-        if log_path.exists():  # a second worker on the same queue: its own log
-            log_path = self.root / f"worker-{queue}-{len(self.workers)}.log"
-        command = [
-            str(WORKER_PYTHON), "-m", "celery", "-A", "workers.celery_app", "worker",
-            "-Q", queue, "-n", name, "--pool=solo", "--concurrency=1", "-E", "--loglevel=INFO",
-            "--without-mingle", "--without-gossip",
-        ]  # fmt: skip
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env={**self.worker_env(queue), **(env or {})}, stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+    def start_worker(
+        self, queue: str, *, env: dict[str, str] | None = None, host: str | None = None, name: str | None = None
+    ) -> str:
+        """Start a worker for `queue` (gpu.N also consumes the shared gpu queue, as in compose and `make up`), with
+        `env` on top of the stack's worker settings, named NAME@`host` (this machine's host name by default, or
+        another, standing in for a second machine); returns its name once it answers a ping."""
+        name = name or f"{queue.replace('.', '')}-{uuid.uuid4().hex[:6]}@{host or socket.gethostname()}"
+        process, log_path = self.spawn_worker(queue, name=name, env=env)
         self.workers[name] = process
         celery = self.client.app.state.celery
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"worker {name} exited with {process.returncode}:\n{self.log_tail(queue)}")
+                pytest.fail(f"worker {name} exited with {process.returncode}:\n{tail(log_path)}")
             if celery.control.ping(destination=[name], timeout=0.5):
                 return name
-        pytest.fail(f"worker {name} did not answer within {WORKER_START_TIMEOUT_S}s:\n{self.log_tail(queue)}")
+        pytest.fail(f"worker {name} did not answer within {WORKER_START_TIMEOUT_S}s:\n{tail(log_path)}")
+
+    def spawn_worker(
+        self, queue: str, *, name: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen, Path]:
+        """The worker process (its own session) and its log file, without waiting for it."""
+        log_path = self.root / f"worker-{queue}.log"
+        if log_path.exists():  # a second worker on the same queue: its own log
+            log_path = self.root / f"worker-{queue}-{uuid.uuid4().hex[:6]}.log"
+        command = [
+            str(WORKER_PYTHON), "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-Q", ",".join(worker_queues(queue)), "-n", name, "--pool=solo", "--concurrency=1", "-E",
+            "--loglevel=INFO", "--without-mingle", "--without-gossip",
+        ]  # fmt: skip
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env={**self.worker_env(queue), **(env or {})}, stdout=log_file,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        return process, log_path
 
     def log_tail(self, queue: str, lines: int = 40) -> str:
         path = self.root / f"worker-{queue}.log"
@@ -166,10 +187,15 @@ class Stack:
         )
 
 
-def make_stack(tmp_path_factory, *, engine: str, redis_url: str = TEST_REDIS_URL, worker_env=None):
+def make_stack(
+    tmp_path_factory, *, engine: str, redis_url: str = TEST_REDIS_URL, worker_env=None, gateway_settings=None
+):
     if not (EMBEDDED_MODEL / "config.json").is_file():
         pytest.fail(f"the embedded model is missing at {EMBEDDED_MODEL}; run `make setup`")
     if not WORKER_PYTHON.exists():
         pytest.fail(f"the worker environment is missing ({WORKER_PYTHON}); run `make setup`")
     redis_or_fail(redis_url)
-    return Stack(tmp_path_factory.mktemp("stack"), engine=engine, redis_url=redis_url, worker_env=worker_env)
+    return Stack(
+        tmp_path_factory.mktemp("stack"), engine=engine, redis_url=redis_url, worker_env=worker_env,
+        gateway_settings=gateway_settings,
+    )  # fmt: skip

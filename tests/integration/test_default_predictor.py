@@ -31,9 +31,9 @@ def test_a_plain_predict_job_writes_the_default_predictors_calibrated_probabilit
     assert job["state"] == "succeeded", job
     assert job["params"]["raw"] is False and job["params"]["adapter"] is None
     metrics = json.loads(stack.client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").content)
-    [shard] = metrics["shards"]
-    assert shard["judge"]["kind"] == "text model" and shard["judge"]["predictor"] == "default"
-    assert shard["calibrated"] is True and shard["judge"]["criterion_votes"] is False
+    [chunk] = metrics["chunks"]
+    assert chunk["judge"]["kind"] == "text model" and chunk["judge"]["predictor"] == "default"
+    assert chunk["calibrated"] is True and chunk["judge"]["criterion_votes"] is False
     submission = pd.read_csv(io.BytesIO(stack.client.get(f"/v1/jobs/{job['id']}/artifacts/submission.csv").content))
     assert submission["id"].tolist() == list(range(1000, 1006))
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-5

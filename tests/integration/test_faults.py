@@ -1,8 +1,9 @@
 """Faults on the worker side, on real Redis with real workers running the real small model (transformers engine):
-a job past its time limit is stopped between chunks; a worker killed mid-shard (kill -9) loses nothing: the
-sweeper re-queues its shard on the live worker within seconds (not after Redis' visibility timeout, hours by
-default) and the submission equals an undisturbed run's, byte for byte; a job the gateway recorded but never sent
-(killed in between) and a shard sent to a queue nobody consumes both finish.
+a job past its time limit is stopped between batches; a worker killed mid-chunk (kill -9) loses nothing: the
+sweeper re-queues its chunk on the live worker within seconds (not after Redis' visibility timeout, hours by
+default), which judges it again from its start, and the submission equals an undisturbed run's, byte for
+byte; a job the gateway recorded but never sent (killed in between) and a chunk sent to a queue nobody
+consumes both finish.
 """
 
 from __future__ import annotations
@@ -52,18 +53,18 @@ def test_a_job_past_its_time_limit_is_stopped_and_the_worker_takes_the_next_job(
     job = stack.wait_finished(job_id, timeout=180)
     assert job["state"] == "failed", job
     assert "longer than its time limit of 1s" in job["error"] and "time_limit_s" in job["error"]
-    assert job["shards"][0]["state"] == "failed" and job["progress"]["done"] < 8
+    assert job["chunks"][0]["state"] == "failed" and job["progress"]["done"] < 8
     assert (
         job["artifacts"] == [] and not (job_output_dir(stack.settings.SHARED_DIR, job_id) / "submission.csv").exists()
     )
 
     after = stack.wait_finished(stack.predict(stack.upload(arena_csv(2))["id"]))
     assert after["state"] == "succeeded", after
-    assert after["shards"][0]["worker"] == job["shards"][0]["worker"]  # the same (only) worker, free again
+    assert after["chunks"][0]["worker"] == job["chunks"][0]["worker"]  # the same (only) worker, free again
 
 
 def test_score_waits_for_a_busy_worker_instead_of_answering_503(stack):
-    """A solo-pool worker busy with a shard cannot answer broadcasts; the gateway must not take it for gone."""
+    """A solo-pool worker busy with a chunk cannot answer broadcasts; the gateway must not take it for gone."""
     dataset = stack.upload(arena_csv(8, labelled=False))
     submitted = time.monotonic()
     job_id = stack.predict(dataset["id"])
@@ -75,7 +76,7 @@ def test_score_waits_for_a_busy_worker_instead_of_answering_503(stack):
     assert stack.wait_finished(job_id)["state"] == "succeeded"
 
 
-def test_a_worker_killed_mid_shard_loses_nothing_and_does_nothing_twice(stack):
+def test_a_worker_killed_mid_chunk_loses_nothing_and_does_nothing_twice(stack):
     dataset = stack.upload(arena_csv(6, labelled=False))
     undisturbed_id = stack.predict(dataset["id"])  # on the warm worker, before the second one exists
     undisturbed = stack.wait_finished(undisturbed_id)
@@ -84,23 +85,23 @@ def test_a_worker_killed_mid_shard_loses_nothing_and_does_nothing_twice(stack):
     stack.start_worker("cpu")  # a second live worker on the same queue
     job_id = stack.predict(dataset["id"])
     running = stack.wait(
-        job_id, until=lambda job: job["shards"][0]["state"] == "running" and job["progress"]["done"] >= 2
-    )  # row 0's checkpoint is on disk once row 1 is being judged
-    victim = running["shards"][0]["worker"]
-    os.kill(stack.workers[victim].pid, signal.SIGKILL)  # mid-shard: no ack, no result, no clean-up
+        job_id, until=lambda job: job["chunks"][0]["state"] == "running" and job["progress"]["done"] >= 2
+    )  # well inside the chunk
+    victim = running["chunks"][0]["worker"]
+    os.kill(stack.workers[victim].pid, signal.SIGKILL)  # mid-chunk: no ack, no result, no clean-up
     stack.workers[victim].wait()
     assert not finished(stack.client.get(f"/v1/jobs/{job_id}").json())
 
     killed_at = time.monotonic()
     job = stack.wait_finished(job_id, timeout=120)
     assert job["state"] == "succeeded", job
-    [shard] = job["shards"]
-    assert shard["worker"] != victim and shard["attempts"] == 2  # re-queued to the live worker
+    [chunk] = job["chunks"]
+    assert chunk["worker"] != victim and chunk["attempts"] == 2  # re-queued to the live worker
     assert time.monotonic() - killed_at < 100  # seconds after the kill, not the visibility timeout's hours
-    assert job["progress"] == {"done": 6, "total": 6}  # rows judged before the kill are not counted again
+    assert job["progress"] == {"done": 6, "total": 6}  # rows judged before the kill are not counted twice
     metrics = json.loads(stack.client.get(f"/v1/jobs/{job_id}/artifacts/metrics.json").content)
-    assert [summary["shard"] for summary in metrics["shards"]] == [0]  # assembled exactly once, from one shard
-    assert 1 <= metrics["shards"][0]["resumed_rows"] < 6  # the rows judged before the kill were not judged again
+    assert [summary["chunk"] for summary in metrics["chunks"]] == [0]  # assembled exactly once, from one chunk
+    assert list(metrics["workers"]) == [chunk["worker"]] and metrics["workers"][chunk["worker"]]["rows"] == 6
     assert len(json.loads((stack.settings.SHARED_DIR / "jobs" / f"{job_id}.json").read_text())["task_ids"]) == 2
 
     files = [stack.client.get(f"/v1/jobs/{one}/artifacts/submission.csv").content for one in (undisturbed_id, job_id)]
@@ -116,28 +117,28 @@ def test_a_job_the_gateway_recorded_but_never_sent_is_sent_by_the_sweeper(stack)
     the send, then nothing."""
     dataset = stack.upload(arena_csv(3, labelled=False))
     params = PredictJobRequest(dataset=dataset["id"], raw=True).model_dump()
-    record = new_predict_record(new_id(), params=params, rows=3, queues=["cpu"])
+    record = new_predict_record(new_id(), params=params, rows=3, queue="cpu", chunk_rows=128)
     JobStore(stack.settings.SHARED_DIR).create(record)
     assert stack.client.get(f"/v1/jobs/{record.id}").json()["state"] == "queued"
 
     job = stack.wait_finished(record.id, timeout=120)
     assert job["state"] == "succeeded", job
-    assert job["shards"][0]["attempts"] == 1 and job["progress"] == {"done": 3, "total": 3}
+    assert job["chunks"][0]["attempts"] == 1 and job["progress"] == {"done": 3, "total": 3}
 
 
-def test_a_shard_sent_to_a_queue_nobody_consumes_is_moved_to_a_live_one(stack):
-    """A gateway that routed by stale knowledge (a GPU worker that left): the shard waits on gpu.5 until the sweeper
+def test_a_chunk_sent_to_a_queue_nobody_consumes_is_moved_to_a_live_one(stack):
+    """A gateway that routed by stale knowledge (the GPU workers left): the chunk waits on gpu until the sweeper
     sends it, under a fresh task id, where a live worker listens."""
     dataset = stack.upload(arena_csv(2, labelled=False))
     params = PredictJobRequest(dataset=dataset["id"], raw=True).model_dump()
-    record = new_predict_record(new_id(), params=params, rows=2, queues=["gpu.5"])
+    record = new_predict_record(new_id(), params=params, rows=2, queue="gpu", chunk_rows=128)
     store = JobStore(stack.settings.SHARED_DIR)
     store.create(record)
     store.mark_sent(record.id, task_ids=send_predict_job(stack.client.app.state.celery, record))
 
     job = stack.wait_finished(record.id, timeout=120)
     assert job["state"] == "succeeded", job
-    assert job["shards"][0]["queue"] == "cpu" and job["shards"][0]["task_id"] != record.shards[0].task_id
+    assert job["chunks"][0]["queue"] == "cpu" and job["chunks"][0]["task_id"] != record.chunks[0].task_id
 
 
 def test_a_task_the_broker_lost_is_sent_again_once_its_worker_sits_idle(stack):
@@ -145,14 +146,14 @@ def test_a_task_the_broker_lost_is_sent_again_once_its_worker_sits_idle(stack):
     The idle worker's announcements tell the sweeper, which sends the task again under its id."""
     dataset = stack.upload(arena_csv(2, labelled=False))
     params = PredictJobRequest(dataset=dataset["id"], raw=True).model_dump()
-    record = new_predict_record(new_id(), params=params, rows=2, queues=["cpu"])
+    record = new_predict_record(new_id(), params=params, rows=2, queue="cpu", chunk_rows=128)
     store = JobStore(stack.settings.SHARED_DIR)
     store.create(record)
-    store.mark_sent(record.id, task_ids=[shard.task_id for shard in record.shards])  # ... and never sent
+    store.mark_sent(record.id, task_ids=[chunk.task_id for chunk in record.chunks])  # ... and never sent
 
     job = stack.wait_finished(record.id, timeout=120)
     assert job["state"] == "succeeded", job
-    assert job["shards"][0]["task_id"] == record.shards[0].task_id and job["shards"][0]["attempts"] == 1
+    assert job["chunks"][0]["task_id"] == record.chunks[0].task_id and job["chunks"][0]["attempts"] == 1
 
 
 def test_a_gateway_killed_between_the_record_and_the_send_leaves_a_job_that_still_finishes(stack):
@@ -195,20 +196,20 @@ def test_a_gateway_killed_between_the_record_and_the_send_leaves_a_job_that_stil
     assert retried.status_code == 200 and retried.headers["Idempotent-Replayed"] == "true"
     job = stack.wait_finished(retried.json()["job_id"], timeout=120)
     assert job["id"] == record.stem and job["state"] == "succeeded", job
-    assert job["shards"][0]["attempts"] == 1 and job["progress"] == {"done": 3, "total": 3}
+    assert job["chunks"][0]["attempts"] == 1 and job["progress"] == {"done": 3, "total": 3}
 
 
-def test_a_chunk_stuck_past_the_time_limit_is_stopped_hard_and_the_worker_exits_for_a_restart(stack):
-    """The time limit is checked between chunks; one 16-pair chunk on the CPU outlasts a 1 s limit by more than
-    HARD_STOP_GRACE_S, so the watchdog fails the job with the reason and the worker exits (75) mid-chunk.
+def test_a_batch_stuck_past_the_time_limit_is_stopped_hard_and_the_worker_exits_for_a_restart(stack):
+    """The time limit is checked between batches; one 16-pair batch on the CPU outlasts a 1 s limit by more than
+    HARD_STOP_GRACE_S, so the watchdog fails the job with the reason and the worker exits (75) mid-batch.
     Last in this module: it adds a gpu.7 worker, which jobs would prefer over cpu."""
     name = stack.start_worker("gpu.7", env={"JUDGE_CHUNK_PAIRS": "16", "HARD_STOP_GRACE_S": "1"})
     dataset = stack.upload(arena_csv(16, labelled=False))
     warm = stack.predict(stack.upload(arena_csv(1, labelled=False))["id"])  # loads the judge: not in the limit
-    assert stack.wait_finished(warm)["shards"][0]["worker"] == name
+    assert stack.wait_finished(warm)["chunks"][0]["worker"] == name
     job_id = stack.predict(dataset["id"], time_limit_s=1)
 
     job = stack.wait_finished(job_id, timeout=120)
     assert job["state"] == "failed" and "stopped hard" in job["error"] and "JUDGE_CHUNK_PAIRS" in job["error"], job
-    assert job["shards"][0]["state"] == "failed" and job["progress"]["done"] == 0  # inside the first chunk
+    assert job["chunks"][0]["state"] == "failed" and job["progress"]["done"] == 0  # inside the first batch
     assert stack.workers[name].wait(timeout=30) == 75  # exited for its supervisor to restart it

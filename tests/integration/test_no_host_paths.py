@@ -94,7 +94,7 @@ def test_answers_artefacts_and_records_name_no_host_path(stack):
     assert not found, "host paths in answers:\n" + "\n".join(f"{where}: {paths[:3]}" for where, paths in found.items())
     # Named as requests name them: relative to SHARED_DIR.
     assert score.json()["judge"]["model"] == "models/SmolLM2-135M-Instruct", score.json()["judge"]
-    assert records[0]["shards"][0]["summary"]["judge"]["model"] == "models/SmolLM2-135M-Instruct"
+    assert records[0]["chunks"][0]["summary"]["judge"]["model"] == "models/SmolLM2-135M-Instruct"
     assert client.get("/v1/adapters/paths-judge").json()["base_model"] == "models/SmolLM2-135M-Instruct"
     assert f"datasets/{broken['id']}/dataset.csv" in records[2]["error"], records[2]["error"]
 

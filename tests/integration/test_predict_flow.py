@@ -1,4 +1,4 @@
-"""Upload → predict → download, score, cancel, a failing shard and a placeholder job, on one CPU worker
+"""Upload → predict → download, score, cancel, a failing chunk and a placeholder job, on one CPU worker
 running the default vLLM engine."""
 
 import io
@@ -34,7 +34,7 @@ def test_upload_predict_download(stack):
     job = stack.wait_finished(job_id)
     assert job["state"] == "succeeded", job
     assert job["progress"] == {"done": 3, "total": 3}
-    assert job["shards"][0]["state"] == "succeeded" and job["shards"][0]["attempts"] == 1
+    assert job["chunks"][0]["state"] == "succeeded" and job["chunks"][0]["attempts"] == 1
     assert set(job["artifacts"]) == {"submission.csv", "metrics.json", "votes.npz"}
     assert job["timings"]["run_seconds"] > 0
 
@@ -44,7 +44,7 @@ def test_upload_predict_download(stack):
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-5
     metrics = json.loads(stack.client.get(f"/v1/jobs/{job_id}/artifacts/metrics.json").content)
     assert metrics["rows"] == 3 and 0 < metrics["log_loss"] < 10
-    assert metrics["shards"][0]["judge"]["engine"] == "vllm"
+    assert metrics["chunks"][0]["judge"]["engine"] == "vllm"
 
 
 def test_score_a_pair(stack):
@@ -68,18 +68,18 @@ def test_cancel_a_running_job(stack):
     stack.wait(job_id, until=lambda job: job["progress"]["done"] >= 1)
     cancelled = stack.client.post(f"/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-    # The running shard stops at its next chunk, publishes nothing, and the job stays cancelled.
-    job = stack.wait(job_id, until=lambda job: job["shards"][0]["state"] == "cancelled")
+    # The running chunk stops at its next chunk, publishes nothing, and the job stays cancelled.
+    job = stack.wait(job_id, until=lambda job: job["chunks"][0]["state"] == "cancelled")
     assert job["state"] == "cancelled" and job["progress"]["done"] < 8
     stack.wait_finished(stack.predict(dataset["id"]))  # the worker is free again afterwards
     assert not (job_output_dir(stack.settings.SHARED_DIR, job_id) / "submission.csv").exists()
     assert stack.client.get(f"/v1/jobs/{job_id}/artifacts/submission.csv").status_code == 404
 
 
-def test_a_shard_that_keeps_failing_fails_the_job(stack):
+def test_a_chunk_that_keeps_failing_fails_the_job(stack):
     dataset = stack.upload(arena_csv(2))
     dataset_csv_path(stack.settings.SHARED_DIR, dataset["id"]).unlink()  # lost from shared storage
     job = stack.wait_finished(stack.predict(dataset["id"]))
     assert job["state"] == "failed"
-    assert "shard 0 failed after 2 attempts" in job["error"] and "missing from shared storage" in job["error"]
-    assert job["shards"][0]["attempts"] == 2 and job["artifacts"] == []
+    assert "chunk 0 failed after 2 attempts" in job["error"] and "missing from shared storage" in job["error"]
+    assert job["chunks"][0]["attempts"] == 2 and job["artifacts"] == []

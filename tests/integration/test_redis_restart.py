@@ -1,5 +1,5 @@
 """Redis restarted mid-job: this test's own redis-server (append-only persistence, a free port, a temp folder; the
-machine's shared Redis is never touched) is stopped while a shard runs and a second job waits in the queue.
+machine's shared Redis is never touched) is stopped while a chunk runs and a second job waits in the queue.
 
 While it is down the gateway still serves job records (they live in shared storage) and refuses new jobs with a
 clear 503; once Redis is back the gateway recovers by itself, and the running and the queued job both finish.

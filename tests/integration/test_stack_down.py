@@ -2,7 +2,7 @@
 
 The real `scripts/stack.sh up` (proxy, gateway, Flower, one CPU worker; the test's Redis and key prefix, free ports, a
 temporary RUN_DIR), a predict job on the LLM judge that keeps the worker busy for minutes, then `scripts/stack.sh down`
-while the shard runs. On TERM the restart loop (bash) dies at once, but Celery's warm shutdown waits for the task:
+while the chunk runs. On TERM the restart loop (bash) dies at once, but Celery's warm shutdown waits for the task:
 `down` must wait for every process of each session it started and KILL what is left after STACK_STOP_GRACE_S."""
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def test_down_stops_every_process_up_started_even_a_worker_inside_a_task(native_
     assert submitted.status_code == 202, submitted.text
     job_url = f"/v1/jobs/{submitted.json()['job_id']}"
     deadline = time.monotonic() + 240
-    while True:  # the worker is inside the shard: it has judged a pair and has many left
+    while True:  # the worker is inside the chunk: it has judged a pair and has many left
         job = native_stack.client.get(job_url).json()
         if job["state"] == "running" and job["progress"]["done"] >= 1:
             break

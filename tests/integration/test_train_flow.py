@@ -86,8 +86,8 @@ def test_synth_job_then_train_on_its_labels_then_predict_with_the_adapter(stack)
     submission = pd.read_csv(io.BytesIO(stack.client.get(f"/v1/jobs/{predict_id}/artifacts/submission.csv").content))
     assert submission["id"].tolist() == [4000, 4001, 4002]
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-5
-    shard = json.loads(stack.client.get(f"/v1/jobs/{predict_id}/artifacts/metrics.json").content)["shards"][0]
-    assert shard["calibrated"] is True and shard["judge"]["adapter_kind"] == "classifier"
+    chunk = json.loads(stack.client.get(f"/v1/jobs/{predict_id}/artifacts/metrics.json").content)["chunks"][0]
+    assert chunk["calibrated"] is True and chunk["judge"]["adapter_kind"] == "classifier"
 
 
 def test_a_train_job_naming_a_model_folder_is_accepted_and_trains_on_it(stack):

@@ -1,6 +1,6 @@
 """Atomic artefacts: the assembly step publishes submission.csv, votes.npz and metrics.json all or none.
 
-The real assembly code (workers/jobs/predict.py) over a temporary SHARED_DIR with two finished shards; a
+The real assembly code (workers/jobs/predict.py) over a temporary SHARED_DIR with two finished chunks; a
 failing write (read-only folder, full disk) is simulated by the writer raising the OSError it would raise.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from shared.job_store import JobStore
-from shared.schemas import JobRecord, ShardRecord
+from shared.schemas import ChunkRecord, JobRecord
 from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir
 from tests.api.arena_rows import arena_csv
@@ -31,20 +31,20 @@ def settings(tmp_path) -> Settings:
     return settings
 
 
-def job_with_finished_shards(settings: Settings, job_id: str) -> JobStore:
-    """A running predict job whose two shards have published their probabilities."""
+def job_with_finished_chunks(settings: Settings, job_id: str) -> JobStore:
+    """A running predict job whose two chunks have published their probabilities."""
     store = JobStore(settings.SHARED_DIR)
-    shards = [ShardRecord(index=0, queue="cpu", start=0, stop=2, task_id="t0", state="succeeded", done=2),
-              ShardRecord(index=1, queue="cpu", start=2, stop=4, task_id="t1", state="succeeded", done=2)]  # fmt: skip
-    store.create(JobRecord(id=job_id, kind="predict", state="running", params={"dataset": DATASET_ID}, shards=shards))
-    for shard in shards:
-        path = jobs.shard_path(settings.SHARED_DIR, job_id, shard.index)
+    chunks = [ChunkRecord(index=0, queue="cpu", start=0, stop=2, task_id="t0", state="succeeded", done=2),
+              ChunkRecord(index=1, queue="cpu", start=2, stop=4, task_id="t1", state="succeeded", done=2)]  # fmt: skip
+    store.create(JobRecord(id=job_id, kind="predict", state="running", params={"dataset": DATASET_ID}, chunks=chunks))
+    for chunk in chunks:
+        path = jobs.chunk_path(settings.SHARED_DIR, job_id, chunk.index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = shard.stop - shard.start
+        rows = chunk.stop - chunk.start
         with open(path, "wb") as handle:
             np.savez(
                 handle,
-                ids=np.array([str(1000 + row) for row in range(shard.start, shard.stop)]),
+                ids=np.array([str(1000 + row) for row in range(chunk.start, chunk.stop)]),
                 probabilities=np.full((rows, 3), 1 / 3),
                 vote_logprobs=np.zeros((rows, 2, 5, 4)),
                 truncated=np.zeros(rows, dtype=bool),
@@ -58,12 +58,12 @@ def visible_files(settings: Settings, job_id: str) -> dict[str, bytes]:
 
 
 def test_assembly_publishes_all_three_files(settings):
-    store = job_with_finished_shards(settings, "a" * 32)
+    store = job_with_finished_chunks(settings, "a" * 32)
     jobs.assemble_predict_job(settings, job_id="a" * 32)
     record = store.read("a" * 32)
     assert record.state == "succeeded" and record.artifacts == ["submission.csv", "votes.npz", "metrics.json"]
     assert set(visible_files(settings, "a" * 32)) == {
-        "submission.csv", "votes.npz", "metrics.json", "shards/shard-000.npz", "shards/shard-001.npz"
+        "submission.csv", "votes.npz", "metrics.json", "chunks/chunk-0000.npz", "chunks/chunk-0001.npz"
     }  # fmt: skip
     assert record.result["submission_path"] == f"submissions/{'a' * 32}/submission.csv"  # no host path
 
@@ -75,13 +75,13 @@ def test_assembly_publishes_all_three_files(settings):
 )
 def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypatch, failing, error):
     earlier = "e" * 32  # another job's finished files must not be touched
-    job_with_finished_shards(settings, earlier)
+    job_with_finished_chunks(settings, earlier)
     jobs.assemble_predict_job(settings, job_id=earlier)
     earlier_files = visible_files(settings, earlier)
 
     job_id = "f" * 32
-    store = job_with_finished_shards(settings, job_id)
-    shards_before = visible_files(settings, job_id)
+    store = job_with_finished_chunks(settings, job_id)
+    chunks_before = visible_files(settings, job_id)
 
     def half_written_then_fails(path, *args, **kwargs):
         path.write_bytes(b"id,winner_model_a,winner_model_b,winner_tie\n1000,0.3")  # a partial file...
@@ -96,14 +96,14 @@ def test_a_failing_write_fails_the_job_and_publishes_nothing(settings, monkeypat
     assert "could not write the job's files" in record.error and "nothing was published" in record.error
     assert os.strerror(error) in record.error and "SHARED_DIR" in record.error
     assert str(settings.SHARED_DIR) not in record.error
-    # No submission.csv (whole or partial), no staged leftovers; the shards and the other job are untouched.
-    assert visible_files(settings, job_id) == shards_before
+    # No submission.csv (whole or partial), no staged leftovers; the chunks and the other job are untouched.
+    assert visible_files(settings, job_id) == chunks_before
     assert not list(job_output_dir(settings.SHARED_DIR, job_id).glob(".*"))
     assert visible_files(settings, earlier) == earlier_files
 
 
 def test_a_cancelled_job_is_not_assembled(settings):
-    store = job_with_finished_shards(settings, "c" * 32)
+    store = job_with_finished_chunks(settings, "c" * 32)
     store.cancel("c" * 32)
     assert jobs.assemble_predict_job(settings, job_id="c" * 32)["state"] == "cancelled"
     assert not (job_output_dir(settings.SHARED_DIR, "c" * 32) / "submission.csv").exists()
@@ -115,13 +115,13 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
     from workers.judge.votes import JudgeResult, load_votes, write_votes
 
     job_id = "9" * 32
-    store = job_with_finished_shards(settings, job_id)
+    store = job_with_finished_chunks(settings, job_id)
     rng = np.random.default_rng(0)
     written = []
-    for shard in store.read(job_id).shards:
-        rows = shard.stop - shard.start
+    for chunk in store.read(job_id).chunks:
+        rows = chunk.stop - chunk.start
         result = JudgeResult(
-            ids=[str(1000 + row) for row in range(shard.start, shard.stop)],
+            ids=[str(1000 + row) for row in range(chunk.start, chunk.stop)],
             vote_logprobs=np.zeros((rows, 2, 0, 4)),
             truncated=np.zeros(rows, dtype=bool),
             seconds=1.0,
@@ -130,7 +130,7 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
             text_logprobs=np.log(np.full((rows, 3), 1 / 3)),
         )
         written.append(result)
-        with open(jobs.shard_path(settings.SHARED_DIR, job_id, shard.index), "wb") as handle:
+        with open(jobs.chunk_path(settings.SHARED_DIR, job_id, chunk.index), "wb") as handle:
             write_votes(handle, result, probabilities=np.full((rows, 3), 1 / 3))
 
     jobs.assemble_predict_job(settings, job_id=job_id)
@@ -142,32 +142,32 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
     assert votes.vote_logprobs.shape == (4, 2, 0, 4)
 
 
-def test_the_shard_that_completes_the_set_assembles_once_and_a_repeated_delivery_counts_once(settings):
-    """No chord counter: completion is the set of succeeded shard records, claimed under the record's lock."""
+def test_the_chunk_that_completes_the_set_assembles_once_and_a_repeated_delivery_counts_once(settings):
+    """No chord counter: completion is the set of succeeded chunk records, claimed under the record's lock."""
     store = JobStore(settings.SHARED_DIR)
-    shards = [ShardRecord(index=0, queue="gpu.0", start=0, stop=2, task_id="t0"),
-              ShardRecord(index=1, queue="gpu.1", start=2, stop=4, task_id="t1")]  # fmt: skip
+    chunks = [ChunkRecord(index=0, queue="gpu.0", start=0, stop=2, task_id="t0"),
+              ChunkRecord(index=1, queue="gpu.1", start=2, stop=4, task_id="t1")]  # fmt: skip
     job_id = "e" * 32
-    store.create(JobRecord(id=job_id, kind="predict", state="running", params={"dataset": DATASET_ID}, shards=shards))
-    summary = {"shard": 0, "rows": 2}
-    store.update_shard(job_id, 0, state="succeeded", done=2, summary=summary)
+    store.create(JobRecord(id=job_id, kind="predict", state="running", params={"dataset": DATASET_ID}, chunks=chunks))
+    summary = {"chunk": 0, "rows": 2}
+    store.update_chunk(job_id, 0, state="succeeded", done=2, summary=summary)
     assert not jobs.claim_assembly(store, job_id, worker="gpu0@a")
-    store.update_shard(job_id, 0, state="succeeded", done=2)  # the same shard delivered again
+    store.update_chunk(job_id, 0, state="succeeded", done=2)  # the same chunk delivered again
     assert not jobs.claim_assembly(store, job_id, worker="gpu0@a")
-    store.update_shard(job_id, 1, state="succeeded", done=2, summary={"shard": 1, "rows": 2})
+    store.update_chunk(job_id, 1, state="succeeded", done=2, summary={"chunk": 1, "rows": 2})
     assert jobs.claim_assembly(store, job_id, worker="gpu1@b")
     assert not jobs.claim_assembly(store, job_id, worker="gpu0@a")  # a late repeat finds it claimed
     assert store.read(job_id).assembler == "gpu1@b"
-    job_with_finished_shards(settings, "f" * 32)  # shard files, for the summaries read back from the record
-    store.update_shard("f" * 32, 0, summary=summary)
+    job_with_finished_chunks(settings, "f" * 32)  # chunk files, for the summaries read back from the record
+    store.update_chunk("f" * 32, 0, summary=summary)
     jobs.assemble_predict_job(settings, job_id="f" * 32)
     metrics = store.read("f" * 32).result
-    assert [entry["shard"] for entry in metrics["shards"]] == [0]
+    assert [entry["chunk"] for entry in metrics["chunks"]] == [0]
 
 
 def test_a_cancel_while_the_files_are_published_leaves_none_of_them(settings, monkeypatch):
     """Cancelled between publishing the files and marking the job succeeded: the job stays cancelled, no file."""
-    store = job_with_finished_shards(settings, "c" * 32)
+    store = job_with_finished_chunks(settings, "c" * 32)
     succeed = JobStore.succeed
 
     def cancelled_first(self, job_id, **kwargs):
@@ -177,4 +177,4 @@ def test_a_cancel_while_the_files_are_published_leaves_none_of_them(settings, mo
     monkeypatch.setattr(JobStore, "succeed", cancelled_first)
     assert jobs.assemble_predict_job(settings, job_id="c" * 32)["state"] == "cancelled"
     assert store.read("c" * 32).state == "cancelled"
-    assert set(visible_files(settings, "c" * 32)) == {"shards/shard-000.npz", "shards/shard-001.npz"}
+    assert set(visible_files(settings, "c" * 32)) == {"chunks/chunk-0000.npz", "chunks/chunk-0001.npz"}

@@ -1,13 +1,12 @@
 """JobRun: the one record / progress / cancel / deadline protocol of the predict, train and synth job steps."""
 
 import time
-from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from shared.job_store import JobStore
-from shared.schemas import JobRecord, ShardRecord, utc_now
+from shared.schemas import ChunkRecord, JobRecord
 from shared.settings import Settings
 from workers.jobs.run import JobCancelledError, JobRun
 
@@ -39,23 +38,20 @@ def test_progress_is_recorded_and_a_cancel_stops_the_step(settings):
             run.report(4, 10)
 
 
-def test_past_its_deadline_a_shard_fails_itself_and_the_job(settings, monkeypatch):
+def test_past_its_deadline_a_chunk_fails_itself_and_the_job(settings, monkeypatch):
     store = JobStore(settings.SHARED_DIR)
-    shards = [ShardRecord(index=0, queue="cpu", start=0, stop=4, task_id="t0")]
-    record = JobRecord(id="c" * 32, kind="predict", state="running", params={"time_limit_s": 1}, shards=shards)
-    record.started_at = utc_now() - timedelta(seconds=5)
+    chunks = [ChunkRecord(index=0, queue="cpu", start=0, stop=4, task_id="t0")]
+    record = JobRecord(id="c" * 32, kind="predict", state="running", params={"time_limit_s": 1}, chunks=chunks)
     store.create(record)
-    with JobRun(settings, "c" * 32, unit="rows", shard_index=0, deadline_hint="split the dataset") as run:
-        run.start(attempts=1)
-        # A shard's limit counts from this attempt's start, not the job's started_at (a redelivered shard
-        # gets the whole limit again): 5 s after the job started, this attempt is still within it.
+    with JobRun(settings, "c" * 32, unit="rows", chunk_index=0, deadline_hint="split the dataset") as run:
+        run.start(attempts=1)  # the job's first chunk: the job starts now, its deadline is 1 s away
         run.report(1, 4)
         started = time.time()
         monkeypatch.setattr("workers.jobs.run.time", SimpleNamespace(time=lambda: started + 5))
         with pytest.raises(JobCancelledError, match="longer than its time limit of 1s"):
             run.report(2, 4)
     record = store.read("c" * 32)
-    assert record.state == "failed" and record.shards[0].state == "failed"
+    assert record.state == "failed" and record.chunks[0].state == "failed"
     assert "time limit of 1s" in record.error and "split the dataset" in record.error
 
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from shared.job_store import JobStore
-from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_SHARD_TASK, TRAIN_TASK
-from shared.schemas import JobRecord, ShardRecord, utc_now
+from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, TRAIN_TASK
+from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
 from shared.worker_presence import Announcement
 from workers.jobs.predict import claim_assembly
@@ -47,12 +47,12 @@ class Harness:
     def announcements(self) -> dict[str, Announcement]:
         return {name: Announcement(queues, self.idle_since.get(name)) for name, queues in self.workers.items()}
 
-    def predict_record(self, *, shards: int = 1, queue: str = "cpu") -> JobRecord:
+    def predict_record(self, *, chunks: int = 1, queue: str = "cpu") -> JobRecord:
         record = JobRecord(
             id=JOB, kind="predict", params={},
-            shards=[ShardRecord(index=i, queue=queue, start=i, stop=i + 1, task_id=f"t{i}") for i in range(shards)],
+            chunks=[ChunkRecord(index=i, queue=queue, start=i, stop=i + 1, task_id=f"t{i}") for i in range(chunks)],
         )  # fmt: skip
-        record.task_ids = [shard.task_id for shard in record.shards]
+        record.task_ids = [chunk.task_id for chunk in record.chunks]
         return self.store.create(record)
 
     def later(self, seconds: float) -> None:
@@ -65,15 +65,15 @@ def harness(settings) -> Harness:
 
 
 def test_a_record_the_gateway_never_sent_is_sent_after_the_grace_period_under_its_own_task_ids(harness):
-    harness.predict_record(shards=2)
+    harness.predict_record(chunks=2)
     assert harness.sweeper.sweep() == [] and harness.sent == []  # within the grace period: the gateway may be sending
     harness.later(10)
     actions = harness.sweeper.sweep()
-    assert [(m.name, m.task_id, m.queue) for m in harness.sent] == [(PREDICT_SHARD_TASK, "t0", "cpu"),
-                                                                    (PREDICT_SHARD_TASK, "t1", "cpu")]  # fmt: skip
+    assert [(m.name, m.task_id, m.queue) for m in harness.sent] == [(PREDICT_CHUNK_TASK, "t0", "cpu"),
+                                                                    (PREDICT_CHUNK_TASK, "t1", "cpu")]  # fmt: skip
     assert len(actions) == 2 and "never sent" in actions[0]
     record = harness.store.read(JOB)
-    assert record.state == "dispatched" and all(shard.sent_at for shard in record.shards)
+    assert record.state == "dispatched" and all(chunk.sent_at for chunk in record.chunks)
     harness.later(10)
     assert harness.sweeper.sweep() == [] and len(harness.sent) == 2  # sent once
 
@@ -85,16 +85,16 @@ def test_a_sent_job_is_left_alone(harness):
     assert harness.sweeper.sweep() == [] and harness.sent == []
 
 
-def start_shard(settings, *, worker: str, task_id: str = "t0") -> JobRun:
-    run = JobRun(settings, JOB, unit="rows", shard_index=0, task_id=task_id, worker=worker).__enter__()
+def start_chunk(settings, *, worker: str, task_id: str = "t0") -> JobRun:
+    run = JobRun(settings, JOB, unit="rows", chunk_index=0, task_id=task_id, worker=worker).__enter__()
     run.start()
     return run
 
 
-def test_a_shard_whose_worker_went_silent_is_requeued_under_a_new_id_and_the_old_delivery_is_stale(settings, harness):
+def test_a_chunk_whose_worker_went_silent_is_requeued_under_a_new_id_and_the_old_delivery_is_stale(settings, harness):
     harness.predict_record()
     harness.store.mark_sent(JOB, task_ids=["t0"])
-    old_run = start_shard(settings, worker="w1@host")
+    old_run = start_chunk(settings, worker="w1@host")
     harness.workers = {"w2@host": ["cpu"]}  # w1 was killed
     assert harness.sweeper.sweep() == []  # missing for less than three heartbeats: maybe a Redis restart
     harness.later(4)
@@ -102,30 +102,30 @@ def test_a_shard_whose_worker_went_silent_is_requeued_under_a_new_id_and_the_old
     assert "w1@host stopped answering" in action
     [message] = harness.sent
     record = harness.store.read(JOB)
-    shard = record.shards[0]
-    assert message.task_id == shard.task_id != "t0" and shard.state == "queued" and shard.sent_at is not None
-    assert record.task_ids == ["t0", shard.task_id]  # cancel revokes both
+    chunk = record.chunks[0]
+    assert message.task_id == chunk.task_id != "t0" and chunk.state == "queued" and chunk.sent_at is not None
+    assert record.task_ids == ["t0", chunk.task_id]  # cancel revokes both
     # The killed worker's message, handed out again by Redis, and the old run (were it alive after all) both stop.
     with pytest.raises(StaleDeliveryError):
-        JobRun(settings, JOB, unit="rows", shard_index=0, task_id="t0", worker="w3@host").__enter__()
+        JobRun(settings, JOB, unit="rows", chunk_index=0, task_id="t0", worker="w3@host").__enter__()
     with pytest.raises(StaleDeliveryError):
         old_run.report(1, 1)
-    assert harness.store.read(JOB).shards[0].done == 0  # the stale run wrote nothing
-    start_shard(settings, worker="w2@host", task_id=shard.task_id)
-    assert harness.store.read(JOB).shards[0].attempts == 2
+    assert harness.store.read(JOB).chunks[0].done == 0  # the stale run wrote nothing
+    start_chunk(settings, worker="w2@host", task_id=chunk.task_id)
+    assert harness.store.read(JOB).chunks[0].attempts == 2
 
 
-def test_a_shard_that_keeps_killing_its_worker_fails_the_job_after_job_max_attempts(settings, harness):
+def test_a_chunk_that_keeps_killing_its_worker_fails_the_job_after_job_max_attempts(settings, harness):
     harness.predict_record()
     harness.store.mark_sent(JOB, task_ids=["t0"])
     task_id = "t0"
     for _attempt in range(2):
-        start_shard(settings, worker="w1@host", task_id=task_id)
+        start_chunk(settings, worker="w1@host", task_id=task_id)
         harness.workers = {}
         harness.sweeper.sweep()
         harness.later(4)
         harness.sweeper.sweep()
-        task_id = harness.store.read(JOB).shards[0].task_id
+        task_id = harness.store.read(JOB).chunks[0].task_id
         harness.workers = {"w1@host": ["cpu"]}
     record = harness.store.read(JOB)
     assert record.state == "failed" and "started 2 times" in record.error and "JOB_MAX_ATTEMPTS" in record.error
@@ -136,45 +136,45 @@ def test_a_redelivery_past_job_max_attempts_fails_the_job_at_start(settings, har
     """Without the sweeper (Redis' own redelivery of a worker-killing task): the worker refuses the third start."""
     harness.predict_record()
     for _ in range(2):
-        run = start_shard(settings, worker="w1@host")
-        harness.store.update(JOB, lambda record: setattr(record.shards[0], "lease_until", utc_now()))
+        run = start_chunk(settings, worker="w1@host")
+        harness.store.update(JOB, lambda record: setattr(record.chunks[0], "lease_until", utc_now()))
         del run
     with pytest.raises(JobCancelledError, match="started 2 times"):
-        start_shard(settings, worker="w1@host")
+        start_chunk(settings, worker="w1@host")
     assert harness.store.read(JOB).state == "failed"
 
 
-def test_a_second_delivery_of_a_running_shard_is_refused_while_its_owner_holds_the_lease(settings, harness):
+def test_a_second_delivery_of_a_running_chunk_is_refused_while_its_owner_holds_the_lease(settings, harness):
     harness.predict_record()
-    start_shard(settings, worker="w1@host")
+    start_chunk(settings, worker="w1@host")
     with pytest.raises(StaleDeliveryError, match="second delivery"):
-        start_shard(settings, worker="w2@host")
-    assert harness.store.read(JOB).shards[0].worker == "w1@host"
+        start_chunk(settings, worker="w2@host")
+    assert harness.store.read(JOB).chunks[0].worker == "w1@host"
 
 
-def test_an_expired_lease_requeues_a_shard_even_when_its_worker_still_announces_itself(settings, harness):
+def test_an_expired_lease_requeues_a_chunk_even_when_its_worker_still_announces_itself(settings, harness):
     harness.predict_record()
     harness.store.mark_sent(JOB, task_ids=["t0"])
-    start_shard(settings, worker="w1@host")
+    start_chunk(settings, worker="w1@host")
     harness.later(30)
     assert harness.sweeper.sweep() == []
     harness.later(31)  # past LEASE_S=60 without a chunk: hung
     [action] = harness.sweeper.sweep()
-    assert "lease expired" in action and harness.store.read(JOB).shards[0].state == "queued"
+    assert "lease expired" in action and harness.store.read(JOB).chunks[0].state == "queued"
 
 
-def test_a_shard_on_a_queue_nobody_consumes_is_moved_to_a_live_one(harness):
+def test_a_chunk_on_a_queue_nobody_consumes_is_moved_to_a_live_one(harness):
     harness.predict_record(queue="gpu.3")
     harness.store.mark_sent(JOB, task_ids=["t0"])
     harness.later(10)
     [action] = harness.sweeper.sweep()
     assert "gpu.3" in action and [m.queue for m in harness.sent] == ["cpu"]
-    assert harness.store.read(JOB).shards[0].queue == "cpu"
+    assert harness.store.read(JOB).chunks[0].queue == "cpu"
 
 
 def test_a_job_whose_assembler_died_after_claiming_is_assembled_again(settings, harness):
     harness.predict_record()
-    harness.store.update(JOB, lambda record: setattr(record.shards[0], "state", "succeeded"))
+    harness.store.update(JOB, lambda record: setattr(record.chunks[0], "state", "succeeded"))
     assert claim_assembly(harness.store, JOB, worker="w9@host")
     assert harness.store.read(JOB).state == "assembling"
     harness.sweeper.sweep()
@@ -185,9 +185,9 @@ def test_a_job_whose_assembler_died_after_claiming_is_assembled_again(settings, 
     assert claim_assembly(harness.store, JOB, worker="w1@host")  # the assembly task's worker claims it
 
 
-def test_a_finished_set_of_shards_nobody_claimed_gets_an_assembly_after_the_grace_period(harness):
+def test_a_finished_set_of_chunks_nobody_claimed_gets_an_assembly_after_the_grace_period(harness):
     harness.predict_record()
-    harness.store.update(JOB, lambda record: setattr(record.shards[0], "state", "succeeded"))
+    harness.store.update(JOB, lambda record: setattr(record.chunks[0], "state", "succeeded"))
     assert harness.sweeper.sweep() == []
     harness.later(6)
     assert len(harness.sweeper.sweep()) == 1 and harness.sent[0].name == PREDICT_ASSEMBLE_TASK
@@ -219,22 +219,22 @@ def test_terminal_jobs_are_never_touched(harness):
 
 def test_the_lease_is_renewed_by_progress(settings, harness):
     harness.predict_record()
-    run = start_shard(settings, worker="w1@host")
-    first = harness.store.read(JOB).shards[0].lease_until
-    harness.store.update(JOB, lambda record: setattr(record.shards[0], "lease_until", first - timedelta(seconds=50)))
+    run = start_chunk(settings, worker="w1@host")
+    first = harness.store.read(JOB).chunks[0].lease_until
+    harness.store.update(JOB, lambda record: setattr(record.chunks[0], "lease_until", first - timedelta(seconds=50)))
     run.report(1, 1)
-    assert harness.store.read(JOB).shards[0].lease_until >= first
+    assert harness.store.read(JOB).chunks[0].lease_until >= first
 
 
 def test_a_superseded_attempt_failing_does_not_fail_its_successors_job(settings, harness):
     harness.predict_record()
-    harness.store.update(JOB, lambda record: setattr(record.shards[0], "task_id", "t1"))  # re-queued as t1
-    harness.store.fail(JOB, "the old attempt crashed", shard=(0, "t0"))
-    harness.store.update_shard(JOB, 0, if_task_id="t0", state="queued", error="old retry")
+    harness.store.update(JOB, lambda record: setattr(record.chunks[0], "task_id", "t1"))  # re-queued as t1
+    harness.store.fail(JOB, "the old attempt crashed", chunk=(0, "t0"))
+    harness.store.update_chunk(JOB, 0, if_task_id="t0", state="queued", error="old retry")
     record = harness.store.read(JOB)
-    assert record.state == "queued" and record.shards[0].error is None
-    harness.store.fail(JOB, "the current attempt crashed", shard=(0, "t1"))
-    assert harness.store.read(JOB).state == "failed" and harness.store.read(JOB).shards[0].state == "failed"
+    assert record.state == "queued" and record.chunks[0].error is None
+    harness.store.fail(JOB, "the current attempt crashed", chunk=(0, "t1"))
+    assert harness.store.read(JOB).state == "failed" and harness.store.read(JOB).chunks[0].state == "failed"
 
     train = "b" * 32
     harness.store.create(JobRecord(id=train, kind="train", params={}, task_ids=["t0", "t1"], queue="cpu"))

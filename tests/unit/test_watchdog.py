@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from shared.job_store import JobStore
-from shared.schemas import JobRecord, ShardRecord
+from shared.schemas import ChunkRecord, JobRecord
 from shared.settings import Settings
 from workers.background import WorkerBackground
 from workers.jobs import run as run_module
@@ -30,10 +30,10 @@ def background(settings, stops: list) -> WorkerBackground:
 
 def test_a_step_past_its_limit_plus_the_grace_is_failed_and_the_worker_stopped(settings, monkeypatch):
     store = JobStore(settings.SHARED_DIR)
-    shards = [ShardRecord(index=0, queue="cpu", start=0, stop=4, task_id="t0")]
-    store.create(JobRecord(id=JOB, kind="predict", params={"time_limit_s": 10}, shards=shards))
+    chunks = [ChunkRecord(index=0, queue="cpu", start=0, stop=4, task_id="t0")]
+    store.create(JobRecord(id=JOB, kind="predict", params={"time_limit_s": 10}, chunks=chunks))
     stops: list = []
-    with JobRun(settings, JOB, unit="rows", shard_index=0, task_id="t0", worker="w1@host") as run:
+    with JobRun(settings, JOB, unit="rows", chunk_index=0, task_id="t0", worker="w1@host") as run:
         run.start()
         started = run.deadline - 10
         monkeypatch.setattr("time.time", lambda: started + 10 + 29)  # within the grace: leave it
@@ -41,7 +41,7 @@ def test_a_step_past_its_limit_plus_the_grace_is_failed_and_the_worker_stopped(s
         monkeypatch.setattr("time.time", lambda: started + 10 + 31)
         assert background(settings, stops).watchdog() is True and stops == [1]
     record = store.read(JOB)
-    assert record.state == "failed" and record.shards[0].state == "failed"
+    assert record.state == "failed" and record.chunks[0].state == "failed"
     assert "stopped hard" in record.error and "time limit of 10s" in record.error
     assert run_module.running_step() is None  # the step ended
 

@@ -1,25 +1,28 @@
-"""The predict job's two steps (no Celery in here): judge a shard of rows, then assemble the submission.
+"""The predict job's two steps (no Celery in here): judge a chunk of rows, then assemble the submission.
 
-A predict job's path: the gateway stores the dataset and the job record and sends one shard task per live
-GPU queue (`arena.predict.shard`). Each shard judges its contiguous rows, publishes
-`submissions/<job_id>/shards/shard-NNN.npz` and marks itself succeeded in the job record; the worker whose shard
-completes the set claims the assembly under the record's lock (`claim_assembly`: no Celery chord, whose counter
-lives in Redis and counts deliveries, not shards) and concatenates the shards in row order into
-`submissions/<job_id>/submission.csv` (+ metrics.json, votes.npz). Files are
-published once and never replaced, so a repeated message or a retried step cannot change earlier outputs; the
-three artefacts are all written (staged) before any is published, so a failed write publishes none of them.
+A predict job's path: the gateway stores the dataset and the job record, cuts the rows into chunks of
+PREDICT_CHUNK_ROWS and sends one task per chunk (`arena.predict.chunk`) to its device class's shared queue (gpu,
+else cpu). Every worker consuming that queue, on any host, pulls the next chunk when it is free (prefetch 1, acks
+late), so fast workers take more chunks and a worker started mid-job joins in. Each chunk judges its contiguous
+rows, publishes `submissions/<job_id>/chunks/chunk-NNN.npz` and marks itself succeeded in the job record; the worker
+whose chunk completes the set claims the assembly under the record's lock (`claim_assembly`: no Celery chord,
+whose counter lives in Redis and counts deliveries, not chunks) and concatenates the chunks in row order into
+`submissions/<job_id>/submission.csv` (+ metrics.json, votes.npz). Files are published once and never replaced,
+so a repeated message or a retried step cannot change earlier outputs; the three artefacts are all written
+(staged) before any is published, so a failed write publishes none of them.
 
-Time limits are cooperative: a shard checks its attempt's deadline (its start + time_limit_s or JOB_TIME_LIMIT_S)
-and whether the job was cancelled between chunks, and stops there without publishing anything. A shard keeps
-every SHARD_CHECKPOINT_ROWS judged rows in `shards/shard-NNN.parts/`; an attempt after a killed worker reads
-those back and judges only the rest.
+Time limits are cooperative: a chunk checks its attempt's deadline (its start + time_limit_s or JOB_TIME_LIMIT_S)
+and whether the job was cancelled between batches, and stops there without publishing anything. A chunk is the
+unit of resuming: one whose worker died is judged again from its start (the sweeper re-queues it), the published
+ones are kept.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +30,18 @@ import numpy as np
 from shared.arena_csv import ArenaDataset, normalise_probabilities, read_arena_csv, write_submission
 from shared.artifacts import METRICS_NAME, SUBMISSION_NAME, VOTES_NAME
 from shared.job_store import JobStore
+from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
-from workers.stacking.predictor import Prediction, Predictor, PredictRequest
+from workers.stacking.predictor import Predictor, PredictRequest
 
 log = logging.getLogger(__name__)
 
 
-def shard_path(shared_dir: Path, job_id: str, shard_index: int) -> Path:
-    return job_output_dir(shared_dir, job_id) / "shards" / f"shard-{shard_index:03d}.npz"
+def chunk_path(shared_dir: Path, job_id: str, chunk_index: int) -> Path:
+    return job_output_dir(shared_dir, job_id) / "chunks" / f"chunk-{chunk_index:04d}.npz"
 
 
 def dataset_rows(dataset: ArenaDataset, start: int, stop: int) -> ArenaDataset:
@@ -48,6 +52,29 @@ def dataset_rows(dataset: ArenaDataset, start: int, stop: int) -> ArenaDataset:
     )
 
 
+class _LastDataset:
+    """The last dataset this worker parsed: a job's chunks come one after another, and parsing a large CSV for each
+    would cost more than judging a small chunk. Datasets are published once and never change, so the id is the key
+    (with the file's size and time, in case one was deleted and uploaded again under the same id)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._dataset: ArenaDataset | None = None
+
+    def read(self, path: Path) -> ArenaDataset:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if self._key != key or self._dataset is None:
+                self._dataset, self._key = None, None  # one dataset in memory at a time
+                self._dataset, self._key = read_arena_csv(path), key
+            return self._dataset
+
+
+_last_dataset = _LastDataset()
+
+
 def load_job_dataset(settings: Settings, dataset_id: str) -> ArenaDataset:
     path = dataset_csv_path(settings.SHARED_DIR, dataset_id)
     if not path.is_file():
@@ -56,108 +83,68 @@ def load_job_dataset(settings: Settings, dataset_id: str) -> ArenaDataset:
         raise FileNotFoundError(
             f"dataset file datasets/{dataset_id}/{path.name} is missing from shared storage; upload the dataset again"
         )
-    return read_arena_csv(path)
+    return _last_dataset.read(path)
 
 
-def run_predict_shard(
-    settings: Settings, *, job_id: str, shard_index: int, worker: str | None, task_id: str | None = None
+def run_predict_chunk(
+    settings: Settings, *, job_id: str, chunk_index: int, worker: str | None, task_id: str | None = None
 ) -> dict:
-    """Judge one shard's rows and publish its probabilities; returns a small summary of the shard.
+    """Judge one chunk's rows and publish its probabilities; returns a small summary of the chunk.
 
     Args:
         settings: worker settings.
         job_id: the job.
-        shard_index: which shard of the job record.
+        chunk_index: which chunk of the job record.
         worker: this worker's name, recorded for the user and the sweeper.
-        task_id: this delivery's task id; a delivery that is not the shard's current attempt stops at once.
+        task_id: this delivery's task id; a delivery that is not the chunk's current attempt stops at once.
 
     Raises:
-        JobCancelledError: the job was cancelled or failed while this shard ran.
-        StaleDeliveryError: another delivery owns the shard (re-queued by the sweeper, or sent twice).
+        JobCancelledError: the job was cancelled or failed while this chunk ran.
+        StaleDeliveryError: another delivery owns the chunk (re-queued by the sweeper, or sent twice).
     """
-    deadline_hint = "raise time_limit_s (at most JOB_TIME_LIMIT_S) or split the dataset"
+    deadline_hint = "raise time_limit_s (at most JOB_TIME_LIMIT_S), add workers or split the dataset"
     with JobRun(
-        settings, job_id, unit="rows", shard_index=shard_index, deadline_hint=deadline_hint, task_id=task_id,
+        settings, job_id, unit="rows", chunk_index=chunk_index, deadline_hint=deadline_hint, task_id=task_id,
         worker=worker,
     ) as run:  # fmt: skip
-        shard = run.shard
-        output_path = shard_path(settings.SHARED_DIR, job_id, shard_index)
-        if output_path.exists():  # a redelivered message: the shard was published already
-            run.store.update_shard(job_id, shard_index, state="succeeded", done=shard.stop - shard.start)
-            return {"shard": shard_index, "rows": shard.stop - shard.start, "repeated": True}
-        run.start()  # counts the attempt (retries and redeliveries alike) and takes the lease
+        chunk = run.chunk
+        output_path = chunk_path(settings.SHARED_DIR, job_id, chunk_index)
+        if output_path.exists():  # a redelivered message: the chunk was published already
+            run.store.update_chunk(job_id, chunk_index, state="succeeded", done=chunk.stop - chunk.start)
+            return {"chunk": chunk_index, "rows": chunk.stop - chunk.start, "repeated": True}
+        run.start(started_at=utc_now())  # counts the attempt (retries and redeliveries alike) and takes the lease
         request = PredictRequest.from_params(settings, run.params)
-        rows = dataset_rows(load_job_dataset(settings, run.params["dataset"]), shard.start, shard.stop)
+        rows = dataset_rows(load_job_dataset(settings, run.params["dataset"]), chunk.start, chunk.stop)
         predictor = Predictor.cached(settings, request)
         run.check()  # loading the judge can take minutes on a cold worker
-        parts_dir = output_path.with_suffix(".parts")
-        prediction, resumed_rows = _predict_in_checkpoints(settings, rows, predictor, parts_dir, report=run.report)
-        _publish_shard(output_path, prediction, job_id=job_id, shard_index=shard_index)
-        shutil.rmtree(parts_dir, ignore_errors=True)  # the shard file holds every row now
+        began = time.monotonic()
+        prediction = predictor.predict(rows, on_progress=run.report)
+        if settings.CHUNK_EXTRA_DELAY_S:  # a slow device, for tests and benchmarks
+            time.sleep(settings.CHUNK_EXTRA_DELAY_S)
+        run.check()  # cancelled, failed or past the deadline meanwhile: publish nothing
+        _publish_chunk(output_path, prediction, job_id=job_id, chunk_index=chunk_index)
         summary = {
-            "shard": shard_index, "rows": len(rows), **prediction.summary(), "judge": predictor.description,
-            "resumed_rows": resumed_rows,
+            "chunk": chunk_index, "rows": len(rows), **prediction.summary(), "judge": predictor.description,
+            "seconds": round(time.monotonic() - began, 3),
         }  # fmt: skip
-        run.store.update_shard(job_id, shard_index, state="succeeded", done=len(rows), summary=summary)
+        run.store.update_chunk(
+            job_id, chunk_index, if_task_id=task_id, state="succeeded", done=len(rows), summary=summary,
+            finished_at=utc_now(),
+        )  # fmt: skip
         return summary
 
 
-def checkpoint_rows(settings: Settings) -> int:
-    """Rows per checkpoint: SHARD_CHECKPOINT_ROWS rounded up to whole engine chunks, so that a resumed shard sends
-    the engine the same batches as an undisturbed one (batch padding can move the last digits)."""
-    chunk = settings.JUDGE_CHUNK_PAIRS
-    return max(chunk, -(-settings.SHARD_CHECKPOINT_ROWS // chunk) * chunk)
-
-
-def _predict_in_checkpoints(
-    settings: Settings, rows: ArenaDataset, predictor: Predictor, parts_dir: Path, *, report
-) -> tuple[Prediction, int]:
-    """Predict `rows` block by block, keeping each block in `parts_dir`; blocks found there (an earlier attempt of
-    this shard, stopped by a killed worker) are read back instead of judged again. Returns the prediction and how
-    many rows were read back."""
-    block = checkpoint_rows(settings)
-    total = len(rows.pairs)
-    results, probabilities, resumed = [], [], 0
-    for start in range(0, total, block):
-        stop = min(start + block, total)
-        part_path = parts_dir / f"rows-{start:09d}.npz"
-        if part_path.exists():
-            results.append(load_votes(part_path))
-            probabilities.append(_stored_probabilities(part_path))
-            resumed += stop - start
-        else:
-
-            def report_block(done: int, _total: int, *, offset: int = start) -> None:
-                report(offset + done, total)
-
-            part = predictor.predict(dataset_rows(rows, start, stop), on_progress=report_block)
-            try:
-                with atomic_creator(part_path, "wb") as handle:
-                    write_votes(handle, part.judge_result, probabilities=part.probabilities)
-            except FileExistsError:
-                pass  # written by a concurrent delivery of this shard: the same rows, either one will do
-            results.append(part.judge_result)
-            probabilities.append(part.probabilities)
-        report(stop, total)
-    prediction = Prediction(
-        probabilities=np.concatenate(probabilities) if probabilities else np.zeros((0, 3)),
-        judge_result=concatenate_results(results),
-        calibrated=predictor.calibrated,
-    )
-    return prediction, resumed
-
-
 def claim_assembly(store: JobStore, job_id: str, *, worker: str) -> bool:
-    """Whether `worker` should assemble the job now: true for exactly one caller, once every shard succeeded.
+    """Whether `worker` should assemble the job now: true for exactly one caller, once every chunk succeeded.
 
-    Completion is the set of shard records in state succeeded, read and claimed under the record's lock, so a
-    repeated delivery of a shard counts once and the last shard to finish, whichever worker ran it, assembles.
+    Completion is the set of chunk records in state succeeded, read and claimed under the record's lock, so a
+    repeated delivery of a chunk counts once and the last chunk to finish, whichever worker ran it, assembles.
     """
     claimed = False
 
     def change(record) -> None:
         nonlocal claimed
-        if record.assembler is None and all(shard.state == "succeeded" for shard in record.shards):
+        if record.assembler is None and all(chunk.state == "succeeded" for chunk in record.chunks):
             record.assembler = worker
             record.state = "assembling"
             claimed = True
@@ -166,17 +153,17 @@ def claim_assembly(store: JobStore, job_id: str, *, worker: str) -> bool:
     return claimed
 
 
-def _publish_shard(output_path: Path, prediction, *, job_id: str, shard_index: int) -> None:
-    """The shard's votes and probabilities, published once (a second delivery keeps the first one's file)."""
+def _publish_chunk(output_path: Path, prediction, *, job_id: str, chunk_index: int) -> None:
+    """The chunk's votes and probabilities, published once (a second delivery keeps the first one's file)."""
     try:
         with atomic_creator(output_path, "wb") as handle:
             write_votes(handle, prediction.judge_result, probabilities=prediction.probabilities)
     except FileExistsError:
-        log.warning("shard %s of job %s was published by another delivery; keeping that one", shard_index, job_id)
+        log.warning("chunk %s of job %s was published by another delivery; keeping that one", chunk_index, job_id)
 
 
 def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
-    """Merge the shards, in row order, into submission.csv (+ metrics.json, votes.npz) and finish the job.
+    """Merge the chunks, in row order, into submission.csv (+ metrics.json, votes.npz) and finish the job.
 
     Raises:
         ArtifactWriteError: the files could not be written (disk full, read-only); the job is failed with the
@@ -187,11 +174,11 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
     if record.terminal:
         return {"job_id": job_id, "state": record.state}
     dataset = load_job_dataset(settings, record.params["dataset"])
-    paths = [shard_path(settings.SHARED_DIR, job_id, shard.index) for shard in sorted(record.shards, key=_index)]
+    paths = [chunk_path(settings.SHARED_DIR, job_id, chunk.index) for chunk in sorted(record.chunks, key=_index)]
     votes = concatenate_results([load_votes(path) for path in paths])
     ids = votes.ids
     if ids != dataset.ids:
-        raise RuntimeError(f"job {job_id}: the shards cover {len(ids)} rows that do not match the dataset's order")
+        raise RuntimeError(f"job {job_id}: the chunks cover {len(ids)} rows that do not match the dataset's order")
     probabilities = np.concatenate([_stored_probabilities(path) for path in paths])
     output_dir = job_output_dir(settings.SHARED_DIR, job_id)
     metrics = {
@@ -199,9 +186,10 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
         "submission_path": str(output_dir.relative_to(settings.SHARED_DIR) / SUBMISSION_NAME),
         "rows": len(ids),
         "truncated_rows": int(votes.truncated.sum()),
-        "shards": sorted(
-            [shard.summary for shard in record.shards if shard.summary], key=lambda summary: summary.get("shard", 0)
+        "chunks": sorted(
+            [chunk.summary for chunk in record.chunks if chunk.summary], key=lambda summary: summary.get("chunk", 0)
         ),
+        "workers": worker_shares(record),
     }
     if dataset.labels is not None:
         from workers.stacking.evaluate import score_predictions
@@ -232,8 +220,22 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
     return {"job_id": job_id, "state": "succeeded", "rows": len(ids)}
 
 
-def _index(shard) -> int:
-    return shard.index
+def worker_shares(record) -> dict[str, dict]:
+    """Per worker: the chunks and rows it judged and its seconds judging them (the last attempt of each chunk)."""
+    shares: dict[str, dict] = {}
+    for chunk in record.chunks:
+        if chunk.state != "succeeded" or chunk.worker is None:
+            continue
+        share = shares.setdefault(chunk.worker, {"chunks": 0, "rows": 0, "seconds": 0.0})
+        share["chunks"] += 1
+        share["rows"] += chunk.stop - chunk.start
+        if chunk.started_at is not None and chunk.finished_at is not None:
+            share["seconds"] = round(share["seconds"] + (chunk.finished_at - chunk.started_at).total_seconds(), 3)
+    return dict(sorted(shares.items()))
+
+
+def _index(chunk) -> int:
+    return chunk.index
 
 
 def _stored_probabilities(path: Path) -> np.ndarray:

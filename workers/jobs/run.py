@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from shared.job_store import JobStore
-from shared.schemas import JobRecord, ShardRecord, utc_now
+from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,12 @@ class RunningStep:
     """The step this worker process runs now (a solo worker runs one at a time), for the watchdog.
 
     `job_id` is None for a score task: it has no job record to fail. `grace_s` None means HARD_STOP_GRACE_S (a job
-    step checks its deadline between chunks, the grace covers one chunk); a score task has no such check, so its
-    limit is hard (grace 0).
+    step checks its deadline at each progress report, the grace covers one batch); a score task has no such check,
+    so its limit is hard (grace 0).
     """
 
     job_id: str | None
-    shard_index: int | None
+    chunk_index: int | None
     task_id: str | None
     deadline: float
     time_limit_s: float
@@ -95,14 +95,14 @@ def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[Runnin
 
 
 def fail_after_max_attempts(
-    record: JobRecord, unit: JobRecord | ShardRecord, *, max_attempts: int, last_time: str
+    record: JobRecord, unit: JobRecord | ChunkRecord, *, max_attempts: int, last_time: str
 ) -> str | None:
-    """The attempts rule, one for the job run and the sweeper: a step (a whole job, or one shard of it) started
+    """The attempts rule, one for the job run and the sweeper: a step (a whole job, or one chunk of it) started
     `max_attempts` times without finishing fails, and its job with it; each start died, likely of memory.
 
     Args:
         record: the job's record, changed in place (inside a JobStore update).
-        unit: the step: `record` itself, or one of its shards.
+        unit: the step: `record` itself, or one of its chunks.
         max_attempts: JOB_MAX_ATTEMPTS.
         last_time: what happened to the last attempt, for the reason.
 
@@ -111,8 +111,8 @@ def fail_after_max_attempts(
     """
     if unit.attempts < max_attempts:
         return None
-    if isinstance(unit, ShardRecord):
-        what, remedy = f"shard {unit.index} (rows {unit.start}-{unit.stop - 1})", "split the dataset"
+    if isinstance(unit, ChunkRecord):
+        what, remedy = f"chunk {unit.index} (rows {unit.start}-{unit.stop - 1})", "lower PREDICT_CHUNK_ROWS"
     else:
         what, remedy = "the job", "lower the batch size or the model"
     reason = (
@@ -132,7 +132,7 @@ class JobRun:
     the attempt (the job fails past JOB_MAX_ATTEMPTS), takes a lease of LEASE_S and fixes the deadline (this
     attempt's start + the job's time limit). `report()` records progress, renews the lease and stops the step
     (JobCancelledError) when the job was cancelled or failed elsewhere, or ran past its deadline, which then
-    fails the job (and the shard) with a message saying what to change; it raises StaleDeliveryError when the
+    fails the job (and the chunk) with a message saying what to change; it raises StaleDeliveryError when the
     sweeper gave the step to another attempt meanwhile. Failing the job on other errors stays with the Celery
     task, which knows whether a retry is left.
 
@@ -146,7 +146,7 @@ class JobRun:
         settings: SHARED_DIR, JOB_TIME_LIMIT_S, LEASE_S and JOB_MAX_ATTEMPTS are read.
         job_id: the job.
         unit: what progress counts, for messages ("rows", "steps", "distinct pairs").
-        shard_index: the predict shard this step judges (progress and failure go to the shard), or None.
+        chunk_index: the predict chunk this step judges (progress and failure go to the chunk), or None.
         deadline_hint: what to change when the job runs past its time limit.
         task_id: the Celery task id of this delivery; None (a direct call, no queue) skips the ownership checks.
         worker: this worker's name, recorded for the user and the sweeper.
@@ -158,7 +158,7 @@ class JobRun:
         job_id: str,
         *,
         unit: str,
-        shard_index: int | None = None,
+        chunk_index: int | None = None,
         deadline_hint: str = "raise time_limit_s",
         task_id: str | None = None,
         worker: str | None = None,
@@ -166,7 +166,7 @@ class JobRun:
         self.settings = settings
         self.job_id = job_id
         self.unit = unit
-        self.shard_index = shard_index
+        self.chunk_index = chunk_index
         self.deadline_hint = deadline_hint
         self.task_id = task_id
         self.worker = worker
@@ -192,12 +192,12 @@ class JobRun:
         return self.record.params
 
     @property
-    def shard(self) -> ShardRecord:
-        return _shard_of(self.record, self.shard_index)
+    def chunk(self) -> ChunkRecord:
+        return _chunk_of(self.record, self.chunk_index)
 
     def _current_task_id(self, record: JobRecord) -> str | None:
-        if self.shard_index is not None:
-            return _shard_of(record, self.shard_index).task_id
+        if self.chunk_index is not None:
+            return _chunk_of(record, self.chunk_index).task_id
         return record.task_ids[-1] if record.task_ids else None
 
     def _check_current(self, record: JobRecord) -> None:
@@ -207,7 +207,7 @@ class JobRun:
                 f"task {self.task_id} of job {self.job_id} was superseded by task {current}; leaving it to that one"
             )
 
-    def start(self, *, deadline: bool = True, **shard_fields) -> JobRecord:
+    def start(self, *, deadline: bool = True, **chunk_fields) -> JobRecord:
         """Claim the step for this worker (an attempt, a lease) and mark it running; with `deadline`, stop it at
         its time limit, counted from this attempt's start.
 
@@ -221,7 +221,7 @@ class JobRun:
         def change(record: JobRecord) -> None:
             nonlocal gave_up
             self._check_current(record)
-            unit = record if self.shard_index is None else _shard_of(record, self.shard_index)
+            unit = record if self.chunk_index is None else _chunk_of(record, self.chunk_index)
             now = utc_now()
             if (
                 unit.state == "running"
@@ -230,7 +230,7 @@ class JobRun:
                 and unit.lease_until > now
             ):
                 raise StaleDeliveryError(
-                    f"job {self.job_id}{self._shard_words()} is running on {unit.worker} (lease until"
+                    f"job {self.job_id}{self._chunk_words()} is running on {unit.worker} (lease until"
                     f" {unit.lease_until:%H:%M:%S}); this is a second delivery of the same task"
                 )
             gave_up = fail_after_max_attempts(
@@ -244,13 +244,13 @@ class JobRun:
             unit.attempts += 1
             unit.worker = self.worker if self.worker is not None else unit.worker
             unit.lease_until = now + timedelta(seconds=self.settings.LEASE_S)
-            if self.shard_index is None:
+            if self.chunk_index is None:
                 if record.state in ("queued", "dispatched"):
                     record.state = "running"
                 record.started_at = record.started_at or now
             else:
                 unit.state, unit.error = "running", None
-                for name, value in shard_fields.items():
+                for name, value in chunk_fields.items():
                     setattr(unit, name, value)
                 if record.state in ("queued", "dispatched"):
                     record.state = "running"
@@ -261,11 +261,16 @@ class JobRun:
             raise JobCancelledError(gave_up)
         if deadline:
             self.time_limit_s = job_time_limit_s(self.settings, self.record.params)
-            # Counted from this attempt's start, not the job's first started_at: a step re-queued after its worker
-            # died (minutes or hours later) would otherwise arrive past its deadline and fail on the spot.
-            self.deadline = time.time() + self.time_limit_s
+            if self.chunk_index is not None and self.record.started_at is not None:
+                # A predict job's chunks share one deadline, from its first chunk's start: the limit bounds the
+                # job, however many chunks it has and however many workers judge them.
+                self.deadline = self.record.started_at.timestamp() + self.time_limit_s
+            else:
+                # A train or synth job: from this attempt's start, not the job's first started_at. Re-queued after
+                # its worker died (minutes or hours later) it would otherwise arrive past its deadline and fail.
+                self.deadline = time.time() + self.time_limit_s
             global _running_step
-            _running_step = RunningStep(self.job_id, self.shard_index, self.task_id, self.deadline, self.time_limit_s)
+            _running_step = RunningStep(self.job_id, self.chunk_index, self.task_id, self.deadline, self.time_limit_s)
         return self.record
 
     def report(self, done: int, total: int, *, result: dict | None = None) -> None:
@@ -274,9 +279,9 @@ class JobRun:
         def change(current: JobRecord) -> None:
             self._check_current(current)
             lease_until = utc_now() + timedelta(seconds=self.settings.LEASE_S)
-            if self.shard_index is not None:
-                shard = _shard_of(current, self.shard_index)
-                shard.done, shard.lease_until = done, lease_until
+            if self.chunk_index is not None:
+                chunk = _chunk_of(current, self.chunk_index)
+                chunk.done, chunk.lease_until = done, lease_until
             else:
                 current.progress.done, current.progress.total = done, total
                 current.lease_until = lease_until
@@ -284,7 +289,7 @@ class JobRun:
                     current.result = dict(result)
 
         record = self.store.update(self.job_id, change)
-        if self.shard_index is not None:  # the job's progress: every shard's rows
+        if self.chunk_index is not None:  # the job's progress: every chunk's rows
             self._stop_if_unwanted(record, past_deadline_counts=True)
         else:  # the last report of a whole-job step is its end: finishing beats failing at the deadline
             self._stop_if_unwanted(record, past_deadline_counts=done < total, progress=(done, total))
@@ -295,7 +300,7 @@ class JobRun:
 
         def change(current: JobRecord) -> None:
             self._check_current(current)
-            unit = current if self.shard_index is None else _shard_of(current, self.shard_index)
+            unit = current if self.chunk_index is None else _chunk_of(current, self.chunk_index)
             unit.lease_until = utc_now() + timedelta(seconds=self.settings.LEASE_S)
 
         self._stop_if_unwanted(self.store.update(self.job_id, change), past_deadline_counts=True)
@@ -303,13 +308,13 @@ class JobRun:
     def succeed(self, *, artifacts: list[str], result: dict) -> JobRecord:
         return self.store.succeed(self.job_id, artifacts=artifacts, result=result)
 
-    def _shard_words(self) -> str:
-        return "" if self.shard_index is None else f" shard {self.shard_index}"
+    def _chunk_words(self) -> str:
+        return "" if self.chunk_index is None else f" chunk {self.chunk_index}"
 
     def _where(self, record: JobRecord, progress: tuple[int, int] | None) -> str:
         done, total = progress or (record.progress.done, record.progress.total)
         where = f"after {done} of {total} {self.unit}"
-        return where if self.shard_index is None else f"{where} (shard {self.shard_index})"
+        return where if self.chunk_index is None else f"{where} (chunk {self.chunk_index})"
 
     def _stop_if_unwanted(
         self, record: JobRecord, *, past_deadline_counts: bool, progress: tuple[int, int] | None = None
@@ -326,23 +331,23 @@ class JobRun:
             raise JobCancelledError(reason)
 
     def _fail(self, reason: str) -> None:
-        if self.shard_index is None:
+        if self.chunk_index is None:
             self.store.fail(self.job_id, reason)
             return
 
         def change(record: JobRecord) -> None:
-            shard = _shard_of(record, self.shard_index)
-            shard.state, shard.error = "failed", reason
+            chunk = _chunk_of(record, self.chunk_index)
+            chunk.state, chunk.error = "failed", reason
             record.state, record.error = "failed", reason
 
         self.store.update(self.job_id, change)
 
 
-def _shard_of(record: JobRecord, index: int | None) -> ShardRecord:
-    for shard in record.shards:
-        if shard.index == index:
-            return shard
-    raise KeyError(f"job {record.id} has no shard {index}")
+def _chunk_of(record: JobRecord, index: int | None) -> ChunkRecord:
+    for chunk in record.chunks:
+        if chunk.index == index:
+            return chunk
+    raise KeyError(f"job {record.id} has no chunk {index}")
 
 
 def publish_together(output_dir: Path, writers: dict[str, Callable[[Path], object]]) -> None:

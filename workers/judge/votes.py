@@ -121,7 +121,7 @@ def judge_pairs(
     )
 
 
-# --- the votes file: one reader, one writer (CLI --save-votes, a predict shard, the job's votes.npz) -------------
+# --- the votes file: one reader, one writer (CLI --save-votes, a predict chunk, the job's votes.npz) -------------
 
 _OPTIONAL_ARRAYS = ("adapter_logits", "text_logprobs")
 
@@ -168,7 +168,7 @@ def load_votes(path: Path, ids: list[str] | None = None) -> JudgeResult:
 
 
 def concatenate_results(parts: list[JudgeResult]) -> JudgeResult:
-    """Results of consecutive row ranges (a job's shards) as one, in the given order."""
+    """Results of consecutive row ranges (a job's chunks) as one, in the given order."""
 
     def joined(name: str) -> np.ndarray | None:
         arrays = [getattr(part, name) for part in parts]
