@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# One Celery worker on one queue (gpu.N or cpu): solo pool, one task at a time, task events on for Flower.
+# One Celery worker for one queue (gpu.N or cpu): solo pool, one task at a time, task events on for Flower.
 # The embedded models (SmolLM2 judge, MiniLM text encoder) and the default predictor are put into the shared volume
 # on first start.
 set -euo pipefail
 QUEUE="${1:?usage: start-worker.sh gpu.N|cpu}"
 cd /app
+# Several workers start at once (--scale, a host with 8 GPUs, several hosts): one of them sets up the shared models
+# while the others wait on this lock (flock, which the shared storage must give across hosts), then find them done.
+mkdir -p "$SHARED_DIR"
+exec 9>"$SHARED_DIR/.setup.lock"
+flock 9
 if { [ -z "${MODEL_PATH:-}" ] && [ ! -f "$SHARED_DIR/models/SmolLM2-135M-Instruct/config.json" ]; } ||
    { [ -z "${TEXT_ENCODER_PATH:-}" ] && [ ! -f "$SHARED_DIR/models/all-MiniLM-L6-v2/config.json" ]; }; then
   scripts/arena setup-model
@@ -18,5 +23,13 @@ elif [ ! -f "$SHARED_DIR/models/${DEFAULT_PREDICTOR:-default}/text_model.json" ]
     "are refused until you mount a labelled arena CSV there (ARENA_DATA_DIR) or fit one with" \
     "'scripts/arena train --text-only --input FILE.csv --output-dir \$SHARED_DIR/models/default'" >&2
 fi
-exec python -m celery -A workers.celery_app worker -Q "$QUEUE" -n "${QUEUE/./}@%h" \
+flock -u 9
+exec 9>&-
+# A GPU worker also consumes the shared gpu queue, where predict chunks wait for whichever worker is free, on any
+# host. The name carries the container's host name (unique per container; WORKER_NAME overrides the part before @).
+case "$QUEUE" in
+  gpu.[0-9]*) CONSUMES="$QUEUE,gpu" ;;
+  *) CONSUMES="$QUEUE" ;;
+esac
+exec python -m celery -A workers.celery_app worker -Q "$CONSUMES" -n "${WORKER_NAME:-${QUEUE/./}}@%h" \
   --pool=solo --concurrency=1 -E --loglevel="${LOG_LEVEL:-INFO}"

@@ -232,3 +232,63 @@ def test_the_proxy_config_refuses_bad_values_with_the_setting_name():
     assert refused.returncode == 2 and "PROXY_CONN_PER_CLIENT must be a whole number" in refused.stderr
     refused = render_proxy_conf(PROXY_UPSTREAM="api:8000; include /etc/passwd")
     assert refused.returncode == 2 and "no spaces" in refused.stderr
+
+
+WORKER_COMPOSE_FILE = COMPOSE_DIR / "docker-compose.worker.yml"
+NFS_COMPOSE_FILE = COMPOSE_DIR / "docker-compose.nfs.yml"
+JOIN_ENV = {"REDIS_URL": "redis://10.0.0.5:6379/0", "NFS_SERVER": "10.0.0.9", "NFS_EXPORT": "/srv/arena-shared"}
+
+
+def test_the_worker_only_file_validates_and_fails_fast_without_the_head_node():
+    assert run_config(WORKER_COMPOSE_FILE, **JOIN_ENV).returncode == 0, run_config(
+        WORKER_COMPOSE_FILE, **JOIN_ENV
+    ).stderr
+    schema = run_v2_schema(WORKER_COMPOSE_FILE)
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    interpolated = subprocess.run(
+        [compose_v2_tool("podman-compose"), "--dry-run", "-f", str(WORKER_COMPOSE_FILE), "--profile", "cpu", "config"],
+        capture_output=True, text=True, env=without_api_key(**JOIN_ENV),
+    )  # fmt: skip
+    assert interpolated.returncode == 0, interpolated.stderr
+    config = yaml.safe_load(interpolated.stdout)
+    assert config["services"]["worker-cpu"]["environment"]["REDIS_URL"] == JOIN_ENV["REDIS_URL"]
+    assert config["volumes"]["shared"]["driver_opts"]["device"] == ":/srv/arena-shared"
+    for missing in JOIN_ENV:
+        refused = run_config(WORKER_COMPOSE_FILE, **{key: value for key, value in JOIN_ENV.items() if key != missing})
+        assert refused.returncode != 0 and missing in refused.stderr, missing
+
+
+def test_the_worker_only_file_has_workers_only_one_per_gpu_on_the_shared_storage():
+    services = yaml.safe_load(WORKER_COMPOSE_FILE.read_text())["services"]
+    assert set(services) == {f"worker-gpu{index}" for index in range(8)} | {"worker-cpu"}  # no Redis, no gateway
+    for profile, count in (("gpu1", 1), ("gpu2", 2), ("gpu4", 4), ("gpu8", 8)):
+        pinned = sorted(name for name, service in services.items() if profile in service.get("profiles", []))
+        assert pinned == [f"worker-gpu{index}" for index in range(count)], profile
+    for index in range(8):
+        worker = services[f"worker-gpu{index}"]
+        assert worker["command"][-1] == f"gpu.{index}" and "shared:/shared" in worker["volumes"]
+        [device] = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert device["device_ids"] == [str(index)]
+    volume = yaml.safe_load(WORKER_COMPOSE_FILE.read_text())["volumes"]["shared"]
+    assert volume == yaml.safe_load(NFS_COMPOSE_FILE.read_text())["volumes"]["shared"]  # the head mounts the same
+    assert volume["driver_opts"]["type"] == "nfs" and "local_lock" not in volume["driver_opts"]["o"]
+
+
+def test_the_head_node_puts_the_shared_storage_on_nfs_with_one_more_file():
+    env = {"API_KEY": "k", "FLOWER_BASIC_AUTH": "admin:pw", **JOIN_ENV}
+    merged = subprocess.run(
+        [docker_compose(), "-f", str(COMPOSE_FILE), "-f", str(NFS_COMPOSE_FILE), "config"],
+        capture_output=True, text=True, env=without_api_key(**env),
+    )  # fmt: skip
+    assert merged.returncode == 0, merged.stderr
+    volume = yaml.safe_load(merged.stdout)["volumes"]["shared"]
+    assert volume["driver_opts"]["device"] == ":/srv/arena-shared" and "addr=10.0.0.9" in volume["driver_opts"]["o"]
+
+
+def test_redis_is_published_on_this_host_only_unless_asked(compose):
+    assert compose["services"]["redis"]["ports"] == ["${REDIS_BIND:-127.0.0.1}:${REDIS_PORT:-6379}:6379"]
+
+
+def test_workers_consume_their_gpu_queue_and_the_shared_one_under_a_name_of_their_own():
+    start_worker = (COMPOSE_DIR / "start-worker.sh").read_text()
+    assert 'CONSUMES="$QUEUE,gpu"' in start_worker and '-n "${WORKER_NAME:-${QUEUE/./}}@%h"' in start_worker
