@@ -111,7 +111,7 @@ class BodySizeLimit:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The gateway: routes under /v1 (API key), /healthz and /docs (open).
+    """The gateway: routes under /v1 (API key), /healthz, /docs and the results page /ui (open; it holds no data).
 
     Raises:
         MissingApiKeyError: API_KEY is unset; the gateway never runs without one.

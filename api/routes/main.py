@@ -1,12 +1,14 @@
-"""Mounts the resource routers: everything under /v1 needs the API key; /healthz and the docs do not."""
+"""Mounts the resource routers: everything under /v1 needs the API key; /healthz, /ui (the results page, which holds
+no data) and the docs do not."""
 
 from fastapi import APIRouter, Depends
 
 from api.deps import require_api_key
-from api.routes import adapters, datasets, health, jobs, score
+from api.routes import adapters, datasets, health, jobs, score, ui
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+api_router.include_router(ui.router)
 v1_router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 v1_router.include_router(adapters.router)
 v1_router.include_router(datasets.router)
