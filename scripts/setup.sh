@@ -46,6 +46,21 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   fi
 fi
 
+# Headless Chromium for the results page's browser test (tests/integration/test_ui.py drives it over the DevTools
+# protocol: no driver, nothing downloaded at test time). Debian's package, without its recommends (~130 MB, ~30 s).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: chromium (headless, for the results page's browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    # The package lists are refreshed only when the install fails without it.
+    { apt-get install -y -q --no-install-recommends chromium 2>/dev/null ||
+      { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }; } >/dev/null ||
+      echo "setup: could not install chromium; the browser test needs it (apt-get install -y chromium)" >&2
+  else
+    echo "setup: chromium is missing; tests/integration/test_ui.py needs it. As root: apt-get install -y chromium" >&2
+  fi
+fi
+
 make_venv() {  # name, stamp
   local venv="$1" stamp="$2"
   if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$stamp" ]; then
@@ -57,10 +72,12 @@ make_venv() {  # name, stamp
   return 0
 }
 
-api_stamp=$(stamp_of requirements/api.txt)
+# The gateway's packages (requirements/api.txt, what its image installs) and what its tests add (api-test.txt).
+api_stamp=$(stamp_of requirements/api.txt requirements/api-test.txt)
 if make_venv .venv-api "$api_stamp"; then
   echo "setup: gateway environment (.venv-api)"
-  with_heartbeat "installing the gateway's packages" .venv-api/bin/pip install -r requirements/api.txt
+  with_heartbeat "installing the gateway's packages" \
+    .venv-api/bin/pip install -r requirements/api.txt -r requirements/api-test.txt
   echo "$api_stamp" > .venv-api/.stamp
 fi
 
