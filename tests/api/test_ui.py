@@ -48,6 +48,10 @@ def test_the_page_runs_no_inline_code_and_fetches_nothing_from_elsewhere(anonymo
     assert scripts == [(' src="ui/app.js" defer', "")]  # one script, a file, nothing inline
     assert re.search(r"\son[a-z]+\s*=", html) is None and re.search(r"\sstyle\s*=", html) is None
     assert '<link rel="stylesheet" href="ui/style.css">' in html
+    # The key's field has no name: even a form submitted without the script (refused anyway: form-action
+    # 'none') could not put the key in a URL.
+    [key_input] = re.findall(r"<input\b[^>]*>", html)
+    assert 'type="password"' in key_input and "name=" not in key_input
     for path in PAGE_FILES:
         body = anonymous.get(path).text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
         assert re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", body, flags=re.I) is None, path  # no CDN, no host

@@ -154,6 +154,10 @@
     const alive = () => mine === generation;
     const tick = async () => {
       if (!alive()) return;
+      if (document.hidden) {
+        timer = setTimeout(tick, intervalMs); // a tab in the background asks nothing
+        return;
+      }
       let again = true;
       try {
         again = await step(alive);
