@@ -1,4 +1,6 @@
-"""The REST demo against a running stack: upload a CSV, submit a predict job, follow it, fetch the submission.
+"""The REST demo against a running stack: upload a CSV, submit a predict job, follow it, fetch the submission,
+and say where the job's report is (the results page, /ui#/jobs/<id>; its URL also goes to report_url.txt beside
+the submission, for scripts/demo_stack.sh to repeat once the stack is down).
 
 Run by scripts/demo_stack.sh (which brings the stack up and down); on its own:
     API_KEY=$(cat var/run/api_key) .venv-api/bin/python scripts/demo_stack.py --data ../shared/data/preference_pairs.csv
@@ -22,10 +24,12 @@ LABEL_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]
 
 
 def build_test_csv(data: Path, *, rows: int) -> bytes:
-    """The first `rows` labelled rows of `data` (a held-out split), in the Kaggle train.csv schema."""
+    """The first `rows` labelled rows of `data` (a held-out split), in the Kaggle train.csv schema, with the `source`
+    column when there is one (the job's report then has figures per source)."""
     frame = pd.read_csv(data, dtype=str, keep_default_na=False)
     frame = frame.head(rows) if rows > 0 else frame
-    return frame[KAGGLE_COLUMNS + LABEL_COLUMNS].to_csv(index=False).encode()
+    extra = [column for column in ("source",) if column in frame.columns]
+    return frame[KAGGLE_COLUMNS + LABEL_COLUMNS + extra].to_csv(index=False).encode()
 
 
 def main() -> int:
@@ -59,6 +63,10 @@ def main() -> int:
     response.raise_for_status()
     job_id = response.json()["job_id"]
     print(f"demo: POST /v1/jobs/predict → {response.status_code} job {job_id}")
+    report_url = f"{args.url.rstrip('/')}/ui#/jobs/{job_id}"  # the page asks for the key: never in the URL
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    (args.output.parent / "report_url.txt").write_text(report_url + "\n")
+    print(f"demo: the job's report, live: {report_url}")
 
     deadline = time.monotonic() + args.timeout
     last = None
@@ -85,7 +93,6 @@ def main() -> int:
 
     submission = client.get(f"/v1/jobs/{job_id}/artifacts/submission.csv")
     submission.raise_for_status()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(submission.content)
     metrics = client.get(f"/v1/jobs/{job_id}/artifacts/metrics.json").json()
     print(f"demo: submission in shared storage: {metrics['submission_path']}")
