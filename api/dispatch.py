@@ -24,13 +24,13 @@ import redis.asyncio
 from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
-from shared.names import PREDICT_CHUNK_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.names import LEADERBOARD_TASK, PREDICT_CHUNK_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import job_queue, plan_chunks
 from shared.schemas import ChunkRecord, JobRecord
 from shared.settings import Settings
 from shared.worker_presence import live_workers, redis_client
 
-PLACEHOLDER_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK}
+PLACEHOLDER_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK, "leaderboard": LEADERBOARD_TASK}
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -218,7 +218,7 @@ def send_predict_job(celery: Celery, record: JobRecord) -> list[str]:
 
 
 def send_placeholder_job(celery: Celery, record: JobRecord) -> list[str]:
-    """The one task of a train or synth job, on the queue its record names; returns its id."""
+    """The one task of a train, synth or leaderboard job, on the queue its record names; returns its id."""
     celery.send_task(
         PLACEHOLDER_TASKS[record.kind], kwargs={"job_id": record.id}, queue=record.queue, task_id=record.task_ids[-1]
     )

@@ -278,6 +278,7 @@ class CsvLimitError(DataFormatError):
 class CsvSummary:
     rows: int
     labelled: bool
+    model_names: bool = False
 
 
 class _RecordTooLongError(Exception):
@@ -450,7 +451,7 @@ def check_arena_csv(
     if rows == 0:
         raise DataFormatError(NO_ROWS)
     _check_unique_ids(path, id_hashes, id_index=id_index, max_cell_bytes=max_cell_bytes)
-    return CsvSummary(rows=rows, labelled=labelled)
+    return CsvSummary(rows=rows, labelled=labelled, model_names={"model_a", "model_b"} <= set(columns))
 
 
 def _check_unique_ids(path: Path, id_hashes: array, *, id_index: int, max_cell_bytes: int | None) -> None:

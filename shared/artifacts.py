@@ -21,6 +21,9 @@ MODEL_CONFIG_NAME = "config.json"
 SUBMISSION_NAME = "submission.csv"
 METRICS_NAME = "metrics.json"
 VOTES_NAME = "votes.npz"
+RELIABILITY_NAME = "reliability.png"  # labelled datasets: predicted vs observed frequency per class
+# Datasets with model names: leaderboard.csv/.json/.png, leaderboard_winrates.csv, human_* with labels too
+LEADERBOARD_NAME = "leaderboard.csv"
 
 # datasets/<id>/
 DATASET_CSV_NAME = "dataset.csv"

@@ -161,6 +161,7 @@ class DatasetStore:
             name=name,
             rows=summary.rows,
             labelled=summary.labelled,
+            model_names=summary.model_names,
             bytes=size,
             sha256=sha256,
             created_at=utc_now(),

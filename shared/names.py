@@ -15,6 +15,7 @@ PREDICT_ASSEMBLE_TASK = "arena.predict.assemble"
 SCORE_TASK = "arena.score"
 TRAIN_TASK = "arena.train"
 SYNTH_TASK = "arena.synth"
+LEADERBOARD_TASK = "arena.leaderboard"
 
 # One queue per device class, shared by every worker of that class on every host: a job's chunks wait there and
 # each free worker pulls the next one. A GPU worker also consumes gpu.N, the queue of the GPU it is pinned to.

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, computed_field
 
-JobKind = Literal["predict", "train", "synth"]
+JobKind = Literal["predict", "train", "synth", "leaderboard"]
 # queued: recorded, tasks not sent yet (the sweeper sends them if the gateway died first); dispatched: sent;
 # running: a worker started; assembling: every chunk done, one worker writes the submission; then terminal.
 JobState = Literal["queued", "dispatched", "running", "assembling", "succeeded", "failed", "cancelled"]
@@ -143,6 +143,19 @@ class SynthJobRequest(StrictModel):
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
+class LeaderboardJobRequest(StrictModel):
+    dataset: ObjectId = Field(
+        description="Id of an uploaded labelled dataset with model_a and model_b (the human votes are ranked)."
+    )
+    bootstrap: int = Field(
+        default=1000, ge=0, le=10_000, description="Resampling rounds of the 95% intervals (0: ratings only)."
+    )
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    time_limit_s: int | None = Field(
+        default=None, ge=1, le=MAX_TIME_LIMIT_S, description="Fail the job when it runs longer than this."
+    )
+
+
 class ScorePair(StrictModel):
     id: str | None = Field(default=None, max_length=128, description="Echoed back; defaults to the pair's position.")
     prompt: list[str] | str = Field(description="The user turn(s).")
@@ -172,6 +185,11 @@ class DatasetInfo(BaseModel):
     name: str = Field(description="The uploaded file's name.")
     rows: int
     labelled: bool = Field(description="True when winner_model_a/winner_model_b/winner_tie are present.")
+    model_names: bool | None = Field(
+        default=None,
+        description="True when model_a and model_b are present (a leaderboard can rank them); None: uploaded before"
+        " this was recorded.",
+    )
     bytes: int
     sha256: str
     created_at: datetime

@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         " killed worker loses and what is re-run. 128 takes tens of seconds for an LLM judge on a GPU, a few seconds"
         " for the default text predictor. Jobs with more than 1024 chunks get larger ones.",
     )
+    LEADERBOARD_BOOTSTRAP: int = Field(
+        default=1000,
+        ge=0,
+        le=10_000,
+        description="Bootstrap rounds of the leaderboard a predict job on a dataset with model names publishes (its"
+        " 95% intervals); a leaderboard job asks for its own.",
+    )
     CHUNK_MAX_RETRIES: int = Field(
         default=2,
         ge=0,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared.job_store import JobStore
-from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.names import LEADERBOARD_TASK, PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import job_queue
 from shared.schemas import ACTIVE_STATES, ChunkRecord, JobRecord
 from shared.settings import Settings
@@ -36,7 +36,7 @@ from workers.jobs.run import fail_after_max_attempts
 
 log = logging.getLogger(__name__)
 
-WHOLE_JOB_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK}
+WHOLE_JOB_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK, "leaderboard": LEADERBOARD_TASK}
 
 
 @dataclass(frozen=True)

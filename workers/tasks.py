@@ -11,6 +11,7 @@ from collections.abc import Callable
 from shared.errors import UserError
 from shared.job_store import JobStore
 from shared.names import (
+    LEADERBOARD_TASK,
     LEGACY_PREDICT_SHARD_TASK,
     PREDICT_ASSEMBLE_TASK,
     PREDICT_CHUNK_TASK,
@@ -127,8 +128,17 @@ def synth(self, *, job_id: str) -> dict:
     return _run_whole_job(self, run_synth_job, job_id=job_id, what="synth")
 
 
+@app.task(name=LEADERBOARD_TASK, bind=True)
+def leaderboard(self, *, job_id: str) -> dict:
+    """Rank a labelled dataset's models into submissions/<job_id>/leaderboard.*; a redelivered message redoes it."""
+    from workers.jobs.leaderboard import run_leaderboard_job
+
+    return _run_whole_job(self, run_leaderboard_job, job_id=job_id, what="the leaderboard")
+
+
 def _run_whole_job(task, step: Callable[..., dict], *, job_id: str, what: str) -> dict:
-    """A one-task job (train, synth): no retry; any error fails the job with its message, then re-raises."""
+    """A one-task job (train, synth, leaderboard): no retry; any error fails the job with its message, then
+    re-raises."""
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     try:

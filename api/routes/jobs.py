@@ -30,6 +30,7 @@ from shared.schemas import (
     JobRecord,
     JobState,
     JudgeOptions,
+    LeaderboardJobRequest,
     PredictJobRequest,
     SynthJobRequest,
     TrainJobRequest,
@@ -321,6 +322,45 @@ def create_train_job(
 
     return _submit_once(
         "train",
+        request.model_dump(mode="json"),
+        submit,
+        idempotency_key=idempotency_key,
+        idempotency=idempotency,
+        jobs=jobs,
+        response=response,
+    )
+
+
+@router.post("/leaderboard", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+def create_leaderboard_job(
+    request: LeaderboardJobRequest,
+    celery: CeleryDep,
+    jobs: JobStoreDep,
+    datasets: DatasetStoreDep,
+    workers: WorkersDep,
+    idempotency: IdempotencyDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobCreated:
+    """Rank the models of a labelled dataset from its human votes: Bradley-Terry ratings on the Elo scale with
+    bootstrap 95% intervals (leaderboard.csv, .json, .png and the pairwise win rates as artefacts).
+
+    A predict job on a dataset with model names publishes its predicted leaderboard (and, with labels, this human
+    one and their agreement) by itself.
+    """
+    dataset = _require_dataset(datasets, request.dataset)
+    if not dataset.labelled:
+        raise _unprocessable(
+            f"dataset {request.dataset} has no labels (winner_model_a, winner_model_b, winner_tie): a leaderboard job"
+            " ranks human votes; for predictions, a predict job on a dataset with model_a and model_b publishes one"
+        )
+    if dataset.model_names is False:
+        raise _unprocessable(
+            f"dataset {request.dataset} has no model_a and model_b columns: add the two models' names to each row"
+        )
+    submit = _placeholder_submit("leaderboard", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
+    return _submit_once(
+        "leaderboard",
         request.model_dump(mode="json"),
         submit,
         idempotency_key=idempotency_key,

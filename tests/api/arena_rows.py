@@ -25,14 +25,19 @@ PROMPTS = [
 ]
 
 
-def arena_csv(rows: int = 3, *, labelled: bool = True, start_id: int = 1000) -> bytes:
-    """`rows` rows cycling through PROMPTS, ids start_id, start_id+1, …; labels rotate A, B, tie."""
+def arena_csv(
+    rows: int = 3, *, labelled: bool = True, start_id: int = 1000, models: tuple[str, ...] | None = None
+) -> bytes:
+    """`rows` rows cycling through PROMPTS, ids start_id, start_id+1, …; labels rotate A, B, tie. With `models`,
+    row i is a battle of models[i % n] against models[(i + 1) % n] (else the model columns are empty)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS + (LABELS if labelled else []))
     for index in range(rows):
         prompt, response_a, response_b = PROMPTS[index % len(PROMPTS)]
-        row = [str(start_id + index), "", "", json.dumps([prompt]), json.dumps([response_a]), json.dumps([response_b])]
+        model_a, model_b = (models[index % len(models)], models[(index + 1) % len(models)]) if models else ("", "")
+        row = [str(start_id + index), model_a, model_b, json.dumps([prompt]), json.dumps([response_a]),
+               json.dumps([response_b])]  # fmt: skip
         if labelled:
             row += ["1" if index % 3 == column else "0" for column in range(3)]
         writer.writerow(row)

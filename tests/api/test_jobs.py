@@ -222,3 +222,31 @@ def test_jobs_go_to_the_queues_workers_announce_even_when_busy_workers_cannot_an
     assert [(chunk["queue"], chunk["start"], chunk["stop"]) for chunk in chunks] == [("gpu", 0, 2), ("gpu", 2, 3)]
     health = client.get("/healthz").json()
     assert health["workers"] == {"gpu": 2, "gpu.0": 1, "gpu.1": 1} and "box" not in str(health)
+
+
+def test_a_leaderboard_job_needs_a_labelled_dataset_with_model_names(client):
+    def upload(content: bytes) -> str:
+        response = client.post("/v1/datasets", files={"file": ("pairs.csv", content, "text/csv")})
+        assert response.status_code == 201, response.text
+        assert response.json()["model_names"] is True  # the arena columns include model_a and model_b
+        return response.json()["id"]
+
+    ranked = upload(arena_csv(6, models=("m1", "m2", "m3")))
+    accepted = client.post("/v1/jobs/leaderboard", json={"dataset": ranked, "bootstrap": 50, "seed": 3})
+    assert accepted.status_code == 202, accepted.text
+    job = client.get(f"/v1/jobs/{accepted.json()['job_id']}").json()
+    assert job["kind"] == "leaderboard" and job["params"]["bootstrap"] == 50 and job["queue"] == "cpu"
+
+    unlabelled = client.post("/v1/jobs/leaderboard", json={"dataset": upload(arena_csv(3, labelled=False))})
+    assert unlabelled.status_code == 422 and "has no labels" in unlabelled.json()["detail"]
+    assert "predict job" in unlabelled.json()["detail"]  # where a predicted leaderboard comes from
+    nameless_csv = (
+        b"id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
+        b'1,"[""q""]","[""a""]","[""b""]",1,0,0\n'
+    )
+    nameless = client.post("/v1/datasets", files={"file": ("pairs.csv", nameless_csv, "text/csv")}).json()["id"]
+    refused = client.post("/v1/jobs/leaderboard", json={"dataset": nameless})
+    assert refused.status_code == 422 and "no model_a and model_b columns" in refused.json()["detail"]
+    too_many = client.post("/v1/jobs/leaderboard", json={"dataset": ranked, "bootstrap": 100_000})
+    assert too_many.status_code == 422
+    assert client.post("/v1/jobs/leaderboard", json={"dataset": "e" * 32}).status_code == 404

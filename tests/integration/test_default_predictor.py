@@ -47,3 +47,35 @@ def test_a_plain_score_request_uses_the_default_predictor(stack):
     assert body["judge"]["kind"] == "text model"
     [row] = body["probabilities"]
     assert abs(row["winner_model_a"] + row["winner_model_b"] + row["winner_tie"] - 1) < 1e-6
+
+
+def test_a_dataset_with_model_names_gets_its_leaderboards_and_a_leaderboard_job_ranks_the_labels(stack):
+    """What a user reads after predicting an arena file: the predicted leaderboard, the human one (labels) and the
+    report's figures; and a leaderboard job on the labels alone."""
+    dataset = stack.upload(arena_csv(12, models=("model-x", "model-y", "model-z")))
+    job = stack.wait_finished(stack.client.post("/v1/jobs/predict", json={"dataset": dataset["id"]}).json()["job_id"])
+    assert job["state"] == "succeeded", job
+    expected = {"reliability.png", "leaderboard.csv", "leaderboard.png", "human_leaderboard.csv", "leaderboard.json"}
+    assert expected <= set(job["artifacts"])
+    assert (
+        job["result"]["confusion_matrix"]["labels"] == ["A", "B", "tie"] and "agreement" in job["result"]["leaderboard"]
+    )
+    board = stack.client.get(f"/v1/jobs/{job['id']}/artifacts/leaderboard.csv").text.splitlines()
+    assert board[0] == "model,rating,ci_low,ci_high,battles" and len(board) == 4
+    png = stack.client.get(f"/v1/jobs/{job['id']}/artifacts/leaderboard.png")
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+    response = stack.client.post("/v1/jobs/leaderboard", json={"dataset": dataset["id"], "bootstrap": 30})
+    assert response.status_code == 202, response.text
+    ranked = stack.wait_finished(response.json()["job_id"])
+    assert ranked["state"] == "succeeded", ranked
+    assert sorted(ranked["artifacts"]) == [
+        "leaderboard.csv", "leaderboard.json", "leaderboard.png", "leaderboard_winrates.csv"
+    ]  # fmt: skip
+    # The same human ratings as the predict job's human board (the intervals differ: other bootstrap rounds).
+    boards = [
+        pd.read_csv(io.BytesIO(stack.client.get(f"/v1/jobs/{one}/artifacts/{name}").content))[["model", "rating"]]
+        for one, name in ((ranked["id"], "leaderboard.csv"), (job["id"], "human_leaderboard.csv"))
+    ]
+    pd.testing.assert_frame_equal(boards[0], boards[1])
+    assert ranked["progress"] == {"done": 30, "total": 30}

@@ -57,15 +57,41 @@ def visible_files(settings: Settings, job_id: str) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def test_assembly_publishes_all_three_files(settings):
+def test_assembly_publishes_the_files_and_a_labelled_datasets_report(settings):
     store = job_with_finished_chunks(settings, "a" * 32)
     jobs.assemble_predict_job(settings, job_id="a" * 32)
     record = store.read("a" * 32)
-    assert record.state == "succeeded" and record.artifacts == ["submission.csv", "votes.npz", "metrics.json"]
+    assert record.state == "succeeded"
+    assert record.artifacts == ["submission.csv", "votes.npz", "metrics.json", "reliability.png"]
+    # The model columns are empty: no leaderboard, and the report says why.
+    assert record.result["leaderboard"]["skipped"].startswith("no battles: none of the 4 rows names two")
+    assert record.result["confusion_matrix"] == {
+        "labels": ["A", "B", "tie"],
+        "counts": [[2, 0, 0], [1, 0, 0], [1, 0, 0]],
+    }
+    assert set(record.result["reliability"]) == {"A", "B", "tie"}
     assert set(visible_files(settings, "a" * 32)) == {
-        "submission.csv", "votes.npz", "metrics.json", "chunks/chunk-0000.npz", "chunks/chunk-0001.npz"
+        "submission.csv", "votes.npz", "metrics.json", "reliability.png", "chunks/chunk-0000.npz",
+        "chunks/chunk-0001.npz",
     }  # fmt: skip
     assert record.result["submission_path"] == f"submissions/{'a' * 32}/submission.csv"  # no host path
+
+
+def test_a_dataset_with_model_names_gets_its_predicted_and_human_leaderboards(settings):
+    path = dataset_csv_path(settings.SHARED_DIR, DATASET_ID)
+    path.write_bytes(arena_csv(4, models=("model-x", "model-y", "model-z")))
+    settings.LEADERBOARD_BOOTSTRAP = 20
+    store = job_with_finished_chunks(settings, "b" * 32)
+    jobs.assemble_predict_job(settings, job_id="b" * 32)
+    record = store.read("b" * 32)
+    assert record.state == "succeeded", record.error
+    assert {"leaderboard.csv", "leaderboard.png", "human_leaderboard.csv", "human_leaderboard.png"} <= set(
+        record.artifacts
+    )
+    board = (job_output_dir(settings.SHARED_DIR, "b" * 32) / "leaderboard.csv").read_text().splitlines()
+    assert board[0] == "model,rating,ci_low,ci_high,battles" and len(board) == 4
+    assert record.result["leaderboard"]["leaderboard"]["models"] == 3 and "agreement" in record.result["leaderboard"]
+    assert not list(job_output_dir(settings.SHARED_DIR, "b" * 32).glob(".*"))  # the staging folder is gone
 
 
 @pytest.mark.parametrize(

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from shared.arena_csv import ArenaDataset, normalise_probabilities, read_arena_csv, write_submission
-from shared.artifacts import METRICS_NAME, SUBMISSION_NAME, VOTES_NAME
+from shared.artifacts import METRICS_NAME, RELIABILITY_NAME, SUBMISSION_NAME, VOTES_NAME
 from shared.job_store import JobStore
 from shared.schemas import utc_now
 from shared.settings import Settings
@@ -191,18 +194,17 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
         ),
         "workers": worker_shares(record),
     }
-    if dataset.labels is not None:
-        from workers.stacking.evaluate import score_predictions
-
-        scored = score_predictions(dataset.labels, normalise_probabilities(probabilities, floor=settings.PROB_FLOOR))
-        metrics.update({key: scored[key] for key in ("log_loss", "accuracy") if key in scored})
-    metrics = redact_host_paths(metrics, settings.SHARED_DIR)  # an artefact and the job's result: shown to users
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
         VOTES_NAME: lambda path: save_votes(path, votes),
-        METRICS_NAME: lambda path: path.write_text(json.dumps(metrics, indent=1, default=str)),
     }
+    staging = output_dir / f".report-{uuid.uuid4().hex}"
     try:
+        report, report_writers = _report(settings, dataset, probabilities, staging)
+        metrics.update(report)
+        metrics = redact_host_paths(metrics, settings.SHARED_DIR)  # an artefact and the job's result: shown to users
+        writers[METRICS_NAME] = lambda path: path.write_text(json.dumps(metrics, indent=1, default=str))
+        writers.update(report_writers)
         publish_together(output_dir, writers)
     except OSError as exc:
         reason = (
@@ -211,6 +213,8 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
         )
         store.fail(job_id, reason)
         raise ArtifactWriteError(reason) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     finished = store.succeed(job_id, artifacts=list(writers), result=metrics)
     if finished.state != "succeeded":
         # Cancelled (or failed) while the files were written: a finished job other than succeeded has no files.
@@ -218,6 +222,46 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
             (output_dir / name).unlink(missing_ok=True)
         return {"job_id": job_id, "state": finished.state}
     return {"job_id": job_id, "state": "succeeded", "rows": len(ids)}
+
+
+def _report(
+    settings: Settings, dataset: ArenaDataset, probabilities: np.ndarray, staging: Path
+) -> tuple[dict, dict[str, Callable[[Path], object]]]:
+    """What a labelled dataset or one with model names adds to the job's report: its metrics and its files.
+
+    Labels: log loss, accuracy, per source, the confusion matrix, the reliability table and diagram. Model names:
+    the leaderboard from the predictions (and, with labels, the human one and their agreement), drawn in
+    `staging`, then published with the job's other files. A dataset that cannot make a leaderboard (one model,
+    names missing) gets the reason in metrics.json instead; the job still succeeds.
+    """
+    metrics: dict = {}
+    writers: dict[str, Callable[[Path], object]] = {}
+    scored_probabilities = normalise_probabilities(probabilities, floor=settings.PROB_FLOOR)
+    if dataset.labels is not None:
+        from workers.stacking.evaluate import confusion_counts, plot_reliability, reliability_table, score_predictions
+
+        scored = score_predictions(dataset.labels, scored_probabilities, sources=dataset.sources)
+        metrics.update({key: scored[key] for key in ("log_loss", "accuracy", "per_source") if key in scored})
+        metrics["confusion_matrix"] = confusion_counts(dataset.labels, scored_probabilities)
+        metrics["reliability"] = reliability_table(dataset.labels, scored_probabilities)
+        writers[RELIABILITY_NAME] = lambda path: plot_reliability(
+            dataset.labels, scored_probabilities, path, title="predicted vs human"
+        )
+    if dataset.models_a is not None:
+        from workers.stacking.leaderboard import LeaderboardError, write_dataset_leaderboards
+
+        try:
+            board = write_dataset_leaderboards(
+                dataset, staging, predictions=scored_probabilities, bootstrap=settings.LEADERBOARD_BOOTSTRAP,
+                name="the dataset",
+            )  # fmt: skip
+        except LeaderboardError as exc:
+            metrics["leaderboard"] = {"skipped": str(exc)}
+        else:
+            metrics["leaderboard"] = {key: value for key, value in board.items() if key != "files"}
+            for name in board["files"]:
+                writers[name] = lambda path, drawn=staging / name: shutil.copyfile(drawn, path)
+    return metrics, writers
 
 
 def worker_shares(record) -> dict[str, dict]:

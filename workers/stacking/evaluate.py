@@ -37,6 +37,13 @@ def score_predictions(labels: np.ndarray, probabilities: np.ndarray, sources: Se
     return metrics
 
 
+def confusion_counts(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """How many rows of each human label (rows: the majority label) got each predicted class (columns: argmax)."""
+    counts = np.zeros((len(CLASS_LABELS), len(CLASS_LABELS)), dtype=int)
+    np.add.at(counts, (labels.argmax(axis=1), probabilities.argmax(axis=1)), 1)
+    return {"labels": list(CLASS_LABELS), "counts": counts.tolist()}
+
+
 def reliability_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> dict:
     """Per class: mean predicted probability vs observed frequency in equal-width bins."""
     edges = np.linspace(0, 1, n_bins + 1)
