@@ -122,27 +122,26 @@ def test_a_worker_started_while_a_job_runs_takes_chunks_of_it(stack):
     assert chunks_by_worker(job).get(late, 0) >= 1, chunks_by_worker(job)
 
 
-def test_a_second_worker_under_a_live_name_refuses_to_start(stack):
-    live = next(name for name, process in stack.workers.items() if process.poll() is None)
-    process, log_path = stack.spawn_worker("cpu", name=live)
+def start_expecting_refusal(stack, name: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """A worker that should refuse to start: its exit code and its log."""
+    process, log_path = stack.spawn_worker("cpu", name=name, env=env)
     try:
         code = process.wait(timeout=120)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    log = tail(log_path)
+    return code, tail(log_path)
+
+
+def test_a_second_worker_under_a_live_name_refuses_to_start(stack):
+    live = next(name for name, process in stack.workers.items() if process.poll() is None)
+    code, log = start_expecting_refusal(stack, live)
     assert code != 0 and f"another worker is running under the name {live}" in log, log
     assert stack.client.app.state.celery.control.ping(destination=[live], timeout=2)  # the live one carries on
 
 
 def test_a_worker_on_other_storage_than_the_shared_one_refuses_to_start(stack, tmp_path):
-    process, log_path = stack.spawn_worker("cpu", name="stray@host-c", env={"SHARED_DIR": str(tmp_path / "local")})
-    try:
-        code = process.wait(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    log = tail(log_path)
+    code, log = start_expecting_refusal(stack, "stray@host-c", env={"SHARED_DIR": str(tmp_path / "local")})
     assert code != 0 and "is not the storage the other workers use" in log and "docs/scale-out.md" in log, log
 
 

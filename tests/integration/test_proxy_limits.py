@@ -23,7 +23,7 @@ import pytest
 
 from shared.settings import REPO_ROOT
 from tests.api.conftest import API_KEY, TEST_REDIS_URL, redis_or_fail
-from tests.integration.nginx import free_port, nginx_binary
+from tests.integration.nginx import free_port, nginx_binary, stop, wait_for_port
 
 PROXY_CONF = REPO_ROOT / "compose" / "proxy-conf.sh"
 HEADER_TIMEOUT_S = 2
@@ -31,28 +31,6 @@ BODY_TIMEOUT_S = 2
 MAX_REQUEST_BYTES = 4096
 MAX_UPLOAD_BYTES = 256 * 1024
 MARGIN_S = 3.0  # a generous bound on top of a timeout: nginx checks timers every few hundred ms
-
-
-def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"nothing listens on {port} after {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Gateway:

@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.settings import REPO_ROOT
@@ -28,7 +27,7 @@ from tests.api.arena_rows import LABELS, PROMPTS
 from tests.api.conftest import API_KEY
 from tests.integration.browser import Browser
 from tests.integration.conftest import DEFAULT_PREDICTOR, make_stack
-from tests.integration.nginx import free_port, nginx_binary
+from tests.integration.nginx import free_port, nginx_binary, stop, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,29 +54,6 @@ def arena_csv_with_models(rows: int) -> bytes:
              *label, SOURCES[index % 2]]
         )  # fmt: skip
     return buffer.getvalue().encode()
-
-
-def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/ui", timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    pytest.fail(f"nothing answers on {port} after {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Served:
