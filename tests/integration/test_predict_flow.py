@@ -35,7 +35,8 @@ def test_upload_predict_download(stack):
     assert job["state"] == "succeeded", job
     assert job["progress"] == {"done": 3, "total": 3}
     assert job["chunks"][0]["state"] == "succeeded" and job["chunks"][0]["attempts"] == 1
-    assert set(job["artifacts"]) == {"submission.csv", "metrics.json", "votes.npz"}
+    # A labelled dataset without model names: its report adds the reliability diagram, no leaderboard.
+    assert set(job["artifacts"]) == {"submission.csv", "metrics.json", "votes.npz", "reliability.png"}
     assert job["timings"]["run_seconds"] > 0
 
     submission = pd.read_csv(io.BytesIO(stack.client.get(f"/v1/jobs/{job_id}/artifacts/submission.csv").content))
