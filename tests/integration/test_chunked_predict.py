@@ -113,7 +113,7 @@ def test_a_worker_started_while_a_job_runs_takes_chunks_of_it(stack):
             os.killpg(stack.workers[name].pid, signal.SIGTERM)
             stack.workers[name].wait(timeout=60)
     stack.start_worker("cpu", host="host-a", env={"CHUNK_EXTRA_DELAY_S": "2"})
-    rows = 30
+    rows = 40  # 20 chunks of 2 s or more: time for the late worker to start even on a slow machine
     job_id = predict(stack, stack.upload(arena_csv(rows))["id"])
     stack.wait(job_id, until=lambda job: job["progress"]["done"] >= CHUNK_ROWS)
     late = stack.start_worker("cpu", host="host-b", env=FAST)
