@@ -100,15 +100,12 @@ def run_stack(*, workers: int, csv_path: Path, chunk_rows: int, root: Path, time
     began = min(chunk["started_at"] for chunk in chunks)
     ended = max(chunk["finished_at"] for chunk in chunks)
     wall = seconds(began, ended)
-    per_worker: dict[str, dict] = {}
-    for chunk in chunks:
-        share = per_worker.setdefault(chunk["worker"], {"chunks": 0, "rows": 0, "busy_s": 0.0})
-        share["chunks"] += 1
-        share["rows"] += chunk["stop"] - chunk["start"]
-        share["busy_s"] += seconds(chunk["started_at"], chunk["finished_at"])
-    for share in per_worker.values():
-        share["busy_s"] = round(share["busy_s"], 1)
-        share["idle_s"] = round(wall - share["busy_s"], 1)
+    # Each worker's share as the job reports it (workers/jobs/predict.py worker_shares), idle = wall - busy.
+    per_worker = {
+        worker: {"chunks": share["chunks"], "rows": share["rows"], "busy_s": round(share["seconds"], 1),
+                 "idle_s": round(wall - share["seconds"], 1)}
+        for worker, share in job["result"]["workers"].items()
+    }  # fmt: skip
     rows = job["progress"]["total"]
     return {
         "workers": workers, "rows": rows, "chunks": len(chunks), "wall_s": round(wall, 1),
