@@ -105,3 +105,45 @@ def test_unknown_engines_are_refused(capsys):
     with pytest.raises(SystemExit):
         bench_judge.main(["--engines", "naive,llama.cpp"])
     assert "llama.cpp" in capsys.readouterr().err
+
+
+def test_repeats_start_cold_and_the_fastest_is_kept(monkeypatch):
+    from types import SimpleNamespace
+
+    from workers.judge import votes
+
+    class CountingEngine:
+        resets = 0
+        closed = False
+
+        def vote_logprobs(self, prefixes, suffixes, vote_token_ids, *, on_prefix_done=None):
+            return np.zeros((len(prefixes), len(suffixes), len(vote_token_ids)))
+
+        def reset_prefix_cache(self):
+            self.resets += 1
+
+        def close(self):
+            self.closed = True
+
+    engine = CountingEngine()
+    durations = iter([3.0, 1.5, 2.0])
+
+    def judge_pairs(pairs, *, engine, prompt_builder, chunk_pairs):
+        return SimpleNamespace(
+            seconds=next(durations),
+            prompt_tokens=100,
+            vote_logprobs=np.zeros((len(pairs), 2, 5, 4)),
+            raw_probabilities=np.full((len(pairs), 3), 1 / 3),
+        )
+
+    monkeypatch.setattr(bench_judge, "open_engine", lambda name, settings, device: engine)
+    monkeypatch.setattr(votes, "judge_pairs", judge_pairs)
+    prompt_builder = SimpleNamespace(suffix_ids=[[5]], vote_token_ids=[1, 2, 3, 4])
+    settings = SimpleNamespace(JUDGE_CHUNK_PAIRS=8)
+    [kept] = bench_judge.run_engine(
+        "vllm", settings, {"typical rows": ["pair"] * 2}, prompt_builder=prompt_builder, device="cpu", repeats=3
+    )
+    assert kept.repeat_seconds == [3.0, 1.5, 2.0]
+    assert kept.seconds == 1.5 and kept.pairs_per_second == pytest.approx(2 / 1.5)
+    assert engine.resets == 3, "every repeat must start with an empty prefix cache"
+    assert engine.closed
