@@ -360,6 +360,10 @@ class VllmEngine:
             on_prefix_done(len(prefixes))
         return result
 
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix, so the next prompts start cold (benchmark repeats compare like with like)."""
+        self.llm.reset_prefix_cache()
+
     def close(self) -> None:
         shutdown_vllm(self.llm)
 
