@@ -103,14 +103,19 @@ def test_the_encoder_reads_the_tokens_transformers_would(encoder, real_rows, mod
     assert token_ids(texts, encoder.tokenizer, max_tokens=256) == expected["input_ids"]
 
 
-def test_onnx_int8_embeddings_stay_close_to_torch_fp32(real_rows, model_settings):
+def test_onnx_int8_embeddings_stay_close_to_torch_fp32_and_smoothing_brings_them_closer(real_rows, model_settings):
     from workers.stacking.sentence_encoder import TextEncoder
 
     texts = _texts(real_rows[0], 120)
-    int8 = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8").encode(texts)
     fp32 = TextEncoder(model_settings.text_encoder_path, backend="torch", device="cpu").encode(texts)
-    cosine = (int8 * fp32).sum(axis=1)
-    assert cosine.min() > 0.9 and cosine.mean() > 0.98, (cosine.min(), cosine.mean())
+    smoothed = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8").encode(texts)
+    # What a text model fitted on version-2 embeddings is applied with: the plain export.
+    plain = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8", embedding_version=2).encode(texts)
+    distance_smoothed = 1 - (smoothed * fp32).sum(axis=1)
+    distance_plain = 1 - (plain * fp32).sum(axis=1)
+    assert distance_smoothed.max() < 0.05 and distance_smoothed.mean() < 0.006, distance_smoothed.mean()
+    # Measured on 500 real texts: 1 - cosine 0.0075 plain, 0.0034 smoothed.
+    assert distance_smoothed.mean() < 0.7 * distance_plain.mean(), (distance_smoothed.mean(), distance_plain.mean())
 
 
 def test_a_dataset_embedded_again_is_read_from_the_cache(real_rows, model_settings, tmp_path):

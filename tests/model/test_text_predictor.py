@@ -74,3 +74,15 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
     direct = calibrator.predict(None, holdout.pairs, text_logprobs=text)
     swapped = calibrator.predict(None, mirrored, text_logprobs=text_mirrored)
     np.testing.assert_allclose(unswap_classes(swapped), direct, atol=1e-9)
+
+    # A text model fitted on version-2 embeddings (plain int8) is applied with that export, and set-up refits it.
+    from shared.artifacts import TEXT_MODEL_NAME
+    from workers.stacking.predictor import _open_text_model
+
+    fitted = json.loads((predictor_dir / TEXT_MODEL_NAME).read_text())
+    fitted["fitted_on"]["embedding_version"] = 2
+    (predictor_dir / TEXT_MODEL_NAME).write_text(json.dumps(fitted))
+    _, old_encoder = _open_text_model(model_settings, predictor_dir)
+    assert old_encoder.embedding_version == 2 and old_encoder.key_source.name == "model-int8.onnx"
+    assert old_encoder.cache_key != judge.text_encoder.cache_key
+    assert not text_predictor_is_current(predictor_dir, inputs=[split / "train.csv"], encoder_backend="onnx-int8")

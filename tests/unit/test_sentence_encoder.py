@@ -112,3 +112,51 @@ def test_an_unwritable_cache_costs_only_the_cache(tmp_path):
     cache = EmbeddingCache(blocker / "cache", max_bytes=1 << 20, min_texts=1)
     cache.store([text_digest("a")], _vectors(1, 0))  # logged, not raised
     assert not cache.lookup([text_digest("a")])[0].any()
+
+
+def test_smoothing_keeps_the_encoder_s_function_and_flattens_its_outlier_channel():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from workers.stacking.sentence_encoder import smooth_dense_inputs
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    model = BertModel(config).eval()
+    with torch.no_grad():  # one large channel, as real BERT-style encoders have
+        model.embeddings.LayerNorm.weight[5] = 40.0
+    rows = [[2, 7, 9, 11, 3], [2, 50, 51, 52, 53, 54, 3]]
+    probe = torch.tensor([[2, 20, 30, 40, 3]])
+    seen: dict[str, torch.Tensor] = {}
+
+    def query_input(model) -> torch.Tensor:
+        query = model.encoder.layer[0].attention.self.query
+        handle = query.register_forward_hook(lambda _m, inputs, _o: seen.__setitem__("x", inputs[0]))
+        with torch.inference_mode():
+            output = model(input_ids=probe).last_hidden_state
+        handle.remove()
+        return output, seen["x"].abs().amax(dim=(0, 1))
+
+    before, channels_before = query_input(model)
+    assert smooth_dense_inputs(model, rows) == 2 * 6  # q, k, v, attention out, up, down in each layer
+    after, _ = query_input(model)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    attention = model.encoder.layer[0].attention.self
+    # Query, key and value read one tensor: one scale, so one Mul and one int8 quantization in the graph.
+    assert attention.query.input_scale is attention.key.input_scale is attention.value.input_scale
+    assert model.encoder.layer[0].intermediate.dense.input_scale is not attention.query.input_scale
+    channels_after = channels_before * attention.query.input_scale.inverse_scale
+    spread = lambda values: float(values.max() / values.median())  # noqa: E731
+    assert spread(channels_after) < spread(channels_before) / 3
+
+
+def test_each_embedding_version_has_its_own_int8_export_and_an_unknown_one_says_to_refit(tmp_path):
+    from workers.stacking.sentence_encoder import EMBEDDING_VERSION, onnx_int8_path
+
+    current = onnx_int8_path(tmp_path, embedding_version=EMBEDDING_VERSION)
+    assert current != onnx_int8_path(tmp_path, embedding_version=2)
+    assert current.parent == tmp_path / "onnx"
+    with pytest.raises(TextEncoderError, match="fit it again"):
+        onnx_int8_path(tmp_path, embedding_version=99)

@@ -263,7 +263,9 @@ def _open_text_model(settings: Settings, adapter_dir: str | Path):
     text_model = TextModel.load(path)
     encoder_dir = text_encoder_dir(settings, text_model.encoder)
     # Applied with the backend it was fitted on: int8 and fp32 embeddings are close, not equal.
-    return text_model, open_text_encoder(settings, encoder_dir, backend=text_model.encoder_backend)
+    return text_model, open_text_encoder(
+        settings, encoder_dir, backend=text_model.encoder_backend, embedding_version=text_model.embedding_version
+    )
 
 
 def text_encoder_dir(settings: Settings, encoder_name: str) -> str:

@@ -328,6 +328,11 @@ class TextModel:
         """The encoder backend the model was fitted on and must be applied with (older models: torch)."""
         return str(self.fitted_on.get("encoder_backend", "torch"))
 
+    @property
+    def embedding_version(self) -> int:
+        """The embeddings the model was fitted on (older models, all on torch, recorded none: 2)."""
+        return int(self.fitted_on.get("embedding_version", 2))
+
     def _booster(self):
         import lightgbm
 
