@@ -25,6 +25,7 @@ def test_from_settings_reads_every_engine_setting():
         JUDGE_DTYPE="float32",
         ENFORCE_EAGER=True,
         VLLM_CPU_KVCACHE_GIB=3,
+        VLLM_CPU_BLOCK_SIZE=64,
         VLLM_CPU_THREADS=1,
         GPU_MEMORY_UTILIZATION=0.5,
     )
@@ -37,6 +38,23 @@ def test_from_settings_reads_every_engine_setting():
     )
     assert (config.kv_cache_gib, config.gpu_memory_utilization, config.enable_prefix_caching) == (3, 0.5, False)
     assert config.cpu_threads == 1
+    assert config.cpu_block_size == 64
+
+
+def test_the_cpu_block_size_reaches_vllm_on_cpu_only(monkeypatch):
+    monkeypatch.setattr(engines, "_set_vllm_cpu_threads", lambda threads: None)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # vllm_options sets it when absent; restored after the test
+    monkeypatch.setattr(engines, "cuda_available", lambda: False)
+    assert EngineConfig(cpu_block_size=64).vllm_options()["block_size"] == 64
+    monkeypatch.setattr(engines, "cuda_available", lambda: True)
+    assert "block_size" not in EngineConfig(cpu_block_size=64).vllm_options()  # vLLM's GPU default stays
+
+
+def test_a_block_size_vllm_cpu_cannot_use_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        Settings(_env_file=None, VLLM_CPU_BLOCK_SIZE=48)
 
 
 def test_the_synth_teacher_honours_gpu_memory_utilization(monkeypatch):

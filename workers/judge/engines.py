@@ -53,6 +53,7 @@ class EngineConfig:
         enable_prefix_caching: vLLM reuses the KV cache of shared prefixes.
         enforce_eager: vLLM eager mode; None picks eager on CPU and CUDA graphs on GPU (ENFORCE_EAGER).
         kv_cache_gib: KV cache size on CPU (VLLM_CPU_KVCACHE_GIB).
+        cpu_block_size: tokens per KV block on CPU, the prefix cache's unit (VLLM_CPU_BLOCK_SIZE).
         cpu_threads: vllm-cpu worker threads; None: vllm_cpu_thread_binding decides (VLLM_CPU_THREADS).
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU_MEMORY_UTILIZATION).
         tensor_parallel_size: GPUs the model is split across (a large synth teacher; TEACHER_TENSOR_PARALLEL).
@@ -65,6 +66,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = _setting_default("ENFORCE_EAGER")
     kv_cache_gib: int = _setting_default("VLLM_CPU_KVCACHE_GIB")
+    cpu_block_size: int = _setting_default("VLLM_CPU_BLOCK_SIZE")
     cpu_threads: int | None = _setting_default("VLLM_CPU_THREADS")
     gpu_memory_utilization: float = _setting_default("GPU_MEMORY_UTILIZATION")
     tensor_parallel_size: int = 1
@@ -79,6 +81,7 @@ class EngineConfig:
             dtype=settings.JUDGE_DTYPE,
             enforce_eager=settings.ENFORCE_EAGER,
             kv_cache_gib=settings.VLLM_CPU_KVCACHE_GIB,
+            cpu_block_size=settings.VLLM_CPU_BLOCK_SIZE,
             cpu_threads=settings.VLLM_CPU_THREADS,
             gpu_memory_utilization=settings.GPU_MEMORY_UTILIZATION,
         )
@@ -96,6 +99,7 @@ class EngineConfig:
             **vllm_device_options(
                 enforce_eager=self.enforce_eager,
                 kv_cache_gib=self.kv_cache_gib,
+                cpu_block_size=self.cpu_block_size,
                 cpu_threads=self.cpu_threads,
                 gpu_memory_utilization=self.gpu_memory_utilization,
             ),
@@ -216,10 +220,15 @@ def _set_vllm_cpu_threads(cpu_threads: int | None) -> None:
 
 
 def vllm_device_options(
-    *, enforce_eager: bool | None, kv_cache_gib: int, gpu_memory_utilization: float, cpu_threads: int | None = None
+    *,
+    enforce_eager: bool | None,
+    kv_cache_gib: int,
+    gpu_memory_utilization: float,
+    cpu_threads: int | None = None,
+    cpu_block_size: int | None = None,
 ) -> dict:
-    """vLLM options that depend on the device: eager, KV cache size and thread binding on CPU (set in the
-    environment vLLM's processes inherit), CUDA graphs + memory share on GPU."""
+    """vLLM options that depend on the device: eager, KV cache size, block size and thread binding on CPU (the
+    cache size and binding set in the environment vLLM's processes inherit), CUDA graphs + memory share on GPU."""
     on_gpu = cuda_available()
     if not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
@@ -227,6 +236,8 @@ def vllm_device_options(
     options: dict = {"enforce_eager": (not on_gpu) if enforce_eager is None else enforce_eager}
     if on_gpu:
         options["gpu_memory_utilization"] = gpu_memory_utilization
+    elif cpu_block_size:
+        options["block_size"] = cpu_block_size
     return options
 
 
