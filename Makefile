@@ -16,7 +16,8 @@ test: setup
 lint: setup
 	$(PY_WORKER) -m ruff check .
 
-# The judge's engines side by side (vLLM prefix cache on/off, transformers, naive loop): ~8 minutes on 2 cores.
+# The judge's engines side by side (vLLM prefix cache on/off, transformers, naive loop), best of 2 repeats each:
+# 4-8 minutes on 2 cores.
 # Figures you keep: run it alone (flock /tmp/arena-cpu.lock make bench on a shared machine). BENCH_ARGS=--device cuda on a GPU.
 bench: setup
 	PYTHONPATH=. $(PY_WORKER) scripts/bench_judge.py --pairs 12 --long-pairs 3 $(BENCH_ARGS)
