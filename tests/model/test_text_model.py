@@ -142,3 +142,13 @@ def test_an_onnx_embedding_depends_on_its_text_only_not_on_the_texts_beside_it(r
     together = encoder.encode(texts)
     alone = np.vstack([encoder.encode([text]) for text in texts[:8]])
     np.testing.assert_allclose(together[:8], alone, atol=1e-6)
+
+
+def test_the_unpadded_int8_graph_refuses_a_padded_batch(model_settings):
+    from workers.stacking.sentence_encoder import TextEncoder, TextEncoderError
+
+    encoder = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8")
+    ids = np.array([[101, 2023, 102], [101, 102, 0]])
+    with pytest.raises(TextEncoderError, match="unpadded"):
+        encoder._forward(ids, np.array([[1, 1, 1], [1, 1, 0]]))
+    assert encoder._forward(ids[:1], np.ones((1, 3), dtype=np.int64)).shape == (1, encoder.hidden_size)
