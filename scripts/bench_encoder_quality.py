@@ -40,7 +40,7 @@ def paired_summary(reference: list[float], candidate: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from workers.stacking.sentence_encoder import ENCODER_BACKENDS
+    from workers.predictor.sentence_encoder import ENCODER_BACKENDS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_DATA, help="labelled Kaggle-format CSV")
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     from shared.settings import get_settings
     from workers.common.pairs import prompt_groups
     from workers.common.soft_labels import multiclass_log_loss
-    from workers.stacking.sentence_encoder import open_text_encoder
-    from workers.stacking.text_model import PairEmbeddings, embed_pairs, fit_text_model
+    from workers.predictor.sentence_encoder import open_text_encoder
+    from workers.predictor.text_model import PairEmbeddings, embed_pairs, fit_text_model
     from workers.training.splits import holdout_mask
 
     settings = get_settings()

@@ -123,8 +123,8 @@ def int8_peak(seconds: float = 3.0) -> float | None:
 def encoder_figures(input_csv: Path, backend: str) -> dict:
     from shared.arena_csv import read_arena_csv
     from shared.settings import get_settings
-    from workers.stacking.sentence_encoder import TextEncoder
-    from workers.stacking.text_model import _joined
+    from workers.predictor.sentence_encoder import TextEncoder
+    from workers.predictor.text_model import _joined
 
     pairs = read_arena_csv(input_csv).pairs
     texts = list(

@@ -1,4 +1,4 @@
-"""Benchmark the text model (stacking/text_model.py) on a labelled file: grouped 5-fold CV and a grouped holdout.
+"""Benchmark the text model (predictor/text_model.py) on a labelled file: grouped 5-fold CV and a grouped holdout.
 
 Prints JSON: embedding and fitting time, the out-of-fold log loss of a fit on every row (5 folds grouped by
 prompt), and the log loss on a holdout of prompt groups (the `arena split` rule, same fraction and seed) of a fit
@@ -21,8 +21,8 @@ from shared.arena_csv import read_arena_csv
 from shared.settings import get_settings
 from workers.common.pairs import prompt_groups
 from workers.common.soft_labels import multiclass_log_loss
-from workers.stacking.sentence_encoder import open_text_encoder
-from workers.stacking.text_model import embed_pairs, fit_text_model
+from workers.predictor.sentence_encoder import open_text_encoder
+from workers.predictor.text_model import embed_pairs, fit_text_model
 from workers.training.splits import holdout_mask
 
 

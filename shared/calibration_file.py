@@ -1,6 +1,6 @@
 """The calibration file (`arena calibrate`, a train job's calibration.json): its schema and what it needs of a judge.
 
-Both sides use these rules: the worker's loader (workers/stacking/calibration.py: Calibrator.load) reads a file
+Both sides use these rules: the worker's loader (workers/predictor/calibration.py: Calibrator.load) reads a file
 through `read_calibration_file`, and the gateway checks a request's calibration with it and `calibration_misfit`
 before it answers 202, so a file the worker would refuse is a 422 now, not a job that fails three times later.
 Plain JSON and Python only: the gateway imports no numpy-heavy worker code.
@@ -185,7 +185,7 @@ def applied_calibration(adapter_dir: Path | None, named: Path | None, *, raw: bo
     """The calibration file a judge applies: the one named, else (unless `raw`) the calibration.json that `arena
     train` fitted for a classifier adapter or a text predictor, when the folder has one; None: raw probabilities.
 
-    The worker applies it (workers/stacking/predictor.py: PredictRequest) and the gateway checks it before 202, so
+    The worker applies it (workers/predictor/predictor.py: PredictRequest) and the gateway checks it before 202, so
     both read this one rule.
     """
     if named is not None:
@@ -199,7 +199,7 @@ def applied_calibration(adapter_dir: Path | None, named: Path | None, *, raw: bo
 def check_judge_calibration(path: Path, *, name: str, adapter_dir: Path | None, tta: bool) -> None:
     """Refuse, before any judging, a calibration file the judge of a request could not feed.
 
-    The judge follows from its adapter (workers/stacking/predictor.py: Judge.open): none or a causal-LM LoRA casts
+    The judge follows from its adapter (workers/predictor/predictor.py: Judge.open): none or a causal-LM LoRA casts
     criterion votes; a classifier adapter (task_type SEQ_CLS) gives its logits, plus its text model's output when
     the folder holds text_model.json; a text predictor gives only the text model's output.
 

@@ -75,6 +75,6 @@ def close_judges(**_kwargs) -> None:
     if _background is not None:
         _background.stop()
     # vLLM runs its engine in a child process: close it so a stopped worker leaves nothing behind.
-    from workers.stacking.predictor import close_cached_judges
+    from workers.predictor.predictor import close_cached_judges
 
     close_cached_judges()

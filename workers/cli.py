@@ -47,7 +47,7 @@ def _stage_bars(prefix: str = ""):
 
 
 def _predict_request(args, settings, *, calibration=None, raw: bool, enable_prefix_caching: bool = True):
-    from workers.stacking.predictor import PredictRequest
+    from workers.predictor.predictor import PredictRequest
 
     return PredictRequest.from_cli(
         settings,
@@ -65,7 +65,7 @@ def _predict_request(args, settings, *, calibration=None, raw: bool, enable_pref
 
 def _predict(args, settings, dataset, request):
     """The prediction for `dataset` and the predictor that made it: judged now, or from the votes of --votes."""
-    from workers.stacking.predictor import Predictor
+    from workers.predictor.predictor import Predictor
 
     if args.votes:
         from workers.judge.votes import load_votes
@@ -113,7 +113,7 @@ def command_calibrate(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv
     from workers.common.soft_labels import multiclass_log_loss
     from workers.judge.votes import save_votes
-    from workers.stacking.predictor import Predictor, calibrate_dataset
+    from workers.predictor.predictor import Predictor, calibrate_dataset
 
     dataset = read_arena_csv(args.input, require_labels=True).head(args.limit)
     # A calibrator is fitted on the judge's raw output: no default predictor, no adapter's own calibration.
@@ -197,7 +197,7 @@ def command_split(args, settings) -> dict:
 
 def command_setup_model(args, settings) -> dict:
     from workers.judge.model_setup import convert_embedded_model
-    from workers.stacking.sentence_encoder import install_text_encoder
+    from workers.predictor.sentence_encoder import install_text_encoder
 
     path = convert_embedded_model(settings.default_model_dir, force=args.force)
     try:
@@ -209,7 +209,7 @@ def command_setup_model(args, settings) -> dict:
 
 def command_setup_default(args, settings) -> dict:
     """Fit the default predictor on DEFAULT_TRAIN_CSV unless the one there is current (same CSV, loadable)."""
-    from workers.stacking.sentence_encoder import default_device, resolve_backend
+    from workers.predictor.sentence_encoder import default_device, resolve_backend
     from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
     inputs = [Path(args.input or settings.DEFAULT_TRAIN_CSV)]

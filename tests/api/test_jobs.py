@@ -181,7 +181,7 @@ def test_gateway_imports_no_model_code():
     import subprocess
     import sys
 
-    heavy = ("torch", "vllm", "transformers", "sklearn", "workers.stacking.predictor")
+    heavy = ("torch", "vllm", "transformers", "sklearn", "workers.predictor.predictor")
     code = f"import sys; import api.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ def few_pairs(data_csv):
 
 @pytest.fixture(scope="session")
 def vllm_judge(model_settings):
-    from workers.stacking.predictor import Judge
+    from workers.predictor.predictor import Judge
 
     judge = Judge.open(model_settings, engine_kind="vllm")
     yield judge
@@ -32,7 +32,7 @@ def vllm_judge(model_settings):
 
 @pytest.fixture(scope="session")
 def transformers_judge(model_settings):
-    from workers.stacking.predictor import Judge
+    from workers.predictor.predictor import Judge
 
     judge = Judge.open(model_settings, engine_kind="transformers")
     yield judge

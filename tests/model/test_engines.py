@@ -63,7 +63,7 @@ def random_lora_adapter(tmp_path_factory, model_settings):
 
 
 def test_adapter_changes_votes_the_same_way_in_both_engines(model_settings, random_lora_adapter, few_pairs, vllm_judge):
-    from workers.stacking.predictor import Judge
+    from workers.predictor.predictor import Judge
 
     pairs = few_pairs[:2]
     base = vllm_judge.judge(pairs)

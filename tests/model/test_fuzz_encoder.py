@@ -28,7 +28,7 @@ CELLS = {
 
 @pytest.fixture(scope="module")
 def encoder(model_settings):
-    from workers.stacking.sentence_encoder import TextEncoder
+    from workers.predictor.sentence_encoder import TextEncoder
 
     return TextEncoder(model_settings.text_encoder_path)
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def encoder(model_settings):
-    from workers.stacking.sentence_encoder import TextEncoder
+    from workers.predictor.sentence_encoder import TextEncoder
 
     return TextEncoder(model_settings.text_encoder_path)
 
@@ -25,7 +25,7 @@ def real_rows(data_csv):
 
 
 def test_embeddings_are_unit_length_and_shared_texts_are_embedded_once(encoder, real_rows):
-    from workers.stacking.text_model import embed_pairs
+    from workers.predictor.text_model import embed_pairs
 
     pairs = real_rows[0][:20]
     embeddings = embed_pairs(pairs + pairs[:5], encoder)
@@ -35,7 +35,7 @@ def test_embeddings_are_unit_length_and_shared_texts_are_embedded_once(encoder, 
 
 
 def test_text_model_beats_the_prior_is_symmetric_and_round_trips(encoder, real_rows, tmp_path):
-    from workers.stacking.text_model import TextModel, TextModelError, embed_pairs, fit_text_model
+    from workers.predictor.text_model import TextModel, TextModelError, embed_pairs, fit_text_model
 
     pairs, labels = real_rows
     embeddings = embed_pairs(pairs, encoder)
@@ -69,14 +69,14 @@ def test_text_model_beats_the_prior_is_symmetric_and_round_trips(encoder, real_r
 
 
 def _rows(embeddings, rows: slice):
-    from workers.stacking.text_model import PairEmbeddings
+    from workers.predictor.text_model import PairEmbeddings
 
     return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
 
 
 def test_special_token_strings_in_user_text_are_embedded_as_text(encoder):
     """A response that spells "[SEP]" must not split its text into segments for the encoder."""
-    from workers.stacking.sentence_encoder import token_ids
+    from workers.predictor.sentence_encoder import token_ids
 
     (ids,) = token_ids(["a [SEP] b [CLS]"], encoder.tokenizer, max_tokens=256)
     sep, cls = encoder.tokenizer.token_to_id("[SEP]"), encoder.tokenizer.token_to_id("[CLS]")
@@ -85,7 +85,7 @@ def test_special_token_strings_in_user_text_are_embedded_as_text(encoder):
 
 
 def _texts(pairs, n: int) -> list[str]:
-    from workers.stacking.text_model import _joined
+    from workers.predictor.text_model import _joined
 
     texts = [_joined(part) for pair in pairs for part in (pair.prompt, pair.response_a, pair.response_b)]
     return list(dict.fromkeys(texts))[:n]
@@ -95,7 +95,7 @@ def test_the_encoder_reads_the_tokens_transformers_would(encoder, real_rows, mod
     """The fast tokenizer path gives transformers' tokens (split_special_tokens, truncation) on real texts."""
     from transformers import AutoTokenizer
 
-    from workers.stacking.sentence_encoder import token_ids
+    from workers.predictor.sentence_encoder import token_ids
 
     texts = _texts(real_rows[0], 400) + ["", " ", "[PAD][UNK][MASK]", "x" * 5000]
     reference = AutoTokenizer.from_pretrained(model_settings.text_encoder_path)
@@ -104,7 +104,7 @@ def test_the_encoder_reads_the_tokens_transformers_would(encoder, real_rows, mod
 
 
 def test_onnx_int8_embeddings_stay_close_to_torch_fp32_and_smoothing_brings_them_closer(real_rows, model_settings):
-    from workers.stacking.sentence_encoder import TextEncoder
+    from workers.predictor.sentence_encoder import TextEncoder
 
     texts = _texts(real_rows[0], 120)
     fp32 = TextEncoder(model_settings.text_encoder_path, backend="torch", device="cpu").encode(texts)
@@ -119,7 +119,7 @@ def test_onnx_int8_embeddings_stay_close_to_torch_fp32_and_smoothing_brings_them
 
 
 def test_a_dataset_embedded_again_is_read_from_the_cache(real_rows, model_settings, tmp_path):
-    from workers.stacking.sentence_encoder import open_text_encoder
+    from workers.predictor.sentence_encoder import open_text_encoder
 
     settings = model_settings.model_copy(update={"SHARED_DIR": tmp_path})
     texts = _texts(real_rows[0], 100)
@@ -135,7 +135,7 @@ def test_a_dataset_embedded_again_is_read_from_the_cache(real_rows, model_settin
 
 def test_an_onnx_embedding_depends_on_its_text_only_not_on_the_texts_beside_it(real_rows, model_settings):
     """int8 activations are scaled per run: batched, a text's vector would move with its neighbours."""
-    from workers.stacking.sentence_encoder import TextEncoder
+    from workers.predictor.sentence_encoder import TextEncoder
 
     texts = _texts(real_rows[0], 40)
     encoder = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8")
@@ -145,7 +145,7 @@ def test_an_onnx_embedding_depends_on_its_text_only_not_on_the_texts_beside_it(r
 
 
 def test_the_unpadded_int8_graph_refuses_a_padded_batch(model_settings):
-    from workers.stacking.sentence_encoder import TextEncoder, TextEncoderError
+    from workers.predictor.sentence_encoder import TextEncoder, TextEncoderError
 
     encoder = TextEncoder(model_settings.text_encoder_path, backend="onnx-int8")
     ids = np.array([[101, 2023, 102], [101, 102, 0]])

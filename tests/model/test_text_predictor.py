@@ -10,7 +10,7 @@ import pytest
 from shared.arena_csv import read_arena_csv
 from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import unswap_classes
-from workers.stacking.predictor import Predictor, PredictRequest
+from workers.predictor.predictor import Predictor, PredictRequest
 from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
 pytestmark = pytest.mark.model
@@ -64,7 +64,7 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
 
     # Swapping A and B swaps the output exactly, given the same embeddings (re-embedding in another batch order
     # changes bf16 padding and so the embeddings' last bits, which is why this reuses them).
-    from workers.stacking.text_model import embed_pairs
+    from workers.predictor.text_model import embed_pairs
 
     embeddings = embed_pairs(holdout.pairs, judge.text_encoder)
     mirrored = [pair.swapped() for pair in holdout.pairs]
@@ -77,7 +77,7 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
 
     # A text model fitted on version-2 embeddings (plain int8) is applied with that export, and set-up refits it.
     from shared.artifacts import TEXT_MODEL_NAME
-    from workers.stacking.predictor import _open_text_model
+    from workers.predictor.predictor import _open_text_model
 
     fitted = json.loads((predictor_dir / TEXT_MODEL_NAME).read_text())
     fitted["fitted_on"]["embedding_version"] = 2

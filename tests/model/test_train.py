@@ -176,7 +176,7 @@ def test_predict_with_the_adapter_writes_a_calibrated_submission(trained, data_d
 def test_classifier_judge_is_symmetric_and_batching_does_not_change_logits(trained, model_settings):
     """Right padding in a batch must not move the pooled token; swapping A and B swaps the logits."""
     from workers.judge.classifier import pair_sequences, sequence_logits
-    from workers.stacking.predictor import Judge
+    from workers.predictor.predictor import Judge
 
     pairs = read_arena_csv(arena_csv(3, start_id=7000)).pairs
     with Judge.open(model_settings, engine_kind="transformers", adapter_dir=str(trained["dir"])) as judge:
@@ -216,9 +216,9 @@ def test_restack_adds_a_text_model_and_predict_uses_it(trained, data_dir, model_
     inputs = json.loads((adapter / "calibration.json").read_text())["inputs"]
     assert (adapter / "text_model.json").is_file() == ("text" in inputs)
     if "text" not in inputs:  # these 14 toy rows may not justify it; force the text stack to test predict with it
-        from workers.stacking.calibration import fit_calibrator
-        from workers.stacking.sentence_encoder import TextEncoder
-        from workers.stacking.text_model import embed_pairs, fit_text_model
+        from workers.predictor.calibration import fit_calibrator
+        from workers.predictor.sentence_encoder import TextEncoder
+        from workers.predictor.text_model import embed_pairs, fit_text_model
 
         dataset = read_arena_csv(data_dir / "train.csv", require_labels=True)
         embeddings = embed_pairs(dataset.pairs, TextEncoder(model_settings.text_encoder_path))

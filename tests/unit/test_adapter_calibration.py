@@ -6,7 +6,7 @@ import pytest
 from shared.arena_csv import Pair
 from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import unswap_classes
-from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator
+from workers.predictor.calibration import CalibrationError, Calibrator, fit_calibrator
 
 
 def _data(n: int = 120, seed: int = 0):

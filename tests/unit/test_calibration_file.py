@@ -10,7 +10,7 @@ import pytest
 
 from shared.calibration_file import read_calibration_file
 from tests.unit.test_votes_and_calibration import _synthetic
-from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator
+from workers.predictor.calibration import CalibrationError, Calibrator, fit_calibrator
 
 
 def _fitted(tmp_path) -> dict:

@@ -122,7 +122,7 @@ def judge_tokenizer():
 @pytest.fixture(scope="module")
 def encoder_tokenizer():
     from shared.settings import get_settings
-    from workers.stacking.sentence_encoder import load_fast_tokenizer
+    from workers.predictor.sentence_encoder import load_fast_tokenizer
 
     return load_fast_tokenizer(get_settings().text_encoder_path)
 
@@ -180,7 +180,7 @@ def test_a_csv_of_pathological_cells_reads_in_bounded_time():
 @pytest.mark.parametrize("name", CELLS)
 def test_style_and_length_features_are_bounded(name):
     from workers.common.pairs import length_features
-    from workers.stacking.text_model import style_features
+    from workers.predictor.text_model import style_features
 
     pair = _pair(CELLS[name])
     features, names = bounded(style_features, [pair], what=f"style_features({name})")
@@ -190,7 +190,7 @@ def test_style_and_length_features_are_bounded(name):
 
 def test_features_of_many_empty_turns_are_bounded():
     """The measured failure: empty turns are joined by blank lines into one long run of newlines."""
-    from workers.stacking.text_model import style_features
+    from workers.predictor.text_model import style_features
 
     for turn in ("", "\n", " "):
         turns = (turn,) * EMPTY_TURNS * 3
@@ -200,7 +200,7 @@ def test_features_of_many_empty_turns_are_bounded():
 
 @pytest.mark.parametrize("name", TOKENIZER_CELLS)
 def test_encoder_input_is_cut_before_tokenizing(name, encoder_tokenizer):
-    from workers.stacking.sentence_encoder import encoder_input, token_ids
+    from workers.predictor.sentence_encoder import encoder_input, token_ids
 
     cell = CELLS[name]
     head = bounded(encoder_input, cell, encoder_tokenizer, max_tokens=256, what=f"encoder_input({name})")

@@ -1,4 +1,4 @@
-"""One predict path: `arena predict`, predict jobs and POST /v1/score all go through workers/stacking/predictor.py
+"""One predict path: `arena predict`, predict jobs and POST /v1/score all go through workers/predictor/predictor.py
 (PredictRequest → Predictor), and no other module opens a judge or applies a calibrator on its own.
 
 Two paths drift: the CLI once cast the votes a stacked calibrator reads and the jobs did not, and `raw` meant one
@@ -11,7 +11,7 @@ import pytest
 
 from shared.settings import REPO_ROOT
 
-PREDICT_MODULE = "workers/stacking/predictor.py"
+PREDICT_MODULE = "workers/predictor/predictor.py"
 # Measures the judge itself (engines, prefix caching), not a prediction: it opens a bare Judge on purpose.
 ALLOWED = {PREDICT_MODULE, "scripts/bench_judge.py"}
 # The predictor module's internals: resolving the calibration, loading and checking the calibrator, opening or
@@ -86,7 +86,7 @@ def test_every_predict_caller_goes_through_the_predictor(caller):
 def test_the_guard_sees_lazy_imports_attributes_and_calibrator_loads():
     source = (
         "def f(settings, module):\n"
-        "    from workers.stacking.predictor import Judge\n"
+        "    from workers.predictor.predictor import Judge\n"
         "    module.calibrated_probabilities(1, 2, 3)\n"
         "    return Calibrator.load('c.json')\n"
     )

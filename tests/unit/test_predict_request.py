@@ -14,9 +14,9 @@ from shared.arena_csv import Pair
 from shared.settings import Settings
 from shared.storage import JudgeOptionsError
 from workers.judge.votes import JudgeResult
-from workers.stacking import predictor as predictor_module
-from workers.stacking.calibration import CalibrationError, fit_calibrator
-from workers.stacking.predictor import Predictor, PredictRequest
+from workers.predictor import predictor as predictor_module
+from workers.predictor.calibration import CalibrationError, fit_calibrator
+from workers.predictor.predictor import Predictor, PredictRequest
 
 
 @pytest.fixture

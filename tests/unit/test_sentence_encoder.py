@@ -1,4 +1,4 @@
-"""The sentence encoder's batching and its embedding cache (workers/stacking/sentence_encoder.py), without a model."""
+"""The sentence encoder's batching and its embedding cache (workers/predictor/sentence_encoder.py), without a model."""
 
 import os
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from workers.stacking.sentence_encoder import (
+from workers.predictor.sentence_encoder import (
     EmbeddingCache,
     TextEncoderError,
     length_batches,
@@ -118,7 +118,7 @@ def test_smoothing_keeps_the_encoder_s_function_and_flattens_its_outlier_channel
     import torch
     from transformers import BertConfig, BertModel
 
-    from workers.stacking.sentence_encoder import smooth_dense_inputs
+    from workers.predictor.sentence_encoder import smooth_dense_inputs
 
     torch.manual_seed(0)
     config = BertConfig(
@@ -153,7 +153,7 @@ def test_smoothing_keeps_the_encoder_s_function_and_flattens_its_outlier_channel
 
 
 def test_each_embedding_version_has_its_own_int8_export_and_an_unknown_one_says_to_refit(tmp_path):
-    from workers.stacking.sentence_encoder import EMBEDDING_VERSION, onnx_int8_path
+    from workers.predictor.sentence_encoder import EMBEDDING_VERSION, onnx_int8_path
 
     current = onnx_int8_path(tmp_path, embedding_version=EMBEDDING_VERSION)
     assert current != onnx_int8_path(tmp_path, embedding_version=2)

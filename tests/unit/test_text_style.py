@@ -1,7 +1,7 @@
 """Style features of the text model, on hand-made responses (no encoder needed)."""
 
 from shared.arena_csv import Pair
-from workers.stacking.text_model import style_features
+from workers.predictor.text_model import style_features
 
 
 def test_style_features_read_lists_code_repetition_and_refusals():
@@ -37,7 +37,7 @@ def test_mirrored_style_is_exactly_the_style_of_the_swapped_pairs(data_csv):
     import numpy as np
 
     from shared.arena_csv import read_arena_csv
-    from workers.stacking.text_model import mirrored_style
+    from workers.predictor.text_model import mirrored_style
 
     pairs = read_arena_csv(data_csv).pairs[::25]
     style, _ = style_features(pairs)

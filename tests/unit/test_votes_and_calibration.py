@@ -5,7 +5,7 @@ from shared.arena_csv import Pair
 from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import unswap_classes, unswap_votes
 from workers.judge.votes import aggregate_votes, tta_probabilities
-from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator, mirror_votes
+from workers.predictor.calibration import CalibrationError, Calibrator, fit_calibrator, mirror_votes
 
 
 def logprobs(*rows):

@@ -11,8 +11,10 @@ from shared.settings import REPO_ROOT
 
 # Each folder under workers/, and the workers modules it must never import (they sit above it).
 FORBIDDEN = {
-    "common": ("workers.judge", "workers.stacking", "workers.jobs", "workers.training", "workers.synth"),
-    "judge": ("workers.stacking", "workers.jobs", "workers.training", "workers.synth"),
+    "common": ("workers.judge", "workers.predictor", "workers.stacking", "workers.jobs", "workers.training",
+               "workers.synth"),
+    "judge": ("workers.predictor", "workers.stacking", "workers.jobs", "workers.training", "workers.synth"),
+    "predictor": ("workers.stacking", "workers.jobs"),
     "stacking": ("workers.jobs",),
 }
 

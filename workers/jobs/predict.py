@@ -38,7 +38,7 @@ from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
-from workers.stacking.predictor import Predictor, PredictRequest
+from workers.predictor.predictor import Predictor, PredictRequest
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import time
 from shared.arena_csv import ArenaDataset, Pair, clean_text, normalise_probabilities
 from shared.settings import Settings
 from workers.jobs.run import watched_task
-from workers.stacking.predictor import Predictor, PredictRequest
+from workers.predictor.predictor import Predictor, PredictRequest
 
 
 def _turns(value: str | list[str]) -> tuple[str, ...]:

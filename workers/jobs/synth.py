@@ -24,7 +24,7 @@ from shared.settings import Settings
 from shared.storage import dataset_csv_path, job_output_dir, link_or_copy, resolve_judge_files
 from workers.jobs.run import JobRun
 from workers.judge.engines import EngineConfig
-from workers.stacking.predictor import close_cached_judges
+from workers.predictor.predictor import close_cached_judges
 from workers.synth.labelling import (
     SynthConfig,
     SynthError,

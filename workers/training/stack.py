@@ -20,7 +20,7 @@ from shared.storage import atomic_write_text
 from workers.common.pairs import prompt_groups
 from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import softmax
-from workers.stacking.calibration import fit_calibrator
+from workers.predictor.calibration import fit_calibrator
 from workers.training.config import TrainConfig, TrainingError, TrainingSource
 from workers.training.data import Rows, rows_digest, split_rows
 
@@ -28,7 +28,7 @@ from workers.training.data import Rows, rows_digest, split_rows
 def fit_stack(val_logits: np.ndarray, train_rows: Rows, val_rows: Rows, output_dir: Path, config: TrainConfig) -> dict:
     """Fit what sits on top of the adapter, and report every part's validation log loss separately.
 
-    The text model (length, style and sentence-encoder features, stacking/text_model.py) is fitted on the training and
+    The text model (length, style and sentence-encoder features, predictor/text_model.py) is fitted on the training and
     validation rows, when `config.text_encoder` names an encoder. The stacker (multinomial LR, calibration.py)
     is fitted on the validation rows, which the adapter never saw, reading the text model's out-of-fold
     predictions: over the adapter + length, over adapter + text model + length, over adapter + text model, and
@@ -111,8 +111,8 @@ def _fit_text_model(train_rows: Rows, val_rows: Rows, config: TrainConfig):
     its out-of-fold probabilities of each validation row come from fold models that never saw that prompt.
     """
     from shared.settings import get_settings
-    from workers.stacking.sentence_encoder import open_text_encoder
-    from workers.stacking.text_model import embed_pairs, fit_text_model
+    from workers.predictor.sentence_encoder import open_text_encoder
+    from workers.predictor.text_model import embed_pairs, fit_text_model
 
     started = time.perf_counter()
     encoder = open_text_encoder(get_settings(), config.text_encoder, device=config.device)

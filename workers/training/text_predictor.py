@@ -1,7 +1,7 @@
 """Fit a text predictor (text model + its calibrator, no LLM) from labelled CSVs: the default predict path.
 
 A text predictor is a folder with `text_model.json` (sentence-encoder, length and style features, LightGBM on
-both orders: stacking/text_model.py), `calibration.json` (a multinomial LR over the text model's out-of-fold
+both orders: predictor/text_model.py), `calibration.json` (a multinomial LR over the text model's out-of-fold
 log-probabilities, mirrored so that swapping A and B swaps the output) and `metrics.json` (its grouped-CV
 figures). `make setup` fits one on DEFAULT_TRAIN_CSV into SHARED_DIR/models/DEFAULT_PREDICTOR; `arena train
 --text-only` rebuilds it, or another one, from any labelled CSV.
@@ -80,10 +80,10 @@ def fit_text_predictor(
     from shared.settings import get_settings
     from workers.common.pairs import prompt_groups
     from workers.common.soft_labels import multiclass_log_loss
-    from workers.stacking.calibration import fit_calibrator
+    from workers.predictor.calibration import fit_calibrator
     from workers.stacking.evaluate import score_predictions
-    from workers.stacking.sentence_encoder import open_text_encoder
-    from workers.stacking.text_model import embed_pairs, fit_text_model
+    from workers.predictor.sentence_encoder import open_text_encoder
+    from workers.predictor.text_model import embed_pairs, fit_text_model
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         return None if on_stage is None else lambda done, total: on_stage(name, done, total)
@@ -149,8 +149,8 @@ def text_predictor_is_current(
 ) -> bool:
     """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs (and with
     `encoder_backend`, when given: a predictor fitted on torch embeddings is refitted for the faster backend)."""
-    from workers.stacking.sentence_encoder import EMBEDDING_VERSION
-    from workers.stacking.text_model import TextModel, TextModelError
+    from workers.predictor.sentence_encoder import EMBEDDING_VERSION
+    from workers.predictor.text_model import TextModel, TextModelError
 
     try:
         model = TextModel.load(Path(predictor_dir) / TEXT_MODEL_NAME)

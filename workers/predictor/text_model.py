@@ -32,10 +32,10 @@ from shared.errors import UserError
 from shared.settings import DEFAULT_TEXT_ENCODER_NAME
 from shared.storage import atomic_write_text
 from workers.judge.outcomes import unswap_classes
-from workers.stacking.sentence_encoder import EMBEDDING_VERSION, ProgressCallback
+from workers.predictor.sentence_encoder import EMBEDDING_VERSION, ProgressCallback
 
 if TYPE_CHECKING:
-    from workers.stacking.sentence_encoder import TextEncoder
+    from workers.predictor.sentence_encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from workers.judge.engines import (
 )
 from workers.judge.prompts import JudgePromptBuilder
 from workers.judge.votes import JudgeResult, judge_pairs
-from workers.stacking.calibration import CalibrationError, Calibrator, fit_calibrator
+from workers.predictor.calibration import CalibrationError, Calibrator, fit_calibrator
 
 log = logging.getLogger(__name__)
 # Pairs the text model reads features of between progress reports: ~1 s each on 2 CPU cores.
@@ -220,7 +220,7 @@ class Judge:
         rows), then features and the booster run in chunks. Progress counts pairs: embedding fills the first
         EMBEDDING_PROGRESS_SHARE of the bar, by distinct texts done.
         """
-        from workers.stacking.text_model import PairEmbeddings, embed_pairs
+        from workers.predictor.text_model import PairEmbeddings, embed_pairs
 
         total = len(pairs)
 
@@ -254,8 +254,8 @@ class Judge:
 def _open_text_model(settings: Settings, adapter_dir: str | Path):
     """The adapter's text model and the encoder it reads, or (None, None) when the adapter has none."""
     from shared.artifacts import TEXT_MODEL_NAME
-    from workers.stacking.sentence_encoder import open_text_encoder
-    from workers.stacking.text_model import TextModel
+    from workers.predictor.sentence_encoder import open_text_encoder
+    from workers.predictor.text_model import TextModel
 
     path = Path(adapter_dir) / TEXT_MODEL_NAME
     if not path.is_file():
