@@ -141,7 +141,7 @@ def command_calibrate(args, settings) -> dict:
 
 def command_evaluate(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv, read_submission
-    from workers.stacking.evaluate import plot_reliability, score_predictions
+    from workers.reports.evaluate import plot_reliability, score_predictions
 
     dataset = read_arena_csv(args.input, require_labels=True)
     probabilities = read_submission(args.predictions, expected_ids=dataset.ids)
@@ -154,7 +154,7 @@ def command_evaluate(args, settings) -> dict:
 
 def command_leaderboard(args, settings) -> dict:
     from shared.arena_csv import read_arena_csv, read_submission
-    from workers.stacking.leaderboard import write_dataset_leaderboards
+    from workers.reports.leaderboard import write_dataset_leaderboards
 
     dataset = read_arena_csv(args.input)
     predictions = None
@@ -428,7 +428,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _add_leaderboard(commands) -> None:
-    from workers.stacking.leaderboard import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP
+    from workers.reports.leaderboard import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP
 
     leaderboard = commands.add_parser(
         "leaderboard",

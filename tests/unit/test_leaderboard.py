@@ -1,4 +1,4 @@
-"""The arena leaderboard (workers/stacking/leaderboard.py): Bradley–Terry on the Elo scale, ties as half a win,
+"""The arena leaderboard (workers/reports/leaderboard.py): Bradley–Terry on the Elo scale, ties as half a win,
 predictions as expected outcomes, bootstrap intervals, the files written and the errors a user can fix."""
 
 import csv
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.arena_csv import DataFormatError, read_arena_csv, read_submission, write_submission
-from workers.stacking.leaderboard import (
+from workers.reports.leaderboard import (
     BOARD_COLUMNS,
     LeaderboardError,
     build_leaderboard,

@@ -47,10 +47,8 @@ def internals_used(source: str):
                 yield node.lineno, "Calibrator.load"
         elif isinstance(node, ast.ImportFrom | ast.Import):
             for alias in node.names:
-                if alias.name.rsplit(".", 1)[-1] in INTERNALS or alias.name == "workers.stacking.request":
+                if alias.name.rsplit(".", 1)[-1] in INTERNALS:
                     yield node.lineno, f"import {alias.name}"
-            if isinstance(node, ast.ImportFrom) and node.module == "workers.stacking.request":
-                yield node.lineno, "import workers.stacking.request"
 
 
 def checked_modules() -> list:

@@ -2,7 +2,7 @@ import numpy as np
 
 from shared.arena_csv import read_arena_csv
 from workers.common.pairs import prompt_groups
-from workers.stacking.evaluate import plot_reliability, score_predictions
+from workers.reports.evaluate import plot_reliability, score_predictions
 from workers.training.splits import split_file
 
 

@@ -1,4 +1,5 @@
-"""Worker layers point one way, jobs → stacking → judge → common: a lower layer never imports a higher one.
+"""Worker layers point one way, jobs → predictor → judge → common, with reports beside: a lower layer never imports
+a higher one, and neither the predictor nor the judge imports reports.
 
 Imports inside functions count too: a lazy import still ties the layers together.
 """
@@ -10,12 +11,13 @@ import pytest
 from shared.settings import REPO_ROOT
 
 # Each folder under workers/, and the workers modules it must never import (they sit above it).
+ABOVE_JUDGE = ("workers.predictor", "workers.reports", "workers.jobs", "workers.training", "workers.synth")
 FORBIDDEN = {
-    "common": ("workers.judge", "workers.predictor", "workers.stacking", "workers.jobs", "workers.training",
-               "workers.synth"),
-    "judge": ("workers.predictor", "workers.stacking", "workers.jobs", "workers.training", "workers.synth"),
-    "predictor": ("workers.stacking", "workers.jobs"),
-    "stacking": ("workers.jobs",),
+    "common": ("workers.judge", *ABOVE_JUDGE),
+    "judge": ABOVE_JUDGE,
+    # Reports read what the predictor wrote; a predictor that imported them would drag figures into every predict.
+    "predictor": ("workers.reports", "workers.jobs", "workers.training", "workers.synth"),
+    "reports": ("workers.jobs", "workers.training", "workers.synth"),
 }
 
 
@@ -32,7 +34,7 @@ def imported_modules(source: str, package: str):
             else:
                 module = node.module or ""
             yield node.lineno, module
-            for alias in node.names:  # `from workers import stacking`
+            for alias in node.names:  # `from workers import reports`
                 yield node.lineno, f"{module}.{alias.name}"
 
 
@@ -51,10 +53,18 @@ def test_a_layer_never_imports_the_layers_above_it(layer):
         for line, module in imported_modules(path.read_text(), package_of(path))
         if any(module == above or module.startswith(above + ".") for above in FORBIDDEN[layer])
     ]
-    assert not offenders, "layers go jobs → stacking → judge → common, never back:\n" + "\n".join(offenders)
+    assert not offenders, "layers go jobs → predictor → judge → common (reports beside), never back:\n" + "\n".join(offenders)
 
 
 def test_the_guard_sees_lazy_and_relative_imports():
-    source = "def f():\n    from ..stacking import calibration\n    from workers import jobs\n"
+    source = "def f():\n    from ..reports import evaluate\n    from workers import jobs\n"
     found = list(imported_modules(source, "workers.judge"))
-    assert (2, "workers.stacking") in found and (3, "workers.jobs") in found
+    assert (2, "workers.reports") in found and (3, "workers.jobs") in found
+
+
+def test_every_workers_package_has_a_place_in_the_layers():
+    """A new package under workers/ has to be placed in the layers here, or this guard would not see it."""
+    placed = {*FORBIDDEN, "jobs", "training", "synth", "cli", "sweeper"}
+    packages = {path.parent.name for path in (REPO_ROOT / "workers").glob("*/__init__.py")}
+    assert packages <= placed, f"packages the layer guard does not know: {sorted(packages - placed)}"
+    assert not (REPO_ROOT / "workers" / "stacking").exists(), "workers/stacking was split into predictor/ and reports/"

@@ -1,6 +1,6 @@
 """The leaderboard job (no Celery in here): rank a labelled dataset's models from its human votes.
 
-Bradley-Terry ratings on the Elo scale with bootstrap intervals (workers/stacking/leaderboard.py, the same code as
+Bradley-Terry ratings on the Elo scale with bootstrap intervals (workers/reports/leaderboard.py, the same code as
 `arena leaderboard`), drawn in a staging folder, then published together into submissions/<job_id>/: a repeated
 delivery finds them there and publishes nothing new.
 """
@@ -25,7 +25,7 @@ def run_leaderboard_job(
         JobCancelledError: the job was cancelled (or failed elsewhere) before or while it ran.
         LeaderboardError: the dataset cannot be ranked (no model names, one model, no labels); the job fails with it.
     """
-    from workers.stacking.leaderboard import write_dataset_leaderboards
+    from workers.reports.leaderboard import write_dataset_leaderboards
 
     with JobRun(settings, job_id, unit="bootstrap rounds", task_id=task_id, worker=worker) as run:
         run.start()

@@ -238,7 +238,7 @@ def _report(
     writers: dict[str, Callable[[Path], object]] = {}
     scored_probabilities = normalise_probabilities(probabilities, floor=settings.PROB_FLOOR)
     if dataset.labels is not None:
-        from workers.stacking.evaluate import confusion_counts, plot_reliability, reliability_table, score_predictions
+        from workers.reports.evaluate import confusion_counts, plot_reliability, reliability_table, score_predictions
 
         scored = score_predictions(dataset.labels, scored_probabilities, sources=dataset.sources)
         metrics.update({key: scored[key] for key in ("log_loss", "accuracy", "per_source") if key in scored})
@@ -248,7 +248,7 @@ def _report(
             dataset.labels, scored_probabilities, path, title="predicted vs human"
         )
     if dataset.models_a is not None:
-        from workers.stacking.leaderboard import LeaderboardError, write_dataset_leaderboards
+        from workers.reports.leaderboard import LeaderboardError, write_dataset_leaderboards
 
         try:
             board = write_dataset_leaderboards(

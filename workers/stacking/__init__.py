@@ -1,1 +1,0 @@
-"""Stacking the judge's outputs: calibration, the text model, evaluation."""
