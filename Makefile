@@ -20,11 +20,11 @@ lint: setup
 # 4-8 minutes on 2 cores.
 # Figures you keep: run it alone (flock /tmp/arena-cpu.lock make bench on a shared machine). BENCH_ARGS=--device cuda on a GPU.
 bench: setup
-	PYTHONPATH=. $(PY_WORKER) scripts/bench_judge.py --pairs 12 --long-pairs 3 $(BENCH_ARGS)
+	PYTHONPATH=. $(PY_WORKER) scripts/bench/bench_judge.py --pairs 12 --long-pairs 3 $(BENCH_ARGS)
 
 # The default predict path: rows/s and peak RSS of `arena predict`, the encoder's FLOP/s against the matmul peak (~4 min).
 bench-predict: setup
-	PYTHONPATH=. $(PY_WORKER) scripts/bench_predict.py --rows 1600 --with-cache
+	PYTHONPATH=. $(PY_WORKER) scripts/bench/bench_predict.py --rows 1600 --with-cache
 
 up: setup
 	scripts/stack.sh up

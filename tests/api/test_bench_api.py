@@ -1,4 +1,4 @@
-"""scripts/bench_api.py keeps working: a tiny run against a gateway it starts itself (a real uvicorn process)."""
+"""scripts/bench/bench_api.py keeps working: a tiny run against a gateway it starts itself (a real uvicorn process)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from shared.settings import REPO_ROOT
 from tests.api.conftest import TEST_REDIS_URL, redis_or_fail
 
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
+sys.path.insert(0, str(REPO_ROOT / "scripts" / "bench"))
 import bench_api  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def test_a_tiny_run_measures_every_phase(tmp_path):
     redis_or_fail(TEST_REDIS_URL)
     report_path = tmp_path / "report.json"
     command = [
-        sys.executable, str(REPO_ROOT / "scripts" / "bench_api.py"), "--redis-url", TEST_REDIS_URL,
+        sys.executable, str(REPO_ROOT / "scripts" / "bench" / "bench_api.py"), "--redis-url", TEST_REDIS_URL,
         "--levels", "1,3", "--min-requests", "3", "--level-cap", "5", "--drain-cap", "10",
         "--load-scores", "4", "--load-seconds", "1", "--score-timeout", "1",
         "--slow-cap", "1", "--crowd", "3", "--upload-mib", "0.05", "--time-cap", "120", "--json", str(report_path),

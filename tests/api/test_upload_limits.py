@@ -1,6 +1,6 @@
 """Upload caps (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS), duplicate column names, and short errors that name the fix.
 
-The bounded time and memory of a maximal upload are measured by scripts/bench_upload.py, not asserted here.
+The bounded time and memory of a maximal upload are measured by scripts/bench/bench_upload.py, not asserted here.
 """
 
 from __future__ import annotations

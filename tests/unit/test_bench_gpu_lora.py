@@ -12,7 +12,7 @@ def test_the_lora_benchmark_trains_only_the_adapter_and_reports_its_figures():
     run = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "bench_gpu_lora.py"),
+            str(REPO_ROOT / "scripts" / "bench" / "bench_gpu_lora.py"),
             "--device",
             "cpu",
             "--random-shape",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("bench_judge", REPO_ROOT / "scripts" / "bench_judge.py")
+spec = importlib.util.spec_from_file_location("bench_judge", REPO_ROOT / "scripts" / "bench" / "bench_judge.py")
 bench_judge = importlib.util.module_from_spec(spec)
 sys.modules["bench_judge"] = bench_judge
 spec.loader.exec_module(bench_judge)

@@ -13,7 +13,7 @@ from shared.settings import REPO_ROOT
 
 PREDICT_MODULE = "workers/predictor/predictor.py"
 # Measures the judge itself (engines, prefix caching), not a prediction: it opens a bare Judge on purpose.
-ALLOWED = {PREDICT_MODULE, "scripts/bench_judge.py"}
+ALLOWED = {PREDICT_MODULE, "scripts/bench/bench_judge.py"}
 # The predictor module's internals: resolving the calibration, loading and checking the calibrator, opening or
 # caching a judge, applying a calibrator to a judge's output.
 INTERNALS = {

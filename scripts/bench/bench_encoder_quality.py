@@ -6,7 +6,7 @@ on the held-out part, calibrated, as `arena train --text-only --seed S` then `ar
 moves the held-out figure by up to ~0.02 on 723 rows, so the backends are compared seed by seed: the mean paired
 difference and its standard error. Prints one JSON object.
 
-    PYTHONPATH=. .venv-worker/bin/python scripts/bench_encoder_quality.py --fit-seeds 10
+    PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_encoder_quality.py --fit-seeds 10
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from workers.common.hardware import prefer_passive_openmp_waits  # noqa: E402  (the path above first)
 
 prefer_passive_openmp_waits()
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "preference_pairs.csv"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preference_pairs.csv"
 MAX_FIT_SEEDS = 50
 
 

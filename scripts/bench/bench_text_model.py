@@ -4,7 +4,7 @@ Prints JSON: embedding and fitting time, the out-of-fold log loss of a fit on ev
 prompt), and the log loss on a holdout of prompt groups (the `arena split` rule, same fraction and seed) of a fit
 on the rest, both per source.
 
-    PYTHONPATH=. .venv-worker/bin/python scripts/bench_text_model.py --input ../shared/data/preference_pairs.csv
+    PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_text_model.py --input ../shared/data/preference_pairs.csv
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ For each worker count it prints the job's wall time (first chunk started → las
 worker the chunks and rows it took, its seconds judging and its idle seconds within the job. The default predictor
 judges, with the embedding cache off, so every run embeds every text. Prints one JSON object.
 
-    PYTHONPATH=. .venv-api/bin/python scripts/bench_scale.py [--rows 3667] [--workers 1 2 3] [--chunk-rows 128]
+    PYTHONPATH=. .venv-api/bin/python scripts/bench/bench_scale.py [--rows 3667] [--workers 1 2 3] [--chunk-rows 128]
 
 Figures worth keeping come from a machine running nothing else (flock /tmp/arena-cpu.lock on a shared one).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "preference_pairs.csv"
 MODELS = ROOT / "var" / "shared" / "models"
 

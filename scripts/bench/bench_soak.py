@@ -5,7 +5,7 @@ persistence on a free port, `--workers` CPU workers (.venv-worker) and the gatew
 temporary SHARED_DIR holding the embedded models and the default predictor. Jobs are plain predict requests (the
 default predictor), each with its own Idempotency-Key, retried with that key while the gateway answers 503.
 
-    .venv-api/bin/python scripts/bench_soak.py [--jobs 50] [--workers 2] [--kills 4] [--redis-restarts 2]
+    .venv-api/bin/python scripts/bench/bench_soak.py [--jobs 50] [--workers 2] [--kills 4] [--redis-restarts 2]
 
 Prints one JSON object: submitted / succeeded / failed (with reasons) / stuck / duplicated / lost, and the
 longest wait (submission to a finished record). Target: 0 stuck, 0 duplicated, 0 lost.
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from shared.settings import DEFAULT_MODEL_NAME, DEFAULT_TEXT_ENCODER_NAME  # noqa: E402

@@ -4,7 +4,7 @@ cache) and a naive loop (one forward per full prompt, batch 1, no cache: the ref
 
 Usage:
     make bench
-    PYTHONPATH=. .venv-worker/bin/python scripts/bench_judge.py --pairs 12 --long-pairs 3 [--device cuda] [--json FILE]
+    PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_judge.py --pairs 12 --long-pairs 3 [--device cuda] [--json FILE]
 
 Prints one table per row set (typical rows, then Kaggle-length rows whose conversation prefix has at least
 --min-prefix-tokens tokens): engine | pairs/s | prompt tokens/s | load s | speed-up vs naive | max |Δp|.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from workers.common.hardware import prefer_passive_openmp_waits  # noqa: E402  (the path above first)
 
 prefer_passive_openmp_waits()  # before torch loads, as the worker and the CLI do
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "preference_pairs.csv"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preference_pairs.csv"
 # The engines, fastest first to load; the naive loop comes first because every other row is compared with it.
 ENGINES = ("naive", "transformers", "vllm", "vllm-no-cache")
 # CPU seconds of each engine's own processes (vLLM's), read before they exit.

@@ -5,7 +5,7 @@ Runs `scripts/arena predict` (the default predictor, as a user would) on a sampl
 times the sentence encoder alone on the same distinct texts and sets its FLOP/s against this CPU's measured
 matmul peak (fp32 numpy, int8 ONNX Runtime). Prints one JSON object.
 
-    PYTHONPATH=. .venv-worker/bin/python scripts/bench_predict.py --rows 1600 [--with-cache]
+    PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_predict.py --rows 1600 [--with-cache]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "preference_pairs.csv"
 

@@ -7,12 +7,12 @@ tokens/s, peak memory (CUDA allocator peak on a GPU, process RSS on a CPU), and 
 changed while the base weights did not.
 
     # the embedded SmolLM2-135M on real pairs (train/predict the first rows of a labelled CSV)
-    python scripts/bench_gpu_lora.py --device cuda --model var/shared/models/SmolLM2-135M-Instruct \\
+    python scripts/bench/bench_gpu_lora.py --device cuda --model var/shared/models/SmolLM2-135M-Instruct \\
         --data ../shared/data/preference_pairs.csv --steps 40
     # throughput only: random weights in the shape of Llama-3.1-8B (no download: built from a config)
-    python scripts/bench_gpu_lora.py --device cuda --random-shape llama-8b --steps 10 --gradient-checkpointing
+    python scripts/bench/bench_gpu_lora.py --device cuda --random-shape llama-8b --steps 10 --gradient-checkpointing
     # a seconds-long CPU smoke run of the same code (the tests run this)
-    python scripts/bench_gpu_lora.py --device cpu --random-shape tiny --steps 2 --max-length 64
+    python scripts/bench/bench_gpu_lora.py --device cpu --random-shape tiny --steps 2 --max-length 64
 
 Needs torch, transformers and peft only (no vLLM): it runs on the lent GPU machine as it is.
 """

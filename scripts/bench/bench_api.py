@@ -2,9 +2,9 @@
 up, slow clients on raw sockets, the gateway's peak RSS, and (with a real worker) its memory over predict jobs.
 
     # its own gateway (a real uvicorn on a free port, temp SHARED_DIR, Redis db 14, a unique key prefix):
-    PYTHONPATH=. .venv-api/bin/python scripts/bench_api.py
+    PYTHONPATH=. .venv-api/bin/python scripts/bench/bench_api.py
     # a running stack (scripts/stack.sh up, or compose behind its proxy):
-    API_KEY=$(cat var/run/api_key) .venv-api/bin/python scripts/bench_api.py --base-url http://127.0.0.1:8000
+    API_KEY=$(cat var/run/api_key) .venv-api/bin/python scripts/bench/bench_api.py --base-url http://127.0.0.1:8000
 
 Its own gateway gets one of three workers (`--worker`): `phantom` (default) announces a busy worker on the cpu
 queue in Redis and never consumes it, so every score request waits as it would behind a worker busy with a
@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # shared/ (settings, worker presence) for the stack this script starts
 
 API_PYTHON = ROOT / ".venv-api" / "bin" / "python"
@@ -944,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         if url and urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
             print("bench: this benchmark only sends traffic to 127.0.0.1", file=sys.stderr)
             return 2
-    command = "scripts/bench_api.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "scripts/bench/bench_api.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     load_before = " ".join(f"{value:.1f}" for value in os.getloadavg())
     stack, worker_pid, restart = None, None, None
     try:

@@ -1,6 +1,6 @@
 """Upload bench: a real gateway (uvicorn, .venv-api) per case, one pathological or maximal upload each.
 
-    .venv-api/bin/python scripts/bench_upload.py [--max-upload-mib 200] [--cases maximal,wide,29mb,fullest]
+    .venv-api/bin/python scripts/bench/bench_upload.py [--max-upload-mib 200] [--cases maximal,wide,29mb,fullest]
 
 Each case starts a fresh gateway (its own SHARED_DIR in a temporary folder, Redis db 14 under a unique
 REDIS_KEY_PREFIX, deleted afterwards), warms it with one tiny valid upload (so lazy imports count in the
@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 API_PYTHON = ROOT / ".venv-api" / "bin" / "python"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 HEADER = b"id,prompt,response_a,response_b\n"
