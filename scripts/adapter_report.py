@@ -31,8 +31,8 @@ from workers.common.pairs import prompt_groups  # noqa: E402
 from workers.common.soft_labels import multiclass_log_loss  # noqa: E402
 from workers.judge.votes import load_votes, softmax  # noqa: E402
 from workers.predictor.calibration import fit_calibrator  # noqa: E402
-from workers.reports.evaluate import score_predictions  # noqa: E402
 from workers.predictor.predictor import Predictor, PredictRequest  # noqa: E402
+from workers.reports.evaluate import score_predictions  # noqa: E402
 
 
 def cross_validated(

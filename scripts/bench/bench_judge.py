@@ -4,7 +4,8 @@ cache) and a naive loop (one forward per full prompt, batch 1, no cache: the ref
 
 Usage:
     make bench
-    PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_judge.py --pairs 12 --long-pairs 3 [--device cuda] [--json FILE]
+    PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_judge.py --pairs 12 --long-pairs 3 \
+        [--device cuda] [--json FILE]
 
 Prints one table per row set (typical rows, then Kaggle-length rows whose conversation prefix has at least
 --min-prefix-tokens tokens): engine | pairs/s | prompt tokens/s | load s | speed-up vs naive | max |Δp|.

@@ -53,7 +53,8 @@ def test_a_layer_never_imports_the_layers_above_it(layer):
         for line, module in imported_modules(path.read_text(), package_of(path))
         if any(module == above or module.startswith(above + ".") for above in FORBIDDEN[layer])
     ]
-    assert not offenders, "layers go jobs → predictor → judge → common (reports beside), never back:\n" + "\n".join(offenders)
+    rule = "layers go jobs → predictor → judge → common (reports beside), never back"
+    assert not offenders, f"{rule}:\n" + "\n".join(offenders)
 
 
 def test_the_guard_sees_lazy_and_relative_imports():

@@ -81,9 +81,9 @@ def fit_text_predictor(
     from workers.common.pairs import prompt_groups
     from workers.common.soft_labels import multiclass_log_loss
     from workers.predictor.calibration import fit_calibrator
-    from workers.reports.evaluate import score_predictions
     from workers.predictor.sentence_encoder import open_text_encoder
     from workers.predictor.text_model import embed_pairs, fit_text_model
+    from workers.reports.evaluate import score_predictions
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         return None if on_stage is None else lambda done, total: on_stage(name, done, total)
