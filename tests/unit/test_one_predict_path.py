@@ -32,7 +32,7 @@ INTERNALS = {
     "JudgeRequest",
 }
 # The callers, each of which must go through the Predictor.
-CALLERS = ("workers/cli.py", "workers/jobs/predict.py", "workers/jobs/score.py")
+CALLERS = ("workers/cli/predict.py", "workers/jobs/predict.py", "workers/jobs/score.py")
 
 
 def internals_used(source: str):
