@@ -4,8 +4,9 @@ import logging
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from api.deps import CeleryDep, DatasetStoreDep, IdempotencyDep, JobStoreDep, SettingsDep, WorkersDep
 from api.dispatch import (
@@ -15,7 +16,7 @@ from api.dispatch import (
     send_placeholder_job,
     send_predict_job,
 )
-from api.idempotency import IdempotencyConflictError, IdempotencyKeyError, IdempotencyStore
+from api.idempotency import IdempotencyConflictError, IdempotencyKeyError
 from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, release_adapter_name
 from shared.artifacts import CALIBRATION_NAME
 from shared.calibration_file import CalibrationFileError, applied_calibration, check_judge_calibration
@@ -175,50 +176,90 @@ def _enqueue_or_fail(jobs, record: JobRecord, send: Callable[[], list[str]]) -> 
     return jobs.mark_sent(record.id, task_ids=task_ids)
 
 
-def _submit_once(
-    kind: str,
-    body: dict,
-    submit: SubmitJob,
-    *,
-    idempotency_key: str | None,
-    idempotency: IdempotencyStore,
-    jobs,
-    response: Response,
-) -> JobCreated:
-    """Create the job, or, for an Idempotency-Key seen before with the same request, return its job (200)."""
-    if idempotency_key is None:
-        record = submit(lambda _job_id: None)
+class JobSubmission:
+    """What every create-job route needs to submit once: the stores, the broker and the request's Idempotency-Key.
+
+    A route checks its own request, then calls `once` with a submit function, or `whole_job` for a job that is one
+    task (train, synth, leaderboard).
+    """
+
+    def __init__(
+        self,
+        celery: CeleryDep,
+        jobs: JobStoreDep,
+        workers: WorkersDep,
+        idempotency: IdempotencyDep,
+        response: Response,
+        idempotency_key: IdempotencyKey = None,
+    ) -> None:
+        self.celery, self.jobs, self.workers = celery, jobs, workers
+        self.idempotency, self.response, self.idempotency_key = idempotency, response, idempotency_key
+
+    def once(self, kind: str, body: dict, submit: SubmitJob) -> JobCreated:
+        """Create the job, or, for an Idempotency-Key seen before with the same request, return its job (200)."""
+        if self.idempotency_key is None:
+            record = submit(lambda _job_id: None)
+            return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+        try:
+            with self.idempotency.claim(self.idempotency_key, kind=kind, body=body) as claim:
+                if claim.job_id is not None:
+                    record = _read_job(self.jobs, claim.job_id)
+                    self.response.status_code = status.HTTP_200_OK
+                    self.response.headers["Idempotent-Replayed"] = "true"
+                    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+                try:
+                    record = submit(claim.remember)
+                except HTTPException:
+                    self.idempotency.forget(self.idempotency_key)  # not accepted: a retry with this key must create it
+                    raise
+        except IdempotencyKeyError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
+        except IdempotencyConflictError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
         return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
-    try:
-        with idempotency.claim(idempotency_key, kind=kind, body=body) as claim:
-            if claim.job_id is not None:
-                record = _read_job(jobs, claim.job_id)
-                response.status_code = status.HTTP_200_OK
-                response.headers["Idempotent-Replayed"] = "true"
-                return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+
+    def whole_job(
+        self,
+        kind: str,
+        request: BaseModel,
+        *,
+        check: Callable[[], None] | None = None,
+        claim: Callable[[str], Callable[[], None]] | None = None,
+    ) -> JobCreated:
+        """Submit a one-task job once. `check()` runs inside the submit, so an Idempotency-Key replay returns its job
+        before the check (e.g. an adapter name its own first submission took) can refuse it; `claim(job_id)` takes
+        what the job will own just before the record is made and returns how to give it back should the job not be
+        accepted after all."""
+        params = request.model_dump()
+
+        def submit(remember: Callable[[str], None]) -> JobRecord:
+            if check is not None:
+                check()
+            record = JobRecord(
+                id=new_id(), kind=kind, params=params, task_ids=[new_id()], queue=_job_queue(self.workers)
+            )
+            release = claim(record.id) if claim is not None else None
             try:
-                record = submit(claim.remember)
-            except HTTPException:
-                idempotency.forget(idempotency_key)  # not accepted: a retry with this key must create the job
+                self.jobs.create(record)
+                remember(record.id)
+                return _enqueue_or_fail(self.jobs, record, lambda: send_placeholder_job(self.celery, record))
+            except BaseException:
+                if release is not None:
+                    release()
                 raise
-    except IdempotencyKeyError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
-    except IdempotencyConflictError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-    return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
+
+        return self.once(kind, request.model_dump(mode="json"), submit)
+
+
+SubmissionDep = Annotated[JobSubmission, Depends(JobSubmission)]
 
 
 @router.post("/predict", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_predict_job(
     request: PredictJobRequest,
     settings: SettingsDep,
-    celery: CeleryDep,
-    jobs: JobStoreDep,
     datasets: DatasetStoreDep,
-    workers: WorkersDep,
-    idempotency: IdempotencyDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
+    submission: SubmissionDep,
 ) -> JobCreated:
     """Judge every row of a dataset: cut into chunks of PREDICT_CHUNK_ROWS on the device class's shared queue (gpu,
     else cpu), which every worker of that class on every host pulls from."""
@@ -233,44 +274,14 @@ def create_predict_job(
                 f" (JOB_TIME_LIMIT_S={settings.JOB_TIME_LIMIT_S}); ask for less or leave it out",
             )
         record = new_predict_record(
-            new_id(), params=request.model_dump(), rows=dataset.rows, queue=_job_queue(workers),
+            new_id(), params=request.model_dump(), rows=dataset.rows, queue=_job_queue(submission.workers),
             chunk_rows=settings.PREDICT_CHUNK_ROWS,
         )  # fmt: skip
-        jobs.create(record)
+        submission.jobs.create(record)
         remember(record.id)
-        return _enqueue_or_fail(jobs, record, lambda: send_predict_job(celery, record))
+        return _enqueue_or_fail(submission.jobs, record, lambda: send_predict_job(submission.celery, record))
 
-    return _submit_once(
-        "predict",
-        request.model_dump(mode="json"),
-        submit,
-        idempotency_key=idempotency_key,
-        idempotency=idempotency,
-        jobs=jobs,
-        response=response,
-    )
-
-
-def _placeholder_submit(
-    kind: str, params: dict, *, celery, jobs, workers, claim: Callable[[str], Callable[[], None]] | None = None
-) -> SubmitJob:
-    """Submit a train or synth job; `claim(job_id)` takes what the job will own (its adapter name) just before the
-    record is made, and returns how to give it back should the job not be accepted after all."""
-
-    def submit(remember: Callable[[str], None]) -> JobRecord:
-        queue = _job_queue(workers)
-        record = JobRecord(id=new_id(), kind=kind, params=params, task_ids=[new_id()], queue=queue)
-        release = claim(record.id) if claim is not None else None
-        try:
-            jobs.create(record)
-            remember(record.id)
-            return _enqueue_or_fail(jobs, record, lambda: send_placeholder_job(celery, record))
-        except BaseException:
-            if release is not None:
-                release()
-            raise
-
-    return submit
+    return submission.once("predict", request.model_dump(mode="json"), submit)
 
 
 def _adapter_name_claim(settings: Settings, name: str) -> Callable[[str], Callable[[], None]]:
@@ -292,13 +303,8 @@ def _adapter_name_claim(settings: Settings, name: str) -> Callable[[str], Callab
 def create_train_job(
     request: TrainJobRequest,
     settings: SettingsDep,
-    celery: CeleryDep,
-    jobs: JobStoreDep,
     datasets: DatasetStoreDep,
-    workers: WorkersDep,
-    idempotency: IdempotencyDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
+    submission: SubmissionDep,
 ) -> JobCreated:
     """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/; GET /v1/adapters lists it.
 
@@ -307,40 +313,20 @@ def create_train_job(
     claimed (shared/adapter_claim.py): a bad request is a 4xx now, never a 202 for a job that fails later.
     """
     claim = _adapter_name_claim(settings, request.adapter_name) if request.adapter_name is not None else None
-    placeholder = _placeholder_submit(
-        "train", request.model_dump(), celery=celery, jobs=jobs, workers=workers, claim=claim
-    )
 
-    def submit(remember: Callable[[str], None]) -> JobRecord:
-        # Inside the submit: an Idempotency-Key replay returns its job before its own name counts as taken.
+    def check() -> None:
         _require_labelled(datasets, "dataset", request.dataset)
         _require_labelled(datasets, "validation_dataset", request.validation_dataset)
         for extra in request.extra_datasets:
             _require_labelled(datasets, "extra_datasets", extra.dataset)
         check_train_options(settings, request)
-        return placeholder(remember)
 
-    return _submit_once(
-        "train",
-        request.model_dump(mode="json"),
-        submit,
-        idempotency_key=idempotency_key,
-        idempotency=idempotency,
-        jobs=jobs,
-        response=response,
-    )
+    return submission.whole_job("train", request, check=check, claim=claim)
 
 
 @router.post("/leaderboard", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_leaderboard_job(
-    request: LeaderboardJobRequest,
-    celery: CeleryDep,
-    jobs: JobStoreDep,
-    datasets: DatasetStoreDep,
-    workers: WorkersDep,
-    idempotency: IdempotencyDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
+    request: LeaderboardJobRequest, datasets: DatasetStoreDep, submission: SubmissionDep
 ) -> JobCreated:
     """Rank the models of a labelled dataset from its human votes: Bradley-Terry ratings on the Elo scale with
     bootstrap 95% intervals (leaderboard.csv, .json, .png and the pairwise win rates as artefacts).
@@ -358,29 +344,12 @@ def create_leaderboard_job(
         raise _unprocessable(
             f"dataset {request.dataset} has no model_a and model_b columns: add the two models' names to each row"
         )
-    submit = _placeholder_submit("leaderboard", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
-    return _submit_once(
-        "leaderboard",
-        request.model_dump(mode="json"),
-        submit,
-        idempotency_key=idempotency_key,
-        idempotency=idempotency,
-        jobs=jobs,
-        response=response,
-    )
+    return submission.whole_job("leaderboard", request)
 
 
 @router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
 def create_synth_job(
-    request: SynthJobRequest,
-    settings: SettingsDep,
-    celery: CeleryDep,
-    jobs: JobStoreDep,
-    datasets: DatasetStoreDep,
-    workers: WorkersDep,
-    idempotency: IdempotencyDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
+    request: SynthJobRequest, settings: SettingsDep, datasets: DatasetStoreDep, submission: SubmissionDep
 ) -> JobCreated:
     """Label a dataset's pairs with a teacher LLM into synth/<job id>/ (pairs.csv, annotations.jsonl, metrics.json).
 
@@ -388,16 +357,7 @@ def create_synth_job(
     """
     _require_dataset(datasets, request.dataset)
     _require_base_model(settings, request.teacher_model, field="teacher_model")  # a 422 now, not a failed job later
-    submit = _placeholder_submit("synth", request.model_dump(), celery=celery, jobs=jobs, workers=workers)
-    return _submit_once(
-        "synth",
-        request.model_dump(mode="json"),
-        submit,
-        idempotency_key=idempotency_key,
-        idempotency=idempotency,
-        jobs=jobs,
-        response=response,
-    )
+    return submission.whole_job("synth", request)
 
 
 @router.get("", response_model=list[JobRecord])
