@@ -42,19 +42,32 @@ def ensure_layout(shared_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
-    """Write to a temp file beside `path`, then rename over it: readers never see a half file.
-
-    On any error the temp file is removed and whatever was at `path` before stays untouched.
-    """
+def _staged_file(path: Path, mode: str, open_kwargs: dict) -> Iterator[tuple[IO, str]]:
+    """A temp file beside `path`, yielded with its name; flushed and fsynced when the caller's block ends. The
+    caller publishes it (rename or link) after its `with` block; the temp name is removed on any error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
+            yield handle, tmp_name
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Write to a temp file beside `path`, then rename over it: readers never see a half file.
+
+    On any error the temp file is removed and whatever was at `path` before stays untouched.
+    """
+    with _staged_file(path, mode, open_kwargs) as (handle, tmp_name):
+        yield handle
+    try:
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -174,14 +187,9 @@ def atomic_creator(path: Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     The finished temp file is hard-linked into place, which fails atomically when `path` exists, so a
     repeated or concurrent job step cannot overwrite what an earlier one published.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _staged_file(path, mode, open_kwargs) as (handle, tmp_name):
+        yield handle
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
         os.link(tmp_name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
