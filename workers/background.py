@@ -15,11 +15,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import redis
 
 from shared.job_store import JobStore
+from shared.process_tree import descendants
 from shared.settings import Settings
 from shared.worker_presence import (
     SWEEPER_LOCK_NAME,
@@ -42,29 +42,12 @@ def exit_hard() -> None:
     Not a kill of the process group: under scripts/stack.sh the group holds the loop that restarts the worker, and
     as PID 1 of a container the process ignores a signal it sends itself.
     """
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     os._exit(HARD_STOP_EXIT_CODE)
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 class WorkerBackground:

@@ -48,6 +48,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # shared/ (settings, worker presence) for the stack this script starts
 
+from shared.process_tree import descendants  # noqa: E402  (the path above first)
+
 API_PYTHON = ROOT / ".venv-api" / "bin" / "python"
 WORKER_PYTHON = ROOT / ".venv-worker" / "bin" / "python"
 MODELS = ROOT / "var" / "shared" / "models"
@@ -126,23 +128,13 @@ def memory_mib(pid: int | None) -> dict:
 
 def tree_rss_mib(pid: int) -> float:
     """RSS of `pid` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    total_kib, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
+    total_kib = 0
+    for current in [pid, *descendants(pid)]:
         try:
             status = (Path("/proc") / str(current) / "status").read_text()
         except OSError:
             continue
         total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        todo.extend(children.get(current, []))
     return round(total_kib / 1024, 1)
 
 
