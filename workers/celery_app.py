@@ -16,9 +16,9 @@ from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready
 
 from shared.celery_config import make_celery
 from shared.settings import get_settings
-from workers.common.hardware import prefer_passive_openmp_waits
+from workers.common.hardware import prepare_process_environment
 
-prefer_passive_openmp_waits()  # before any task imports torch
+prepare_process_environment()  # before any task imports torch (OpenMP waits, the CUDA probe vLLM can fork after)
 app = make_celery(get_settings(), include=("workers.tasks",))
 _background = None
 _identity = None

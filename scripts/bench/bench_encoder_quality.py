@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from workers.common.hardware import prefer_passive_openmp_waits  # noqa: E402  (the path above first)
+from workers.common.hardware import prepare_process_environment  # noqa: E402  (the path above first)
 
-prefer_passive_openmp_waits()
+prepare_process_environment()
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preference_pairs.csv"
 MAX_FIT_SEEDS = 50
 

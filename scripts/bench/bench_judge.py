@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from workers.common.hardware import prefer_passive_openmp_waits  # noqa: E402  (the path above first)
+from workers.common.hardware import prepare_process_environment  # noqa: E402  (the path above first)
 
-prefer_passive_openmp_waits()  # before torch loads, as the worker and the CLI do
+prepare_process_environment()  # before torch loads, as the worker and the CLI do
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "preference_pairs.csv"
 # The engines, fastest first to load; the naive loop comes first because every other row is compared with it.
 ENGINES = ("naive", "transformers", "vllm", "vllm-no-cache")

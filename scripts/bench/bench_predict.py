@@ -24,6 +24,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from workers.common.hardware import prepare_process_environment  # noqa: E402  (the path above first)
+
+prepare_process_environment()  # before torch loads, as the worker and the CLI do
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "preference_pairs.csv"
 
 

@@ -19,11 +19,14 @@ import pandas as pd
 
 from shared.arena_csv import read_arena_csv
 from shared.settings import get_settings
+from workers.common.hardware import prepare_process_environment
 from workers.common.pairs import prompt_groups
 from workers.common.soft_labels import multiclass_log_loss
 from workers.predictor.sentence_encoder import open_text_encoder
 from workers.predictor.text_model import embed_pairs, fit_text_model
 from workers.training.splits import holdout_mask
+
+prepare_process_environment()  # before torch loads (the modules above import it lazily), as the worker does
 
 
 def _by_source(labels: np.ndarray, probabilities: np.ndarray, sources: np.ndarray) -> dict[str, float]:

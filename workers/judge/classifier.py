@@ -28,7 +28,7 @@ import numpy as np
 from shared.arena_csv import Pair
 from shared.artifacts import ADAPTER_CONFIG_NAME, JUDGE_SETTINGS_NAME, MERGED_DIR_NAME, MODEL_CONFIG_NAME
 from shared.storage import atomic_write_text
-from workers.common.hardware import autocast_context
+from workers.common.hardware import autocast_context, cuda_available
 from workers.judge.engines import (
     EngineConfig,
     ModelNotFoundError,
@@ -190,11 +190,10 @@ class TransformersClassifier:
     def __init__(
         self, model_path: str | Path, *, adapter_dir: str | Path, device: str | None = None, batch_size: int = 8
     ) -> None:
-        import torch
         from peft import PeftModel
 
         settings = ClassifierSettings.load(adapter_dir)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or ("cuda" if cuda_available() else "cpu")
         self.pad_token_id = settings.pad_token_id
         self.batch_size = batch_size
         base = load_sequence_classifier(model_path, pad_token_id=settings.pad_token_id, num_labels=len(settings.labels))

@@ -22,7 +22,7 @@ import numpy as np
 from shared.artifacts import ADAPTER_CONFIG_NAME
 from shared.errors import UserError
 from shared.settings import Settings
-from workers.common.hardware import cpu_has_fast_bf16
+from workers.common.hardware import cpu_has_fast_bf16, cuda_available
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +150,6 @@ def load_tokenizer(model_path: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(check_model_dir(model_path)))
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
 
 
 def resolve_dtype(dtype: str, *, device: str | None = None) -> str:
@@ -403,7 +395,7 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or ("cuda" if cuda_available() else "cpu")
         model = AutoModelForCausalLM.from_pretrained(
             str(check_model_dir(model_path)), dtype=getattr(torch, resolve_dtype(dtype, device=self.device))
         )

@@ -82,7 +82,7 @@ def resolve_backend(requested: str, device: str) -> str:
 
 
 def default_device() -> str:
-    from workers.judge.engines import cuda_available
+    from workers.common.hardware import cuda_available
 
     return "cuda" if cuda_available() else "cpu"
 
