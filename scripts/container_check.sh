@@ -138,6 +138,21 @@ start() {  # name, image, buildah-run options..., --, command...
   say "started $name from $image (pid $!, log $RUN_DIR/$name.log)"
 }
 
+# Triton compiles a small C extension (its CUDA driver stub) with the image's compiler at the first kernel launch:
+# build the same kind of file in the image, which needs no GPU.
+check_c_extension_builds() {  # image
+  local container="arena-check-cc-$$"
+  buildah rm "$container" >/dev/null 2>&1 || true
+  buildah from --quiet --name "$container" "$1" >/dev/null
+  CONTAINERS+=("$container")
+  # shellcheck disable=SC2016  # expanded inside the container
+  buildah run --isolation chroot "$container" sh -c \
+    'include="$(python -c "import sysconfig; print(sysconfig.get_paths()[\"include\"])")" &&
+     printf "#include <Python.h>\nint stub(void) { return 0; }\n" >/tmp/stub.c &&
+     gcc -shared -fPIC -I"$include" /tmp/stub.c -o /tmp/stub.so' \
+    || { say "$1 cannot build a C extension: Triton needs gcc, libc6-dev and Python.h at run time"; exit 1; }
+}
+
 redis_answers() {  # bash's /dev/tcp: no redis-cli needed on the host
   (
     exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT"
@@ -187,6 +202,7 @@ main() {
   timed "built $CPU_IMAGE" build "$CPU_IMAGE" compose/Dockerfile.worker-cpu "${torch_args[@]}"
   if [ "$BUILD_GPU" = 1 ]; then
     timed "built $GPU_IMAGE" build "$GPU_IMAGE" compose/Dockerfile.worker-gpu
+    timed "$GPU_IMAGE builds a C extension" check_c_extension_builds "$GPU_IMAGE"
   else
     say "$GPU_IMAGE: skipped (CHECK_GPU_IMAGE=0)"
   fi

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
         " scripts/stack.sh restarts it).",
     )
     MAX_UPLOAD_BYTES: int = Field(default=200 * 1024 * 1024, ge=1024, description="Size cap of one dataset upload.")
+    MIN_FREE_BYTES: int = Field(
+        default=1024**3,
+        ge=0,
+        description="Free-space floor of SHARED_DIR: below it GET /readyz answers 503 (uploads, models and"
+        " submissions all land there). 0: no floor.",
+    )
     MAX_CELL_BYTES: int = Field(
         default=1024 * 1024,
         ge=1024,

