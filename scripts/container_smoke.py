@@ -1,6 +1,6 @@
 """REST smoke test of a running stack, standard library only (runs on a host without the project's venvs).
 
-Waits for GET /healthz to be green, uploads a small unlabelled Kaggle-schema CSV, runs a predict job, downloads
+Waits for GET /readyz to be green, uploads a small unlabelled Kaggle-schema CSV, runs a predict job, downloads
 submission.csv and checks it (same ids in the same order, three probabilities per row summing to ~1), checks
 that Flower answers, then that health is still green. Used by scripts/container_check.sh:
     API_KEY=... python3 scripts/container_smoke.py --url http://127.0.0.1:18000 --flower-url http://127.0.0.1:15555
@@ -106,14 +106,14 @@ def wait_healthy(url: str, *, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            status, body = request(f"{url}/healthz")
+            status, body = request(f"{url}/readyz")
             if status == 200:
                 return json.loads(body)
             last = body[:300]
         except OSError as error:
             last = str(error).encode()
         if time.monotonic() > deadline:
-            raise SmokeError(f"/healthz not green after {timeout_s:.0f}s: {last!r}")
+            raise SmokeError(f"/readyz not green after {timeout_s:.0f}s: {last!r}")
         time.sleep(2)
 
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace, api_key: str) -> dict[str, float]:
     started = time.monotonic()
     health = wait_healthy(args.url, timeout_s=args.ready_timeout)
     timings["ready_s"] = time.monotonic() - started
-    say(f"healthz green after {timings['ready_s']:.1f}s; workers {health['workers']}")
+    say(f"readyz green after {timings['ready_s']:.1f}s; workers {health['workers']}")
 
     rows = test_rows(args.data, rows=args.rows)
     body, content_type = multipart("file", "smoke.csv", to_csv(rows))
@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, api_key: str) -> dict[str, float]:
         raise SmokeError(f"Flower {args.flower_url}/healthcheck answered {status}: {flower[:200]!r}")
     say(f"Flower answers: {flower.decode().strip()}")
     health = wait_healthy(args.url, timeout_s=10)
-    say(f"healthz still green: {health['status']}, broker {health['broker']}")
+    say(f"readyz still green: {health['status']}, broker {health['broker']}")
     timings["total_s"] = time.monotonic() - started
     return timings
 
@@ -193,7 +193,7 @@ def main() -> int:
         "--ready-timeout",
         type=float,
         default=1800,
-        help="seconds for the first green /healthz (a first start fits the default predictor: minutes)",
+        help="seconds for the first green /readyz (a first start fits the default predictor: minutes)",
     )
     parser.add_argument("--job-timeout", type=float, default=900)
     args = parser.parse_args()

@@ -48,7 +48,7 @@ def main() -> int:
         return 2
 
     client = httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
-    health = client.get("/healthz").json()
+    health = client.get("/readyz").json()
     print(f"demo: gateway healthy; workers {health['workers']}")
 
     content = build_test_csv(args.data, rows=args.rows)

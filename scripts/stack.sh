@@ -181,11 +181,11 @@ up() {
   fi
   start flower "$PY_API" -m celery -A shared.celery_client flower --address=127.0.0.1 --port="$FLOWER_PORT"
 
-  say "waiting for the gateway and a worker (GET /healthz)"
+  say "waiting for the gateway and a worker (GET /readyz)"
   local deadline=$(( SECONDS + READY_TIMEOUT_S ))
-  until curl -fsS "http://$API_HOST:$API_PORT/healthz" >/dev/null 2>&1; do
+  until curl -fsS "http://$API_HOST:$API_PORT/readyz" >/dev/null 2>&1; do
     if (( SECONDS > deadline )); then
-      say "not healthy after ${READY_TIMEOUT_S}s:"; curl -sS "http://$API_HOST:$API_PORT/healthz" >&2 || true
+      say "not healthy after ${READY_TIMEOUT_S}s:"; curl -sS "http://$API_HOST:$API_PORT/readyz" >&2 || true
       exit 1
     fi
     sleep 1
@@ -279,7 +279,7 @@ status() {
     if kill -0 "$(cat "$pid_file")" 2>/dev/null; then state=running; else state=dead; fi
     echo "$(basename "$pid_file" .pid): $state (pid $(cat "$pid_file"))"
   done
-  curl -sS "http://$API_HOST:$API_PORT/healthz" && echo || true
+  curl -sS "http://$API_HOST:$API_PORT/readyz" && echo || true
 }
 
 case "${1:-}" in

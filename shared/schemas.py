@@ -314,8 +314,20 @@ class AdapterInfo(BaseModel):
     modified_at: datetime
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"] = Field(default="ok", description="Always ok: the gateway process answers.")
+
+
 class Health(BaseModel):
+    """GET /readyz: whether the stack can take work now, and if not, why."""
+
     status: Literal["ok", "degraded"]
     gateway: str = "ok"
     broker: Literal["ok", "unreachable"]
     workers: dict[str, int] = Field(description="Queue name → how many live workers consume it.")
+    shared_free_bytes: int | None = Field(
+        default=None, description="Free bytes on SHARED_DIR (None: it could not be read)."
+    )
+    reasons: list[str] = Field(
+        default_factory=list, description="Why the stack is not ready (empty when status is ok): what to fix."
+    )

@@ -80,7 +80,7 @@ def run_stack(*, workers: int, csv_path: Path, chunk_rows: int, root: Path, time
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {env['API_KEY']}"}, timeout=60
         )
         deadline = time.monotonic() + 300
-        while client.get("/healthz").json().get("workers", {}).get("cpu", 0) < workers:  # every worker up
+        while client.get("/readyz").json().get("workers", {}).get("cpu", 0) < workers:  # every worker up
             if time.monotonic() > deadline:
                 raise SystemExit(f"{workers} workers did not all come up; see {run_dir}")
             time.sleep(1)

@@ -226,7 +226,7 @@ def main() -> int:
         started = time.monotonic()
         while True:
             try:
-                if client.get("/healthz").status_code == 200:
+                if client.get("/readyz").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -125,7 +125,7 @@ def test_the_upload_route_gets_the_upload_cap_whatever_its_content_type(settings
         assert refused.status_code == 413 and "MAX_UPLOAD_BYTES" in refused.json()["detail"]
 
 
-# --- /healthz: cheap, and nothing about hosts ------------------------------------------------------------------
+# --- /readyz: cheap, and nothing about hosts ------------------------------------------------------------------
 
 
 def test_health_names_queues_not_hosts_and_asks_the_workers_at_most_every_few_seconds(settings, monkeypatch):
@@ -143,18 +143,18 @@ def test_health_names_queues_not_hosts_and_asks_the_workers_at_most_every_few_se
 
     monkeypatch.setattr(app.state.celery.control, "inspect", lambda **_: FakeInspect())
     with TestClient(app) as anonymous:
-        responses = [anonymous.get("/healthz") for _ in range(3)]
+        responses = [anonymous.get("/readyz") for _ in range(3)]
     for response in responses:
         assert response.status_code == 200, response.text
         assert response.json()["workers"] == {"cpu": 1, "gpu.0": 2}
         assert "internal.example" not in response.text and "celery@" not in response.text
-    assert len(inspect_calls) == 1, "every /healthz call broadcast an inspect that waits on busy workers"
+    assert len(inspect_calls) == 1, "every /readyz call broadcast an inspect that waits on busy workers"
 
 
 def test_health_with_an_unreachable_broker_says_so_without_its_address(settings):
     unreachable = settings.model_copy(update={"REDIS_URL": "redis://:s3cret-pass@localhost:1/0"})
     with TestClient(create_app(unreachable)) as anonymous:
-        health = anonymous.get("/healthz")
+        health = anonymous.get("/readyz")
     assert health.status_code == 503
     assert health.json()["broker"].startswith("unreachable")
     for leak in ("localhost", "s3cret", "redis://", ":1", "Error", "refused"):

@@ -220,7 +220,7 @@ def test_jobs_go_to_the_queues_workers_announce_even_when_busy_workers_cannot_an
     job_id = client.post("/v1/jobs/predict", json={"dataset": dataset_id}).json()["job_id"]
     chunks = client.get(f"/v1/jobs/{job_id}").json()["chunks"]
     assert [(chunk["queue"], chunk["start"], chunk["stop"]) for chunk in chunks] == [("gpu", 0, 2), ("gpu", 2, 3)]
-    health = client.get("/healthz").json()
+    health = client.get("/readyz").json()
     assert health["workers"] == {"gpu": 2, "gpu.0": 1, "gpu.1": 1} and "box" not in str(health)
 
 

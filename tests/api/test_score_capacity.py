@@ -2,7 +2,7 @@
 announces itself but never takes a task (busy), so every score request waits its full SCORE_TIMEOUT_S.
 
 200 concurrent POST /v1/score: at most SCORE_MAX_IN_FLIGHT wait, the rest get 429 with Retry-After at once, and
-GET /healthz and GET /v1/jobs keep answering in well under a second throughout (issue 20: p99 < 1 s). A gateway
+GET /readyz and GET /v1/jobs keep answering in well under a second throughout (issue 20: p99 < 1 s). A gateway
 that holds a thread per waiting score request (the sync route this replaced) fails both.
 """
 
@@ -122,9 +122,9 @@ async def call(port: int, method: str, path: str, body: bytes = b"") -> tuple[in
 
 
 def probe(port: int, stop: threading.Event) -> dict[str, list[float]]:
-    """GET /healthz and GET /v1/jobs in turn, each timed, until `stop`: from a thread of its own, so the time the
+    """GET /readyz and GET /v1/jobs in turn, each timed, until `stop`: from a thread of its own, so the time the
     burst's own event loop takes does not count."""
-    latencies: dict[str, list[float]] = {"/healthz": [], "/v1/jobs": []}
+    latencies: dict[str, list[float]] = {"/readyz": [], "/v1/jobs": []}
     while not stop.is_set():
         for path, samples in latencies.items():
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -140,7 +140,7 @@ def probe(port: int, stop: threading.Event) -> dict[str, list[float]]:
 
 
 async def burst(port: int) -> tuple[list[tuple[int, dict[str, str], float]], dict[str, list[float]]]:
-    """BURST concurrent score requests; meanwhile GET /healthz and GET /v1/jobs in turn, timed, until all ended."""
+    """BURST concurrent score requests; meanwhile GET /readyz and GET /v1/jobs in turn, timed, until all ended."""
     body = json.dumps({"pairs": [PAIR], "raw": True, "tta": False}).encode()
     stop = threading.Event()
     with ThreadPoolExecutor(1) as prober:
@@ -175,7 +175,7 @@ def test_a_burst_of_score_requests_gets_429s_at_once_and_the_other_routes_keep_a
 
 
 def test_health_answers_at_once_while_the_broker_check_hangs(settings, monkeypatch):
-    """A broker check that hangs (a Redis that accepts connections but never answers) must not hang /healthz."""
+    """A broker check that hangs (a Redis that accepts connections but never answers) must not hang /readyz."""
     from fastapi.testclient import TestClient
 
     from api.dispatch import HEALTH_WAIT_S, WorkerDirectory
@@ -192,7 +192,7 @@ def test_health_answers_at_once_while_the_broker_check_hangs(settings, monkeypat
         with TestClient(create_app(settings)) as client:
             for _ in range(3):
                 started = time.perf_counter()
-                health = client.get("/healthz")
+                health = client.get("/readyz")
                 assert time.perf_counter() - started < HEALTH_WAIT_S + 0.5
                 assert health.status_code == 503 and health.json()["broker"] == "unreachable"
     finally:
@@ -210,7 +210,7 @@ def test_health_says_the_broker_is_ok_while_a_worker_broadcast_is_slow(settings,
     try:
         with TestClient(create_app(settings)) as client:
             started = time.perf_counter()
-            health = client.get("/healthz")
+            health = client.get("/readyz")
             assert time.perf_counter() - started < HEALTH_WAIT_S + 0.5
             assert health.status_code == 503 and health.json()["broker"] == "ok"
     finally:

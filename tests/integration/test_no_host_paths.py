@@ -73,7 +73,7 @@ def test_answers_artefacts_and_records_name_no_host_path(stack):
     states = [(record["state"], record["error"]) for record in records]
     assert [state for state, _ in states] == ["succeeded", "succeeded", "failed"], states
 
-    for route in ("/v1/jobs", "/v1/adapters", "/v1/adapters/paths-judge", "/v1/datasets", "/healthz"):
+    for route in ("/v1/jobs", "/v1/adapters", "/v1/adapters/paths-judge", "/v1/datasets", "/healthz", "/readyz"):
         response = client.get(route)
         assert response.status_code == 200, (route, response.text)
         answers[f"GET {route}"] = response.text

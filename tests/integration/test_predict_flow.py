@@ -23,7 +23,7 @@ def stack(tmp_path_factory):
 
 
 def test_health_lists_the_worker(stack):
-    health = stack.client.get("/healthz")
+    health = stack.client.get("/readyz")
     assert health.status_code == 200, health.text
     assert health.json()["workers"] == {"cpu": 1}
 

@@ -83,7 +83,7 @@ def test_jobs_survive_a_redis_restart_and_the_gateway_recovers(stack, own_redis)
         refused = stack.client.post("/v1/jobs/predict", json={"dataset": dataset["id"]})
         assert refused.status_code == 503, refused.text
         assert "job queue is unavailable" in refused.json()["detail"] and "Redis" in refused.json()["detail"]
-        health = stack.client.get("/healthz")
+        health = stack.client.get("/readyz")
         assert health.status_code == 503 and health.json()["broker"].startswith("unreachable")
         # Job records live in shared storage: still listed, with their states, while Redis is down.
         listed = {job["id"]: job["state"] for job in stack.client.get("/v1/jobs").json()}
