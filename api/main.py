@@ -12,12 +12,14 @@ from api.deps import api_key_problem
 from api.dispatch import ScoreCapacity, WorkerDirectory
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyStore
+from api.metrics import GatewayMetrics, MetricsMiddleware
 from api.routes.main import api_router
 from shared.celery_config import make_celery
 from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.settings import Settings, get_settings
 from shared.storage import ensure_layout
+from shared.worker_presence import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Idempotency-Key"],
         )
+
+    app.state.metrics = GatewayMetrics(
+        settings=settings,
+        jobs=app.state.job_store,
+        in_flight=lambda: app.state.score_capacity.in_flight,
+        client=redis_client(settings),
+    )
+    # Outermost: it counts what the key gate and the body cap refuse too.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, openapi=app.openapi)
 
     install_error_handlers(app)  # short answers: no host paths, about 1 KiB at most whatever the request
 

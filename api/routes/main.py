@@ -4,10 +4,11 @@ no data) and the docs do not."""
 from fastapi import APIRouter, Depends
 
 from api.deps import require_api_key
-from api.routes import adapters, datasets, health, jobs, score, ui
+from api.routes import adapters, datasets, health, jobs, metrics, score, ui
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+api_router.include_router(metrics.router)
 api_router.include_router(ui.router)
 v1_router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 v1_router.include_router(adapters.router)
