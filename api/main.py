@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_cell_bytes=settings.MAX_CELL_BYTES,
         max_rows=settings.MAX_UPLOAD_ROWS,
         max_columns=settings.MAX_UPLOAD_COLUMNS,
+        max_name_chars=settings.MAX_NAME_CHARS,
         max_concurrent_uploads=settings.MAX_CONCURRENT_UPLOADS,
     )
     app.state.workers = WorkerDirectory(celery, settings)

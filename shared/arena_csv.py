@@ -26,6 +26,8 @@ REQUIRED_COLUMNS = ("id", "prompt", "response_a", "response_b")
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 SUBMISSION_COLUMNS = ("id", *LABEL_COLUMNS)
 TURN_COLUMNS = ("prompt", "response_a", "response_b")
+# Labels, not text: shown in figures, leaderboards and per-source tables, so capped in length (MAX_NAME_CHARS).
+NAME_COLUMNS = ("model_a", "model_b", "source")
 
 
 class DataFormatError(UserError, ValueError):
@@ -376,6 +378,7 @@ def check_arena_csv(
     max_rows: int | None = None,
     max_columns: int | None = None,
     max_cell_bytes: int | None = None,
+    max_name_chars: int | None = None,
 ) -> CsvSummary:
     """Validate a Kaggle arena CSV as read_arena_csv would, streaming, in memory bounded whatever the file.
 
@@ -390,6 +393,7 @@ def check_arena_csv(
         max_rows: refuse more data rows (MAX_UPLOAD_ROWS); None: no cap.
         max_columns: refuse a wider header (MAX_UPLOAD_COLUMNS); None: no cap.
         max_cell_bytes: refuse a larger cell (MAX_CELL_BYTES); None: no cap.
+        max_name_chars: refuse a longer model_a, model_b or source value (MAX_NAME_CHARS); None: no cap.
 
     Returns:
         The number of rows, and whether the winner columns are there.
@@ -417,6 +421,7 @@ def check_arena_csv(
         turn_indices = [(column, columns.index(column)) for column in TURN_COLUMNS]
         label_indices = [(column, columns.index(column)) for column in LABEL_COLUMNS] if labelled else []
         turn_cells = itemgetter(*(index for _, index in turn_indices))
+        name_indices = [] if max_name_chars is None else [(c, columns.index(c)) for c in NAME_COLUMNS if c in columns]
         row_cap = sys.maxsize if max_rows is None else max_rows
         # A character is at most 4 UTF-8 bytes: only cells longer than this can be over the cap; only those are encoded.
         long_cell = sys.maxsize if max_cell_bytes is None else max_cell_bytes // 4
@@ -437,6 +442,13 @@ def check_arena_csv(
             if not row_id:
                 raise DataFormatError(EMPTY_ID.format(row=rows))
             id_hashes.append(hash(row_id))
+            for column, index in name_indices:
+                if len(record[index].strip()) > max_name_chars:
+                    raise DataFormatError(
+                        f"row {rows} (id={short(row_id)}), column {column!r}: {len(record[index].strip()):,}"
+                        f" characters, over the {max_name_chars:,}-character cap of a name (MAX_NAME_CHARS); shorten"
+                        " it"
+                    )
             if not _are_turn_cells(turn_cells(record)):
                 for column, index in turn_indices:
                     parse_turns(record[index], row=rows, column=column, row_id=row_id)

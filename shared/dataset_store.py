@@ -48,10 +48,12 @@ class DatasetStore:
         max_cell_bytes: int | None = None,
         max_rows: int | None = None,
         max_columns: int | None = None,
+        max_name_chars: int | None = None,
         max_concurrent_uploads: int | None = None,
     ) -> None:
         """Caps of an upload: `max_bytes` (MAX_UPLOAD_BYTES), and when given `max_cell_bytes` (MAX_CELL_BYTES),
-        `max_rows` (MAX_UPLOAD_ROWS), `max_columns` (MAX_UPLOAD_COLUMNS). A registered CSV is checked without them.
+        `max_rows` (MAX_UPLOAD_ROWS), `max_columns` (MAX_UPLOAD_COLUMNS), `max_name_chars` (MAX_NAME_CHARS). A
+        registered CSV is checked without them.
         `max_concurrent_uploads` (MAX_CONCURRENT_UPLOADS): uploads stored at once, None: any number."""
         self.shared_dir = Path(shared_dir)
         self.root = self.shared_dir / DATASETS_DIR_NAME
@@ -59,6 +61,7 @@ class DatasetStore:
         self.max_cell_bytes = max_cell_bytes
         self.max_rows = max_rows
         self.max_columns = max_columns
+        self.max_name_chars = max_name_chars
         self.max_concurrent_uploads = max_concurrent_uploads
         self.upload_slots = threading.BoundedSemaphore(max_concurrent_uploads) if max_concurrent_uploads else None
 
@@ -155,6 +158,7 @@ class DatasetStore:
             max_rows=self.max_rows if capped else None,
             max_columns=self.max_columns if capped else None,
             max_cell_bytes=self.max_cell_bytes if capped else None,
+            max_name_chars=self.max_name_chars if capped else None,
         )
         info = DatasetInfo(
             id=dataset_id,

@@ -159,6 +159,27 @@ class Settings(BaseSettings):
         ge=1024,
         description="Size cap of one cell of an uploaded CSV (a whole conversation's turns are one cell).",
     )
+    MAX_NAME_CHARS: int = Field(
+        default=200,
+        ge=8,
+        le=100_000,
+        description="Longest `model_a`, `model_b` or `source` value of an uploaded CSV, in characters; a longer one"
+        " is refused (422 naming the row and column). Names are labels in figures and leaderboards, not text.",
+    )
+    MAX_REPORT_SOURCES: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Most sources a predict job's per-source figures show: past it, the largest sources are shown"
+        " and the rest are grouped as one `(other N sources)` row, with a note.",
+    )
+    ASSEMBLY_TIME_LIMIT_S: int = Field(
+        default=600,
+        ge=10,
+        description="Time the reports of a predict job's assembly (per-source figures, reliability diagram,"
+        " leaderboards) may take on the assembling worker; past it the rest are skipped with the reason in"
+        " metrics.json and the job still succeeds with its submission.",
+    )
     SCORE_TIMEOUT_S: float = Field(
         default=60.0, gt=0, description="POST /v1/score waits this long for a worker before answering 504."
     )

@@ -131,3 +131,15 @@ def test_uploads_beyond_the_concurrency_cap_get_503_at_once(settings):
     assert busy.status_code == 503, busy.text
     assert busy.headers["Retry-After"] == "5" and "MAX_CONCURRENT_UPLOADS" in busy.json()["detail"]
     assert refused.status_code == 422 and stored.status_code == 201, stored.text
+
+
+def test_a_model_or_source_name_over_the_cap_is_422_naming_row_and_column(settings):
+    """MAX_NAME_CHARS: names are labels in figures and leaderboards; a 900 KB one used to reach them."""
+    client = capped_client(settings, MAX_NAME_CHARS=50)
+    before = snapshot(settings.SHARED_DIR)
+    response = upload(client, arena_csv(3, models=("a", "b", "m" * 51)))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "row 2 (id='1001'), column 'model_b': 51 characters" in detail and "MAX_NAME_CHARS" in detail
+    assert snapshot(settings.SHARED_DIR) == before
+    assert upload(client, arena_csv(3, models=("a", "b", "m" * 50))).status_code == 201

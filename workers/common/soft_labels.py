@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def multiclass_log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-15) -> float:
+def row_log_losses(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-15) -> np.ndarray:
+    """Each row's log loss (multiclass_log_loss is their mean): per-group losses are sums of these."""
     probabilities = np.clip(probabilities, eps, 1.0)
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return float(-(labels * np.log(probabilities)).sum(axis=1).mean())
+    return -(labels * np.log(probabilities)).sum(axis=1)
+
+
+def multiclass_log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-15) -> float:
+    return float(row_log_losses(labels, probabilities, eps).mean())
 
 
 def soft_label_rows(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None):

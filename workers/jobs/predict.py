@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import threading
 import time
@@ -30,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.arena_csv import ArenaDataset, normalise_probabilities, read_arena_csv, write_submission
+from shared.arena_csv import ArenaDataset, normalise_probabilities, read_arena_csv, short, write_submission
 from shared.artifacts import METRICS_NAME, RELIABILITY_NAME, SUBMISSION_NAME, VOTES_NAME
 from shared.job_store import JobStore
 from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
-from workers.jobs.run import ArtifactWriteError, JobRun, publish_together
+from workers.jobs.run import ArtifactWriteError, JobCancelledError, JobRun, publish_together
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
 from workers.predictor.predictor import Predictor, PredictRequest
 
@@ -176,13 +177,26 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
     record = store.read(job_id)
     if record.terminal:
         return {"job_id": job_id, "state": record.state}
+    guard = AssemblyGuard(store, job_id, time_limit_s=settings.ASSEMBLY_TIME_LIMIT_S)
+    try:
+        return _assemble(settings, store, record, guard)
+    except JobCancelledError as exc:
+        # Cancelled (or failed elsewhere) while assembling: stop here, nothing published; the record says why.
+        log.info("job %s: assembly stopped: %s", job_id, exc)
+        return {"job_id": job_id, "state": store.read(job_id).state}
+
+
+def _assemble(settings: Settings, store: JobStore, record, guard: AssemblyGuard) -> dict:
+    job_id = record.id
     dataset = load_job_dataset(settings, record.params["dataset"])
+    guard.check()
     paths = [chunk_path(settings.SHARED_DIR, job_id, chunk.index) for chunk in sorted(record.chunks, key=_index)]
     votes = concatenate_results([load_votes(path) for path in paths])
     ids = votes.ids
     if ids != dataset.ids:
         raise RuntimeError(f"job {job_id}: the chunks cover {len(ids)} rows that do not match the dataset's order")
     probabilities = np.concatenate([_stored_probabilities(path) for path in paths])
+    guard.check()
     output_dir = job_output_dir(settings.SHARED_DIR, job_id)
     metrics = {
         # Relative to SHARED_DIR: records and results are shown to users, host paths are not.
@@ -200,11 +214,12 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
     }
     staging = output_dir / f".report-{uuid.uuid4().hex}"
     try:
-        report, report_writers = _report(settings, dataset, probabilities, staging)
+        report, report_writers = _report(settings, dataset, probabilities, staging, guard)
         metrics.update(report)
         metrics = redact_host_paths(metrics, settings.SHARED_DIR)  # an artefact and the job's result: shown to users
         writers[METRICS_NAME] = lambda path: path.write_text(json.dumps(metrics, indent=1, default=str))
         writers.update(report_writers)
+        guard.check()
         publish_together(output_dir, writers)
     except OSError as exc:
         reason = (
@@ -224,43 +239,120 @@ def assemble_predict_job(settings: Settings, *, job_id: str) -> dict:
     return {"job_id": job_id, "state": "succeeded", "rows": len(ids)}
 
 
+class ReportsOutOfTimeError(RuntimeError):
+    """The assembly's reports ran past ASSEMBLY_TIME_LIMIT_S: the rest are skipped, the submission is published."""
+
+
+class AssemblyGuard:
+    """Cancel and the time limit of one assembly, checked between its steps and during the leaderboard's bootstrap.
+
+    The limit is a duration on this worker's monotonic clock, never a wall-clock time compared across hosts.
+    """
+
+    def __init__(self, store: JobStore, job_id: str, *, time_limit_s: float) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.time_limit_s = time_limit_s
+        self.deadline = time.monotonic() + time_limit_s
+        self._checked_at = -math.inf
+
+    def check(self) -> None:
+        """Raise JobCancelledError when the job was cancelled or failed while this worker assembles it."""
+        self._checked_at = time.monotonic()
+        record = self.store.read(self.job_id)
+        if record.terminal:
+            raise JobCancelledError(f"job {self.job_id} was {record.state} while its submission was assembled")
+
+    def check_report(self, *_progress: object) -> None:
+        """check() at most once a second (a progress callback calls this often), then the time limit.
+
+        Raises:
+            JobCancelledError: the job was cancelled or failed.
+            ReportsOutOfTimeError: past ASSEMBLY_TIME_LIMIT_S.
+        """
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:
+            self.check()
+        if now > self.deadline:
+            raise ReportsOutOfTimeError(
+                f"not made: the assembly's reports took longer than ASSEMBLY_TIME_LIMIT_S ({self.time_limit_s:g}s);"
+                " raise it, or lower LEADERBOARD_BOOTSTRAP"
+            )
+
+
 def _report(
-    settings: Settings, dataset: ArenaDataset, probabilities: np.ndarray, staging: Path
+    settings: Settings, dataset: ArenaDataset, probabilities: np.ndarray, staging: Path, guard: AssemblyGuard
 ) -> tuple[dict, dict[str, Callable[[Path], object]]]:
     """What a labelled dataset or one with model names adds to the job's report: its metrics and its files.
 
     Labels: log loss, accuracy, per source, the confusion matrix, the reliability table and diagram. Model names:
     the leaderboard from the predictions (and, with labels, the human one and their agreement), drawn in
-    `staging`, then published with the job's other files. A dataset that cannot make a leaderboard (one model,
-    names missing) gets the reason in metrics.json instead; the job still succeeds.
+    `staging`, then published with the job's other files. A report that cannot be made (one model, names missing,
+    a figure that fails to draw, ASSEMBLY_TIME_LIMIT_S reached) is left out with the reason in metrics.json
+    (`leaderboard.skipped`, `reports_skipped`); the job still succeeds with its submission. Only a cancel stops it.
     """
     metrics: dict = {}
     writers: dict[str, Callable[[Path], object]] = {}
+    skipped: dict[str, str] = {}
     scored_probabilities = normalise_probabilities(probabilities, floor=settings.PROB_FLOOR)
-    if dataset.labels is not None:
-        from workers.reports.evaluate import confusion_counts, plot_reliability, reliability_table, score_predictions
+    staging.mkdir(parents=True, exist_ok=True)
 
-        scored = score_predictions(dataset.labels, scored_probabilities, sources=dataset.sources)
-        metrics.update({key: scored[key] for key in ("log_loss", "accuracy", "per_source") if key in scored})
+    def scores() -> None:
+        from workers.reports.evaluate import confusion_counts, reliability_table, score_predictions
+
+        scored = score_predictions(
+            dataset.labels, scored_probabilities, sources=dataset.sources, max_sources=settings.MAX_REPORT_SOURCES
+        )
+        metrics.update(
+            {key: scored[key] for key in ("log_loss", "accuracy", "per_source", "per_source_note") if key in scored}
+        )
         metrics["confusion_matrix"] = confusion_counts(dataset.labels, scored_probabilities)
         metrics["reliability"] = reliability_table(dataset.labels, scored_probabilities)
-        writers[RELIABILITY_NAME] = lambda path: plot_reliability(
-            dataset.labels, scored_probabilities, path, title="predicted vs human"
-        )
-    if dataset.models_a is not None:
-        from workers.reports.leaderboard import LeaderboardError, write_dataset_leaderboards
 
+    def reliability_diagram() -> None:
+        from workers.reports.evaluate import plot_reliability
+
+        drawn = plot_reliability(
+            dataset.labels, scored_probabilities, staging / RELIABILITY_NAME, title="predicted vs human"
+        )
+        writers[RELIABILITY_NAME] = lambda path: shutil.copyfile(drawn, path)
+
+    def leaderboard() -> None:
+        from workers.reports.leaderboard import write_dataset_leaderboards
+
+        board = write_dataset_leaderboards(
+            dataset, staging, predictions=scored_probabilities, bootstrap=settings.LEADERBOARD_BOOTSTRAP,
+            name="the dataset", on_progress=guard.check_report,
+        )  # fmt: skip
+        metrics["leaderboard"] = {key: value for key, value in board.items() if key != "files"}
+        for name in board["files"]:
+            writers[name] = lambda path, drawn=staging / name: shutil.copyfile(drawn, path)
+
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if dataset.labels is not None:
+        steps += [("scores", scores), ("reliability_diagram", reliability_diagram)]
+    if dataset.models_a is not None:
+        steps.append(("leaderboard", leaderboard))
+    for name, make in steps:
         try:
-            board = write_dataset_leaderboards(
-                dataset, staging, predictions=scored_probabilities, bootstrap=settings.LEADERBOARD_BOOTSTRAP,
-                name="the dataset",
-            )  # fmt: skip
-        except LeaderboardError as exc:
-            metrics["leaderboard"] = {"skipped": str(exc)}
-        else:
-            metrics["leaderboard"] = {key: value for key, value in board.items() if key != "files"}
-            for name in board["files"]:
-                writers[name] = lambda path, drawn=staging / name: shutil.copyfile(drawn, path)
+            guard.check_report()
+            make()
+        except JobCancelledError:
+            raise
+        except Exception as exc:  # a report is an extra: whatever stops it, the submission is still published
+            from workers.reports.leaderboard import LeaderboardError
+
+            if isinstance(exc, ReportsOutOfTimeError | LeaderboardError):
+                reason = str(exc)
+            else:
+                reason = short(f"{type(exc).__name__}: {exc}", 300)
+                log.exception("job %s: the %s report failed; publishing without it", guard.job_id, name)
+            if name == "leaderboard":
+                metrics["leaderboard"] = {"skipped": reason}
+            else:
+                skipped[name] = reason
+    if skipped:
+        metrics["reports_skipped"] = skipped
     return metrics, writers
 
 

@@ -7,12 +7,26 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.common.soft_labels import multiclass_log_loss
+from workers.common.figures import figure_text, new_figure, save_png
+from workers.common.groups import top_groups
+from workers.common.soft_labels import multiclass_log_loss, row_log_losses
 from workers.judge.outcomes import CLASS_LABELS
 
+DEFAULT_MAX_SOURCES = 20  # MAX_REPORT_SOURCES's default: a job passes the setting
 
-def score_predictions(labels: np.ndarray, probabilities: np.ndarray, sources: Sequence[str] | None = None) -> dict:
-    """Log loss, accuracy (argmax against the majority label) and the class prior's log loss for scale."""
+
+def score_predictions(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    sources: Sequence[str] | None = None,
+    *,
+    max_sources: int = DEFAULT_MAX_SOURCES,
+) -> dict:
+    """Log loss, accuracy (argmax against the majority label) and the class prior's log loss for scale.
+
+    With `sources`: per-source rows, log loss and accuracy, largest source first, in O(rows) whatever the number of
+    sources; past `max_sources` the rest are one "(other N sources)" entry and `per_source_note` says so.
+    """
     prior = np.tile(labels.mean(axis=0), (len(labels), 1))
     metrics = {
         "rows": int(len(labels)),
@@ -24,16 +38,19 @@ def score_predictions(labels: np.ndarray, probabilities: np.ndarray, sources: Se
         "label_share": dict(zip(CLASS_LABELS, labels.mean(axis=0).round(4).tolist(), strict=True)),
     }
     if sources is not None:
-        per_source = {}
-        source_array = np.asarray(sources)
-        for source in sorted(set(sources)):
-            rows = source_array == source
-            per_source[source] = {
-                "rows": int(rows.sum()),
-                "log_loss": multiclass_log_loss(labels[rows], probabilities[rows]),
-                "accuracy": float((probabilities[rows].argmax(axis=1) == labels[rows].argmax(axis=1)).mean()),
-            }
-        metrics["per_source"] = per_source
+        groups = top_groups(sources, max_groups=max_sources, what="sources")
+        losses = np.bincount(groups.codes, weights=row_log_losses(labels, probabilities), minlength=len(groups.names))
+        hits = np.bincount(
+            groups.codes,
+            weights=(probabilities.argmax(axis=1) == labels.argmax(axis=1)).astype(np.float64),
+            minlength=len(groups.names),
+        )
+        metrics["per_source"] = {
+            name: {"rows": int(count), "log_loss": float(loss / count), "accuracy": float(hit / count)}
+            for name, count, loss, hit in zip(groups.names, groups.counts, losses, hits, strict=True)
+        }
+        if groups.note is not None:
+            metrics["per_source_note"] = groups.note
     return metrics
 
 
@@ -68,32 +85,22 @@ def reliability_table(labels: np.ndarray, probabilities: np.ndarray, n_bins: int
 
 
 def plot_reliability(labels: np.ndarray, probabilities: np.ndarray, path: Path, *, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from shared.storage import atomic_writer
-
     table = reliability_table(labels, probabilities)
-    figure, axis = plt.subplots(figsize=(5.5, 5))
-    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
-    for name, rows in table.items():
-        if rows:
-            axis.plot(
-                [row["predicted"] for row in rows],
-                [row["observed"] for row in rows],
-                marker="o",
-                label=f"{name} (mean p={probabilities[:, CLASS_LABELS.index(name)].mean():.2f})",
-            )
-    axis.set_xlabel("predicted probability")
-    axis.set_ylabel("observed frequency")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1)
-    axis.set_title(title or "Reliability diagram")
-    axis.legend(loc="upper left", fontsize=8)
-    figure.tight_layout()
-    with atomic_writer(Path(path), "wb") as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
-    return Path(path)
+    with new_figure(figsize=(5.5, 5)) as (figure, axis):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+        for name, rows in table.items():
+            if rows:
+                axis.plot(
+                    [row["predicted"] for row in rows],
+                    [row["observed"] for row in rows],
+                    marker="o",
+                    label=f"{name} (mean p={probabilities[:, CLASS_LABELS.index(name)].mean():.2f})",
+                )
+        axis.set_xlabel("predicted probability")
+        axis.set_ylabel("observed frequency")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_title(figure_text(title or "Reliability diagram", limit=None))
+        axis.legend(loc="upper left", fontsize=8)
+        figure.tight_layout()
+        return save_png(figure, path)

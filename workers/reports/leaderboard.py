@@ -41,8 +41,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shared.arena_csv import short
 from shared.errors import UserError
 from shared.storage import atomic_writer
+from workers.common.figures import figure_text, new_figure, save_png
+from workers.common.groups import factorize
 
 if TYPE_CHECKING:
     from shared.arena_csv import ArenaDataset
@@ -173,28 +176,32 @@ def _battles(models_a: Sequence[str], models_b: Sequence[str], outcomes: np.ndar
     if len(models_a) != len(models_b):
         raise LeaderboardError(f"{len(models_a)} model_a names but {len(models_b)} model_b names; give one per row")
     outcomes = check_outcomes(outcomes, rows=len(models_a))
-    names_a = np.array(["" if name is None else str(name).strip() for name in models_a], dtype=object)
-    names_b = np.array(["" if name is None else str(name).strip() for name in models_b], dtype=object)
-    unnamed = (names_a == "") | (names_b == "")
-    same = ~unnamed & (names_a == names_b)
+    rows = len(models_a)
+    # One code per name over both sides (sorted names: code order is name order), in O(rows): numpy strings would be
+    # as wide as the longest name, and comparing names row by row costs their length.
+    codes, names = factorize(["" if name is None else str(name).strip() for name in (*models_a, *models_b)], sort=True)
+    code_a, code_b = codes[:rows], codes[rows:]
+    unnamed_code = names.index("") if "" in names else -1
+    unnamed = (code_a == unnamed_code) | (code_b == unnamed_code)
+    same = ~unnamed & (code_a == code_b)
     keep = ~unnamed & ~same
     skipped_rows = {"no model name": int(unnamed.sum()), "same model on both sides": int(same.sum())}
-    mentioned = set(names_a.tolist()) | set(names_b.tolist())
-    mentioned.discard("")
+    mentioned = {name for name in names if name}
     battles = int(keep.sum())
     if battles == 0 and len(mentioned) == 1:
         raise LeaderboardError(
-            f"only one model is named ({next(iter(mentioned))!r}); a leaderboard needs battles between two or more"
+            f"only one model is named ({short(next(iter(mentioned)))}); a leaderboard needs battles between two or more"
         )
     if battles == 0:
         raise LeaderboardError(
-            f"no battles: none of the {len(names_a)} rows names two different models in model_a and model_b"
+            f"no battles: none of the {rows} rows names two different models in model_a and model_b"
             f" ({skipped_rows['no model name']} name none on a side, {skipped_rows['same model on both sides']} the"
             " same model twice); a leaderboard needs rows comparing two named models"
         )
     if battles > MAX_BATTLES:
         raise LeaderboardError(f"{battles:,} battles, over the cap of {MAX_BATTLES:,}; rate a sample of them")
-    models, inverse = np.unique(np.concatenate([names_a[keep], names_b[keep]]).astype(str), return_inverse=True)
+    rated_codes, inverse = np.unique(np.concatenate([code_a[keep], code_b[keep]]), return_inverse=True)
+    models = [names[code] for code in rated_codes.tolist()]
     if len(models) > MAX_MODELS:
         raise LeaderboardError(f"{len(models):,} models, over the cap of {MAX_MODELS}; rate fewer models at a time")
     index_a, index_b = inverse[:battles], inverse[battles:]
@@ -204,13 +211,13 @@ def _battles(models_a: Sequence[str], models_b: Sequence[str], outcomes: np.ndar
     first_score = np.where(index_a == first, score_a, 1.0 - score_a)
     pair_codes, cell = np.unique(first * len(models) + second, return_inverse=True)
     return _Battles(
-        models=models.tolist(),
+        models=models,
         first_score=first_score,
         cell=cell,
         pair_first=pair_codes // len(models),
         pair_second=pair_codes % len(models),
         skipped_rows=skipped_rows,
-        unrated=sorted(mentioned - set(models.tolist())),
+        unrated=sorted(mentioned - set(models)),
     )
 
 
@@ -367,7 +374,7 @@ def build_leaderboard(
     if battles.unrated:
         notes.append(
             f"{len(battles.unrated)} model(s) with no battle against another named model, left off the board:"
-            f" {', '.join(repr(name) for name in battles.unrated[:10])}{', …' if len(battles.unrated) > 10 else ''}"
+            f" {', '.join(short(name) for name in battles.unrated[:10])}{', …' if len(battles.unrated) > 10 else ''}"
         )
     skipped = sum(battles.skipped_rows.values())
     if skipped:
@@ -382,7 +389,7 @@ def build_leaderboard(
             " within a group only"
         )
 
-    order = np.lexsort((np.array(battles.models), -ratings))  # best first; equal ratings by name
+    order = np.lexsort((np.arange(n_models), -ratings))  # best first; equal ratings by name (models are sorted)
     return Leaderboard(
         models=[battles.models[index] for index in order],
         ratings=ratings[order],
@@ -411,11 +418,14 @@ def compare_leaderboards(human: Leaderboard, predicted: Leaderboard) -> dict:
     """
     from scipy.stats import kendalltau, spearmanr
 
-    common = [model for model in human.models if model in set(predicted.models)]
+    predicted_models = set(predicted.models)
+    common = [model for model in human.models if model in predicted_models]
     if len(common) < 2:
         raise LeaderboardError(f"the two leaderboards share {len(common)} model(s); comparing them needs two or more")
-    human_ratings = np.array([human.ratings[human.models.index(model)] for model in common])
-    predicted_ratings = np.array([predicted.ratings[predicted.models.index(model)] for model in common])
+    human_rank = {model: index for index, model in enumerate(human.models)}
+    predicted_rank = {model: index for index, model in enumerate(predicted.models)}
+    human_ratings = np.array([human.ratings[human_rank[model]] for model in common])
+    predicted_ratings = np.array([predicted.ratings[predicted_rank[model]] for model in common])
     spearman = spearmanr(human_ratings, predicted_ratings)
     kendall = kendalltau(human_ratings, predicted_ratings)
     differences = np.abs(predicted_ratings - human_ratings)
@@ -443,41 +453,37 @@ def _cell(value: float) -> str:
 
 def plot_leaderboard(board: Leaderboard, path: Path, *, reference: Leaderboard | None = None, title: str = "") -> Path:
     """Ratings with their 95% intervals, best on top; `reference` (e.g. the human board) drawn beside them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = board.models[:PLOT_MAX_MODELS]
     positions = np.arange(len(shown))[::-1].astype(float)
-    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.35 * len(shown)))
-    series = [(board, "tab:blue", "o", 0.0)]
-    if reference is not None:  # side by side: the board a little above, the reference a little below
-        series = [(board, "tab:blue", "o", 0.15), (reference, "tab:orange", "s", -0.15)]
-    for leaderboard, colour, marker, offset in series:
-        rank = {model: index for index, model in enumerate(leaderboard.models)}
-        present = [model for model in shown if model in rank]
-        rows = [rank[model] for model in present]
-        y = positions[[shown.index(model) for model in present]] + offset
-        ratings = leaderboard.ratings[rows]
-        errors = None
-        if leaderboard.bootstrap:
-            errors = np.vstack([ratings - leaderboard.ci_low[rows], leaderboard.ci_high[rows] - ratings])
-        axis.errorbar(ratings, y, xerr=errors, fmt=marker, color=colour, capsize=3, label=leaderboard.outcome)
-    axis.axvline(INITIAL_RATING, color="grey", linewidth=0.8, linestyle="--")
-    axis.set_yticks(positions, shown)
-    axis.set_xlabel(f"Bradley–Terry rating (Elo scale, mean {INITIAL_RATING:.0f})")
-    more = f", top {len(shown)} of {len(board.models)}" if len(board.models) > len(shown) else ""
-    interval = f"{CONFIDENCE:.0%} bootstrap intervals, {board.bootstrap} rounds" if board.bootstrap else "no intervals"
-    against = f" and {reference.outcome}" if reference is not None else ""
-    axis.set_title(title or f"Ratings from {board.outcome}{against} ({interval}{more})", fontsize=10)
-    if reference is not None:
-        axis.legend(loc="best", fontsize=8)
-    figure.tight_layout()
-    with atomic_writer(Path(path), "wb") as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
-    return Path(path)
+    with new_figure(figsize=(7, 1.2 + 0.35 * len(shown))) as (figure, axis):
+        series = [(board, "tab:blue", "o", 0.0)]
+        if reference is not None:  # side by side: the board a little above, the reference a little below
+            series = [(board, "tab:blue", "o", 0.15), (reference, "tab:orange", "s", -0.15)]
+        for leaderboard, colour, marker, offset in series:
+            rank = {model: index for index, model in enumerate(leaderboard.models)}
+            present = [model for model in shown if model in rank]
+            rows = [rank[model] for model in present]
+            y = positions[[shown.index(model) for model in present]] + offset
+            ratings = leaderboard.ratings[rows]
+            errors = None
+            if leaderboard.bootstrap:
+                errors = np.vstack([ratings - leaderboard.ci_low[rows], leaderboard.ci_high[rows] - ratings])
+            axis.errorbar(ratings, y, xerr=errors, fmt=marker, color=colour, capsize=3, label=leaderboard.outcome)
+        axis.axvline(INITIAL_RATING, color="grey", linewidth=0.8, linestyle="--")
+        axis.set_yticks(positions, [figure_text(model) for model in shown])  # names are users' text: never TeX
+        axis.set_xlabel(f"Bradley–Terry rating (Elo scale, mean {INITIAL_RATING:.0f})")
+        more = f", top {len(shown)} of {len(board.models)}" if len(board.models) > len(shown) else ""
+        interval = (
+            f"{CONFIDENCE:.0%} bootstrap intervals, {board.bootstrap} rounds" if board.bootstrap else "no intervals"
+        )
+        against = f" and {reference.outcome}" if reference is not None else ""
+        axis.set_title(
+            figure_text(title or f"Ratings from {board.outcome}{against} ({interval}{more})", limit=None), fontsize=10
+        )
+        if reference is not None:
+            axis.legend(loc="best", fontsize=8)
+        figure.tight_layout()
+        return save_png(figure, path)
 
 
 def write_leaderboard_files(

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from workers.common.soft_labels import multiclass_log_loss
+from workers.common.groups import factorize
+from workers.common.soft_labels import multiclass_log_loss, row_log_losses
 from workers.judge.classifier import load_sequence_classifier, sequence_logits
 from workers.judge.outcomes import CLASS_LABELS, softmax, unswap_classes
 from workers.training.config import TrainConfig, TrainingError
@@ -117,13 +118,15 @@ def score_logits(logits: np.ndarray, labels: np.ndarray, sources: Sequence[str])
     """Log loss and accuracy of softmax(logits) averaged over orders; per-order loss; per-source log loss."""
     probabilities = softmax(logits).mean(axis=1)
     per_order = [multiclass_log_loss(labels, softmax(logits[:, order])) for order in range(logits.shape[1])]
-    source_array = np.asarray(sources)
+    # Codes, not a mask per source: O(rows) however many sources; sorted by name as before.
+    codes, names = factorize(sources, sort=True)
+    counts = np.bincount(codes, minlength=len(names))
+    losses = np.bincount(codes, weights=row_log_losses(labels, probabilities), minlength=len(names))
     return {
         "log_loss": multiclass_log_loss(labels, probabilities),
         "accuracy": float((probabilities.argmax(axis=1) == labels.argmax(axis=1)).mean()),
         "loss_per_order": float(np.mean(per_order)),
         "per_source_log_loss": {
-            source: multiclass_log_loss(labels[source_array == source], probabilities[source_array == source])
-            for source in sorted(set(sources))
+            name: float(loss / count) for name, loss, count in zip(names, losses, counts, strict=True)
         },
     }
