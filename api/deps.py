@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from celery import Celery
@@ -11,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from api.dispatch import ScoreCapacity, WorkerDirectory
 from api.idempotency import IdempotencyStore
+from api.tenants import Tenant, TenantDirectory
 from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.settings import Settings
@@ -59,28 +59,34 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 KEY_HINT = "send the key as 'Authorization: Bearer <API_KEY>' or 'X-API-Key: <API_KEY>'"
 
 
-def api_key_problem(provided: str | None, expected: str | None) -> str | None:
-    """Why `provided` is not the key (the 401 detail), or None when it is.
+def authenticate(provided: str | None, tenants: TenantDirectory) -> Tenant | str:
+    """The tenant whose key `provided` is, or why it is not a key (the 401 detail).
 
     Shared by `require_api_key` and the ASGI gate in api/main.py (which checks before any body is read).
     """
     if provided is None:
         return f"missing API key: {KEY_HINT}"
-    # Constant-time comparison: the time taken says nothing about how much of the key matched.
-    if not secrets.compare_digest(provided.encode(), (expected or "").encode()):
+    tenant = tenants.resolve(provided)
+    if tenant is None:
         return f"wrong API key: {KEY_HINT}"
-    return None
+    return tenant
 
 
 async def require_api_key(
     request: Request,
-    settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header_key: Annotated[str | None, Security(_api_key_header)],
-) -> None:
-    if getattr(request.state, "api_key_checked", False):
-        return  # the ApiKeyGate in api/main.py checked it before the body was read: compare once per request
+) -> Tenant:
+    """The request's tenant, resolved once per request (the ApiKeyGate in api/main.py usually did it already)."""
+    tenant = getattr(request.state, "tenant", None)
+    if isinstance(tenant, Tenant):
+        return tenant
     provided = header_key if header_key is not None else (bearer.credentials if bearer is not None else None)
-    problem = api_key_problem(provided, settings.API_KEY)
-    if problem is not None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=problem, headers={"WWW-Authenticate": "Bearer"})
+    outcome = authenticate(provided, request.app.state.tenants)
+    if isinstance(outcome, str):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=outcome, headers={"WWW-Authenticate": "Bearer"})
+    request.state.tenant = outcome
+    return outcome
+
+
+TenantDep = Annotated[Tenant, Depends(require_api_key)]

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from api.tenants import ADMIN_TENANT
 from shared.artifacts import JOBS_DIR_NAME
 from shared.storage import atomic_write_text, file_lock
 
@@ -54,13 +55,16 @@ class IdempotencyStore:
     def __init__(self, shared_dir: Path) -> None:
         self.root = Path(shared_dir) / JOBS_DIR_NAME / ".idempotency"
 
-    def _path(self, key: str) -> Path:
-        # Hashed: the key is client-chosen text, the file name must be safe and fixed-length.
-        return self.root / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    def _path(self, key: str, tenant: str) -> Path:
+        # Hashed: the key is client-chosen text, the file name must be safe and fixed-length. Per tenant: two
+        # tenants choosing the same key never meet; the admin's keep the name they had before tenants.
+        scoped = key if tenant == ADMIN_TENANT else f"{tenant}\n{key}"
+        return self.root / f"{hashlib.sha256(scoped.encode()).hexdigest()}.json"
 
     @contextmanager
-    def claim(self, key: str, *, kind: str, body: dict) -> Iterator[Claim]:
-        """Hold `key` for the block; the claim says which job the key already names, or lets the caller record one.
+    def claim(self, key: str, *, kind: str, body: dict, tenant: str) -> Iterator[Claim]:
+        """Hold `key` of `tenant` for the block; the claim says which job the key already names, or lets the caller
+        record one.
 
         Raises:
             IdempotencyKeyError: the key is malformed.
@@ -69,7 +73,7 @@ class IdempotencyStore:
         if not KEY_PATTERN.match(key):
             raise IdempotencyKeyError(f"the Idempotency-Key header is malformed; {KEY_HINT}")
         fingerprint = request_fingerprint(kind, body)
-        path = self._path(key)
+        path = self._path(key, tenant)
         with file_lock(self.root / ".locks" / path.with_suffix(".lock").name):
             stored = json.loads(path.read_text()) if path.exists() else None
             if stored is not None and stored["fingerprint"] != fingerprint:
@@ -84,6 +88,6 @@ class IdempotencyStore:
 
             yield Claim(job_id=stored["job_id"] if stored else None, remember=remember)
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: str, *, tenant: str) -> None:
         """Drop a key whose job could not be enqueued, so that a retry with the same key creates the job."""
-        self._path(key).unlink(missing_ok=True)
+        self._path(key, tenant).unlink(missing_ok=True)

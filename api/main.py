@@ -8,12 +8,13 @@ from fastapi import FastAPI, HTTPException, status
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import api_key_problem
+from api.deps import authenticate
 from api.dispatch import ScoreCapacity, WorkerDirectory
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyStore
 from api.metrics import GatewayMetrics, MetricsMiddleware
 from api.routes.main import api_router
+from api.tenants import TenantDirectory
 from shared.celery_config import make_celery
 from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
@@ -39,9 +40,9 @@ class ApiKeyGate:
     for the OpenAPI docs; this gate is what answers first. /healthz and the docs stay open.
     """
 
-    def __init__(self, app: ASGIApp, *, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, *, tenants: TenantDirectory) -> None:
         self.app = app
-        self.api_key = api_key
+        self.tenants = tenants
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
@@ -52,14 +53,14 @@ class ApiKeyGate:
         if provided is None:
             scheme, _, credentials = headers.get("authorization", "").partition(" ")
             provided = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
-        problem = api_key_problem(provided, self.api_key)
-        if problem is not None:
+        outcome = authenticate(provided, self.tenants)
+        if isinstance(outcome, str):
             response = JSONResponse(
-                {"detail": problem}, status_code=status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"}
+                {"detail": outcome}, status_code=status.HTTP_401_UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"}
             )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_key_checked"] = True  # read by require_api_key (request.state)
+        scope.setdefault("state", {})["tenant"] = outcome  # read by require_api_key (request.state): once a request
         await self.app(scope, receive, send)
 
 
@@ -116,13 +117,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway: routes under /v1 (API key), /healthz, /docs and the results page /ui (open; it holds no data).
 
     Raises:
-        MissingApiKeyError: API_KEY is unset; the gateway never runs without one.
+        MissingApiKeyError: neither API_KEY nor API_KEYS_FILE is set; the gateway never runs without a key.
     """
     settings = settings or get_settings()
-    if not settings.API_KEY:
+    if not settings.API_KEY and settings.API_KEYS_FILE is None:
         raise MissingApiKeyError(
             "API_KEY is not set: export API_KEY=<a long random string> (scripts/stack.sh generates one for the"
-            " local stack); the gateway does not run without a key"
+            " local stack), or API_KEYS_FILE=<a file of '<tenant> <key>' lines>; the gateway does not run without a"
+            " key"
         )
     ensure_layout(settings.SHARED_DIR)
     app = FastAPI(
@@ -146,10 +148,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.workers = WorkerDirectory(celery, settings)
     app.state.score_capacity = ScoreCapacity(settings.SCORE_MAX_IN_FLIGHT)
     app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)
+    app.state.tenants = TenantDirectory(admin_key=settings.API_KEY, keys_file=settings.API_KEYS_FILE)
 
     app.add_middleware(BodySizeLimit, upload_bytes=settings.MAX_UPLOAD_BYTES, request_bytes=settings.MAX_REQUEST_BYTES)
     # Added after (so outside) the body cap: a caller without the key learns nothing, not even the cap.
-    app.add_middleware(ApiKeyGate, api_key=settings.API_KEY)
+    app.add_middleware(ApiKeyGate, tenants=app.state.tenants)
     if settings.CORS_ALLOW_ORIGINS:  # off unless configured: no browser on another origin may call the API
         from fastapi.middleware.cors import CORSMiddleware
 

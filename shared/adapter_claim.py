@@ -74,8 +74,20 @@ def _taken_message(name: str, owner: str | None, record: JobRecord | None) -> st
     return f"adapter {name!r} was written by train job {owner} ({state or 'record gone'}); choose another adapter_name"
 
 
-def claim_adapter_dir(shared_dir: Path, name: str, job_id: str) -> Path:
-    """adapters/<name>/, claimed for `job_id`; the same job's own claim is accepted (a redelivered message).
+def claim_tenant(folder: Path) -> str | None:
+    """The tenant recorded in adapters/<name>/train_job.json (whose adapter it is); None: none recorded (the
+    CLI, a hand-copied adapter, a claim made before tenants), the admin's."""
+    try:
+        owner = json.loads((folder / TRAIN_JOB_OWNER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    tenant = owner.get("tenant") if isinstance(owner, dict) else None
+    return tenant if isinstance(tenant, str) else None
+
+
+def claim_adapter_dir(shared_dir: Path, name: str, job_id: str, *, tenant: str | None = None) -> Path:
+    """adapters/<name>/, claimed for `job_id` (of `tenant`); the same job's own claim is accepted (a redelivered
+    message).
 
     Raises:
         AdapterNameTakenError: another job claimed the folder, or it holds files no train job claimed (an
@@ -90,7 +102,7 @@ def claim_adapter_dir(shared_dir: Path, name: str, job_id: str) -> Path:
         raise AdapterNameTakenError(f"adapters/{name} exists already; choose another adapter_name")
     try:
         with atomic_creator(owner_path) as handle:
-            handle.write(json.dumps({"job_id": job_id}))
+            handle.write(json.dumps({"job_id": job_id} | ({"tenant": tenant} if tenant is not None else {})))
     except FileExistsError:
         owner = claim_owner(folder)
         if owner != job_id:
@@ -110,7 +122,7 @@ def _releasable(folder: Path, record: JobRecord | None, now: datetime) -> bool:
     return finished_at is not None and (now - finished_at).total_seconds() >= RELEASE_GRACE_S
 
 
-def claim_adapter_name(shared_dir: Path, name: str, job_id: str) -> Path:
+def claim_adapter_name(shared_dir: Path, name: str, job_id: str, *, tenant: str | None = None) -> Path:
     """The gateway's claim of adapters/<name>/ for a job it is about to accept, taking over a released one.
 
     Raises:
@@ -130,7 +142,7 @@ def claim_adapter_name(shared_dir: Path, name: str, job_id: str) -> Path:
             else:
                 with contextlib.suppress(FileNotFoundError):
                     (folder / TRAIN_JOB_OWNER_NAME).unlink()
-        return claim_adapter_dir(shared_dir, name, job_id)
+        return claim_adapter_dir(shared_dir, name, job_id, tenant=tenant)
 
 
 def release_adapter_name(shared_dir: Path, name: str, job_id: str) -> None:

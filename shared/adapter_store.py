@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.adapter_claim import claim_tenant
 from shared.artifacts import (
     ADAPTER_CONFIG_NAME,
     ADAPTERS_DIR_NAME,
@@ -58,6 +59,7 @@ def _text_predictor_info(folder: Path, metrics: dict) -> AdapterInfo:
         train_rows=metrics.get("rows"),
         calibration=f"adapters/{folder.name}/{CALIBRATION_NAME}" if (folder / CALIBRATION_NAME).is_file() else None,
         modified_at=_newest_mtime(folder),
+        tenant=claim_tenant(folder),
     )
 
 
@@ -83,6 +85,7 @@ def adapter_info(folder: Path, shared_dir: Path) -> AdapterInfo:
         steps=metrics.get("steps"),
         calibration=f"adapters/{folder.name}/{CALIBRATION_NAME}" if (folder / CALIBRATION_NAME).is_file() else None,
         modified_at=_newest_mtime(folder),
+        tenant=claim_tenant(folder),
     )
 
 

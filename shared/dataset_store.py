@@ -65,8 +65,8 @@ class DatasetStore:
         self.max_concurrent_uploads = max_concurrent_uploads
         self.upload_slots = threading.BoundedSemaphore(max_concurrent_uploads) if max_concurrent_uploads else None
 
-    def save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
-        """Copy, validate and store an uploaded CSV.
+    def save_upload(self, source: BinaryIO, *, filename: str | None, tenant: str | None = None) -> DatasetInfo:
+        """Copy, validate and store an uploaded CSV as `tenant`'s.
 
         Raises:
             UploadsBusyError: `max_concurrent_uploads` uploads are in progress already (nothing was read).
@@ -75,18 +75,18 @@ class DatasetStore:
             DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
         """
         if self.upload_slots is None:
-            return self._save_upload(source, filename=filename)
+            return self._save_upload(source, filename=filename, tenant=tenant)
         if not self.upload_slots.acquire(blocking=False):
             raise UploadsBusyError(
                 f"{self.max_concurrent_uploads} upload(s) are being validated already (MAX_CONCURRENT_UPLOADS);"
                 " retry in a few seconds"
             )
         try:
-            return self._save_upload(source, filename=filename)
+            return self._save_upload(source, filename=filename, tenant=tenant)
         finally:
             self.upload_slots.release()
 
-    def _save_upload(self, source: BinaryIO, *, filename: str | None) -> DatasetInfo:
+    def _save_upload(self, source: BinaryIO, *, filename: str | None, tenant: str | None) -> DatasetInfo:
         display_name = Path(filename or DATASET_CSV_NAME).name[:200]
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"
@@ -105,12 +105,15 @@ class DatasetStore:
                     handle.write(chunk)
             # The checker's messages name rows and columns, never the staging path.
             return self._publish(
-                staging, dataset_id, name=display_name, size=size, sha256=digest.hexdigest(), capped=True
-            )
+                staging, dataset_id, name=display_name, size=size, sha256=digest.hexdigest(), capped=True,
+                tenant=tenant,
+            )  # fmt: skip
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def register(self, csv_path: Path, *, name: str, dataset_id: str | None = None) -> DatasetInfo:
+    def register(
+        self, csv_path: Path, *, name: str, dataset_id: str | None = None, tenant: str | None = None
+    ) -> DatasetInfo:
         """Store a CSV already on the shared volume (a synth job's pairs.csv) as a dataset, linked, not copied.
 
         Args:
@@ -119,6 +122,7 @@ class DatasetStore:
             dataset_id: the id to store it under, for a caller that may register the same file again (a synth
                 job redelivered after it registered): a dataset of that id that exists already is returned as it
                 is, so a repeated step never makes a second dataset. None: a fresh id.
+            tenant: whose it is (the synth job's tenant).
 
         Raises:
             DataFormatError: not a Kaggle arena CSV.
@@ -135,8 +139,9 @@ class DatasetStore:
             data = (staging / DATASET_CSV_NAME).read_bytes()
             try:
                 return self._publish(
-                    staging, dataset_id, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-                )
+                    staging, dataset_id, name=name, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                    tenant=tenant,
+                )  # fmt: skip
             except OSError:
                 # A concurrent delivery of the same step renamed its folder into place first: use that one.
                 with contextlib.suppress(DatasetNotFoundError):
@@ -146,7 +151,15 @@ class DatasetStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _publish(
-        self, staging: Path, dataset_id: str, *, name: str, size: int, sha256: str, capped: bool = False
+        self,
+        staging: Path,
+        dataset_id: str,
+        *,
+        name: str,
+        size: int,
+        sha256: str,
+        capped: bool = False,
+        tenant: str | None = None,
     ) -> DatasetInfo:
         """Validate staging/dataset.csv (with the upload caps when `capped`), write meta.json beside it and rename
         the folder into place."""
@@ -169,6 +182,7 @@ class DatasetStore:
             bytes=size,
             sha256=sha256,
             created_at=utc_now(),
+            tenant=tenant,
         )
         atomic_write_text(staging / DATASET_META_NAME, info.model_dump_json(indent=1))
         staging.rename(dataset_dir(self.shared_dir, dataset_id))
@@ -187,12 +201,14 @@ class DatasetStore:
     def csv_path(self, dataset_id: str) -> Path:
         return dataset_csv_path(self.shared_dir, dataset_id)
 
-    def list(self) -> list[DatasetInfo]:
-        """Newest first."""
+    def list(self, *, tenant: str | None = None) -> list[DatasetInfo]:
+        """Newest first; with `tenant`, only that tenant's datasets (None: everyone's)."""
         infos = []
         for meta_path in self.root.glob("*/meta.json"):
             try:
                 infos.append(DatasetInfo.model_validate_json(meta_path.read_text()))
             except (OSError, ValueError):
                 continue
+            if tenant is None or info.tenant == tenant:
+                infos.append(info)
         return sorted(infos, key=lambda info: info.created_at, reverse=True)

@@ -52,14 +52,18 @@ class JobStore:
         except FileNotFoundError:
             raise JobNotFoundError(job_id) from None
 
-    def list(self, *, kind: str | None = None, state: str | None = None, limit: int = 100) -> list[JobRecord]:
-        """Newest first."""
+    def list(
+        self, *, kind: str | None = None, state: str | None = None, limit: int = 100, tenant: str | None = None
+    ) -> list[JobRecord]:
+        """Newest first; with `tenant`, only that tenant's jobs (None: everyone's, as the admin sees them)."""
         records = []
         for path in self.jobs_dir.glob("*.json"):
             try:
                 record = JobRecord.model_validate_json(path.read_text())
             except (OSError, ValueError):
                 continue  # a record being replaced right now, or not ours
+            if tenant is not None and record.tenant != tenant:
+                continue
             if (kind is None or record.kind == kind) and (state is None or record.state == state):
                 records.append(record)
         records.sort(key=lambda record: record.created_at, reverse=True)

@@ -198,6 +198,11 @@ class DatasetInfo(BaseModel):
 class JobCreated(BaseModel):
     job_id: str
     kind: JobKind
+    tenant: str | None = Field(
+        default=None,
+        description="The tenant whose key made it (API_KEYS_FILE; `admin` for API_KEY); None: made before tenants,"
+        " seen by the admin only.",
+    )
     state: JobState
 
 
@@ -273,6 +278,11 @@ class JobRecord(BaseModel):
     @property
     def timings(self) -> dict:
         def seconds(start: datetime | None, end: datetime | None) -> float | None:
+    tenant: str | None = Field(
+        default=None,
+        description="The tenant whose key made it (API_KEYS_FILE; `admin` for API_KEY); None: made before tenants,"
+        " seen by the admin only.",
+    )
             return None if start is None or end is None else round((end - start).total_seconds(), 3)
 
         return {
@@ -317,6 +327,11 @@ class AdapterInfo(BaseModel):
 class Liveness(BaseModel):
     status: Literal["ok"] = Field(default="ok", description="Always ok: the gateway process answers.")
 
+    tenant: str | None = Field(
+        default=None,
+        description="The tenant whose key made it (API_KEYS_FILE; `admin` for API_KEY); None: made before tenants,"
+        " seen by the admin only.",
+    )
 
 class Health(BaseModel):
     """GET /readyz: whether the stack can take work now, and if not, why."""

@@ -114,7 +114,14 @@ class Settings(BaseSettings):
     API_KEY: str | None = Field(
         default=None,
         description="Key every client must send (Authorization: Bearer … or X-API-Key). No default: the gateway"
-        " refuses to start without one (scripts/stack.sh generates one for the local stack).",
+        " refuses to start without it or API_KEYS_FILE (scripts/stack.sh generates one for the local stack).",
+    )
+    API_KEYS_FILE: Path | None = Field(
+        default=None,
+        description="Tenants' keys, one per line: `<tenant> <key>` or `<tenant> sha256:<hex of the key>`; blank lines"
+        " and `#` comments allowed. Re-read when its modification time changes (no restart). Each tenant sees only"
+        " the datasets, jobs and adapters its keys made; API_KEY stays the admin key (tenant `admin`), which sees"
+        " everything. The gateway needs API_KEY or this file.",
     )
     REDIS_URL: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker and result backend (one Redis database)."

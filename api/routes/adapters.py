@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from api.deps import SettingsDep
+from api.deps import SettingsDep, TenantDep
 from shared.adapter_store import AdapterNotFoundError, list_adapters, read_adapter
 from shared.schemas import NAME_PATTERN, AdapterInfo
 
@@ -13,14 +13,18 @@ AdapterName = Annotated[str, Path(pattern=NAME_PATTERN, description="An adapter 
 
 
 @router.get("", response_model=list[AdapterInfo])
-def read_adapters(settings: SettingsDep) -> list[AdapterInfo]:
-    """Trained adapters with their validation figures, newest first; use a name as a predict job's `adapter`."""
-    return list_adapters(settings.SHARED_DIR)
+def read_adapters(settings: SettingsDep, tenant: TenantDep) -> list[AdapterInfo]:
+    """The caller's trained adapters (the admin: everyone's) with their validation figures, newest first; use a
+    name as a predict job's `adapter`."""
+    return [info for info in list_adapters(settings.SHARED_DIR) if tenant.owns(info.tenant)]
 
 
 @router.get("/{name}", response_model=AdapterInfo)
-def read_adapter_info(name: AdapterName, settings: SettingsDep) -> AdapterInfo:
+def read_adapter_info(name: AdapterName, settings: SettingsDep, tenant: TenantDep) -> AdapterInfo:
     try:
-        return read_adapter(settings.SHARED_DIR, name)
+        info = read_adapter(settings.SHARED_DIR, name)
     except AdapterNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    if not tenant.owns(info.tenant):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(AdapterNotFoundError(name)))
+    return info

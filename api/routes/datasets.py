@@ -2,8 +2,9 @@
 
 from fastapi import APIRouter, HTTPException, UploadFile, status
 
-from api.deps import DatasetStoreDep
-from shared.dataset_store import DatasetNotFoundError, UploadsBusyError, UploadTooLargeError
+from api.deps import DatasetStoreDep, TenantDep
+from api.routes.jobs import read_own_dataset
+from shared.dataset_store import UploadsBusyError, UploadTooLargeError
 from shared.schemas import DatasetInfo
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -12,7 +13,7 @@ UPLOAD_RETRY_AFTER_S = 5
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
-def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
+def create_dataset(file: UploadFile, datasets: DatasetStoreDep, tenant: TenantDep) -> DatasetInfo:
     """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored.
 
     A sync route (a thread of the pool): validation streams the staged file with row, column and cell caps
@@ -22,7 +23,7 @@ def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
     from shared.arena_csv import CsvLimitError, DataFormatError
 
     try:
-        return datasets.save_upload(file.file, filename=file.filename)
+        return datasets.save_upload(file.file, filename=file.filename, tenant=tenant.name)
     except UploadsBusyError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": str(UPLOAD_RETRY_AFTER_S)}
@@ -34,13 +35,11 @@ def create_dataset(file: UploadFile, datasets: DatasetStoreDep) -> DatasetInfo:
 
 
 @router.get("", response_model=list[DatasetInfo])
-def read_datasets(datasets: DatasetStoreDep) -> list[DatasetInfo]:
-    return datasets.list()
+def read_datasets(datasets: DatasetStoreDep, tenant: TenantDep) -> list[DatasetInfo]:
+    """The caller's datasets (the admin: everyone's), newest first."""
+    return datasets.list(tenant=None if tenant.admin else tenant.name)
 
 
 @router.get("/{dataset_id}", response_model=DatasetInfo)
-def read_dataset(dataset_id: str, datasets: DatasetStoreDep) -> DatasetInfo:
-    try:
-        return datasets.read(dataset_id)
-    except DatasetNotFoundError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+def read_dataset(dataset_id: str, datasets: DatasetStoreDep, tenant: TenantDep) -> DatasetInfo:
+    return read_own_dataset(datasets, dataset_id, tenant)

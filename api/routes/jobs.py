@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Resp
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from api.deps import CeleryDep, DatasetStoreDep, IdempotencyDep, JobStoreDep, SettingsDep, WorkersDep
+from api.deps import CeleryDep, DatasetStoreDep, IdempotencyDep, JobStoreDep, SettingsDep, TenantDep, WorkersDep
 from api.dispatch import (
     BrokerUnavailableError,
     new_predict_record,
@@ -17,8 +17,10 @@ from api.dispatch import (
     send_predict_job,
 )
 from api.idempotency import IdempotencyConflictError, IdempotencyKeyError
-from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, release_adapter_name
-from shared.artifacts import CALIBRATION_NAME
+from api.tenants import Tenant
+from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, claim_tenant, release_adapter_name
+from shared.adapter_store import AdapterNotFoundError
+from shared.artifacts import ADAPTERS_DIR_NAME, CALIBRATION_NAME
 from shared.calibration_file import CalibrationFileError, applied_calibration, check_judge_calibration
 from shared.dataset_store import DatasetNotFoundError
 from shared.job_store import JobNotFoundError
@@ -61,17 +63,25 @@ IdempotencyKey = Annotated[
 SubmitJob = Callable[[Callable[[str], None]], JobRecord]
 
 
-def _require_dataset(datasets, dataset_id: str | None):
-    if dataset_id is None:
-        return None
+def read_own_dataset(datasets, dataset_id: str, tenant: Tenant):
+    """The dataset, or 404 when it does not exist or is another tenant's (the same answer: nothing to learn)."""
     try:
-        return datasets.read(dataset_id)
+        dataset = datasets.read(dataset_id)
     except DatasetNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    if not tenant.owns(dataset.tenant):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(DatasetNotFoundError(dataset_id)))
+    return dataset
 
 
-def _require_labelled(datasets, field: str, dataset_id: str | None) -> None:
-    dataset = _require_dataset(datasets, dataset_id)
+def _require_dataset(datasets, dataset_id: str | None, tenant: Tenant):
+    if dataset_id is None:
+        return None
+    return read_own_dataset(datasets, dataset_id, tenant)
+
+
+def _require_labelled(datasets, field: str, dataset_id: str | None, tenant: Tenant) -> None:
+    dataset = _require_dataset(datasets, dataset_id, tenant)
     if dataset is not None and not dataset.labelled:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -84,9 +94,21 @@ def _unprocessable(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=detail)
 
 
-def check_judge_files(settings: Settings, request: JudgeOptions) -> None:
+def require_own_adapter(settings: Settings, name: str, tenant: Tenant) -> None:
+    """404 for an adapter of another tenant, as for one that does not exist (shipped models stay shared)."""
+    if not tenant.owns(claim_tenant(settings.SHARED_DIR / ADAPTERS_DIR_NAME / name)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(AdapterNotFoundError(name)))
+
+
+def check_judge_files(settings: Settings, request: JudgeOptions, tenant: Tenant) -> None:
     """422 for judge options a worker would refuse: missing or unsafe files, and a calibration that is not one or
-    that this judge cannot feed (the one named, else the adapter's own)."""
+    that this judge cannot feed (the one named, else the adapter's own); 404 for another tenant's adapter, or a
+    calibration inside one."""
+    if request.adapter is not None:
+        require_own_adapter(settings, request.adapter, tenant)
+    calibration_parts = request.calibration.split("/") if request.calibration else []
+    if len(calibration_parts) > 1 and calibration_parts[0] == ADAPTERS_DIR_NAME:
+        require_own_adapter(settings, calibration_parts[1], tenant)
     try:
         _, adapter_dir, calibration_path = resolve_judge_files(
             settings.SHARED_DIR,
@@ -153,11 +175,15 @@ def _job_queue(workers) -> str:
         ) from None
 
 
-def _read_job(jobs, job_id: str) -> JobRecord:
+def _read_job(jobs, job_id: str, tenant: Tenant) -> JobRecord:
+    """The job, or 404 when it does not exist or is another tenant's (the same answer)."""
     try:
-        return jobs.read(job_id)
+        record = jobs.read(job_id)
     except JobNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    if not tenant.owns(record.tenant):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(JobNotFoundError(job_id)))
+    return record
 
 
 def _enqueue_or_fail(jobs, record: JobRecord, send: Callable[[], list[str]]) -> JobRecord:
@@ -177,14 +203,16 @@ def _enqueue_or_fail(jobs, record: JobRecord, send: Callable[[], list[str]]) -> 
 
 
 class JobSubmission:
-    """What every create-job route needs to submit once: the stores, the broker and the request's Idempotency-Key.
+    """What every create-job route needs to submit once: the tenant, the stores, the broker and the request's
+    Idempotency-Key.
 
     A route checks its own request, then calls `once` with a submit function, or `whole_job` for a job that is one
-    task (train, synth, leaderboard).
+    task (train, synth, leaderboard). Every record is stored through `create`, which makes it the tenant's.
     """
 
     def __init__(
         self,
+        tenant: TenantDep,
         celery: CeleryDep,
         jobs: JobStoreDep,
         workers: WorkersDep,
@@ -192,8 +220,16 @@ class JobSubmission:
         response: Response,
         idempotency_key: IdempotencyKey = None,
     ) -> None:
+        self.tenant = tenant
         self.celery, self.jobs, self.workers = celery, jobs, workers
         self.idempotency, self.response, self.idempotency_key = idempotency, response, idempotency_key
+
+    def create(self, record: JobRecord) -> JobRecord:
+        """Store a new job record as the tenant's: the one place a job gets its owner."""
+        record.tenant = self.tenant.name
+        self.jobs.create(record)
+        log.info("job %s (%s) created by tenant %s", record.id, record.kind, record.tenant)
+        return record
 
     def once(self, kind: str, body: dict, submit: SubmitJob) -> JobCreated:
         """Create the job, or, for an Idempotency-Key seen before with the same request, return its job (200)."""
@@ -201,16 +237,17 @@ class JobSubmission:
             record = submit(lambda _job_id: None)
             return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
         try:
-            with self.idempotency.claim(self.idempotency_key, kind=kind, body=body) as claim:
+            with self.idempotency.claim(self.idempotency_key, kind=kind, body=body, tenant=self.tenant.name) as claim:
                 if claim.job_id is not None:
-                    record = _read_job(self.jobs, claim.job_id)
+                    record = _read_job(self.jobs, claim.job_id, self.tenant)
                     self.response.status_code = status.HTTP_200_OK
                     self.response.headers["Idempotent-Replayed"] = "true"
                     return JobCreated(job_id=record.id, kind=record.kind, state=record.state)
                 try:
                     record = submit(claim.remember)
                 except HTTPException:
-                    self.idempotency.forget(self.idempotency_key)  # not accepted: a retry with this key must create it
+                    # Not accepted: a retry with this key must create it.
+                    self.idempotency.forget(self.idempotency_key, tenant=self.tenant.name)
                     raise
         except IdempotencyKeyError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from None
@@ -240,7 +277,7 @@ class JobSubmission:
             )
             release = claim(record.id) if claim is not None else None
             try:
-                self.jobs.create(record)
+                self.create(record)
                 remember(record.id)
                 return _enqueue_or_fail(self.jobs, record, lambda: send_placeholder_job(self.celery, record))
             except BaseException:
@@ -265,8 +302,8 @@ def create_predict_job(
     else cpu), which every worker of that class on every host pulls from."""
 
     def submit(remember: Callable[[str], None]) -> JobRecord:
-        dataset = _require_dataset(datasets, request.dataset)
-        check_judge_files(settings, request)
+        dataset = _require_dataset(datasets, request.dataset, submission.tenant)
+        check_judge_files(settings, request, submission.tenant)
         if request.time_limit_s is not None and request.time_limit_s > settings.JOB_TIME_LIMIT_S:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -277,21 +314,25 @@ def create_predict_job(
             new_id(), params=request.model_dump(), rows=dataset.rows, queue=_job_queue(submission.workers),
             chunk_rows=settings.PREDICT_CHUNK_ROWS,
         )  # fmt: skip
-        submission.jobs.create(record)
+        submission.create(record)
         remember(record.id)
         return _enqueue_or_fail(submission.jobs, record, lambda: send_predict_job(submission.celery, record))
 
     return submission.once("predict", request.model_dump(mode="json"), submit)
 
 
-def _adapter_name_claim(settings: Settings, name: str) -> Callable[[str], Callable[[], None]]:
+def _adapter_name_claim(settings: Settings, name: str, tenant: Tenant) -> Callable[[str], Callable[[], None]]:
     """Claim adapters/<name>/ for a job id (409 when taken): atomic, so of concurrent submissions one gets it."""
 
     def claim(job_id: str) -> Callable[[], None]:
         try:
-            claim_adapter_name(settings.SHARED_DIR, name, job_id)
+            claim_adapter_name(settings.SHARED_DIR, name, job_id, tenant=tenant.name)
         except AdapterNameTakenError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+            detail = str(exc)
+            # Adapter names are one namespace: another tenant's name is taken too, without naming its job.
+            if not tenant.owns(claim_tenant(settings.SHARED_DIR / ADAPTERS_DIR_NAME / name)):
+                detail = f"adapter name {name!r} is taken; choose another adapter_name"
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=detail) from None
         except UnsafePathError as exc:
             raise _unprocessable(f"adapter_name: {exc}") from None
         return lambda: release_adapter_name(settings.SHARED_DIR, name, job_id)
@@ -312,13 +353,14 @@ def create_train_job(
     against its config and weights, batch × length against TRAIN_MAX_BATCH_TOKENS), then the adapter name is
     claimed (shared/adapter_claim.py): a bad request is a 4xx now, never a 202 for a job that fails later.
     """
-    claim = _adapter_name_claim(settings, request.adapter_name) if request.adapter_name is not None else None
+    tenant = submission.tenant
+    claim = _adapter_name_claim(settings, request.adapter_name, tenant) if request.adapter_name is not None else None
 
     def check() -> None:
-        _require_labelled(datasets, "dataset", request.dataset)
-        _require_labelled(datasets, "validation_dataset", request.validation_dataset)
+        _require_labelled(datasets, "dataset", request.dataset, tenant)
+        _require_labelled(datasets, "validation_dataset", request.validation_dataset, tenant)
         for extra in request.extra_datasets:
-            _require_labelled(datasets, "extra_datasets", extra.dataset)
+            _require_labelled(datasets, "extra_datasets", extra.dataset, tenant)
         check_train_options(settings, request)
 
     return submission.whole_job("train", request, check=check, claim=claim)
@@ -334,7 +376,7 @@ def create_leaderboard_job(
     A predict job on a dataset with model names publishes its predicted leaderboard (and, with labels, this human
     one and their agreement) by itself.
     """
-    dataset = _require_dataset(datasets, request.dataset)
+    dataset = _require_dataset(datasets, request.dataset, submission.tenant)
     if not dataset.labelled:
         raise _unprocessable(
             f"dataset {request.dataset} has no labels (winner_model_a, winner_model_b, winner_tie): a leaderboard job"
@@ -355,7 +397,7 @@ def create_synth_job(
 
     Upload synth/<job id>/pairs.csv's content as a dataset to train on it (`extra_datasets` with a weight).
     """
-    _require_dataset(datasets, request.dataset)
+    _require_dataset(datasets, request.dataset, submission.tenant)
     _require_base_model(settings, request.teacher_model, field="teacher_model")  # a 422 now, not a failed job later
     return submission.whole_job("synth", request)
 
@@ -363,23 +405,24 @@ def create_synth_job(
 @router.get("", response_model=list[JobRecord])
 def read_jobs(
     jobs: JobStoreDep,
+    tenant: TenantDep,
     kind: JobKind | None = None,
     state: JobState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobRecord]:
-    """Newest first, optionally filtered by kind and state."""
-    return jobs.list(kind=kind, state=state, limit=limit)
+    """The caller's jobs (the admin: everyone's), newest first, optionally filtered by kind and state."""
+    return jobs.list(kind=kind, state=state, limit=limit, tenant=None if tenant.admin else tenant.name)
 
 
 @router.get("/{job_id}", response_model=JobRecord)
-def read_job(job_id: JobId, jobs: JobStoreDep) -> JobRecord:
-    return _read_job(jobs, job_id)
+def read_job(job_id: JobId, jobs: JobStoreDep, tenant: TenantDep) -> JobRecord:
+    return _read_job(jobs, job_id, tenant)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRecord)
-def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep) -> JobRecord:
+def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: TenantDep) -> JobRecord:
     """Cancel a queued or running job: queued tasks are dropped, running chunks stop at their next chunk."""
-    record = _read_job(jobs, job_id)
+    record = _read_job(jobs, job_id, tenant)
     if record.terminal:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"job {job_id} is already {record.state}; nothing to cancel"
@@ -398,9 +441,10 @@ def read_job_artifact(
     name: Annotated[str, Path(pattern=NAME_PATTERN, description="An artefact name from the job's `artifacts`.")],
     jobs: JobStoreDep,
     settings: SettingsDep,
+    tenant: TenantDep,
 ) -> FileResponse:
     """Download one of the job's files (e.g. submission.csv, metrics.json)."""
-    record = _read_job(jobs, job_id)
+    record = _read_job(jobs, job_id, tenant)
     if name not in record.artifacts:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,

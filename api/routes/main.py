@@ -4,7 +4,7 @@ no data) and the docs do not."""
 from fastapi import APIRouter, Depends
 
 from api.deps import require_api_key
-from api.routes import adapters, datasets, health, jobs, metrics, score, ui
+from api.routes import adapters, datasets, health, jobs, metrics, score, ui, whoami
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -15,4 +15,5 @@ v1_router.include_router(adapters.router)
 v1_router.include_router(datasets.router)
 v1_router.include_router(jobs.router)
 v1_router.include_router(score.router)
+v1_router.include_router(whoami.router)
 api_router.include_router(v1_router)

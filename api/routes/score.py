@@ -10,9 +10,10 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import CeleryDep, ScoreCapacityDep, SettingsDep, WorkersDep
+from api.deps import CeleryDep, ScoreCapacityDep, SettingsDep, TenantDep, WorkersDep
 from api.dispatch import BrokerUnavailableError, ClientGoneError, ScoreCapacityError, WorkerDirectory, score_pairs
 from api.routes.jobs import check_judge_files
+from api.tenants import Tenant
 from shared.routing import job_queue
 from shared.schemas import ScoreRequest, ScoreResponse
 from shared.settings import Settings
@@ -30,10 +31,10 @@ def broker_unavailable() -> HTTPException:
     )
 
 
-def _score_queue(settings: Settings, request: ScoreRequest, workers: WorkerDirectory) -> str:
+def _score_queue(settings: Settings, request: ScoreRequest, workers: WorkerDirectory, tenant: Tenant) -> str:
     """The judge files checked and the queue to send to (blocking: file checks, maybe a broadcast); run in a
     thread."""
-    check_judge_files(settings, request)
+    check_judge_files(settings, request, tenant)
     try:
         active = workers.active_queues() or workers.recently_seen()  # busy workers do not answer broadcasts
     except BrokerUnavailableError:
@@ -59,6 +60,7 @@ async def score(
     celery: CeleryDep,
     workers: WorkersDep,
     capacity: ScoreCapacityDep,
+    tenant: TenantDep,
 ) -> ScoreResponse:
     """Probabilities (A, B, tie) for a few pairs, synchronously, through the same queues as jobs."""
     if len(request.pairs) > settings.SCORE_MAX_PAIRS:
@@ -69,7 +71,7 @@ async def score(
         )
     try:
         with capacity.claim():
-            queue = await run_in_threadpool(_score_queue, settings, request, workers)
+            queue = await run_in_threadpool(_score_queue, settings, request, workers, tenant)
             result = await score_pairs(
                 celery, settings, request.model_dump(), queue=queue, client_gone=http_request.is_disconnected
             )

@@ -315,7 +315,7 @@ def test_of_concurrent_trains_for_one_new_adapter_name_exactly_one_gets_202(clie
     assert codes == [202] + [409] * 7, results
     (winner,) = [body["job_id"] for code, body in results if code == 202]
     owner = json.loads((settings.SHARED_DIR / "adapters" / "raced" / TRAIN_JOB_OWNER_NAME).read_text())
-    assert owner == {"job_id": winner}
+    assert owner == {"job_id": winner, "tenant": "admin"}
     for code, body in results:
         if code == 409:
             assert winner in body["detail"] and "choose another adapter_name" in body["detail"]

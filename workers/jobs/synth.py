@@ -101,8 +101,9 @@ def _publish_synth(settings: Settings, run: JobRun, config: SynthConfig, metrics
     output_dir = Path(config.output_dir)
     datasets = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
     dataset = datasets.register(
-        output_dir / SYNTH_PAIRS_NAME, name=f"synth-{job_id}.csv", dataset_id=synth_dataset_id(job_id)
-    )
+        output_dir / SYNTH_PAIRS_NAME, name=f"synth-{job_id}.csv", dataset_id=synth_dataset_id(job_id),
+        tenant=run.record.tenant,
+    )  # fmt: skip
     job_dir = job_output_dir(settings.SHARED_DIR, job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
     artifacts = [SYNTH_PAIRS_NAME, SYNTH_ANNOTATIONS_NAME, METRICS_NAME]

@@ -42,7 +42,7 @@ def _dataset_path(settings: Settings, dataset_id: str) -> Path:
     return path
 
 
-def _claim_adapter_dir(settings: Settings, name: str, job_id: str) -> Path:
+def _claim_adapter_dir(settings: Settings, name: str, job_id: str, *, tenant: str | None = None) -> Path:
     """adapters/<name>/, claimed for this job before anything is written there (shared/adapter_claim.py).
 
     The gateway claimed the name for this job when it accepted it; the worker finds its own claim and goes on,
@@ -54,7 +54,7 @@ def _claim_adapter_dir(settings: Settings, name: str, job_id: str) -> Path:
             there by hand or by the CLI); the message says to choose another adapter_name.
     """
     try:
-        return claim_adapter_dir(settings.SHARED_DIR, name, job_id)
+        return claim_adapter_dir(settings.SHARED_DIR, name, job_id, tenant=tenant)
     except AdapterNameTakenError as exc:
         raise TrainingError(str(exc)) from None
 
@@ -107,7 +107,7 @@ def run_train_job(settings: Settings, *, job_id: str, task_id: str | None = None
     """
     with JobRun(settings, job_id, unit="steps", task_id=task_id, worker=worker) as run:
         name = run.params.get("adapter_name") or job_id
-        output_dir = _claim_adapter_dir(settings, name, job_id)
+        output_dir = _claim_adapter_dir(settings, name, job_id, tenant=run.record.tenant)
         config = train_config_from_params(settings, run.params, output_dir=output_dir)
         run.start(deadline=False)  # the time limit is the run's own budget: it stops and publishes its best
 

@@ -139,6 +139,7 @@
   function show(view) {
     for (const id of ["#key-view", "#list-view", "#job-view"]) $(id).hidden = id !== view;
     $("#forget-key").hidden = view === "#key-view";
+    $("#tenant").hidden = view === "#key-view" || !$("#tenant").textContent;
   }
 
   function revokeObjectUrls() {
@@ -496,7 +497,15 @@
 
   // --- the key and the routes ------------------------------------------------------------------------------------
 
+  // The tenant the key signs in as: the lists below hold that tenant's work only (the admin key: everyone's).
+  async function showTenant() {
+    const me = await api("v1/whoami");
+    $("#tenant").textContent = me.admin ? `signed in as ${me.tenant} (sees every tenant)` : `signed in as ${me.tenant}`;
+    $("#tenant").hidden = false;
+  }
+
   function forgetKey(reason = "") {
+    $("#tenant").textContent = "";
     sessionStorage.removeItem(KEY_STORAGE);
     route();
     $("#key-error").textContent = reason ? `${reason}; enter it again.` : "";
@@ -512,6 +521,7 @@
       $("#api-key").focus();
       return;
     }
+    if (!$("#tenant").textContent) showTenant().catch(() => {}); // a reload: the views report a refused key
     const match = location.hash.match(JOB_ROUTE);
     if (match) showJob(match[1]);
     else showList();
@@ -526,7 +536,7 @@
     sessionStorage.setItem(KEY_STORAGE, key);
     $("#key-error").textContent = "";
     try {
-      await api("v1/jobs?limit=1");
+      await showTenant();
     } catch (error) {
       sessionStorage.removeItem(KEY_STORAGE);
       $("#key-error").textContent =
