@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 # What every entry point (the Celery worker, the CLI, the benchmarks, the GPU image's ENV) puts in the environment
@@ -78,3 +79,44 @@ def autocast_context(device: str, enabled: bool):
     if not enabled or not (on_cuda or cpu_has_fast_bf16()):
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+CUDA_PEAK_KEY = "cuda_max_memory_allocated_mib"
+
+
+def _initialised_cuda():
+    """torch.cuda when this process has initialised CUDA, else None; never imports torch nor initialises CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
+
+
+def reset_cuda_peak_memory() -> None:
+    """Start counting the CUDA memory peak anew (a job step's start); nothing when CUDA is not in use."""
+    cuda = _initialised_cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def cuda_peak_memory() -> dict:
+    """{CUDA_PEAK_KEY: MiB allocated at the peak since the last reset}, for a job's metrics; {} without CUDA.
+
+    It counts this process's torch allocations (training, the transformers engine, the sentence encoder); a vLLM
+    engine allocates in its own process, within GPU_MEMORY_UTILIZATION of the card.
+    """
+    cuda = _initialised_cuda()
+    if cuda is None:
+        return {}
+    return {CUDA_PEAK_KEY: round(cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def release_cuda_memory() -> None:
+    """Give the memory torch's allocator caches back to the card, so that a vLLM engine started next passes its
+    free-memory check; nothing when CUDA is not in use."""
+    cuda = _initialised_cuda()
+    if cuda is not None:
+        import gc
+
+        gc.collect()  # tensors still referenced by cycles (a model and its optimizer) first
+        cuda.empty_cache()

@@ -37,6 +37,7 @@ from shared.job_store import JobStore
 from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
+from workers.common.hardware import CUDA_PEAK_KEY, cuda_peak_memory
 from workers.jobs.run import ArtifactWriteError, JobCancelledError, JobRun, publish_together
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
 from workers.predictor.predictor import Predictor, PredictRequest
@@ -129,7 +130,7 @@ def run_predict_chunk(
         _publish_chunk(output_path, prediction, job_id=job_id, chunk_index=chunk_index)
         summary = {
             "chunk": chunk_index, "rows": len(rows), **prediction.summary(), "judge": predictor.description,
-            "seconds": round(time.monotonic() - began, 3),
+            "seconds": round(time.monotonic() - began, 3), **cuda_peak_memory(),
         }  # fmt: skip
         run.store.update_chunk(
             job_id, chunk_index, if_task_id=task_id, state="succeeded", done=len(rows), summary=summary,
@@ -208,6 +209,10 @@ def _assemble(settings: Settings, store: JobStore, record, guard: AssemblyGuard)
         ),
         "workers": worker_shares(record),
     }
+    # Each chunk ran on its own worker: the job's CUDA peak is the largest of theirs.
+    chunk_peaks = [summary.get(CUDA_PEAK_KEY) for summary in metrics["chunks"] if summary.get(CUDA_PEAK_KEY)]
+    if chunk_peaks:
+        metrics[CUDA_PEAK_KEY] = max(chunk_peaks)
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
         VOTES_NAME: lambda path: save_votes(path, votes),

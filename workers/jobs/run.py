@@ -16,6 +16,7 @@ from pathlib import Path
 from shared.job_store import JobStore
 from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
+from workers.common.hardware import cuda_peak_memory, reset_cuda_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class JobRun:
                 task sent twice).
             JobCancelledError: the job failed: the step was started JOB_MAX_ATTEMPTS times already.
         """
+        reset_cuda_peak_memory()  # the peak succeed() records is this step's own
         gave_up: str | None = None
 
         def change(record: JobRecord) -> None:
@@ -306,7 +308,8 @@ class JobRun:
         self._stop_if_unwanted(self.store.update(self.job_id, change), past_deadline_counts=True)
 
     def succeed(self, *, artifacts: list[str], result: dict) -> JobRecord:
-        return self.store.succeed(self.job_id, artifacts=artifacts, result=result)
+        """Finish the job with its result, plus this step's CUDA memory peak when it used CUDA."""
+        return self.store.succeed(self.job_id, artifacts=artifacts, result={**result, **cuda_peak_memory()})
 
     def _chunk_words(self) -> str:
         return "" if self.chunk_index is None else f" chunk {self.chunk_index}"

@@ -28,7 +28,9 @@ from shared.storage import (
     redact_host_paths,
     resolve_judge_files,
 )
+from workers.common.hardware import release_cuda_memory
 from workers.jobs.run import JobRun
+from workers.predictor.predictor import close_cached_judges
 from workers.training.config import TrainConfig, TrainingError, TrainingSource, TrainProgress
 from workers.training.trainer import train_judge
 
@@ -114,7 +116,14 @@ def run_train_job(settings: Settings, *, job_id: str, task_id: str | None = None
         def on_progress(progress: TrainProgress) -> None:
             run.report(progress.step, progress.total_steps, result=_progress_result(name, progress))
 
-        metrics = train_judge(config, on_progress=on_progress)
+        # One owner of the device per worker: the cached judge's vLLM engine holds GPU_MEMORY_UTILIZATION of the
+        # card, which training needs; after training, torch's cached blocks go back so that the next job's engine
+        # passes vLLM's free-memory check at start.
+        close_cached_judges()
+        try:
+            metrics = train_judge(config, on_progress=on_progress)
+        finally:
+            release_cuda_memory()
         return _publish_training(settings, run, name=name, output_dir=output_dir, metrics=metrics)
 
 

@@ -99,7 +99,10 @@ class Judge:
             adapter_dir: a causal-LM LoRA (changes the criterion votes) or a classifier adapter from `arena train`.
             engine_kind: "vllm" or "transformers" (default: JUDGE_ENGINE).
             enable_prefix_caching: vLLM prefix caching.
-            with_votes: with a classifier adapter, also cast the base model's criterion votes.
+            with_votes: with a classifier adapter, also cast the base model's criterion votes. The classifier and
+                the vote engine then each get half of GPU_MEMORY_UTILIZATION: each vLLM engine reserves its share
+                of the whole card when it starts, and both serve every task (a score request, a predict chunk), so
+                they share the card rather than reload in turn.
         """
         from workers.judge.classifier import is_classifier_adapter
 
@@ -111,6 +114,8 @@ class Judge:
         )
         tokenizer = load_tokenizer(model_path)
         classifier_adapter = is_classifier_adapter(adapter_dir)
+        if classifier_adapter and with_votes:
+            config = config.replace(gpu_memory_utilization=config.gpu_memory_utilization / 2)
         judge = cls(
             None,
             None,
