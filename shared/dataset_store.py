@@ -206,7 +206,7 @@ class DatasetStore:
         infos = []
         for meta_path in self.root.glob("*/meta.json"):
             try:
-                infos.append(DatasetInfo.model_validate_json(meta_path.read_text()))
+                info = DatasetInfo.model_validate_json(meta_path.read_text())
             except (OSError, ValueError):
                 continue
             if tenant is None or info.tenant == tenant:

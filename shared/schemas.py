@@ -193,16 +193,16 @@ class DatasetInfo(BaseModel):
     bytes: int
     sha256: str
     created_at: datetime
-
-
-class JobCreated(BaseModel):
-    job_id: str
-    kind: JobKind
     tenant: str | None = Field(
         default=None,
         description="The tenant whose key made it (API_KEYS_FILE; `admin` for API_KEY); None: made before tenants,"
         " seen by the admin only.",
     )
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    kind: JobKind
     state: JobState
 
 
@@ -273,16 +273,16 @@ class JobRecord(BaseModel):
     )
     artifacts: list[str] = Field(default_factory=list, description="File names under GET .../artifacts/{name}.")
     result: dict = Field(default_factory=dict)
-
-    @computed_field
-    @property
-    def timings(self) -> dict:
-        def seconds(start: datetime | None, end: datetime | None) -> float | None:
     tenant: str | None = Field(
         default=None,
         description="The tenant whose key made it (API_KEYS_FILE; `admin` for API_KEY); None: made before tenants,"
         " seen by the admin only.",
     )
+
+    @computed_field
+    @property
+    def timings(self) -> dict:
+        def seconds(start: datetime | None, end: datetime | None) -> float | None:
             return None if start is None or end is None else round((end - start).total_seconds(), 3)
 
         return {
@@ -322,16 +322,16 @@ class AdapterInfo(BaseModel):
         default=None, description="Its calibration file, relative to SHARED_DIR (the predict job's `calibration`)."
     )
     modified_at: datetime
-
-
-class Liveness(BaseModel):
-    status: Literal["ok"] = Field(default="ok", description="Always ok: the gateway process answers.")
-
     tenant: str | None = Field(
         default=None,
         description="The tenant whose key made it (API_KEYS_FILE; `admin` for API_KEY); None: made before tenants,"
         " seen by the admin only.",
     )
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = Field(default="ok", description="Always ok: the gateway process answers.")
+
 
 class Health(BaseModel):
     """GET /readyz: whether the stack can take work now, and if not, why."""
