@@ -239,6 +239,14 @@ class Settings(BaseSettings):
     BROKER_RESTORE_INTERVAL_S: int = Field(
         default=60, ge=1, description="How often idle workers look for tasks whose worker died (see above)."
     )
+    WORKER_METRICS_PORT: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port on which each worker serves its Prometheus metrics (chunks, rows/s, model load times,"
+        " embedding-cache lookups, heartbeats) at /metrics. 0: off. One port per worker process: two workers on one"
+        " host need two values.",
+    )
     WORKER_HEARTBEAT_S: float = Field(
         default=10.0,
         gt=0,

@@ -29,6 +29,7 @@ from shared.worker_presence import (
     redis_client,
     withdraw,
 )
+from workers.common.metrics import HEARTBEATS
 from workers.jobs.run import running_step
 from workers.sweeper import Send, Sweeper
 
@@ -120,6 +121,7 @@ class WorkerBackground:
                 self.client, self.settings, self.worker, self.queues, idle_since=self.idle_since,
                 identity=self.identity,
             )  # fmt: skip
+            HEARTBEATS.inc()
             interval = self.settings.SWEEP_INTERVAL_S
             if interval and time.monotonic() - self._last_sweep >= interval and self._lead():
                 self._last_sweep = time.monotonic()

@@ -56,6 +56,9 @@ def start_background(sender, **_kwargs) -> None:
     queues = sorted(sender.app.amqp.queues.consume_from)
     _background = WorkerBackground(get_settings(), worker=sender.hostname, queues=queues, send=send, identity=_identity)
     _background.start()
+    from workers.common.metrics import serve
+
+    serve(get_settings().WORKER_METRICS_PORT)
 
 
 @task_prerun.connect

@@ -23,6 +23,7 @@ from shared.schemas import utc_now
 from shared.settings import get_settings
 from shared.storage import redact_host_paths
 from workers.celery_app import app
+from workers.common.metrics import CHUNKS, ROWS, ROWS_PER_SECOND
 from workers.jobs import predict
 from workers.jobs import score as score_step
 from workers.jobs.run import JobCancelledError, StaleDeliveryError
@@ -68,8 +69,13 @@ def _judge_chunk(self, *, job_id: str, chunk_index: int) -> dict:
             )  # sent again by the retry below, under the same id
             raise self.retry(exc=exc, countdown=settings.CHUNK_RETRY_DELAY_S) from None
         reason = f"chunk {chunk_index} failed after {attempt + 1} attempts: {reason}"
+        CHUNKS.labels("failed").inc()
         store.fail(job_id, reason, chunk=(chunk_index, self.request.id))
         raise
+    if "seconds" in summary:  # judged now (not a repeated delivery of a chunk already done)
+        CHUNKS.labels("succeeded").inc()
+        ROWS.inc(summary["rows"])
+        ROWS_PER_SECOND.set(summary["rows"] / max(summary["seconds"], 1e-6))
     # The chunk that completes the set assembles the submission, on this worker, once.
     if predict.claim_assembly(store, job_id, worker=self.request.hostname or "worker"):
         return {**summary, "assembled": _assemble(settings, job_id=job_id)}

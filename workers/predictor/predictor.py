@@ -22,6 +22,7 @@ from shared.artifacts import MODEL_CONFIG_NAME
 from shared.calibration_file import applied_calibration
 from shared.settings import Settings
 from shared.storage import JudgeOptionsError, default_predictor_dir, is_text_predictor, public_path, resolve_judge_files
+from workers.common.metrics import MODEL_LOAD_SECONDS
 from workers.judge.engines import (
     EngineConfig,
     JudgeEngine,
@@ -585,6 +586,7 @@ def _cached_judge(settings: Settings, options: dict) -> Judge:
         close_cached_judges()
         started = time.perf_counter()
         _CACHED_JUDGES[key] = Judge.open(settings, **options)
+        MODEL_LOAD_SECONDS.labels("judge").set(time.perf_counter() - started)
         log.info("judge %s loaded in %.1fs", key, time.perf_counter() - started)
     return _CACHED_JUDGES[key]
 

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ import numpy as np
 from shared.artifacts import MODEL_CONFIG_NAME
 from shared.errors import UserError
 from shared.settings import DEFAULT_TEXT_ENCODER_NAME
+from workers.common.metrics import EMBEDDING_CACHE_LOOKUPS, MODEL_LOAD_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -579,12 +581,14 @@ def open_text_encoder(
 ) -> TextEncoder:
     """The encoder at `model_dir` with the settings' backend (unless given) and embedding cache; an older
     `embedding_version` gives the embeddings a text model fitted then was fitted on."""
+    started = time.perf_counter()
     encoder = TextEncoder(
         model_dir,
         backend=backend or settings.TEXT_ENCODER_BACKEND,
         device=device,
         embedding_version=embedding_version,
     )
+    MODEL_LOAD_SECONDS.labels("encoder").set(time.perf_counter() - started)
     if settings.EMBEDDING_CACHE_MAX_MB > 0:
         encoder.cache = EmbeddingCache(
             settings.embedding_cache_dir / encoder.cache_key, max_bytes=settings.EMBEDDING_CACHE_MAX_MB << 20
@@ -643,6 +647,9 @@ class EmbeddingCache:
                 os.utime(index_path)  # recently used: evicted last
             except (OSError, ValueError) as exc:  # removed or replaced under us: a miss
                 log.debug("embedding cache pack %s skipped: %s", index_path.name, exc)
+        hits = int(found.sum())
+        EMBEDDING_CACHE_LOOKUPS.labels("hit").inc(hits)
+        EMBEDDING_CACHE_LOOKUPS.labels("miss").inc(len(digests) - hits)
         return found, vectors
 
     def store(self, digests: Sequence[bytes], vectors: np.ndarray) -> None:
