@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
@@ -165,7 +166,7 @@ def _read_frame(source: Path | str | bytes) -> pd.DataFrame:
             )
         handle = path
     try:
-        return pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
+        return pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
         raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}") from None
     except (pd.errors.ParserError, csv.Error, UnicodeDecodeError) as exc:
@@ -224,45 +225,12 @@ def _bad_labels_error(values: list[float], *, row: int, row_id: str, count: str 
     )
 
 
-def _parse_labels(frame: pd.DataFrame, ids: list[str]) -> np.ndarray | None:
-    if not _check_required_columns(list(frame.columns)):
-        return None
-    labels = np.zeros((len(frame), 3))
-    for column_index, column in enumerate(LABEL_COLUMNS):
-        for row_index, cell in enumerate(frame[column].tolist()):
-            labels[row_index, column_index] = _label_value(
-                cell, row=row_index + 1, column=column, row_id=ids[row_index]
-            )
-    # "nan" parses as a float and fails no comparison: it must be refused explicitly, or it reaches training.
-    finite = np.isfinite(labels).all(axis=1)
-    bad = np.flatnonzero(~finite | (labels < 0).any(axis=1) | (np.abs(labels.sum(axis=1) - 1.0) > 1e-3))
-    if bad.size:
-        row_index = int(bad[0])
-        raise _bad_labels_error(
-            labels[row_index].tolist(), row=row_index + 1, row_id=ids[row_index], count=f" ({bad.size} such rows)"
-        )
-    return labels
-
-
 def _cell_too_large_error(*, row: int, column: str | None, size: str, max_cell_bytes: int) -> DataFormatError:
     where = f"row {row}" if column is None else f"row {row}, column {short(column)}"
     return DataFormatError(
         f"{where}: the cell holds {size} bytes, over the {max_cell_bytes:,}-byte cap (MAX_CELL_BYTES); shorten it"
         " or drop the row"
     )
-
-
-def _check_cell_sizes(frame: pd.DataFrame, *, max_cell_bytes: int) -> None:
-    """Refuse any cell over `max_cell_bytes` (UTF-8), naming its row and column but never echoing it."""
-    for column in frame.columns:
-        values = frame[column]
-        # A character is at most 4 UTF-8 bytes: only cells that long can be over the cap, and only those are encoded.
-        for row_index in np.flatnonzero(values.str.len().to_numpy() * 4 > max_cell_bytes):
-            size = len(values.iat[row_index].encode("utf-8", "surrogatepass"))
-            if size > max_cell_bytes:
-                raise _cell_too_large_error(
-                    row=row_index + 1, column=str(column), size=f"{size:,}", max_cell_bytes=max_cell_bytes
-                )
 
 
 NO_ROWS = "the CSV has a header but no rows"
@@ -335,6 +303,7 @@ def _records(handle: TextIO, *, max_columns: int | None, max_cell_bytes: int | N
                 width = len(record)
                 if max_columns is not None and width > max_columns:
                     raise _too_many_columns(f"{width:,}", max_columns)
+                _check_utf8(record, row=0)
                 yield 0, record
                 # A quoted cell of max_cell_bytes doubles its quotes at most; 3 more for quotes and comma.
                 lines.limit = None if max_cell_bytes is None else width * (2 * max_cell_bytes + 3) + 2
@@ -345,6 +314,7 @@ def _records(handle: TextIO, *, max_columns: int | None, max_cell_bytes: int | N
                     f"row {row} has {len(record):,} fields, the header has {width:,}; quote every cell that holds a"
                     " comma, a quote or a newline, and double the quotes inside it"
                 )
+            _check_utf8(record, row=row)
             yield row, record
     except _RecordTooLongError:
         if width == 0:
@@ -365,11 +335,128 @@ def _records(handle: TextIO, *, max_columns: int | None, max_cell_bytes: int | N
         raise DataFormatError(f"not a readable CSV {where}: {str(exc)[:100]}; check quoting and delimiters") from None
 
 
+# Bytes that are not UTF-8 decode (errors="surrogateescape") to U+DC80..U+DCFF, which valid UTF-8 never yields.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def _check_utf8(record: list[str], *, row: int) -> None:
+    """Refuse a record holding bytes that are not UTF-8, naming its row and column (never replaced silently)."""
+    for index, cell in enumerate(record):
+        if _NOT_UTF8.search(cell) is not None:
+            where = "the header" if row == 0 else f"row {row}"
+            raise DataFormatError(
+                f"{where}, column {index + 1}: bytes that are not UTF-8; save the file as UTF-8 (in a spreadsheet:"
+                " 'CSV UTF-8')"
+            )
+
+
+def _open_text(source: Path | bytes) -> TextIO:
+    """The CSV as text for _records: UTF-8 (a BOM skipped), invalid bytes kept as escapes for _check_utf8."""
+    if isinstance(source, bytes):
+        return io.TextIOWrapper(io.BytesIO(source), encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return open(source, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
 def _too_many_columns(count: str, max_columns: int) -> CsvLimitError:
     return CsvLimitError(
         f"the header has {count} columns, over the {max_columns:,}-column cap (MAX_UPLOAD_COLUMNS); a Kaggle arena"
         f" CSV needs {', '.join(REQUIRED_COLUMNS)}, the three winner columns and little else"
     )
+
+
+@dataclass
+class _ArenaRow:
+    """One validated data row: its number (1-based, blank lines not counted), id and cells."""
+
+    number: int
+    id: str
+    record: list[str]
+    turns: tuple[tuple[str, ...], ...] | None  # (prompt, response_a, response_b) when parsed
+    labels: list[float] | None
+
+
+@dataclass
+class _ArenaHeader:
+    columns: list[str]
+    labelled: bool
+
+
+def _arena_rows(
+    handle: TextIO,
+    *,
+    max_rows: int | None,
+    max_columns: int | None,
+    max_cell_bytes: int | None,
+    max_name_chars: int | None,
+    parse_turns_too: bool,
+) -> Iterator[_ArenaHeader | _ArenaRow]:
+    """The one reader of arena CSVs: the header (checked before any row), then each row, validated as it is read.
+
+    The upload check and the workers' reader both take their rows from here, so what one accepts the other reads,
+    with the same rows, and both refuse the same files with the same message. Checks: column count, duplicate
+    names, required and label columns; per row its width, cell sizes, bytes that are not UTF-8, id, turns, labels
+    and name lengths. Duplicate ids are the caller's (the check bounds its memory, the reader holds every id).
+    """
+    records = _records(handle, max_columns=max_columns, max_cell_bytes=max_cell_bytes)
+    header = next(records, None)
+    if header is None:
+        raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+    columns = normalise_columns(header[1])
+    labelled = _check_required_columns(columns)
+    yield _ArenaHeader(columns=columns, labelled=labelled)
+    id_index = columns.index("id")
+    turn_indices = [(column, columns.index(column)) for column in TURN_COLUMNS]
+    label_indices = [(column, columns.index(column)) for column in LABEL_COLUMNS] if labelled else []
+    name_indices = [] if max_name_chars is None else [(c, columns.index(c)) for c in NAME_COLUMNS if c in columns]
+    turn_cells = itemgetter(*(index for _, index in turn_indices))
+    row_cap = sys.maxsize if max_rows is None else max_rows
+    # A character is at most 4 UTF-8 bytes: only cells longer than this can be over the cap; only those are encoded.
+    long_cell = sys.maxsize if max_cell_bytes is None else max_cell_bytes // 4
+    for number, record in records:
+        if number > row_cap:
+            raise CsvLimitError(
+                f"the file has more than {max_rows:,} rows, over the row cap (MAX_UPLOAD_ROWS); split it"
+            )
+        if max_cell_bytes is not None and max(map(len, record)) > long_cell:
+            for column, cell in zip(columns, record, strict=True):
+                size = len(cell.encode("utf-8", "surrogatepass"))
+                if size > max_cell_bytes:
+                    raise _cell_too_large_error(
+                        row=number, column=column, size=f"{size:,}", max_cell_bytes=max_cell_bytes
+                    )
+        row_id = record[id_index].strip()
+        if not row_id:
+            raise DataFormatError(EMPTY_ID.format(row=number))
+        turns = None
+        if parse_turns_too:
+            turns = tuple(
+                parse_turns(record[index], row=number, column=column, row_id=row_id) for column, index in turn_indices
+            )
+        elif not _are_turn_cells(turn_cells(record)):
+            for column, index in turn_indices:
+                parse_turns(record[index], row=number, column=column, row_id=row_id)  # raises the row's error
+        labels = None
+        if label_indices:
+            labels = [
+                _label_value(record[index], row=number, column=column, row_id=row_id) for column, index in label_indices
+            ]
+            # "nan" fails no comparison: refused by the isfinite check.
+            if not all(map(math.isfinite, labels)) or min(labels) < 0 or abs(sum(labels) - 1.0) > 1e-3:
+                raise _bad_labels_error(labels, row=number, row_id=row_id)
+        for column, index in name_indices:
+            if len(record[index].strip()) > max_name_chars:
+                raise DataFormatError(
+                    f"row {number} (id={short(row_id)}), column {column!r}: {len(record[index].strip()):,}"
+                    f" characters, over the {max_name_chars:,}-character cap of a name (MAX_NAME_CHARS); shorten it"
+                )
+        yield _ArenaRow(number=number, id=row_id, record=record, turns=turns, labels=labels)
+
+
+def _set_field_limit(max_cell_bytes: int | None) -> None:
+    # The limit is csv's, for the whole process: only ever raised here, so that no thread lowers it under another.
+    field_limit = sys.maxsize if max_cell_bytes is None else max_cell_bytes
+    if csv.field_size_limit() < field_limit:
+        csv.field_size_limit(field_limit)
 
 
 def check_arena_csv(
@@ -380,13 +467,8 @@ def check_arena_csv(
     max_cell_bytes: int | None = None,
     max_name_chars: int | None = None,
 ) -> CsvSummary:
-    """Validate a Kaggle arena CSV as read_arena_csv would, streaming, in memory bounded whatever the file.
-
-    The header is checked first (column count, duplicate names, required and label columns), before any row is
-    parsed; then each row as it is read (width, cell sizes, id, turns, labels), counting rows against `max_rows`.
-    Held meanwhile: one row, and 8 bytes per row (a hash of its id, for the duplicate check). The checks are
-    read_arena_csv's, with stricter CSV syntax (quotes must close before a comma; every row as wide as the
-    header): a file this accepts, read_arena_csv reads with the same rows.
+    """Validate a Kaggle arena CSV as read_arena_csv reads it (the same reader, _arena_rows), streaming, in memory
+    bounded whatever the file: one row, and 8 bytes per row (a hash of its id, for the duplicate check).
 
     Args:
         path: the CSV file.
@@ -405,65 +487,22 @@ def check_arena_csv(
     path = Path(path)
     if path.stat().st_size == 0:
         raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
-    # The limit is csv's, for the whole process: only ever raised here, so that no thread lowers it under another.
-    field_limit = sys.maxsize if max_cell_bytes is None else max_cell_bytes
-    if csv.field_size_limit() < field_limit:
-        csv.field_size_limit(field_limit)
+    _set_field_limit(max_cell_bytes)
     id_hashes = array("q")
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
-        records = _records(handle, max_columns=max_columns, max_cell_bytes=max_cell_bytes)
-        header = next(records, None)
-        if header is None:
-            raise DataFormatError(f"the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
-        columns = normalise_columns(header[1])
-        labelled = _check_required_columns(columns)
-        id_index = columns.index("id")
-        turn_indices = [(column, columns.index(column)) for column in TURN_COLUMNS]
-        label_indices = [(column, columns.index(column)) for column in LABEL_COLUMNS] if labelled else []
-        turn_cells = itemgetter(*(index for _, index in turn_indices))
-        name_indices = [] if max_name_chars is None else [(c, columns.index(c)) for c in NAME_COLUMNS if c in columns]
-        row_cap = sys.maxsize if max_rows is None else max_rows
-        # A character is at most 4 UTF-8 bytes: only cells longer than this can be over the cap; only those are encoded.
-        long_cell = sys.maxsize if max_cell_bytes is None else max_cell_bytes // 4
-        rows = 0
-        for rows, record in records:
-            if rows > row_cap:
-                raise CsvLimitError(
-                    f"the file has more than {max_rows:,} rows, over the row cap (MAX_UPLOAD_ROWS); split it"
-                )
-            if max(map(len, record)) > long_cell and max_cell_bytes is not None:
-                for column, cell in zip(columns, record, strict=True):
-                    size = len(cell.encode("utf-8", "surrogatepass"))
-                    if size > max_cell_bytes:
-                        raise _cell_too_large_error(
-                            row=rows, column=column, size=f"{size:,}", max_cell_bytes=max_cell_bytes
-                        )
-            row_id = record[id_index].strip()
-            if not row_id:
-                raise DataFormatError(EMPTY_ID.format(row=rows))
-            id_hashes.append(hash(row_id))
-            for column, index in name_indices:
-                if len(record[index].strip()) > max_name_chars:
-                    raise DataFormatError(
-                        f"row {rows} (id={short(row_id)}), column {column!r}: {len(record[index].strip()):,}"
-                        f" characters, over the {max_name_chars:,}-character cap of a name (MAX_NAME_CHARS); shorten"
-                        " it"
-                    )
-            if not _are_turn_cells(turn_cells(record)):
-                for column, index in turn_indices:
-                    parse_turns(record[index], row=rows, column=column, row_id=row_id)
-            if label_indices:
-                values = [
-                    _label_value(record[index], row=rows, column=column, row_id=row_id)
-                    for column, index in label_indices
-                ]
-                # "nan" fails no comparison: refused by the isfinite check.
-                if not all(map(math.isfinite, values)) or min(values) < 0 or abs(sum(values) - 1.0) > 1e-3:
-                    raise _bad_labels_error(values, row=rows, row_id=row_id)
-    if rows == 0:
+    with _open_text(path) as handle:
+        rows = _arena_rows(
+            handle, max_rows=max_rows, max_columns=max_columns, max_cell_bytes=max_cell_bytes,
+            max_name_chars=max_name_chars, parse_turns_too=False,
+        )  # fmt: skip
+        header = next(rows)
+        count = 0
+        for row in rows:
+            count = row.number
+            id_hashes.append(hash(row.id))
+    if count == 0:
         raise DataFormatError(NO_ROWS)
-    _check_unique_ids(path, id_hashes, id_index=id_index, max_cell_bytes=max_cell_bytes)
-    return CsvSummary(rows=rows, labelled=labelled, model_names={"model_a", "model_b"} <= set(columns))
+    _check_unique_ids(path, id_hashes, id_index=header.columns.index("id"), max_cell_bytes=max_cell_bytes)
+    return CsvSummary(rows=count, labelled=header.labelled, model_names={"model_a", "model_b"} <= set(header.columns))
 
 
 def _check_unique_ids(path: Path, id_hashes: array, *, id_index: int, max_cell_bytes: int | None) -> None:
@@ -474,7 +513,7 @@ def _check_unique_ids(path: Path, id_hashes: array, *, id_index: int, max_cell_b
         return
     seen: set[str] = set()
     duplicated: list[str] = []
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with _open_text(path) as handle:
         records = _records(handle, max_columns=None, max_cell_bytes=max_cell_bytes)
         next(records)
         for _, record in records:
@@ -492,7 +531,7 @@ def _check_unique_ids(path: Path, id_hashes: array, *, id_index: int, max_cell_b
 def read_arena_csv(
     source: Path | str | bytes, *, require_labels: bool = False, max_cell_bytes: int | None = None
 ) -> ArenaDataset:
-    """Read and validate a Kaggle arena train/test CSV.
+    """Read and validate a Kaggle arena train/test CSV, with the upload check's reader (_arena_rows).
 
     Args:
         source: a file path, or the raw CSV bytes.
@@ -505,41 +544,64 @@ def read_arena_csv(
     Raises:
         DataFormatError: the message names the row and column to fix.
     """
-    frame = _read_frame(source)
-    frame.columns = normalise_columns(frame.columns)
-    _check_required_columns(list(frame.columns))
-    if len(frame) == 0:
+    if not isinstance(source, bytes):
+        path = Path(source)
+        if not path.is_file():
+            raise DataFormatError(f"{path}: no such file; pass the path of a Kaggle-format CSV")
+        if path.stat().st_size == 0:
+            raise DataFormatError(
+                f"{path}: the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}"
+            )
+        source = path
+    _set_field_limit(max_cell_bytes)
+    with _open_text(source) as handle:
+        rows = _arena_rows(
+            handle, max_rows=None, max_columns=None, max_cell_bytes=max_cell_bytes, max_name_chars=None,
+            parse_turns_too=True,
+        )  # fmt: skip
+        header = next(rows)
+        parsed = list(rows)
+    if not parsed:
         raise DataFormatError(NO_ROWS)
-    if max_cell_bytes is not None:
-        _check_cell_sizes(frame, max_cell_bytes=max_cell_bytes)
-    ids = [str(value).strip() for value in frame["id"].tolist()]
-    for row_index, row_id in enumerate(ids):
-        if not row_id:
-            raise DataFormatError(EMPTY_ID.format(row=row_index + 1))
     seen: set[str] = set()
-    duplicated = [row_id for row_id in ids if row_id in seen or seen.add(row_id)]
+    duplicated = [row.id for row in parsed if row.id in seen or seen.add(row.id)]
     if duplicated:
         raise DataFormatError(DUPLICATE_IDS.format(ids=", ".join(short(row_id) for row_id in duplicated[:5])))
-    columns = {column: frame[column].tolist() for column in TURN_COLUMNS}
-    pairs = [
-        Pair(
-            id=row_id,
-            **{
-                column: parse_turns(columns[column][row_index], row=row_index + 1, column=column, row_id=row_id)
-                for column in TURN_COLUMNS
-            },
-        )
-        for row_index, row_id in enumerate(ids)
-    ]
-    labels = _parse_labels(frame, ids)
-    if require_labels and labels is None:
+    if require_labels and not header.labelled:
         raise DataFormatError(f"this command needs labelled data: add the columns {list(LABEL_COLUMNS)}")
-    sources = frame["source"].tolist() if "source" in frame.columns else None
-    models_a = models_b = None
-    if "model_a" in frame.columns and "model_b" in frame.columns:
-        models_a = [name.strip() for name in frame["model_a"].tolist()]
-        models_b = [name.strip() for name in frame["model_b"].tolist()]
-    return ArenaDataset(pairs=pairs, labels=labels, sources=sources, models_a=models_a, models_b=models_b)
+    columns = header.columns
+
+    def column_values(name: str) -> list[str] | None:
+        if name not in columns:
+            return None
+        index = columns.index(name)
+        return [row.record[index] for row in parsed]
+
+    models_a, models_b = column_values("model_a"), column_values("model_b")
+    if models_a is None or models_b is None:
+        models_a = models_b = None
+    else:
+        models_a = [name.strip() for name in models_a]
+        models_b = [name.strip() for name in models_b]
+    return ArenaDataset(
+        pairs=[Pair(row.id, *row.turns) for row in parsed],
+        labels=np.array([row.labels for row in parsed], dtype=np.float64) if header.labelled else None,
+        sources=column_values("source"),
+        models_a=models_a,
+        models_b=models_b,
+    )
+
+
+def read_arena_table(source: Path) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows' cells of an arena CSV as read_arena_csv reads them (validated), for a tool that
+    writes the same rows out again (workers/training/splits.py)."""
+    _set_field_limit(None)
+    with _open_text(Path(source)) as handle:
+        rows = _arena_rows(
+            handle, max_rows=None, max_columns=None, max_cell_bytes=None, max_name_chars=None, parse_turns_too=False
+        )
+        header = next(rows)
+        return header.columns, [row.record for row in rows]
 
 
 def normalise_probabilities(probabilities: np.ndarray, *, floor: float) -> np.ndarray:

@@ -143,3 +143,13 @@ def test_a_model_or_source_name_over_the_cap_is_422_naming_row_and_column(settin
     assert "row 2 (id='1001'), column 'model_b': 51 characters" in detail and "MAX_NAME_CHARS" in detail
     assert snapshot(settings.SHARED_DIR) == before
     assert upload(client, arena_csv(3, models=("a", "b", "m" * 50))).status_code == 201
+
+
+def test_bytes_that_are_not_utf8_are_422_naming_the_row(client, settings):
+    """They were replaced silently (U+FFFD) and the upload got 201."""
+    before = snapshot(settings.SHARED_DIR)
+    content = arena_csv(3).replace(b"Seven.", b"Sev\xe9n.")
+    response = upload(client, content)
+    assert response.status_code == 422, response.text
+    assert "row 2, column 6: bytes that are not UTF-8" in response.json()["detail"]
+    assert snapshot(settings.SHARED_DIR) == before

@@ -122,3 +122,63 @@ def test_equal_id_hashes_that_are_not_equal_ids_pass(tmp_path):
     repeated = write(tmp_path, f"{HEADER}\n1,{ROW}\n2,{ROW}\n1,{ROW}\n", "repeated.csv")
     with pytest.raises(DataFormatError, match="duplicate id"):
         _check_unique_ids(repeated, array("q", [hash("1"), hash("2"), hash("1")]), id_index=0, max_cell_bytes=None)
+
+
+# One corpus both readers must answer alike: the same rows, or the same refusal. They share one implementation
+# (_arena_rows); this keeps it that way if someone gives either its own parser again.
+CORPUS = {
+    "plain": f"{HEADER}\n1,{ROW}\n2,{ROW}\n".encode(),
+    "bom-crlf": f"\ufeff{HEADER}\r\n1,{ROW}\r\n2,{ROW}\r\n".encode(),
+    "cr-only": f"{HEADER}\r1,{ROW}\r2,{ROW}\r".encode(),
+    "quoted-newline": f'{HEADER}\n1,"[""a\nb""]","[""a""]","[""b""]"\n'.encode(),
+    "utf8-names": f"{HEADER},model_a,model_b\n1,{ROW},été,模型\n2,{ROW},b,a\n".encode(),
+    "latin1-row-2": f"{HEADER},source\n1,{ROW},ok\n".encode() + f"2,{ROW},caf".encode() + b"\xe9\n",
+    "latin1-header": b"id,prompt,response_a,response_b,s\xf6urce\n" + f"1,{ROW},x\n".encode(),
+    "encoded-surrogate": f"{HEADER},source\n1,{ROW},x".encode() + b"\xed\xa0\x80\n",
+    "cut-multibyte": f"{HEADER},source\n1,{ROW},x\n2,{ROW},".encode() + b"\xe6\xa8\n",
+    "narrow-row": f"{HEADER},source\n1,{ROW}\n".encode(),
+    "unclosed-quote": f'{HEADER}\n1,"[""p""]","[""a""]","[""b\n'.encode(),
+    "nan-label": f"{HEADER}{LABELS}\n1,{ROW},nan,0,1\n".encode(),
+    "blank-lines": f"\n{HEADER}\n\n1,{ROW}\n  \n".encode(),
+    "nul-byte": f"{HEADER}\n1,{ROW}\n".encode().replace(b'""p""', b'""p\x00""'),
+}
+
+
+def _answer(reader, path):
+    try:
+        return ("rows", reader(path))
+    except DataFormatError as error:
+        return ("refused", str(error))
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_the_upload_check_and_the_workers_reader_answer_alike(tmp_path, name):
+    path = tmp_path / "in.csv"
+    path.write_bytes(CORPUS[name])
+    checked = _answer(lambda path: check_arena_csv(path, max_rows=10, max_columns=16, max_cell_bytes=4096).rows, path)
+    read = _answer(lambda path: len(read_arena_csv(path)), path)
+    assert checked == read
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("latin1-row-2", "row 2, column 5"),
+        ("latin1-header", "the header, column 5"),
+        ("encoded-surrogate", "row 1, column 5"),
+        ("cut-multibyte", "row 2, column 5"),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_refused_naming_the_row(tmp_path, name, where):
+    path = tmp_path / "in.csv"
+    path.write_bytes(CORPUS[name])
+    for reader in (check_arena_csv, read_arena_csv):
+        with pytest.raises(DataFormatError, match="bytes that are not UTF-8") as error:
+            reader(path)
+        assert str(error.value).startswith(where), str(error.value)
+
+
+def test_utf8_names_read_back_unchanged(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(CORPUS["utf8-names"])
+    assert read_arena_csv(path).models_a == ["été", "b"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from shared.arena_csv import LABEL_COLUMNS, read_arena_csv
+from shared.arena_csv import LABEL_COLUMNS, read_arena_csv, read_arena_table
 from shared.storage import atomic_writer
 from workers.common.pairs import prompt_groups
 
@@ -21,16 +21,22 @@ def holdout_mask(groups: np.ndarray, *, holdout_fraction: float, seed: int) -> n
 def split_file(input_path: Path, output_dir: Path, *, holdout_fraction: float = 0.2, seed: int = 0) -> dict:
     """Write train.csv, holdout.csv (labelled) and holdout_test.csv (Kaggle test format) to `output_dir`."""
     dataset = read_arena_csv(input_path, require_labels=True)
-    frame = pd.read_csv(input_path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
+    # The rows as the one arena reader reads them (not a second CSV parser that could see other rows).
+    columns, records = read_arena_table(input_path)
     mask = holdout_mask(prompt_groups(dataset.pairs), holdout_fraction=holdout_fraction, seed=seed)
-    test_columns = [column for column in frame.columns if column not in (*LABEL_COLUMNS, "source")]
+    test_columns = [index for index, column in enumerate(columns) if column not in (*LABEL_COLUMNS, "source")]
     outputs = {
-        "train.csv": frame[~mask],
-        "holdout.csv": frame[mask],
-        "holdout_test.csv": frame[mask][test_columns],
+        "train.csv": (columns, [record for record, held in zip(records, mask, strict=True) if not held]),
+        "holdout.csv": (columns, [record for record, held in zip(records, mask, strict=True) if held]),
+        "holdout_test.csv": (
+            [columns[index] for index in test_columns],
+            [[record[index] for index in test_columns] for record, held in zip(records, mask, strict=True) if held],
+        ),
     }
     output_dir = Path(output_dir)
-    for name, part in outputs.items():
+    for name, (header, rows) in outputs.items():
         with atomic_writer(output_dir / name, "w", encoding="utf-8", newline="") as handle:
-            part.to_csv(handle, index=False)
-    return {name: len(part) for name, part in outputs.items()}
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+    return {name: len(rows) for name, (_, rows) in outputs.items()}
