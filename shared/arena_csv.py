@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from shared.errors import UserError
+from shared.spreadsheet import safe_cell
 from shared.storage import atomic_writer
 
 if TYPE_CHECKING:
@@ -621,7 +622,7 @@ def write_submission(path: Path, ids: list[str], probabilities: np.ndarray, *, f
         writer = csv.writer(handle)
         writer.writerow(SUBMISSION_COLUMNS)
         for row_id, row in zip(ids, probabilities, strict=True):
-            writer.writerow([row_id, *(f"{value:.6f}" for value in row)])
+            writer.writerow([safe_cell(row_id), *(f"{value:.6f}" for value in row)])
     return Path(path)
 
 
@@ -640,7 +641,10 @@ def read_submission(path: Path, *, expected_ids: list[str] | None = None, exact:
     missing = [column for column in SUBMISSION_COLUMNS if column not in frame.columns]
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing}; a submission has {list(SUBMISSION_COLUMNS)}")
-    frame["id"] = frame["id"].astype(str).str.strip()
+    # Matched as written: an id a spreadsheet would run was written with a leading quote (safe_cell), both sides
+    # are compared in that form.
+    frame["id"] = frame["id"].astype(str).str.strip().map(safe_cell)
+    expected_ids = None if expected_ids is None else [safe_cell(row_id) for row_id in expected_ids]
     try:
         values = frame[list(LABEL_COLUMNS)].astype(float)
     except ValueError as exc:

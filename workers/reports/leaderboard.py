@@ -43,6 +43,7 @@ import numpy as np
 
 from shared.arena_csv import short
 from shared.errors import UserError
+from shared.spreadsheet import safe_row
 from shared.storage import atomic_writer
 from workers.common.figures import figure_text, new_figure, save_png
 from workers.common.groups import factorize
@@ -514,12 +515,13 @@ def write_leaderboard_files(
         for model, rating, low, high, battles in zip(
             board.models, board.ratings, board.ci_low, board.ci_high, board.battles, strict=True
         ):
-            writer.writerow([model, _cell(rating), _cell(low), _cell(high), int(battles)])
+            writer.writerow(safe_row([model, _cell(rating), _cell(low), _cell(high), int(battles)]))
     with atomic_writer(output_dir / names[1], "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["model", *board.models])  # the row model's mean score against each column model
+        # the row model's mean score against each column model
+        writer.writerow(safe_row(["model", *board.models]))
         for model, rates in zip(board.models, board.win_rates, strict=True):
-            writer.writerow([model, *(f"{rate:.3f}" if math.isfinite(rate) else "" for rate in rates)])
+            writer.writerow(safe_row([model, *(f"{rate:.3f}" if math.isfinite(rate) else "" for rate in rates)]))
     plot_leaderboard(board, output_dir / names[2], reference=reference)
     summary = board.summary()
     if agreement is not None:

@@ -38,6 +38,7 @@ from shared.artifacts import METRICS_NAME, SYNTH_ANNOTATIONS_NAME, SYNTH_CHUNKS_
 from shared.errors import UserError
 from shared.schemas import SynthJobRequest
 from shared.settings import Settings
+from shared.spreadsheet import safe_cell
 from shared.storage import atomic_creator, atomic_write_text, atomic_writer
 from workers.judge.engines import EngineConfig
 from workers.judge.outcomes import CLASS_LABELS
@@ -416,7 +417,7 @@ def assemble_synth(
     labels = labels / labels.sum(axis=1, keepdims=True)
     frame = _kaggle_frame(config, dataset, labels)
     with atomic_writer(output_dir / SYNTH_PAIRS_NAME, "w", newline="") as handle:
-        frame.to_csv(handle, index=False)
+        frame.map(safe_cell).to_csv(handle, index=False)
     with atomic_writer(output_dir / SYNTH_ANNOTATIONS_NAME, "w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
     metrics = _metrics(config, dataset, distinct, rows, labels, chunk_stats, run, started)

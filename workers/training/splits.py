@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import LABEL_COLUMNS, read_arena_csv, read_arena_table
+from shared.spreadsheet import safe_row
 from shared.storage import atomic_writer
 from workers.common.pairs import prompt_groups
 
@@ -37,6 +38,6 @@ def split_file(input_path: Path, output_dir: Path, *, holdout_fraction: float = 
     for name, (header, rows) in outputs.items():
         with atomic_writer(output_dir / name, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
+            writer.writerow(safe_row(header))
+            writer.writerows(safe_row(row) for row in rows)
     return {name: len(rows) for name, (_, rows) in outputs.items()}
