@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Annotated
 
 from celery import Celery
@@ -90,3 +91,22 @@ async def require_api_key(
 
 
 TenantDep = Annotated[Tenant, Depends(require_api_key)]
+
+
+async def require_free_space(settings: SettingsDep) -> None:
+    """507 when SHARED_DIR has less than MIN_FREE_BYTES free: an upload or a job would fill the disk that every
+    job, record and Redis snapshot shares."""
+    try:
+        free = shutil.disk_usage(settings.SHARED_DIR).free
+    except OSError:
+        return  # GET /readyz reports an unreadable SHARED_DIR; the write itself will fail with its own error
+    if free < settings.MIN_FREE_BYTES:
+        raise HTTPException(
+            status.HTTP_507_INSUFFICIENT_STORAGE,
+            detail=f"the shared storage has {free:,} bytes free, below MIN_FREE_BYTES ({settings.MIN_FREE_BYTES:,});"
+            " nothing was stored. Delete finished jobs and datasets you no longer need (DELETE /v1/jobs/{id},"
+            " DELETE /v1/datasets/{id}), or ask the operator to grow the volume",
+        )
+
+
+FreeSpaceDep = Depends(require_free_space)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from api.tenants import ADMIN_TENANT
 from shared.artifacts import JOBS_DIR_NAME
+from shared.job_store import IDEMPOTENCY_DIR_NAME
 from shared.storage import atomic_write_text, file_lock
 
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces, like a UUID or a ULID
@@ -53,7 +54,7 @@ class IdempotencyStore:
     """
 
     def __init__(self, shared_dir: Path) -> None:
-        self.root = Path(shared_dir) / JOBS_DIR_NAME / ".idempotency"
+        self.root = Path(shared_dir) / JOBS_DIR_NAME / IDEMPOTENCY_DIR_NAME
 
     def _path(self, key: str, tenant: str) -> Path:
         # Hashed: the key is client-chosen text, the file name must be safe and fixed-length. Per tenant: two
@@ -85,6 +86,8 @@ class IdempotencyStore:
             def remember(job_id: str) -> None:
                 record = {"job_id": job_id, "kind": kind, "fingerprint": fingerprint}
                 atomic_write_text(path, json.dumps(record))
+                # The key expires with its job: JobStore.delete (DELETE, retention) follows this link to it.
+                atomic_write_text(self.root / "by-job" / job_id, path.name)
 
             yield Claim(job_id=stored["job_id"] if stored else None, remember=remember)
 

@@ -12,6 +12,7 @@ import hashlib
 import re
 import shutil
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -201,14 +202,29 @@ class DatasetStore:
     def csv_path(self, dataset_id: str) -> Path:
         return dataset_csv_path(self.shared_dir, dataset_id)
 
-    def list(self, *, tenant: str | None = None) -> list[DatasetInfo]:
-        """Newest first; with `tenant`, only that tenant's datasets (None: everyone's)."""
+    def delete(self, dataset_id: str) -> None:
+        """Remove datasets/<id>/: renamed aside first, so it is never listed half-deleted."""
+        folder = dataset_dir(self.shared_dir, dataset_id)
+        aside = self.root / f".deleted-{dataset_id}"
+        try:
+            folder.rename(aside)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def list(
+        self, *, tenant: str | None = None, after: tuple[datetime, str] | None = None, limit: int | None = None
+    ) -> list[DatasetInfo]:
+        """Newest first; with `tenant`, only that tenant's datasets (None: everyone's); with `after` (created_at, id)
+        of a dataset, only older ones; at most `limit`."""
         infos = []
         for meta_path in self.root.glob("*/meta.json"):
             try:
                 info = DatasetInfo.model_validate_json(meta_path.read_text())
             except (OSError, ValueError):
                 continue
+            if after is not None and (info.created_at, info.id) >= after:
+                continue
             if tenant is None or info.tenant == tenant:
                 infos.append(info)
-        return sorted(infos, key=lambda info: info.created_at, reverse=True)
+        return sorted(infos, key=lambda info: (info.created_at, info.id), reverse=True)[:limit]

@@ -7,13 +7,25 @@ is never left again, so a late chunk or a repeated message cannot resurrect a fi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from shared.artifacts import JOBS_DIR_NAME
+from shared.artifacts import JOBS_DIR_NAME, SYNTH_DIR_NAME
 from shared.schemas import ChunkRecord, JobRecord, utc_now
-from shared.storage import atomic_write_text, file_lock, job_record_path, redact_host_paths
+from shared.storage import atomic_write_text, file_lock, job_output_dir, job_record_path, redact_host_paths
+
+# Idempotency-Key entries (api/idempotency.py) live beside the records; by-job/<job id> names a job's entry, so that
+# deleting a job (DELETE, retention) deletes its key too.
+IDEMPOTENCY_DIR_NAME = ".idempotency"
+# The index of unfinished jobs: .active/<tenant>/<job id>, one empty file each, made with the record and removed when
+# it turns terminal. The sweeper and the per-tenant cap read it instead of every record ever written.
+ACTIVE_DIR_NAME = ".active"
+_NO_TENANT = "_none"  # records made before tenants; not a tenant name (those start with a letter or digit)
+_INDEX_BUILT = ".built"
 
 
 class JobNotFoundError(KeyError):
@@ -43,8 +55,113 @@ class JobStore:
         path = job_record_path(self.shared_dir, record.id)
         if path.exists():
             raise FileExistsError(f"job {record.id} exists already")
+        if not record.terminal:  # indexed first: a record is never unfinished without its marker
+            self._mark_active(record)
         atomic_write_text(path, record.model_dump_json(indent=1))
         return record
+
+    # --- the index of unfinished jobs ----------------------------------------------------------------------
+
+    def _active_root(self) -> Path:
+        root = self.jobs_dir / ACTIVE_DIR_NAME
+        if not (root / _INDEX_BUILT).exists():
+            self._build_active_index(root)
+        return root
+
+    def _build_active_index(self, root: Path) -> None:
+        """Once per SHARED_DIR (records written before the index existed): one pass over every record."""
+        with file_lock(self.jobs_dir / ".locks" / "active-index.lock"):
+            if (root / _INDEX_BUILT).exists():
+                return
+            root.mkdir(parents=True, exist_ok=True)
+            for record in self._scan():
+                if not record.terminal:
+                    self._marker(record.tenant, record.id, root=root).touch()
+            (root / _INDEX_BUILT).touch()
+
+    def _marker(self, tenant: str | None, job_id: str, *, root: Path | None = None) -> Path:
+        folder = (root or self.jobs_dir / ACTIVE_DIR_NAME) / (tenant or _NO_TENANT)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / job_id
+
+    def _mark_active(self, record: JobRecord) -> None:
+        self._marker(record.tenant, record.id, root=self._active_root()).touch()
+
+    def _unmark_active(self, tenant: str | None, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._marker(tenant, job_id).unlink()
+
+    def active_ids(self, *, tenant: str | None = None) -> list[str]:
+        """Ids of unfinished jobs (of `tenant` when given), from the index: no record is read."""
+        root = self._active_root()
+        folders = [root / tenant] if tenant is not None else [path for path in root.iterdir() if path.is_dir()]
+        return [entry.name for folder in folders if folder.is_dir() for entry in os.scandir(folder)]
+
+    def active(self) -> Iterator[JobRecord]:
+        """The unfinished jobs' records; a marker whose record is gone or finished is dropped (a crash between
+        the two writes)."""
+        root = self._active_root()
+        for folder in [path for path in root.iterdir() if path.is_dir()]:
+            for entry in list(os.scandir(folder)):
+                try:
+                    record = self.read(entry.name)
+                except (JobNotFoundError, OSError, ValueError):
+                    record = None
+                if record is None or record.terminal:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                    continue
+                yield record
+
+    def active_lock(self, tenant: str | None):
+        """Held while a tenant's unfinished jobs are counted and one is added (MAX_ACTIVE_JOBS_PER_TENANT)."""
+        return file_lock(self.jobs_dir / ".locks" / f"active-{tenant or _NO_TENANT}.lock")
+
+    def inputs_in_use(self) -> tuple[set[str], set[str]]:
+        """Dataset ids and adapter names that unfinished jobs read or write (DELETE answers 409 for those)."""
+        datasets: set[str] = set()
+        adapters: set[str] = set()
+        for record in self.active():
+            params = record.params
+            datasets.update(value for value in (params.get("dataset"), params.get("validation_dataset")) if value)
+            datasets.update(extra["dataset"] for extra in params.get("extra_datasets") or [] if extra.get("dataset"))
+            if params.get("adapter"):
+                adapters.add(params["adapter"])
+            calibration = (params.get("calibration") or "").split("/")
+            if len(calibration) > 1 and calibration[0] == "adapters":
+                adapters.add(calibration[1])
+            if record.kind == "train":
+                adapters.add(params.get("adapter_name") or record.id)
+        return datasets, adapters
+
+    # --- deletion ------------------------------------------------------------------------------------------
+
+    def delete(self, job_id: str) -> None:
+        """Remove the job's record, its files (submissions/<id>/, synth/<id>/) and its Idempotency-Key. Moved
+        aside first (one rename each), so nothing half-deleted is ever listed."""
+        try:
+            record = self.read(job_id)
+        except JobNotFoundError:
+            record = None
+        with file_lock(self._lock_path(job_id)):
+            with contextlib.suppress(FileNotFoundError):
+                job_record_path(self.shared_dir, job_id).unlink()
+        if record is not None:
+            self._unmark_active(record.tenant, job_id)
+        for folder in (job_output_dir(self.shared_dir, job_id), self.shared_dir / SYNTH_DIR_NAME / job_id):
+            if folder.exists():
+                aside = folder.with_name(f".deleted-{folder.name}")
+                with contextlib.suppress(OSError):
+                    folder.rename(aside)
+                    folder = aside
+                shutil.rmtree(folder, ignore_errors=True)
+        link = self.jobs_dir / IDEMPOTENCY_DIR_NAME / "by-job" / job_id
+        with contextlib.suppress(OSError):
+            entry = link.read_text().strip()
+            if entry and "/" not in entry:
+                (self.jobs_dir / IDEMPOTENCY_DIR_NAME / entry).unlink(missing_ok=True)
+        link.unlink(missing_ok=True)
+        self._lock_path(job_id).unlink(missing_ok=True)
 
     def read(self, job_id: str) -> JobRecord:
         try:
@@ -52,21 +169,33 @@ class JobStore:
         except FileNotFoundError:
             raise JobNotFoundError(job_id) from None
 
-    def list(
-        self, *, kind: str | None = None, state: str | None = None, limit: int = 100, tenant: str | None = None
-    ) -> list[JobRecord]:
-        """Newest first; with `tenant`, only that tenant's jobs (None: everyone's, as the admin sees them)."""
-        records = []
+    def _scan(self) -> Iterator[JobRecord]:
         for path in self.jobs_dir.glob("*.json"):
             try:
-                record = JobRecord.model_validate_json(path.read_text())
+                yield JobRecord.model_validate_json(path.read_text())
             except (OSError, ValueError):
                 continue  # a record being replaced right now, or not ours
+
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        tenant: str | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[JobRecord]:
+        """Newest first; with `tenant`, only that tenant's jobs (None: everyone's, as the admin sees them); with
+        `after` (created_at, id) of a job, only those older than it (the next page)."""
+        records = []
+        for record in self._scan():
+            if after is not None and (record.created_at, record.id) >= after:
+                continue
             if tenant is not None and record.tenant != tenant:
                 continue
             if (kind is None or record.kind == kind) and (state is None or record.state == state):
                 records.append(record)
-        records.sort(key=lambda record: record.created_at, reverse=True)
+        records.sort(key=lambda record: (record.created_at, record.id), reverse=True)
         return records[:limit]
 
     def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
@@ -81,6 +210,8 @@ class JobStore:
             if record.terminal and record.finished_at is None:
                 record.finished_at = utc_now()
             atomic_write_text(job_record_path(self.shared_dir, job_id), record.model_dump_json(indent=1))
+            if record.terminal:
+                self._unmark_active(record.tenant, job_id)
             return record
 
     # --- transitions -------------------------------------------------------------------------------------

@@ -158,8 +158,20 @@ class Settings(BaseSettings):
     MIN_FREE_BYTES: int = Field(
         default=1024**3,
         ge=0,
-        description="Free-space floor of SHARED_DIR: below it GET /readyz answers 503 (uploads, models and"
-        " submissions all land there). 0: no floor.",
+        description="Free-space floor of SHARED_DIR: below it GET /readyz answers 503, and uploads and new jobs get"
+        " 507 with the reason (uploads, models and submissions all land there). 0: no floor.",
+    )
+    MAX_ACTIVE_JOBS_PER_TENANT: int = Field(
+        default=16,
+        ge=1,
+        description="Unfinished jobs (queued, dispatched, running, assembling) one tenant may have; the next gets 429"
+        " with Retry-After until one finishes. The admin key is counted as the tenant `admin`.",
+    )
+    RETENTION_DAYS: float = Field(
+        default=30,
+        gt=0,
+        description="The sweeper deletes finished jobs (record, files, Idempotency-Key) this many days after they"
+        " finished, and datasets this old that no unfinished job uses.",
     )
     MAX_CELL_BYTES: int = Field(
         default=1024 * 1024,

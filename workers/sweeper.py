@@ -13,6 +13,10 @@ One pass over every unfinished record (no Celery in here: sending is a callable 
 - **assembly**: a predict job whose chunks all succeeded but whose assembler never ran or is gone gets an
   assembly task (claiming it again is safe: the claim is under the record's lock, files are published once).
 
+- **retention** (at most once an hour): finished jobs RETENTION_DAYS after they finished are deleted (record,
+  files, Idempotency-Key), and datasets that old that no unfinished job reads.
+
+Unfinished jobs come from the index of active jobs (shared/job_store.py), not from every record ever written.
 Only one sweeper acts at a time (workers/background.py holds a lock in Redis); every change is a locked
 read-modify-write of the record, so a worker finishing the same step meanwhile always wins over the sweeper.
 """
@@ -26,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.names import LEADERBOARD_TASK, PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import job_queue
@@ -36,6 +41,7 @@ from workers.jobs.run import fail_after_max_attempts
 
 log = logging.getLogger(__name__)
 
+RETENTION_INTERVAL_S = 3600.0
 WHOLE_JOB_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK, "leaderboard": LEADERBOARD_TASK}
 
 
@@ -80,6 +86,7 @@ class Sweeper:
         self._missing_since: dict[str, float] = {}
         self._unassembled: dict[str, float] = {}
         self._idle_queues: set[str] = set()
+        self._last_retention: float | None = None
 
     def sweep(self) -> list[str]:
         """One pass; returns what it did, one line per action (for the log and the tests)."""
@@ -99,7 +106,7 @@ class Sweeper:
                 del self._missing_since[name]
         live_queues = {queue for queues in workers.values() for queue in queues}
         actions: list[str] = []
-        for record in self.store.list(limit=1_000_000):
+        for record in self.store.active():
             if record.state not in ACTIVE_STATES:
                 continue
             try:
@@ -108,6 +115,42 @@ class Sweeper:
                 log.exception("sweeping job %s failed", record.id)
         for action in actions:
             log.warning("sweeper: %s", action)
+        if self._last_retention is None or now - self._last_retention >= RETENTION_INTERVAL_S:
+            self._last_retention = now
+            try:
+                for action in self.retain():
+                    log.info("sweeper: %s", action)
+            except Exception:
+                log.exception("the retention pass failed; retrying at the next one")
+        return actions
+
+    # --- retention -----------------------------------------------------------------------------------------
+
+    def retain(self) -> list[str]:
+        """Delete finished jobs and unused datasets older than RETENTION_DAYS; returns what it deleted."""
+        cutoff = self.clock() - self.settings.RETENTION_DAYS * 86400
+        actions = []
+        # A record is written last when its job ends, so its mtime is a cheap first filter: only records not
+        # touched since the cutoff are read at all.
+        for path in self.store.jobs_dir.glob("*.json"):
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                record = self.store.read(path.stem)
+            except (OSError, ValueError, KeyError):
+                continue
+            ended = record.finished_at or record.created_at
+            if record.terminal and ended.timestamp() < cutoff:
+                self.store.delete(record.id)
+                actions.append(
+                    f"job {record.id} ({record.kind}, {record.state}) deleted: finished over RETENTION_DAYS ago"
+                )
+        datasets = DatasetStore(self.settings.SHARED_DIR, max_bytes=self.settings.MAX_UPLOAD_BYTES)
+        in_use, _ = self.store.inputs_in_use()
+        for info in datasets.list():
+            if info.created_at.timestamp() < cutoff and info.id not in in_use:
+                datasets.delete(info.id)
+                actions.append(f"dataset {info.id} deleted: older than RETENTION_DAYS and no unfinished job reads it")
         return actions
 
     # --- per record --------------------------------------------------------------------------------------

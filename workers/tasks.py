@@ -5,11 +5,12 @@ Names come from shared/names.py; the gateway sends these tasks by name and never
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 
 from shared.errors import UserError
-from shared.job_store import JobStore
+from shared.job_store import JobNotFoundError, JobStore
 from shared.names import (
     LEADERBOARD_TASK,
     LEGACY_PREDICT_SHARD_TASK,
@@ -55,13 +56,23 @@ def _judge_chunk(self, *, job_id: str, chunk_index: int) -> dict:
         log.info("%s", exc)
         return {"chunk": chunk_index, "stale": str(exc)}
     except JobCancelledError as exc:
-        store.update_chunk(job_id, chunk_index, if_task_id=self.request.id, state="cancelled")
+        try:
+            store.update_chunk(job_id, chunk_index, if_task_id=self.request.id, state="cancelled")
+        except JobNotFoundError:
+            pass  # deleted meanwhile (DELETE /v1/jobs/{id}): nothing left to mark
         return {"chunk": chunk_index, "cancelled": str(exc)}
+    except JobNotFoundError:  # the job was deleted (DELETE, retention): stop, never retry
+        log.info("job %s chunk %s: the job was deleted; stopping", job_id, chunk_index)
+        return {"chunk": chunk_index, "deleted": True}
     except UserError as exc:
         store.fail(job_id, f"chunk {chunk_index}: {exc}", chunk=(chunk_index, self.request.id))
         raise
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            # Its files are written atomically (temp file, then rename), so nothing half-written is left: the chunk
+            # is retried like any other failure, later, once space was freed.
+            reason = "the shared storage is full (ENOSPC); free space (DELETE old jobs and datasets) and retry"
         if attempt < settings.CHUNK_MAX_RETRIES:
             log.warning("job %s chunk %s attempt %s failed (%s); retrying", job_id, chunk_index, attempt + 1, reason)
             store.update_chunk(
@@ -154,6 +165,9 @@ def _run_whole_job(task, step: Callable[..., dict], *, job_id: str, what: str) -
         return {"job_id": job_id, "stale": str(exc)}
     except JobCancelledError as exc:
         return {"job_id": job_id, "cancelled": str(exc)}
+    except JobNotFoundError:  # the job was deleted (DELETE, retention): stop, never retry
+        log.info("job %s was deleted; stopping", job_id)
+        return {"job_id": job_id, "deleted": True}
     except UserError as exc:
         store.fail(job_id, str(exc), task_id=task.request.id)
         raise

@@ -1,19 +1,26 @@
 """POST/GET /v1/datasets: upload a Kaggle arena CSV (validated before it is stored), list and read datasets."""
 
-from fastapi import APIRouter, HTTPException, UploadFile, status
+import logging
+from typing import Annotated
 
-from api.deps import DatasetStoreDep, TenantDep
+from fastapi import APIRouter, HTTPException, Request, Response, UploadFile, status
+
+from api.deps import DatasetStoreDep, FreeSpaceDep, JobStoreDep, TenantDep
+from api.paging import PageAfter, PageLimit, page_headers
 from api.routes.jobs import read_own_dataset
 from shared.dataset_store import UploadsBusyError, UploadTooLargeError
 from shared.schemas import DatasetInfo
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 # An upload at the caps validates in a few seconds: a refused one may come back after this long.
 UPLOAD_RETRY_AFTER_S = 5
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
-def create_dataset(file: UploadFile, datasets: DatasetStoreDep, tenant: TenantDep) -> DatasetInfo:
+def create_dataset(
+    file: UploadFile, datasets: DatasetStoreDep, tenant: TenantDep, _free_space: Annotated[None, FreeSpaceDep]
+) -> DatasetInfo:
     """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored.
 
     A sync route (a thread of the pool): validation streams the staged file with row, column and cell caps
@@ -35,9 +42,35 @@ def create_dataset(file: UploadFile, datasets: DatasetStoreDep, tenant: TenantDe
 
 
 @router.get("", response_model=list[DatasetInfo])
-def read_datasets(datasets: DatasetStoreDep, tenant: TenantDep) -> list[DatasetInfo]:
-    """The caller's datasets (the admin: everyone's), newest first."""
-    return datasets.list(tenant=None if tenant.admin else tenant.name)
+def read_datasets(
+    datasets: DatasetStoreDep,
+    tenant: TenantDep,
+    request: Request,
+    response: Response,
+    limit: PageLimit = 50,
+    after: PageAfter = None,
+) -> list[DatasetInfo]:
+    """The caller's datasets (the admin: everyone's), newest first; one page of `limit`. When more remain, the
+    `X-Next-Cursor` header holds the `after` of the next page and `Link` its URL."""
+    page = datasets.list(tenant=None if tenant.admin else tenant.name, after=after, limit=limit + 1)
+    response.headers.update(page_headers(request, page, limit=limit, key=lambda info: (info.created_at, info.id)))
+    return page[:limit]
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, datasets: DatasetStoreDep, jobs: JobStoreDep, tenant: TenantDep) -> Response:
+    """Delete a dataset; 409 while an unfinished job reads it (cancel or delete that job first)."""
+    read_own_dataset(datasets, dataset_id, tenant)
+    in_use, _ = jobs.inputs_in_use()
+    if dataset_id in in_use:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"dataset {dataset_id} is read by an unfinished job; wait for it, or cancel it"
+            " (DELETE /v1/jobs/{id}), then delete the dataset",
+        )
+    datasets.delete(dataset_id)
+    log.info("dataset %s deleted by tenant %s", dataset_id, tenant.name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{dataset_id}", response_model=DatasetInfo)

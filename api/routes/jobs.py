@@ -4,11 +4,20 @@ import logging
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from api.deps import CeleryDep, DatasetStoreDep, IdempotencyDep, JobStoreDep, SettingsDep, TenantDep, WorkersDep
+from api.deps import (
+    CeleryDep,
+    DatasetStoreDep,
+    FreeSpaceDep,
+    IdempotencyDep,
+    JobStoreDep,
+    SettingsDep,
+    TenantDep,
+    WorkersDep,
+)
 from api.dispatch import (
     BrokerUnavailableError,
     new_predict_record,
@@ -17,6 +26,7 @@ from api.dispatch import (
     send_predict_job,
 )
 from api.idempotency import IdempotencyConflictError, IdempotencyKeyError
+from api.paging import PageAfter, PageLimit, page_headers
 from api.tenants import Tenant
 from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, claim_tenant, release_adapter_name
 from shared.adapter_store import AdapterNotFoundError
@@ -59,6 +69,8 @@ IdempotencyKey = Annotated[
         " created (200) instead of creating another; the same key with a different request is a 409.",
     ),
 ]
+# A tenant at its cap of unfinished jobs: a small job finishes in about this long.
+ACTIVE_CAP_RETRY_AFTER_S = 30
 # A job is created, recorded and sent by a submit function; `remember(job_id)` ties the key to it before sending.
 SubmitJob = Callable[[Callable[[str], None]], JobRecord]
 
@@ -140,8 +152,52 @@ def _require_base_model(settings: Settings, name: str | None, *, field: str) -> 
         raise _unprocessable(str(exc)) from None
 
 
+# What only a LoRA judge reads: a text-only fit refuses them rather than ignore them silently.
+LORA_ONLY_FIELDS = (
+    "validation_dataset",
+    "model",
+    "epochs",
+    "learning_rate",
+    "lora_rank",
+    "max_length",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "lora_top_layers",
+    "batch_size",
+    "grad_accum",
+    "max_steps",
+    "time_budget_min",
+    "val_fraction",
+    "max_val_rows",
+    "text_model",
+    "quantization",
+)
+TEXT_ONLY_FIELDS = ("include_shipped_data", "shipped_data_weight")
+
+
+def check_text_fit_options(settings: Settings, request: TrainJobRequest, *, user_rows: int) -> None:
+    """422 for a text-only train job's bad combinations and for more rows than TEXT_FIT_MAX_ROWS, before 202."""
+    lora_options = sorted(set(LORA_ONLY_FIELDS) & request.model_fields_set)
+    if lora_options:
+        raise _unprocessable(
+            f"{', '.join(lora_options)}: LoRA options do not apply to a text-only fit (it runs a grouped CV of its"
+            " own); drop them, or drop text_only to train a LoRA judge"
+        )
+    if "shipped_data_weight" in request.model_fields_set and not request.include_shipped_data:
+        raise _unprocessable("shipped_data_weight needs include_shipped_data: true (or drop shipped_data_weight)")
+    if user_rows > settings.TEXT_FIT_MAX_ROWS:
+        raise _unprocessable(
+            f"{user_rows:,} labelled rows is over this server's limit for a text-only fit (TEXT_FIT_MAX_ROWS="
+            f"{settings.TEXT_FIT_MAX_ROWS:,}); sample your rows or drop extra_datasets"
+        )
+
+
 def check_train_options(settings: Settings, request: TrainJobRequest) -> None:
     """422 for train options the worker would refuse or that would not fit its memory, before 202."""
+    fit_options = sorted(set(TEXT_ONLY_FIELDS) & request.model_fields_set)
+    if fit_options:
+        raise _unprocessable(f"{', '.join(fit_options)}: only a text-only fit reads this; add text_only: true")
     tokens = request.batch_size * request.max_length
     if tokens > settings.TRAIN_MAX_BATCH_TOKENS:
         raise _unprocessable(
@@ -218,16 +274,28 @@ class JobSubmission:
         workers: WorkersDep,
         idempotency: IdempotencyDep,
         response: Response,
+        settings: SettingsDep,
+        _free_space: Annotated[None, FreeSpaceDep],
         idempotency_key: IdempotencyKey = None,
     ) -> None:
-        self.tenant = tenant
+        self.tenant, self.settings = tenant, settings
         self.celery, self.jobs, self.workers = celery, jobs, workers
         self.idempotency, self.response, self.idempotency_key = idempotency, response, idempotency_key
 
     def create(self, record: JobRecord) -> JobRecord:
-        """Store a new job record as the tenant's: the one place a job gets its owner."""
+        """Store a new job record as the tenant's: the one place a job gets its owner, and where the tenant's cap
+        of unfinished jobs (MAX_ACTIVE_JOBS_PER_TENANT) is held, counted from the index under a lock."""
         record.tenant = self.tenant.name
-        self.jobs.create(record)
+        cap = self.settings.MAX_ACTIVE_JOBS_PER_TENANT
+        with self.jobs.active_lock(record.tenant):
+            if len(self.jobs.active_ids(tenant=record.tenant)) >= cap:
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    detail=f"tenant {record.tenant} has {cap} unfinished jobs, the cap (MAX_ACTIVE_JOBS_PER_TENANT);"
+                    " nothing was submitted. Retry once one finishes, or cancel one (DELETE /v1/jobs/{id})",
+                    headers={"Retry-After": str(ACTIVE_CAP_RETRY_AFTER_S)},
+                )
+            self.jobs.create(record)
         log.info("job %s (%s) created by tenant %s", record.id, record.kind, record.tenant)
         return record
 
@@ -347,7 +415,8 @@ def create_train_job(
     datasets: DatasetStoreDep,
     submission: SubmissionDep,
 ) -> JobCreated:
-    """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/; GET /v1/adapters lists it.
+    """Fine-tune a LoRA judge (3-way head) into adapters/<adapter_name or job id>/, or with `text_only` fit a text
+    predictor there (workers/jobs/text_fit.py); GET /v1/adapters lists it.
 
     Everything the worker would fail on is checked first (labelled datasets, the base model and the LoRA options
     against its config and weights, batch × length against TRAIN_MAX_BATCH_TOKENS), then the adapter name is
@@ -361,7 +430,12 @@ def create_train_job(
         _require_labelled(datasets, "validation_dataset", request.validation_dataset, tenant)
         for extra in request.extra_datasets:
             _require_labelled(datasets, "extra_datasets", extra.dataset, tenant)
-        check_train_options(settings, request)
+        if request.text_only:
+            ids = [request.dataset] + [extra.dataset for extra in request.extra_datasets]
+            rows = sum(read_own_dataset(datasets, dataset_id, tenant).rows for dataset_id in ids)
+            check_text_fit_options(settings, request, user_rows=rows)
+        else:
+            check_train_options(settings, request)
 
     return submission.whole_job("train", request, check=check, claim=claim)
 
@@ -406,12 +480,19 @@ def create_synth_job(
 def read_jobs(
     jobs: JobStoreDep,
     tenant: TenantDep,
+    request: Request,
+    response: Response,
     kind: JobKind | None = None,
     state: JobState | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: PageLimit = 50,
+    after: PageAfter = None,
 ) -> list[JobRecord]:
-    """The caller's jobs (the admin: everyone's), newest first, optionally filtered by kind and state."""
-    return jobs.list(kind=kind, state=state, limit=limit, tenant=None if tenant.admin else tenant.name)
+    """The caller's jobs (the admin: everyone's), newest first, optionally filtered by kind and state; one page of
+    `limit`. When more remain, the `X-Next-Cursor` header holds the `after` of the next page and `Link` its URL."""
+    owner = None if tenant.admin else tenant.name
+    page = jobs.list(kind=kind, state=state, limit=limit + 1, tenant=owner, after=after)
+    response.headers.update(page_headers(request, page, limit=limit, key=lambda record: (record.created_at, record.id)))
+    return page[:limit]
 
 
 @router.get("/{job_id}", response_model=JobRecord)
@@ -433,6 +514,22 @@ def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: Tena
     except Exception:
         pass  # the record says cancelled: workers check it before and during every step
     return record
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: TenantDep) -> Response:
+    """Delete a job: cancel it if unfinished (its workers stop at their next batch: they find the record gone), then
+    remove its record, its files and its Idempotency-Key."""
+    record = _read_job(jobs, job_id, tenant)
+    if not record.terminal:
+        jobs.cancel(job_id)
+        try:
+            revoke(celery, record.task_ids)
+        except Exception:
+            log.warning("could not revoke the tasks of job %s; its workers stop when they find it gone", job_id)
+    jobs.delete(job_id)
+    log.info("job %s deleted by tenant %s", job_id, tenant.name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{job_id}/artifacts/{name}", response_class=FileResponse)
