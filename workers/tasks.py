@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 from collections.abc import Callable
 
 from shared.errors import UserError
@@ -20,7 +21,7 @@ from shared.names import (
     SYNTH_TASK,
     TRAIN_TASK,
 )
-from shared.schemas import utc_now
+from shared.schemas import ID_PATTERN, utc_now
 from shared.settings import get_settings
 from shared.storage import redact_host_paths
 from workers.celery_app import app
@@ -30,6 +31,28 @@ from workers.jobs import score as score_step
 from workers.jobs.run import JobCancelledError, StaleDeliveryError
 
 log = logging.getLogger(__name__)
+
+
+class RejectedMessageError(ValueError):
+    """A task message whose ids break the gateway's rules: never turned into a path, never retried."""
+
+
+def checked_job_id(job_id: object, *, task: str) -> str:
+    """The message's job id, checked with the gateway's rule (ID_PATTERN: 32 hex digits), before any path is made
+    from it: a message from anywhere else (a Redis others can write to) must not reach outside SHARED_DIR."""
+    if not isinstance(job_id, str) or not re.fullmatch(ID_PATTERN.strip("^$"), job_id):
+        log.error("%s: rejected a task message with a malformed job_id %r", task, str(job_id)[:80])
+        raise RejectedMessageError(f"{task}: job_id must be 32 hex digits; the message was rejected")
+    return job_id
+
+
+def checked_chunk_index(chunk_index: object, *, task: str) -> int:
+    if not isinstance(chunk_index, int) or isinstance(chunk_index, bool) or not 0 <= chunk_index < 10_000_000:
+        log.error("%s: rejected a task message with a malformed chunk_index %r", task, str(chunk_index)[:80])
+        raise RejectedMessageError(
+            f"{task}: chunk_index must be a small non-negative integer; the message was rejected"
+        )
+    return chunk_index
 
 
 @app.task(name=PREDICT_CHUNK_TASK, bind=True, max_retries=None)
@@ -45,6 +68,8 @@ def predict_shard(self, *, job_id: str, shard_index: int) -> dict:
 
 
 def _judge_chunk(self, *, job_id: str, chunk_index: int) -> dict:
+    job_id = checked_job_id(job_id, task=PREDICT_CHUNK_TASK)
+    chunk_index = checked_chunk_index(chunk_index, task=PREDICT_CHUNK_TASK)
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     attempt = self.request.retries
@@ -106,6 +131,7 @@ def predict_assemble(self, chunk_summaries: list | None = None, *, job_id: str) 
     """Assemble a job whose chunks all succeeded but whose assembly never ran or died (the sweeper sends this);
     also the chord callback that gateways sent before assembly moved into the last chunk. Such a message still
     carries the chunks' results as its first argument: accepted and ignored, the job record holds the same."""
+    job_id = checked_job_id(job_id, task=PREDICT_ASSEMBLE_TASK)
     settings = get_settings()
     if not predict.claim_assembly(JobStore(settings.SHARED_DIR), job_id, worker=self.request.hostname or "worker"):
         return {"job_id": job_id, "assembled_elsewhere": True}
@@ -156,6 +182,7 @@ def leaderboard(self, *, job_id: str) -> dict:
 def _run_whole_job(task, step: Callable[..., dict], *, job_id: str, what: str) -> dict:
     """A one-task job (train, synth, leaderboard): no retry; any error fails the job with its message, then
     re-raises."""
+    job_id = checked_job_id(job_id, task=task.name)
     settings = get_settings()
     store = JobStore(settings.SHARED_DIR)
     try:
