@@ -128,6 +128,11 @@ class TrainJobRequest(StrictModel):
         description="Stack the adapter with the text model (frozen MiniLM + length features, LightGBM) when the"
         " stacked calibrator validates better; needs the sentence encoder on the worker (TEXT_ENCODER_PATH).",
     )
+    quantization: Literal["4bit"] | None = Field(
+        default=None,
+        description="4bit: QLoRA, LoRA on an NF4-quantized base (a GPU worker with bitsandbytes; an 8B base in about"
+        " 6 GB). Default: the base in bf16 on a GPU (fp16 where bf16 is missing), fp32 on a CPU.",
+    )
 
 
 class SynthJobRequest(StrictModel):

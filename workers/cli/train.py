@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -65,6 +66,8 @@ def command_train(args, settings) -> dict:
         threads=args.threads,
         device=args.device,
         text_encoder=None if args.no_text_model else (args.text_encoder or settings.text_encoder_path),
+        quantization=args.quantization,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     bar = None
 
@@ -189,6 +192,16 @@ def add_train(commands) -> None:
     )
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a busy 2-core machine)")
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when a GPU is visible)")
+    train.add_argument(
+        "--quantization",
+        choices=("4bit",),
+        help="4bit: QLoRA on an NF4-quantized base (CUDA with bitsandbytes); default: bf16 base on a GPU, fp32 on CPU",
+    )
+    train.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        help="recompute activations in backward (default: on with CUDA, off on a CPU)",
+    )
     train.add_argument(
         "--text-encoder", help="sentence encoder of the stacked text model (default: TEXT_ENCODER_PATH / embedded)"
     )

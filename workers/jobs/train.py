@@ -97,6 +97,7 @@ def train_config_from_params(settings: Settings, params: dict, *, output_dir: Pa
         val_fraction=request.val_fraction,
         max_val_rows=request.max_val_rows,
         text_encoder=settings.text_encoder_path if request.text_model else None,
+        quantization=request.quantization,
     )
 
 

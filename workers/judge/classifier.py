@@ -156,8 +156,13 @@ def sequence_logits(
     return logits
 
 
-def load_sequence_classifier(model_path: str | Path, *, pad_token_id: int, num_labels: int = 3, dtype: str = "float32"):
-    """The base causal LM as `AutoModelForSequenceClassification` with a fresh `num_labels` head."""
+def load_sequence_classifier(
+    model_path: str | Path, *, pad_token_id: int, num_labels: int = 3, dtype: str = "float32", **load_options
+):
+    """The base causal LM as `AutoModelForSequenceClassification` with a fresh `num_labels` head.
+
+    `load_options` go to `from_pretrained` as they are (the trainer's 4-bit path: quantization_config, device_map).
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -167,7 +172,7 @@ def load_sequence_classifier(model_path: str | Path, *, pad_token_id: int, num_l
     transformers_logging.set_verbosity_error()  # "score.weight newly initialized" is expected here
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(check_model_dir(model_path)), num_labels=num_labels, dtype=getattr(torch, dtype)
+            str(check_model_dir(model_path)), num_labels=num_labels, dtype=getattr(torch, dtype), **load_options
         )
     finally:
         transformers_logging.set_verbosity(verbosity)

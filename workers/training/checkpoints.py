@@ -42,7 +42,31 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return folders[-1].parent if folders else None
 
 
-def save_checkpoint(model, optimizer, scheduler, output_dir: Path, state: dict) -> None:
+def capture_rng_state(device: str) -> dict:
+    """The random generators a resumed run must continue: the CPU's always, every CUDA device's when on CUDA.
+
+    CUDA draws its own numbers (LoRA dropout on the GPU); without its state a resumed run would repeat or skip
+    masks and no longer match an uninterrupted one.
+    """
+    import torch
+
+    state: dict = {"torch_rng": torch.get_rng_state().tolist()}
+    if device.startswith("cuda"):
+        state["cuda_rng"] = [device_state.tolist() for device_state in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict, device: str) -> None:
+    """Put back what `capture_rng_state` saved (a CUDA state only on CUDA, for the devices this host has)."""
+    import torch
+
+    torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    if device.startswith("cuda") and state.get("cuda_rng"):
+        states = [torch.tensor(saved, dtype=torch.uint8) for saved in state["cuda_rng"]]
+        torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+
+
+def save_checkpoint(model, optimizer, scheduler, output_dir: Path, state: dict, *, scaler=None) -> None:
     import torch
 
     folder = output_dir / CHECKPOINTS_DIR / f"step-{state['step']:06d}"
@@ -50,7 +74,10 @@ def save_checkpoint(model, optimizer, scheduler, output_dir: Path, state: dict) 
     staging.mkdir(parents=True)
     try:
         model.save_pretrained(staging)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, staging / "optim.pt")
+        optim_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if scaler is not None:
+            optim_state["scaler"] = scaler.state_dict()
+        torch.save(optim_state, staging / "optim.pt")
         (staging / TRAINER_STATE_NAME).write_text(json.dumps(state, indent=1, default=str))  # last: marks it complete
         publish_dir(staging, folder)
     finally:

@@ -63,6 +63,9 @@ class TrainConfig:
         threads: torch CPU threads (None: torch's default, one per core). On a CPU shared with other work, 1
             thread can be several times faster than oversubscribed cores.
         device: "cpu", "cuda", "cuda:N", or None for CUDA when available (bf16 autocast on either).
+        quantization: "4bit" trains LoRA on an NF4-quantized base (QLoRA; CUDA with bitsandbytes); None: no
+            quantization (bf16 base on a GPU, fp32 on a CPU; workers/training/precision.py).
+        gradient_checkpointing: recompute activations in backward; None: on for CUDA, off for a CPU.
         text_encoder: sentence-encoder folder of the text model stacked with the adapter; None: no text model.
     """
 
@@ -95,6 +98,8 @@ class TrainConfig:
     threads: int | None = None
     device: str | None = None
     text_encoder: str | None = None
+    quantization: str | None = _request_default("quantization")
+    gradient_checkpointing: bool | None = None
 
     def resume_key(self) -> str:
         """A digest of the settings that must match for a checkpoint to be resumed."""
@@ -112,8 +117,11 @@ class TrainConfig:
                 "threads",
                 "device",
                 "text_encoder",
+                "gradient_checkpointing",
             )
         }
+        if keep["quantization"] is None:  # the digest of a run without it stays what it was before the option
+            del keep["quantization"]
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def describe(self) -> dict:

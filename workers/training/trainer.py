@@ -44,10 +44,26 @@ from shared.storage import atomic_write_text, atomic_writer
 from workers.judge.classifier import ClassifierSettings, classifier_prompt_builder, padding_token_id
 from workers.judge.engines import check_model_dir, load_tokenizer
 from workers.judge.outcomes import unswap_classes
-from workers.training.checkpoints import latest_checkpoint, load_adapter_weights, save_adapter, save_checkpoint
+from workers.training.checkpoints import (
+    capture_rng_state,
+    latest_checkpoint,
+    load_adapter_weights,
+    restore_rng_state,
+    save_adapter,
+    save_checkpoint,
+)
 from workers.training.config import TrainConfig, TrainingError, TrainProgress
 from workers.training.data import epoch_batches, rows_digest, split_rows, tokenize
-from workers.training.model import batch_loss, build_model, build_optimizer, evaluate_rows, resolve_device, score_logits
+from workers.training.model import (
+    build_model,
+    build_optimizer,
+    evaluate_rows,
+    make_grad_scaler,
+    optimizer_step,
+    resolve_device,
+    score_logits,
+)
+from workers.training.precision import check_batch_tokens, model_batch_token_cap, plan_training, probe_capabilities
 from workers.training.report import count_values, peak_rss_mb, per_epoch, plot_learning_curve
 from workers.training.stack import check_text_encoder, fit_stack
 
@@ -108,6 +124,11 @@ class Trainer:
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.device = resolve_device(config.device)
+        self.plan = plan_training(
+            probe_capabilities(self.device),
+            quantization=config.quantization,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
         check_text_encoder(config.text_encoder)
 
     def _prepare_data(self) -> None:
@@ -146,11 +167,42 @@ class Trainer:
         )
 
     def _build_model(self) -> None:
-        self.model = build_model(self.config, pad_token_id=self.pad_token_id).to(self.device)
+        self.model = build_model(self.config, pad_token_id=self.pad_token_id, device=self.device, plan=self.plan)
         self.optimizer, self.scheduler = build_optimizer(self.model, self.config, self.total_steps)
+        self.scaler = make_grad_scaler(self.plan)
+        self.batch_token_cap = self._check_device_memory()
         self.step, self.resumed_from = 0, None
         self.history: dict = {"train": [], "val": []}
         self.best: dict = {"log_loss": None, "step": None}
+
+    def _check_device_memory(self) -> int | None:
+        """On CUDA, the most batch tokens the free memory holds (refusing a batch above it); None on a CPU.
+
+        On a CPU the gateway's TRAIN_MAX_BATCH_TOKENS is the cap, checked before the job is queued.
+        """
+        if not self.device.startswith("cuda"):
+            return None
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info(self.device)
+        cap = model_batch_token_cap(self.model.config, plan=self.plan, free_bytes=free_bytes)
+        batch_tokens = self.config.batch_size * self.config.max_length
+        check_batch_tokens(batch_tokens=batch_tokens, cap=cap, free_bytes=free_bytes, plan=self.plan)
+        log.info(
+            "GPU: %.1f GiB free after loading; up to %d batch tokens fit (%d asked)",
+            free_bytes / 2**30,
+            cap,
+            batch_tokens,
+        )
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return cap
+
+    def _cuda_memory_figures(self) -> dict:
+        if not self.device.startswith("cuda"):
+            return {}
+        import torch
+
+        return {"cuda_peak_allocated_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)}
 
     def _resume(self) -> None:
         """Continue from the last checkpoint of the same configuration, when there is one."""
@@ -169,9 +221,11 @@ class Trainer:
             optim_state = torch.load(checkpoint / "optim.pt", weights_only=True, map_location=self.device)
             self.optimizer.load_state_dict(optim_state["optimizer"])
             self.scheduler.load_state_dict(optim_state["scheduler"])
+            if self.scaler is not None and "scaler" in optim_state:
+                self.scaler.load_state_dict(optim_state["scaler"])
             self.step = self.resumed_from = int(state["step"])
             self.history = state["history"]
-            torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+            restore_rng_state(state, self.device)
             log.info("resuming %s from step %d", self.output_dir, self.step)
         if (self.best_dir / "best.json").is_file():
             self.best = json.loads((self.best_dir / "best.json").read_text())
@@ -205,25 +259,17 @@ class Trainer:
 
     def _take_step(self, group: list[list[int]]) -> float:
         """One optimizer step over a group of batches (gradient accumulation); returns its mean loss."""
-        import torch
-
         step_started = time.perf_counter()
-        group_loss = 0.0
-        for batch in group:
-            loss = batch_loss(
-                self.model,
-                [self.sequences[index] for index in batch],
-                self.targets[batch],
-                self.weights[batch],
-                pad_token_id=self.pad_token_id,
-                device=self.device,
-            )
-            (loss / len(group)).backward()
-            group_loss += float(loss.detach()) / len(group)
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        group_loss = optimizer_step(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            [([self.sequences[index] for index in batch], self.targets[batch], self.weights[batch]) for batch in group],
+            pad_token_id=self.pad_token_id,
+            device=self.device,
+            autocast_dtype=self.plan.autocast_dtype,
+            scaler=self.scaler,
+        )
         self.step += 1
         self.step_seconds.append(time.perf_counter() - step_started)
         self.window_losses.append(group_loss)
@@ -280,15 +326,13 @@ class Trainer:
         return val_log_loss
 
     def _save_checkpoint(self) -> None:
-        import torch
-
         state = {
             "step": self.step,
             "resume_key": self.config.resume_key(),
             "history": self.history,
-            "torch_rng": torch.get_rng_state().tolist(),
+            **capture_rng_state(self.device),
         }
-        save_checkpoint(self.model, self.optimizer, self.scheduler, self.output_dir, state)
+        save_checkpoint(self.model, self.optimizer, self.scheduler, self.output_dir, state, scaler=self.scaler)
 
     def _report(self, group_loss: float, val_log_loss: float | None) -> None:
         if self.on_progress is None:
@@ -348,6 +392,9 @@ class Trainer:
             "total_seconds_this_run": round(time.perf_counter() - self.started, 1),
             "peak_rss_mb": peak_rss_mb(),
             "device": self.device,
+            "precision": self.plan.describe(),
+            "batch_token_cap": self.batch_token_cap,
+            **self._cuda_memory_figures(),
             "truncated_rows": {"train": self.train_rows.truncated, "validation": self.val_rows.truncated},
         }
 
