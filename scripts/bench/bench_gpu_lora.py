@@ -1,16 +1,20 @@
 """Benchmark: LoRA-train a 3-way classifier head on a causal LM, then predict both orders; print speed and memory.
 
-The path `arena train --device cuda` takes, measured on its own: the base model as a sequence classifier
-(3 labels), LoRA on q/k/v/o plus the head (PEFT SEQ_CLS), bf16, optional gradient checkpointing, AdamW, then
-inference over the pairs in both response orders. Prints one JSON object: steps/s, training and inference
-tokens/s, peak memory (CUDA allocator peak on a GPU, process RSS on a CPU), and whether the LoRA weights
-changed while the base weights did not.
+The path `arena train --device cuda` takes, through the trainer's own code (workers/training): the device plan
+(bf16 base on a GPU, fp16 where bf16 is missing, fp32 on a CPU; gradient checkpointing on CUDA; optional 4-bit),
+the base loaded by `load_base` or random-initialised in the plan's dtype, LoRA on q/k/v/o plus the head by
+`prepare_lora_model`, the trainer's optimizer and schedule, `optimizer_step` (soft-label loss, clipping, the
+plan's autocast), then the evaluation's `sequence_logits` over the pairs in both orders. Prints one JSON object:
+steps/s, training and inference tokens/s, peak memory (CUDA allocator peak on a GPU, process RSS on a CPU),
+free device memory before and after releasing the model, the trainer's batch-token cap for this device, and
+whether the LoRA weights changed while the base weights did not. The weight snapshots behind that check are
+kept on the CPU and taken before the peak is reset, so they do not count in it.
 
     # the embedded SmolLM2-135M on real pairs (train/predict the first rows of a labelled CSV)
     python scripts/bench/bench_gpu_lora.py --device cuda --model var/shared/models/SmolLM2-135M-Instruct \\
         --data ../shared/data/preference_pairs.csv --steps 40
-    # throughput only: random weights in the shape of Llama-3.1-8B (no download: built from a config)
-    python scripts/bench/bench_gpu_lora.py --device cuda --random-shape llama-8b --steps 10 --gradient-checkpointing
+    # memory and throughput of an 8B base: random weights in the shape of Llama-3.1-8B (no download)
+    python scripts/bench/bench_gpu_lora.py --device cuda --random-shape llama-8b --steps 3
     # a seconds-long CPU smoke run of the same code (the tests run this)
     python scripts/bench/bench_gpu_lora.py --device cpu --random-shape tiny --steps 2 --max-length 64
 
@@ -20,6 +24,7 @@ Needs torch, transformers and peft only (no vLLM): it runs on the lent GPU machi
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -27,7 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-# Shapes of public model configs (no weights are read: random initialisation, throughput only).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from workers.common.hardware import prepare_process_environment  # noqa: E402  (the path above first)
+
+prepare_process_environment()  # before torch loads, as the worker and the CLI do
+
+# Shapes of public model configs (no weights are read: random initialisation, throughput and memory only).
 RANDOM_SHAPES = {
     "tiny": dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
@@ -45,45 +55,53 @@ RANDOM_SHAPES = {
 NUM_LABELS = 3
 SWAPPED_LABEL = {0: 1, 1: 0, 2: 2}
 PAD_TOKEN_ID = 0
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def build_classifier(args, torch):
-    """The base model as a 3-way sequence classifier, in bf16 on a GPU (fp32 weights + bf16 autocast on a CPU)."""
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+def train_config(args):
+    """The trainer's configuration for these options (sources and output are unused: the benchmark feeds batches)."""
+    from workers.training.config import TrainConfig
 
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    if args.random_shape:
-        shape = {"vocab_size": 32000, **RANDOM_SHAPES[args.random_shape]}
-        config = LlamaConfig(**shape, num_labels=NUM_LABELS, pad_token_id=PAD_TOKEN_ID, max_position_embeddings=8192)
-        torch.manual_seed(args.seed)
-        with torch.device(args.device):
-            model = LlamaForSequenceClassification(config).to(dtype)
-        return model, None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=NUM_LABELS, dtype=dtype)
-    model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else PAD_TOKEN_ID
-    return model.to(args.device), tokenizer
-
-
-def with_lora(model, args):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=args.lora_rank,
-        lora_alpha=2 * args.lora_rank,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        modules_to_save=["score"],
+    return TrainConfig(
+        sources=[],
+        output_dir=Path(os.devnull),
+        base_model=str(args.model or f"random {args.random_shape}"),
+        rank=args.lora_rank,
+        alpha=2 * args.lora_rank,
+        dropout=0.0,
+        target_modules=TARGET_MODULES,
+        learning_rate=args.learning_rate,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        quantization=args.quantization,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
-    model = get_peft_model(model, config)
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    return model
+
+
+def build_classifier(args, config, plan, torch):
+    """The base as a 3-way classifier with LoRA, as the trainer builds it; (model, tokenizer or None)."""
+    from workers.training.model import load_base, prepare_lora_model
+
+    torch.manual_seed(args.seed)
+    if args.random_shape:
+        from transformers import LlamaConfig, LlamaForSequenceClassification
+
+        if plan.quantization is not None:
+            raise SystemExit("bench_gpu_lora: --quantization needs --model (a random base has no weights to quantize)")
+        shape = {"vocab_size": 32000, **RANDOM_SHAPES[args.random_shape]}
+        llama = LlamaConfig(**shape, num_labels=NUM_LABELS, pad_token_id=PAD_TOKEN_ID, max_position_embeddings=8192)
+        with torch.device(args.device):
+            base = LlamaForSequenceClassification._from_config(llama, dtype=getattr(torch, plan.weights_dtype))
+        return prepare_lora_model(base, config, plan), None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from workers.judge.classifier import padding_token_id
+    from workers.judge.engines import load_tokenizer
+
+    tokenizer = load_tokenizer(str(args.model))
+    base = load_base(config, plan, pad_token_id=padding_token_id(tokenizer), device=args.device)
+    return prepare_lora_model(base, config, plan), tokenizer
 
 
 def pair_sequences(args, tokenizer, vocab_size: int, rng) -> list[tuple[list[int], list[int], int]]:
@@ -113,101 +131,126 @@ def pair_sequences(args, tokenizer, vocab_size: int, rng) -> list[tuple[list[int
     return pairs
 
 
-def padded(torch, sequences: list[list[int]], device: str):
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), PAD_TOKEN_ID, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
 def peak_memory_mib(torch, device: str) -> float:
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def snapshot(model, *, trainable: bool) -> dict:
-    return {
-        name: parameter.detach().float().clone()
-        for name, parameter in model.named_parameters()
-        if parameter.requires_grad == trainable and ("lora_" in name or "score" in name or not trainable)
-    }
+def free_memory_mib(torch, device: str) -> float | None:
+    return torch.cuda.mem_get_info(device)[0] / 2**20 if device.startswith("cuda") else None
+
+
+def snapshot(named_parameters) -> dict:
+    """Copies on the CPU: a copy on the device would count in the peak it is meant to measure."""
+    return {name: parameter.detach().to("cpu", copy=True) for name, parameter in named_parameters}
+
+
+def device_batch_token_cap(torch, model, plan, device: str) -> int | None:
+    """The trainer's cap for this device (it refuses a larger batch; reported here, not enforced)."""
+    if not device.startswith("cuda"):
+        return None
+    from workers.training.precision import model_batch_token_cap
+
+    return model_batch_token_cap(model.config, plan=plan, free_bytes=torch.cuda.mem_get_info(device)[0])
+
+
+def synchronize(torch, device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def run(args) -> dict:
     import numpy as np
     import torch
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    from workers.judge.classifier import sequence_logits
+    from workers.training.model import build_optimizer, make_grad_scaler, optimizer_step
+    from workers.training.precision import plan_training, probe_capabilities
+
+    on_cuda = args.device.startswith("cuda")
+    if on_cuda and not torch.cuda.is_available():
         raise SystemExit("bench_gpu_lora: --device cuda but torch sees no GPU; use --device cpu for a smoke run")
     rng = np.random.default_rng(args.seed)
+    config = train_config(args)
+    capabilities = probe_capabilities(args.device)
+    plan = plan_training(
+        capabilities, quantization=args.quantization, gradient_checkpointing=args.gradient_checkpointing
+    )
+    free_at_start = free_memory_mib(torch, args.device)
     started = time.perf_counter()
-    base, tokenizer = build_classifier(args, torch)
-    model = with_lora(base, args).to(args.device)
+    model, tokenizer = build_classifier(args, config, plan, torch)
+    synchronize(torch, args.device)
     load_seconds = time.perf_counter() - started
+    pad_token_id = model.config.pad_token_id
     pairs = pair_sequences(args, tokenizer, model.config.vocab_size, rng)
-    # Both orders of every pair, the label swapped with the responses (tie stays tie).
+    # Both orders of every pair, the label swapped with the responses (tie stays tie); one-hot soft labels.
     examples = [(a_first, label) for a_first, _, label in pairs] + [
         (b_first, SWAPPED_LABEL[label]) for _, b_first, label in pairs
     ]
-    trainable_before = snapshot(model, trainable=True)
-    frozen_sample = dict(list(snapshot(model, trainable=False).items())[:4])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
-    autocast = torch.autocast(device_type="cuda" if args.device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    trainable_before = snapshot((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    # A few frozen matrices LoRA wraps, not the embeddings (a copy of 128k x 4096 would be 1 GB for nothing).
+    frozen_names = [name for name, p in model.named_parameters() if not p.requires_grad and "base_layer" in name][:4]
+    frozen_before = snapshot((n, p) for n, p in model.named_parameters() if n in frozen_names)
+    optimizer, scheduler = build_optimizer(model, config, total_steps=max(1, args.steps))
+    scaler = make_grad_scaler(plan)
+    cap = device_batch_token_cap(torch, model, plan, args.device)
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(args.device)
     model.train()
+    identity = np.eye(NUM_LABELS)
     step_seconds, step_tokens, losses = [], [], []
     for step in range(args.steps):
         batch = [examples[int(index)] for index in rng.integers(0, len(examples), size=args.batch_size)]
-        input_ids, attention_mask = padded(torch, [ids for ids, _ in batch], args.device)
-        labels = torch.tensor([label for _, label in batch], device=args.device)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sequences = [ids for ids, _ in batch]
+        targets = identity[[label for _, label in batch]]
+        synchronize(torch, args.device)
         tick = time.perf_counter()
-        with autocast:
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        loss = optimizer_step(
+            model,
+            optimizer,
+            scheduler,
+            [(sequences, targets, np.ones(len(batch)))],
+            pad_token_id=pad_token_id,
+            device=args.device,
+            autocast_dtype=plan.autocast_dtype,
+            scaler=scaler,
+        )
+        synchronize(torch, args.device)
         if step >= args.warmup_steps or args.steps <= args.warmup_steps:
             step_seconds.append(time.perf_counter() - tick)
-            step_tokens.append(int(attention_mask.sum()))
-        losses.append(float(loss.detach()))
+            step_tokens.append(sum(len(ids) for ids in sequences))
+        losses.append(loss)
     train_peak = peak_memory_mib(torch, args.device)
 
     model.eval()
     tick = time.perf_counter()
-    predicted_tokens = 0
-    probabilities = []
-    with torch.inference_mode(), autocast:
-        for start in range(0, len(pairs), args.batch_size):
-            chunk = pairs[start : start + args.batch_size]
-            both = [a_first for a_first, _, _ in chunk] + [b_first for _, b_first, _ in chunk]
-            input_ids, attention_mask = padded(torch, both, args.device)
-            scores = torch.softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
-            direct, mirrored = scores[: len(chunk)], scores[len(chunk) :][:, [1, 0, 2]]
-            probabilities.append(((direct + mirrored) / 2).cpu().numpy())
-            predicted_tokens += int(attention_mask.sum())
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
+    both_orders = [a_first for a_first, _, _ in pairs] + [b_first for _, b_first, _ in pairs]
+    logits = sequence_logits(
+        model, both_orders, pad_token_id=pad_token_id, device=args.device, batch_size=args.batch_size
+    )
+    synchronize(torch, args.device)
     predict_seconds = time.perf_counter() - tick
-    trainable_after = snapshot(model, trainable=True)
-    frozen_after = snapshot(model, trainable=False)
-    return {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+    scores = np.exp(logits - logits.max(axis=1, keepdims=True))
+    scores /= scores.sum(axis=1, keepdims=True)
+    probabilities = (scores[: len(pairs)] + scores[len(pairs) :][:, [1, 0, 2]]) / 2
+    trainable_after = dict(model.named_parameters())
+    lora_changed = any(
+        not torch.equal(value, trainable_after[name].detach().cpu()) for name, value in trainable_before.items()
+    )
+    base_unchanged = all(
+        torch.equal(value, trainable_after[name].detach().cpu()) for name, value in frozen_before.items()
+    )
+    figures = {
+        "device": torch.cuda.get_device_name(args.device) if on_cuda else "cpu",
         "model": f"random {args.random_shape}" if args.random_shape else str(args.model),
+        "plan": plan.describe(),
         "parameters_millions": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "trainable_parameters_millions": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 3),
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "gradient_checkpointing": plan.gradient_checkpointing,
         "batch_size": args.batch_size,
         "max_length": args.max_length,
+        "batch_token_cap": cap,
         "load_seconds": round(load_seconds, 1),
         "timed_steps": len(step_seconds),
         "steps_per_second": round(len(step_seconds) / sum(step_seconds), 3),
@@ -217,14 +260,22 @@ def run(args) -> dict:
         "last_loss": round(losses[-1], 4),
         "predict_pairs": len(pairs),
         "predict_pairs_per_second": round(len(pairs) / predict_seconds, 2),
-        "predict_tokens_per_second": round(predicted_tokens / predict_seconds, 1),
+        "predict_tokens_per_second": round(sum(len(ids) for ids in both_orders) / predict_seconds, 1),
         "peak_memory_mib": round(peak_memory_mib(torch, args.device), 1),
-        "probabilities_sum_to_one": bool(np.allclose(np.vstack(probabilities).sum(axis=1), 1.0, atol=1e-4)),
-        "lora_weights_changed": any(
-            not torch.equal(trainable_before[name], trainable_after[name]) for name in trainable_before
-        ),
-        "base_weights_unchanged": all(torch.equal(value, frozen_after[name]) for name, value in frozen_sample.items()),
+        "probabilities_sum_to_one": bool(np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)),
+        "lora_weights_changed": lora_changed,
+        "base_weights_unchanged": base_unchanged,
     }
+    del model, optimizer, scheduler, scaler, trainable_after
+    if on_cuda:
+        figures["free_memory_mib"] = {
+            "at_start": round(free_at_start, 1),
+            "before_release": round(free_memory_mib(torch, args.device), 1),
+        }
+        gc.collect()
+        torch.cuda.empty_cache()
+        figures["free_memory_mib"]["after_release"] = round(free_memory_mib(torch, args.device), 1)
+    return figures
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -241,7 +292,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=64, help="pairs to predict (both orders) after training")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        help="recompute activations in backward (default: the trainer's: on with CUDA, off on a CPU)",
+    )
+    parser.add_argument("--quantization", choices=("4bit",), help="4-bit QLoRA base (CUDA, bitsandbytes, --model)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
