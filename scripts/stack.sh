@@ -70,14 +70,17 @@ start_proxy() {  # nginx: nginx's binary
   start proxy "$nginx" -p "$state" -e stderr -c "$state/nginx.conf" -g "$global"
 }
 
-# Start a command in its own session (so `down` can stop its whole process tree), logging to RUN_DIR/NAME.log.
+# Start a command in its own session (so `down` can stop its whole process tree), logging to RUN_DIR/NAME.log
+# through scripts/rotate_log.py (same session): rotated past STACK_LOG_MAX_MB (10), STACK_LOG_FILES (5) kept.
 start() {  # name, command...
   local name="$1"; shift
   if [ -f "$RUN_DIR/$name.pid" ] && kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
     say "$name is already running (pid $(cat "$RUN_DIR/$name.pid"))"
     return
   fi
-  setsid "$@" >"$RUN_DIR/$name.log" 2>&1 < /dev/null &
+  setsid bash -c 'set -o pipefail; log="$1" rotate="$2" python="$3"; shift 3
+    "$@" 2>&1 < /dev/null | "$python" "$rotate" "$log"' logged "$RUN_DIR/$name.log" "$ROOT/scripts/rotate_log.py" \
+    "$PY_API" "$@" >/dev/null 2>&1 < /dev/null &
   echo $! >"$RUN_DIR/$name.pid"
   say "started $name (pid $!, log $RUN_DIR/$name.log)"
 }

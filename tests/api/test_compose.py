@@ -313,3 +313,13 @@ def test_redis_is_published_on_this_host_only_unless_asked(compose):
 def test_workers_consume_their_gpu_queue_and_the_shared_one_under_a_name_of_their_own():
     start_worker = (COMPOSE_DIR / "start-worker.sh").read_text()
     assert 'CONSUMES="$QUEUE,gpu"' in start_worker and '-n "${WORKER_NAME:-${QUEUE/./}}@%h"' in start_worker
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.worker.yml"])
+def test_every_containers_log_is_rotated_by_size(name):
+    """Docker's default json-file log keeps everything: a worker's log grew for as long as the stack ran."""
+    services = yaml.safe_load((COMPOSE_DIR / name).read_text())["services"]
+    for service, spec in services.items():
+        logging = spec.get("logging")
+        assert logging is not None, f"{name}: service {service} has no logging (rotated by size)"
+        assert logging["driver"] == "json-file" and logging["options"]["max-size"] and logging["options"]["max-file"]
