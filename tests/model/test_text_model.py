@@ -152,3 +152,22 @@ def test_the_unpadded_int8_graph_refuses_a_padded_batch(model_settings):
     with pytest.raises(TextEncoderError, match="unpadded"):
         encoder._forward(ids, np.array([[1, 1, 1], [1, 1, 0]]))
     assert encoder._forward(ids[:1], np.ones((1, 3), dtype=np.int64)).shape == (1, encoder.hidden_size)
+
+
+def test_excluded_features_are_never_split_on_and_unknown_names_are_refused(encoder, real_rows):
+    """The ablations of scripts/bench/bench_generalisation.py: an excluded column is held at zero while fitting."""
+    import lightgbm
+
+    from workers.predictor.text_model import TextModelError, embed_pairs, fit_text_model
+
+    pairs, labels = real_rows[0][:300], real_rows[1][:300]
+    embeddings = embed_pairs(pairs, encoder)
+    excluded = ["log_chars_diff", "chars_rel_diff", "cos_prompt_diff"]
+    fit = fit_text_model(
+        pairs, labels, embeddings, groups=prompt_groups(pairs), excluded_features=excluded, max_rounds=60
+    )
+    booster = lightgbm.Booster(model_str=fit.model.booster)
+    importance = dict(zip(fit.model.feature_names, booster.feature_importance("split"), strict=True))
+    assert all(importance[name] == 0 for name in excluded) and sum(importance.values()) > 0
+    with pytest.raises(TextModelError, match="unknown text-model features"):
+        fit_text_model(pairs, labels, embeddings, groups=prompt_groups(pairs), excluded_features=["no_such_column"])

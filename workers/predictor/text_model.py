@@ -405,6 +405,7 @@ def fit_text_model(
     groups: np.ndarray,
     weights: np.ndarray | None = None,
     projection_sizes: dict[str, int] | None = None,
+    excluded_features: Sequence[str] = (),
     max_rounds: int = 2000,
     seed: int = 0,
     encoder: str = DEFAULT_TEXT_ENCODER_NAME,
@@ -416,7 +417,8 @@ def fit_text_model(
     The number of boosting rounds is chosen by early stopping in a 5-fold CV grouped by `groups` (prompts);
     the final model is refitted on all rows with that many rounds. The fold models, cut to that many rounds,
     give the out-of-fold probabilities; their log loss is kept in `fitted_on["cv_log_loss"]`. `on_progress(done,
-    total)` counts boosters: the CV folds, then the final one.
+    total)` counts boosters: the CV folds, then the final one. `excluded_features` (names from the model's
+    feature list) are held at zero while fitting, for ablations (scripts/bench/bench_generalisation.py).
     """
     import lightgbm
     from sklearn.decomposition import PCA
@@ -442,6 +444,12 @@ def fit_text_model(
         [pair.swapped() for pair in pairs], embeddings.swapped(), projections, mirrored_style(style)
     )
     features = np.vstack([direct, mirrored])
+    if excluded_features:
+        unknown = sorted(set(excluded_features) - set(names))
+        if unknown:
+            raise TextModelError(f"unknown text-model features {unknown}; choose from the model's feature names")
+        # A constant column is never split on, so the booster ignores it when applied too: the format is unchanged.
+        features[:, [names.index(name) for name in excluded_features]] = 0.0
     both_labels = np.vstack([labels, unswap_classes(labels)])
     both_weights = np.concatenate([weights, weights])
     both_groups = np.concatenate([groups, groups])
