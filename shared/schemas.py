@@ -133,6 +133,19 @@ class TrainJobRequest(StrictModel):
         description="4bit: QLoRA, LoRA on an NF4-quantized base (a GPU worker with bitsandbytes; an 8B base in about"
         " 6 GB). Default: the base in bf16 on a GPU (fp16 where bf16 is missing), fp32 on a CPU.",
     )
+    # The text-only fit (issue 32); off by default, so earlier requests mean what they meant.
+    text_only: bool = Field(
+        default=False,
+        description="Fit a text predictor (sentence-encoder + length/style features, LightGBM, its calibrator) on the"
+        " datasets instead of a LoRA judge: minutes on a CPU. The LoRA options do not apply; predict jobs and"
+        " /v1/score use it as `adapter`. Its report: grouped CV per source and a learning curve of your rows.",
+    )
+    include_shipped_data: bool = Field(
+        default=False, description="text_only: fit on the server's shipped labelled data (DEFAULT_TRAIN_CSV) too."
+    )
+    shipped_data_weight: float = Field(
+        default=1.0, gt=0, le=100, description="text_only with include_shipped_data: loss weight of the shipped rows."
+    )
 
 
 class SynthJobRequest(StrictModel):

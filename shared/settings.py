@@ -313,6 +313,13 @@ class Settings(BaseSettings):
         " at 4 × 512 = 2,048 tokens uses about 4 GB RSS on a CPU (docs/training.md); the default allows 4× that, for"
         " a machine with 16 GB or more. Raise it on a GPU.",
     )
+    TEXT_FIT_MAX_ROWS: int = Field(
+        default=120_000,
+        ge=10,
+        description='Most labelled rows a text-only train job (`"text_only": true`) fits on, all its datasets and the'
+        " shipped data together; more is refused before 202. Time and memory grow with the rows (docs/benchmarks.md,"
+        ' "Generalisation": the Kaggle size, 55,000 rows, for scale).',
+    )
     # The reverse proxy in front of the gateway (compose/proxy-conf.sh renders them; the gateway does not read them).
     # The defaults are also in that script (a test keeps them in step); why these: docs/reliability.md, "The proxy".
     PROXY_CLIENT_HEADER_TIMEOUT_S: int = Field(

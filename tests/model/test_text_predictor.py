@@ -86,3 +86,17 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
     assert old_encoder.embedding_version == 2 and old_encoder.key_source.name == "model-int8.onnx"
     assert old_encoder.cache_key != judge.text_encoder.cache_key
     assert not text_predictor_is_current(predictor_dir, inputs=[split / "train.csv"], encoder_backend="onnx-int8")
+
+
+def test_more_rows_than_max_rows_are_refused_before_anything_is_embedded(split, tmp_path):
+    from workers.predictor.text_model import TextModelError
+
+    with pytest.raises(TextModelError, match="over the limit of 100 \\(TEXT_FIT_MAX_ROWS\\)"):
+        fit_text_predictor(
+            inputs=[split / "train.csv", split / "holdout.csv"],
+            output_dir=tmp_path / "predictor",
+            text_encoder=str(tmp_path / "no-encoder-needed"),
+            input_names=["mine", "theirs"],
+            max_rows=100,
+        )
+    assert not (tmp_path / "predictor").exists()

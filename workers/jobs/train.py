@@ -111,6 +111,10 @@ def run_train_job(settings: Settings, *, job_id: str, task_id: str | None = None
     with JobRun(settings, job_id, unit="steps", task_id=task_id, worker=worker) as run:
         name = run.params.get("adapter_name") or job_id
         output_dir = _claim_adapter_dir(settings, name, job_id, tenant=run.record.tenant)
+        if run.params.get("text_only"):
+            from workers.jobs.text_fit import run_text_fit
+
+            return run_text_fit(settings, run, name=name, output_dir=output_dir)
         config = train_config_from_params(settings, run.params, output_dir=output_dir)
         run.start(deadline=False)  # the time limit is the run's own budget: it stops and publishes its best
 

@@ -27,19 +27,27 @@ log = logging.getLogger(__name__)
 TEXT_PREDICTOR_KIND = "text"
 
 
-def read_training_csvs(paths: Sequence[Path]) -> ArenaDataset:
-    """The labelled rows of every CSV, in order; an id that appears twice is refused (it would leak across folds)."""
+def read_training_csvs(paths: Sequence[Path], *, names: Sequence[str] | None = None) -> tuple[ArenaDataset, list[int]]:
+    """The labelled rows of every CSV, in order; an id that appears twice is refused (it would leak across folds).
+
+    With `names` (one per CSV: a job mixing datasets of different owners, whose ids may collide and mean nothing
+    to each other), ids may repeat (folds are grouped by prompt anyway) and a CSV without a `source` column has its
+    name as every row's source. Also returns each CSV's row count.
+    """
     from shared.arena_csv import DataFormatError
 
     parts = [read_arena_csv(Path(path), require_labels=True) for path in paths]
     pairs = [pair for part in parts for pair in part.pairs]
     ids = [pair.id for pair in pairs]
-    if len(set(ids)) != len(ids):
+    if names is None and len(set(ids)) != len(ids):
         raise DataFormatError("the training CSVs share row ids; give each row one id across all --input files")
     sources = None
-    if all(part.sources is not None for part in parts):
+    if names is not None:
+        sources = [s for part, name in zip(parts, names, strict=True) for s in (part.sources or [name] * len(part))]
+    elif all(part.sources is not None for part in parts):
         sources = [source for part in parts for source in part.sources]
-    return ArenaDataset(pairs=pairs, labels=np.vstack([part.labels for part in parts]), sources=sources)
+    labels = np.vstack([part.labels for part in parts])
+    return ArenaDataset(pairs=pairs, labels=labels, sources=sources), [len(part) for part in parts]
 
 
 def _file_digest(path: Path) -> str:
@@ -62,6 +70,10 @@ def fit_text_predictor(
     seed: int = 0,
     device: str | None = None,
     on_stage: StageProgress | None = None,
+    input_weights: Sequence[float] | None = None,
+    input_names: Sequence[str] | None = None,
+    max_rows: int | None = None,
+    learning_curve_inputs: int = 0,
 ) -> dict:
     """Fit the text model and its calibrator on labelled CSVs and publish them as one folder.
 
@@ -72,6 +84,11 @@ def fit_text_predictor(
         seed: seed of the PCA and LightGBM.
         device: torch device of the encoder (None: CUDA when visible, else CPU).
         on_stage: progress of the long stages, `(stage, done, total)`.
+        input_weights: a loss weight per input (default 1 each).
+        input_names: a name per input (see read_training_csvs): ids may repeat, sources default to the names.
+        max_rows: refuse more rows than this in all (memory and time grow with the rows).
+        learning_curve_inputs: when > 0, the first that many inputs are "the user's rows": the metrics get a
+            learning curve (see learning_curve) of those rows' grouped CV at 25, 50 and 100% of them.
 
     Returns:
         The predictor's metrics (also written to metrics.json): grouped-CV log loss of the text model and of the
@@ -82,14 +99,20 @@ def fit_text_predictor(
     from workers.common.soft_labels import multiclass_log_loss
     from workers.predictor.calibration import fit_calibrator
     from workers.predictor.sentence_encoder import open_text_encoder
-    from workers.predictor.text_model import embed_pairs, fit_text_model
+    from workers.predictor.text_model import TextModelError, embed_pairs, fit_text_model
     from workers.reports.evaluate import score_predictions
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         return None if on_stage is None else lambda done, total: on_stage(name, done, total)
 
     started = time.perf_counter()
-    dataset = read_training_csvs(inputs)
+    dataset, sizes = read_training_csvs(inputs, names=input_names)
+    if max_rows is not None and len(dataset) > max_rows:
+        raise TextModelError(
+            f"{len(dataset):,} labelled rows is over the limit of {max_rows:,} (TEXT_FIT_MAX_ROWS); fit on fewer rows"
+            " or sample them"
+        )
+    weights = np.repeat(np.asarray(input_weights, dtype=float), sizes) if input_weights else None
     encoder = open_text_encoder(get_settings(), text_encoder, device=device)
     embeddings = embed_pairs(dataset.pairs, encoder, on_progress=stage("embedding"))
     embed_seconds = time.perf_counter() - started
@@ -99,6 +122,7 @@ def fit_text_predictor(
         dataset.labels,
         embeddings,
         groups=groups,
+        weights=weights,
         seed=seed,
         encoder=encoder.name,
         encoder_backend=encoder.backend,
@@ -130,8 +154,22 @@ def fit_text_predictor(
         # Per source; the calibrator was fitted on these rows, so this is a little optimistic (see the line above).
         "out_of_fold": score_predictions(dataset.labels, calibrated, dataset.sources),
         "embed_seconds": round(embed_seconds, 1),
-        "fit_seconds": round(time.perf_counter() - started, 1),
     }
+    if input_weights:
+        metrics["input_weights"] = [float(weight) for weight in input_weights]
+    if learning_curve_inputs > 0:
+        user_rows = int(sum(sizes[:learning_curve_inputs]))
+        metrics["learning_curve"] = learning_curve(
+            dataset,
+            embeddings,
+            groups,
+            weights=weights,
+            user_rows=np.arange(user_rows),
+            full_out_of_fold=fit.out_of_fold,
+            seed=seed,
+            on_progress=stage("learning curve"),
+        )
+    metrics["fit_seconds"] = round(time.perf_counter() - started, 1)
     output_dir = Path(output_dir)
 
     def fill(staging: Path) -> None:
@@ -142,6 +180,74 @@ def fit_text_predictor(
     replace_folder(output_dir, fill)
     log.info("text predictor %s: grouped-CV log loss %.4f", output_dir.name, metrics["out_of_fold"]["log_loss"])
     return metrics
+
+
+LEARNING_CURVE_FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def learning_curve(
+    dataset: ArenaDataset,
+    embeddings,
+    groups: np.ndarray,
+    *,
+    weights: np.ndarray | None,
+    user_rows: np.ndarray,
+    full_out_of_fold: np.ndarray,
+    seed: int,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Grouped-CV log loss on the user's rows when the model sees 25, 50 and 100% of them (their prompt groups
+    drawn at random; any other rows, e.g. the shipped data, stay whole), and what twice as many rows should give.
+
+    The extrapolation fits the log loss as a straight line in log2(rows) (least squares over the three points):
+    the slope is the change per doubling, and "at twice the rows" is the 100% figure plus that slope. On
+    ../shared/data the same model gained about 0.025 per doubling from 25 to 100% (FACTS.md, "Generalisation").
+    A slope that comes out positive (noise on few rows) is reported as no expected gain.
+    """
+    from workers.common.soft_labels import multiclass_log_loss
+    from workers.predictor.text_model import PairEmbeddings, fit_text_model
+
+    rng = np.random.default_rng(seed)
+    user_groups = np.unique(groups[user_rows])
+    order = rng.permutation(user_groups)
+    others = np.setdiff1d(np.arange(len(dataset)), user_rows)
+    points = []
+    for index, fraction in enumerate(LEARNING_CURVE_FRACTIONS):
+        if on_progress is not None:
+            on_progress(index, len(LEARNING_CURVE_FRACTIONS))
+        if fraction == 1.0:
+            probabilities, scored = full_out_of_fold[user_rows], user_rows
+        else:
+            kept_groups = order[: max(2, int(round(fraction * len(order))))]
+            scored = user_rows[np.isin(groups[user_rows], kept_groups)]
+            rows = np.concatenate([scored, others])
+            if len(np.unique(groups[rows])) < 2:
+                continue
+            fit = fit_text_model(
+                [dataset.pairs[row] for row in rows],
+                dataset.labels[rows],
+                PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows]),
+                groups=groups[rows],
+                weights=None if weights is None else weights[rows],
+                seed=seed,
+            )
+            probabilities = fit.out_of_fold[: len(scored)]
+        points.append(
+            {
+                "fraction": fraction,
+                "rows": int(len(scored)),
+                "cv_log_loss": round(multiclass_log_loss(dataset.labels[scored], probabilities), 4),
+            }
+        )
+    if on_progress is not None:
+        on_progress(len(LEARNING_CURVE_FRACTIONS), len(LEARNING_CURVE_FRACTIONS))
+    curve: dict = {"points": points, "method": "least squares of log loss on log2(rows) over the points"}
+    if len(points) >= 2:
+        slope = float(np.polyfit(np.log2([p["rows"] for p in points]), [p["cv_log_loss"] for p in points], 1)[0])
+        curve["change_per_doubling"] = round(slope, 4)
+        curve["expected_cv_log_loss_at_twice_the_rows"] = round(points[-1]["cv_log_loss"] + min(slope, 0.0), 4)
+        curve["expected_gain_from_twice_the_rows"] = round(max(-slope, 0.0), 4)
+    return curve
 
 
 def text_predictor_is_current(
