@@ -6,7 +6,7 @@
 # The limits are settings (shared/settings.py, docs/settings.md; the defaults below are the same, a test keeps them
 # in step): PROXY_CLIENT_HEADER_TIMEOUT_S, PROXY_CLIENT_BODY_TIMEOUT_S, PROXY_CONN_PER_CLIENT, PROXY_CONN_TOTAL,
 # PROXY_RATE_PER_CLIENT, PROXY_POST_RATE_PER_CLIENT; and the gateway's own MAX_UPLOAD_BYTES, MAX_REQUEST_BYTES,
-# SCORE_TIMEOUT_S, which the proxy's body caps and read timeout follow.
+# MAX_CONCURRENT_UPLOADS, SCORE_TIMEOUT_S, which the proxy's body caps, upload slots and read timeout follow.
 set -euo pipefail
 HERE="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 TEMPLATE="${PROXY_TEMPLATE:-$HERE/nginx.conf.template}"
@@ -33,6 +33,7 @@ rate=$(whole PROXY_RATE_PER_CLIENT "${PROXY_RATE_PER_CLIENT:-20}" 1)
 post_rate=$(whole PROXY_POST_RATE_PER_CLIENT "${PROXY_POST_RATE_PER_CLIENT:-5}" 1)
 upload_bytes=$(whole MAX_UPLOAD_BYTES "${MAX_UPLOAD_BYTES:-209715200}" 1024)
 request_bytes=$(whole MAX_REQUEST_BYTES "${MAX_REQUEST_BYTES:-1048576}" 1024)
+concurrent_uploads=$(whole MAX_CONCURRENT_UPLOADS "${MAX_CONCURRENT_UPLOADS:-2}" 1)
 score_timeout="${SCORE_TIMEOUT_S:-60}"
 [[ "$score_timeout" =~ ^[0-9]+(\.[0-9]+)?$ ]] || fail "SCORE_TIMEOUT_S must be a number of seconds (got '${score_timeout:0:40}')"
 # The gateway answers a score request by SCORE_TIMEOUT_S (its own 504): the proxy waits longer, so the client gets
@@ -56,6 +57,7 @@ rendered="$(sed -e "s|@LISTEN@|$LISTEN|g" \
     -e "s|@POST_BURST_PER_CLIENT@|$(( post_rate * 4 ))|g" \
     -e "s|@REQUEST_MAX_BODY_BYTES@|$request_bytes|g" \
     -e "s|@UPLOAD_MAX_BODY_BYTES@|$(( upload_bytes + MULTIPART_OVERHEAD_BYTES ))|g" \
+    -e "s|@UPLOADS_AT_ONCE@|$(( concurrent_uploads * 2 ))|g" \
     -e "s|@READ_TIMEOUT_S@|$read_timeout|g" \
     -e "s|@UPLOAD_READ_TIMEOUT_S@|$(( read_timeout > 300 ? read_timeout : 300 ))|g" \
     "$TEMPLATE")"

@@ -4,7 +4,7 @@ no data) and the docs do not."""
 from fastapi import APIRouter, Depends
 
 from api.deps import require_api_key
-from api.routes import adapters, datasets, health, jobs, metrics, score, ui, whoami
+from api.routes import adapters, auth_check, datasets, health, jobs, metrics, score, ui, whoami
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -12,6 +12,7 @@ api_router.include_router(metrics.router)
 api_router.include_router(ui.router)
 v1_router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 v1_router.include_router(adapters.router)
+v1_router.include_router(auth_check.router)
 v1_router.include_router(datasets.router)
 v1_router.include_router(jobs.router)
 v1_router.include_router(score.router)
