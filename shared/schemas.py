@@ -242,6 +242,11 @@ class ChunkRecord(BaseModel):
     done: int = 0
     attempts: int = 0
     worker: str | None = None
+    worker_instance: str | None = Field(
+        default=None,
+        description="The process instance of `worker` that runs it (a random id made at each worker start): a worker"
+        " back under the same name with another instance no longer holds it.",
+    )
     error: str | None = None
     sent_at: datetime | None = Field(default=None, description="When the current task id was sent to its queue.")
     lease_until: datetime | None = Field(
@@ -279,6 +284,9 @@ class JobRecord(BaseModel):
         default=None, description="When the job's tasks were sent (train, synth: its current task)."
     )
     worker: str | None = Field(default=None, description="The worker running a train or synth job.")
+    worker_instance: str | None = Field(
+        default=None, description="The process instance of `worker` that runs the job (see ChunkRecord)."
+    )
     attempts: int = Field(default=0, description="Starts of a train or synth job, redeliveries included.")
     lease_until: datetime | None = Field(
         default=None, description="A running train or synth job's lease, renewed by its progress reports."
@@ -288,6 +296,9 @@ class JobRecord(BaseModel):
         default=None,
         description="The worker that claimed assembling a predict job's submission (the one whose chunk completed the"
         " set); set once, under the record's lock.",
+    )
+    assembler_instance: str | None = Field(
+        default=None, description="The process instance of `assembler` (a restarted assembler no longer holds it)."
     )
     artifacts: list[str] = Field(default_factory=list, description="File names under GET .../artifacts/{name}.")
     result: dict = Field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 Workers on several hosts share one Redis and one storage (NFS or the like, mounted at SHARED_DIR). Two mistakes
 would corrupt jobs quietly, so a worker refuses to start on either, saying what to change:
-- **two workers under one name**: job records, leases and the sweeper tell workers apart by name only. A name is
+- **two workers under one name**: job records, leases and the sweeper tell live workers apart by name (and a claim
+  records the process instance too, so a worker back under its name is not mistaken for its predecessor). A name is
   claimed in Redis with the worker's announcement; a second process claiming a name whose owner still announces
   itself is refused. A worker restarted after being killed takes its own name back at once on the same machine
   (its predecessor's PID is gone), and after at most `worker_gone_s` elsewhere (a new container).
@@ -41,6 +42,14 @@ from shared.worker_presence import (
 
 STORAGE_ID_FILE = ".arena-storage-id"
 STORAGE_ID_KEY = "arena:storage-id"
+
+_process_instance: str | None = None
+
+
+def process_instance() -> str | None:
+    """This worker process's instance (the random id it announces itself with), once its start was checked; None
+    elsewhere (the CLI, tests). Claims record it, so the sweeper tells a restarted worker from its predecessor."""
+    return _process_instance
 
 
 class WorkerStartError(RuntimeError):
@@ -222,10 +231,12 @@ def check_worker_start(
     """
     from shared.worker_presence import redis_client
 
+    global _process_instance
     probe_shared_storage(settings.SHARED_DIR)
     identity = WorkerIdentity(
         instance=uuid.uuid4().hex, pid_space=pid_space(), pid=os.getpid(), storage=storage_id(settings.SHARED_DIR)
     )
+    _process_instance = identity.instance
     client = redis_client(settings)
     give_up = time.monotonic() + redis_wait_s
     while True:

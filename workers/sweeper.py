@@ -4,14 +4,16 @@ One pass over every unfinished record (no Celery in here: sending is a callable 
 - **outbox**: a job recorded but never sent (the gateway died between the record and the send) is sent after
   DISPATCH_GRACE_S, under the task ids the record holds, so a late send of the gateway's own counts once;
 - **dead or hung steps**: a running chunk, train or synth job whose worker stopped announcing itself
-  (WORKER_HEARTBEAT_S, gone after three missed beats) or whose lease (LEASE_S, renewed by every batch) expired is
+  (WORKER_HEARTBEAT_S, gone after three missed beats), whose worker name announces another process instance than
+  the one that claimed it (restarted: gone at once), or whose lease (LEASE_S, renewed by every batch) expired is
   re-queued under a fresh task id; the old delivery, should Redis hand it out again, is stale and stops at once.
   After JOB_MAX_ATTEMPTS starts the job fails with the reason instead;
 - **stranded tasks**: a queued chunk or job whose queue no live worker consumes is sent again to one that does;
   one whose queue has a worker idle for a whole grace period was lost (a Redis without persistence restarted)
   and is sent again under the same id;
-- **assembly**: a predict job whose chunks all succeeded but whose assembler never ran or is gone gets an
-  assembly task (claiming it again is safe: the claim is under the record's lock, files are published once).
+- **assembly**: a predict job whose chunks all succeeded but whose assembler never ran or is gone (dead or restarted,
+  as above) gets an assembly task (claiming it again is safe: the claim is under the record's lock, files are
+  published once).
 
 - **retention** (at most once an hour): finished jobs RETENTION_DAYS after they finished are deleted (record,
   files, Idempotency-Key), and datasets that old that no unfinished job reads.
@@ -86,11 +88,13 @@ class Sweeper:
         self._missing_since: dict[str, float] = {}
         self._unassembled: dict[str, float] = {}
         self._idle_queues: set[str] = set()
+        self._announced: dict[str, Announcement] = {}
         self._last_retention: float | None = None
 
     def sweep(self) -> list[str]:
         """One pass; returns what it did, one line per action (for the log and the tests)."""
         announced = self.announcements()
+        self._announced = announced
         workers = {name: announcement.queues for name, announcement in announced.items()}
         now = self.clock()
         # Queues a worker has been idle on for a whole grace period: a task sent there and still not started was
@@ -166,7 +170,7 @@ class Sweeper:
         queue = job_queue(workers, fallback=self.settings.FALLBACK_QUEUE)
         for chunk in record.chunks:
             if chunk.state == "running":
-                why = self._why_dead(chunk.worker, chunk.lease_until, workers=workers, now=now)
+                why = self._why_dead(chunk.worker, chunk.lease_until, chunk.worker_instance, workers=workers, now=now)
                 if why is not None:
                     actions.append(self._requeue_chunk(record.id, chunk.index, why, queue=queue))
             elif chunk.state == "queued":
@@ -185,15 +189,15 @@ class Sweeper:
         if record.terminal or not record.chunks or any(chunk.state != "succeeded" for chunk in record.chunks):
             return []
         if record.assembler is not None:
-            why = self._why_dead(record.assembler, None, workers=workers, now=now)
+            why = self._why_dead(record.assembler, None, record.assembler_instance, workers=workers, now=now)
             if why is None:
                 return []
             cleared = False
 
             def release(current: JobRecord) -> None:
                 nonlocal cleared
-                if current.assembler == record.assembler:
-                    current.assembler, cleared = None, True
+                if (current.assembler, current.assembler_instance) == (record.assembler, record.assembler_instance):
+                    current.assembler, current.assembler_instance, cleared = None, None, True
 
             self.store.update(record.id, release)
             if not cleared:
@@ -215,7 +219,7 @@ class Sweeper:
                 return [self._send_whole_job(record, reason="its task was recorded but never sent")]
             return []
         if record.state == "running":
-            why = self._why_dead(record.worker, record.lease_until, workers=workers, now=now)
+            why = self._why_dead(record.worker, record.lease_until, record.worker_instance, workers=workers, now=now)
             if why is not None:
                 return [self._requeue_whole_job(record.id, why, workers=workers)]
         waited = (
@@ -294,10 +298,19 @@ class Sweeper:
 
     # --- liveness ----------------------------------------------------------------------------------------
 
-    def _why_dead(self, worker: str | None, lease_until: datetime | None, *, workers, now: float) -> str | None:
-        """Why a step held by `worker` counts as dead now, or None while it may still be running."""
+    def _why_dead(
+        self, worker: str | None, lease_until: datetime | None, instance: str | None, *, workers, now: float
+    ) -> str | None:
+        """Why a step held by `worker` (process `instance`, when the claim recorded it) counts as dead now, or None
+        while it may still be running."""
         if lease_until is not None and lease_until.timestamp() < now:
             return f"its lease expired at {lease_until:%H:%M:%S} UTC (no progress for LEASE_S={self.settings.LEASE_S}s)"
+        announced = self._announced.get(worker) if worker is not None else None
+        if instance is not None and announced is not None and announced.identity is not None:
+            if announced.identity.instance != instance:
+                # The name is back, from another process (a restart loop, make down && make up, compose restart,
+                # OOM): no process holds the claim any more. Dead at once, not after worker_gone_s or the lease.
+                return f"its worker {worker} restarted (the process that claimed it is gone; a new one uses the name)"
         if worker is None or worker in workers:
             return None
         missing_since = self._missing_since.setdefault(worker, now)

@@ -11,7 +11,7 @@ from shared.job_store import JobStore
 from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, TRAIN_TASK
 from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
-from shared.worker_presence import Announcement
+from shared.worker_presence import Announcement, WorkerIdentity
 from workers.jobs.predict import claim_assembly
 from workers.jobs.run import JobCancelledError, JobRun, StaleDeliveryError
 from workers.sweeper import Sweeper, TaskMessage
@@ -85,8 +85,9 @@ def test_a_sent_job_is_left_alone(harness):
     assert harness.sweeper.sweep() == [] and harness.sent == []
 
 
-def start_chunk(settings, *, worker: str, task_id: str = "t0") -> JobRun:
-    run = JobRun(settings, JOB, unit="rows", chunk_index=0, task_id=task_id, worker=worker).__enter__()
+def start_chunk(settings, *, worker: str, task_id: str = "t0", instance: str | None = None) -> JobRun:
+    run = JobRun(settings, JOB, unit="rows", chunk_index=0, task_id=task_id, worker=worker, instance=instance)
+    run.__enter__()
     run.start()
     return run
 
@@ -278,3 +279,84 @@ def test_a_train_job_that_keeps_killing_its_worker_fails_at_its_next_start(setti
     ):
         run.start(deadline=False)
     assert harness.store.read(JOB).state == "failed"
+
+
+# --- restart-safe claims (issue 31, item 4) -------------------------------------------------------------------------
+
+
+def identity(instance: str) -> WorkerIdentity:
+    return WorkerIdentity(instance=instance, pid_space="host-a", pid=7, storage="s1")
+
+
+class RestartingHarness(Harness):
+    """Announcements that carry each worker's process instance, as real workers send them."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.instances: dict[str, str] = {"w1@host": "first"}
+
+    def announcements(self) -> dict[str, Announcement]:
+        return {
+            name: Announcement(queues, self.idle_since.get(name), identity=identity(self.instances[name]))
+            for name, queues in self.workers.items()
+        }
+
+
+@pytest.fixture
+def restarting(settings) -> RestartingHarness:
+    return RestartingHarness(settings)
+
+
+def test_a_chunk_claimed_by_an_earlier_instance_of_the_same_name_is_requeued_at_once(settings, restarting):
+    restarting.predict_record()
+    restarting.store.mark_sent(JOB, task_ids=["t0"])
+    start_chunk(settings, worker="w1@host", instance="first")
+    assert restarting.store.read(JOB).chunks[0].worker_instance == "first"
+    assert restarting.sweeper.sweep() == []  # the instance that claimed it still announces the name
+    restarting.instances["w1@host"] = "second"  # killed -9 and back under the same name, within one heartbeat
+    [action] = restarting.sweeper.sweep()  # no waiting for worker_gone_s or LEASE_S
+    assert "w1@host restarted" in action
+    chunk = restarting.store.read(JOB).chunks[0]
+    assert chunk.state == "queued" and chunk.task_id != "t0" and [m.task_id for m in restarting.sent] == [chunk.task_id]
+
+
+def test_an_assembly_claimed_by_an_earlier_instance_of_the_same_name_is_sent_again_at_once(settings, restarting):
+    restarting.predict_record()
+    restarting.store.update(JOB, lambda record: setattr(record.chunks[0], "state", "succeeded"))
+    assert claim_assembly(restarting.store, JOB, worker="w1@host", instance="first")
+    assert restarting.sweeper.sweep() == []
+    restarting.instances["w1@host"] = "second"
+    [action] = restarting.sweeper.sweep()
+    assert "assembl" in action and [m.name for m in restarting.sent] == [PREDICT_ASSEMBLE_TASK]
+    record = restarting.store.read(JOB)
+    assert record.assembler is None and record.assembler_instance is None and record.state == "assembling"
+    assert claim_assembly(restarting.store, JOB, worker="w1@host", instance="second")  # the new process assembles
+
+
+def test_the_same_name_in_a_new_process_takes_its_own_dead_assembly_over_and_nobody_else_does(restarting):
+    restarting.predict_record()
+    restarting.store.update(JOB, lambda record: setattr(record.chunks[0], "state", "succeeded"))
+    assert claim_assembly(restarting.store, JOB, worker="w1@host", instance="first")
+    assert not claim_assembly(restarting.store, JOB, worker="w1@host", instance="first")  # a repeated message
+    assert not claim_assembly(restarting.store, JOB, worker="w2@host", instance="other")
+    assert claim_assembly(restarting.store, JOB, worker="w1@host", instance="second")
+    assert restarting.store.read(JOB).assembler_instance == "second"
+
+
+def test_a_train_job_claimed_by_an_earlier_instance_is_requeued_at_once(settings, restarting):
+    restarting.store.create(JobRecord(id=JOB, kind="train", params={}, task_ids=["t0"], queue="cpu"))
+    restarting.store.mark_sent(JOB, task_ids=["t0"])
+    with JobRun(settings, JOB, unit="steps", task_id="t0", worker="w1@host", instance="first") as run:
+        run.start(deadline=False)
+    restarting.instances["w1@host"] = "second"
+    [action] = restarting.sweeper.sweep()
+    assert "w1@host restarted" in action and restarting.store.read(JOB).state == "dispatched"
+
+
+def test_a_claim_without_an_instance_falls_back_to_the_name(settings, restarting):
+    """Records written before instances were recorded: the name alone decides, as before."""
+    restarting.predict_record()
+    restarting.store.mark_sent(JOB, task_ids=["t0"])
+    start_chunk(settings, worker="w1@host", instance=None)
+    restarting.instances["w1@host"] = "second"
+    assert restarting.sweeper.sweep() == []

@@ -38,6 +38,7 @@ from shared.schemas import utc_now
 from shared.settings import Settings
 from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, redact_host_paths
 from workers.common.hardware import CUDA_PEAK_KEY, cuda_peak_memory
+from workers.identity import process_instance
 from workers.jobs.run import ArtifactWriteError, JobCancelledError, JobRun, publish_together
 from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
 from workers.predictor.predictor import Predictor, PredictRequest
@@ -139,18 +140,24 @@ def run_predict_chunk(
         return summary
 
 
-def claim_assembly(store: JobStore, job_id: str, *, worker: str) -> bool:
+def claim_assembly(store: JobStore, job_id: str, *, worker: str, instance: str | None = None) -> bool:
     """Whether `worker` should assemble the job now: true for exactly one caller, once every chunk succeeded.
 
     Completion is the set of chunk records in state succeeded, read and claimed under the record's lock, so a
     repeated delivery of a chunk counts once and the last chunk to finish, whichever worker ran it, assembles.
+    The claim records the process instance (default: this process's, workers/identity.py): a claim left by an
+    earlier instance of the same worker name died with it, so this process takes it over.
     """
     claimed = False
+    instance = instance if instance is not None else process_instance()
 
     def change(record) -> None:
         nonlocal claimed
-        if record.assembler is None and all(chunk.state == "succeeded" for chunk in record.chunks):
-            record.assembler = worker
+        earlier_self = (
+            record.assembler == worker and instance is not None and record.assembler_instance not in (None, instance)
+        )
+        if (record.assembler is None or earlier_self) and all(chunk.state == "succeeded" for chunk in record.chunks):
+            record.assembler, record.assembler_instance = worker, instance
             record.state = "assembling"
             claimed = True
 

@@ -17,6 +17,7 @@ from shared.job_store import JobStore
 from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
 from workers.common.hardware import cuda_peak_memory, reset_cuda_peak_memory
+from workers.identity import process_instance
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class JobRun:
         deadline_hint: what to change when the job runs past its time limit.
         task_id: the Celery task id of this delivery; None (a direct call, no queue) skips the ownership checks.
         worker: this worker's name, recorded for the user and the sweeper.
+        instance: this worker process's instance, recorded with the claim (default: the one its start announced,
+            workers/identity.py); the sweeper takes a claim whose name now announces another instance for dead.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class JobRun:
         deadline_hint: str = "raise time_limit_s",
         task_id: str | None = None,
         worker: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.settings = settings
         self.job_id = job_id
@@ -171,6 +175,7 @@ class JobRun:
         self.deadline_hint = deadline_hint
         self.task_id = task_id
         self.worker = worker
+        self.instance = instance if instance is not None else process_instance()
         self.store = JobStore(settings.SHARED_DIR)
         self.time_limit_s: int | None = None
         self.deadline: float | None = None
@@ -244,7 +249,8 @@ class JobRun:
             if gave_up is not None:
                 return
             unit.attempts += 1
-            unit.worker = self.worker if self.worker is not None else unit.worker
+            if self.worker is not None:
+                unit.worker, unit.worker_instance = self.worker, self.instance
             unit.lease_until = now + timedelta(seconds=self.settings.LEASE_S)
             if self.chunk_index is None:
                 if record.state in ("queued", "dispatched"):
