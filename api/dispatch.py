@@ -24,6 +24,7 @@ import redis.asyncio
 from celery import Celery, states
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
+from shared import clock
 from shared.names import LEADERBOARD_TASK, PREDICT_CHUNK_TASK, SCORE_TASK, SYNTH_TASK, TRAIN_TASK
 from shared.routing import job_queue, plan_chunks
 from shared.schemas import ChunkRecord, JobRecord
@@ -41,6 +42,7 @@ HEALTH_WAIT_S = 0.5
 HEALTH_STALE_S = 30.0  # an older view is not repeated while a refresh hangs: the broker counts as unreachable
 # A waiting score request reads its result this often (seconds, growing from the first to the second).
 SCORE_POLL_S = (0.05, 0.25)
+SCORE_EXPIRY_BACKSTOP_S = 3600  # see send_score: wider than any clock skew between hosts
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -111,6 +113,7 @@ class WorkerDirectory:
         if not fresh and self._cached and time.monotonic() - self._cached[0] < self.cache_seconds:
             return self._cached[1]
         try:
+            clock.sync_if_stale(self._redis)  # the records this gateway writes are on Redis' clock
             workers = live_workers(self._redis, self.settings)
             if not workers:
                 replies = self.celery.control.inspect(timeout=self.settings.INSPECT_TIMEOUT_S).active_queues() or {}
@@ -278,14 +281,16 @@ async def score_pairs(
     """
     timeout = settings.SCORE_TIMEOUT_S
     task_id = uuid.uuid4().hex
-    deadline = time.time() + timeout
+    deadline = clock.now() + timeout  # checked by the worker: on the one clock (shared/clock.py)
     send = functools.partial(
         celery.send_task,
         SCORE_TASK,
         args=[{**payload, "deadline": deadline}],
         queue=queue,
         task_id=task_id,
-        expires=timeout,
+        # Celery compares `expires` with the worker's own wall clock, so it is only a backstop for messages nobody
+        # ever takes (a skewed worker would drop every fresh one); the payload's deadline is the exact check.
+        expires=timeout + SCORE_EXPIRY_BACKSTOP_S,
     )
     try:
         await anyio.to_thread.run_sync(send)
@@ -312,7 +317,7 @@ async def score_pairs(
                     raise celery.backend.exception_to_python(meta["result"])
                 if meta["status"] == states.REVOKED:  # a worker dropped it: expired, or revoked elsewhere
                     raise CeleryTimeoutError(f"score task {task_id} was dropped by the worker")
-            left = deadline - time.time()
+            left = deadline - clock.now()
             if left <= 0:
                 raise CeleryTimeoutError(f"no result for score task {task_id} within {timeout}s")
             if client_gone is not None and await client_gone():

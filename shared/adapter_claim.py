@@ -18,13 +18,13 @@ import contextlib
 import json
 import shutil
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from shared.artifacts import ADAPTER_CONFIG_NAME, ADAPTERS_DIR_NAME, METRICS_NAME, TRAIN_JOB_OWNER_NAME
 from shared.errors import UserError
 from shared.job_store import JobNotFoundError, JobStore
-from shared.schemas import ACTIVE_STATES, JobRecord
+from shared.schemas import ACTIVE_STATES, JobRecord, utc_now
 from shared.storage import atomic_creator, file_lock, resolve_inside
 
 RELEASE_GRACE_S = 60.0
@@ -133,7 +133,7 @@ def claim_adapter_name(shared_dir: Path, name: str, job_id: str, *, tenant: str 
     with file_lock(adapters_dir / ".locks" / f"{name}.lock"):  # one gateway release-and-claim at a time
         owner = claim_owner(folder) if (folder / TRAIN_JOB_OWNER_NAME).is_file() else None
         record = _owner_record(shared_dir, owner) if owner not in (None, job_id) else None
-        if record is not None and _releasable(folder, record, datetime.now(UTC)):
+        if record is not None and _releasable(folder, record, utc_now()):
             if holds_unclaimed_files(folder):
                 # Moved away first (one rename), so the new job never sees half-deleted leftovers.
                 aside = adapters_dir / f".released-{name}-{uuid.uuid4().hex[:8]}"

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, computed_field
 
+from shared import clock
+
 JobKind = Literal["predict", "train", "synth", "leaderboard"]
 # queued: recorded, tasks not sent yet (the sweeper sends them if the gateway died first); dispatched: sent;
 # running: a worker started; assembling: every chunk done, one worker writes the submission; then terminal.
@@ -30,7 +32,9 @@ MAX_ROWS = 100_000_000
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """Now on the one clock every host shares (Redis' time, shared/clock.py): leases, sends and starts written here
+    are compared on other hosts."""
+    return datetime.fromtimestamp(clock.now(), UTC)
 
 
 class StrictModel(BaseModel):

@@ -9,11 +9,11 @@ routes jobs by it and the sweeper takes a chunk whose worker dropped out for dea
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 
 import redis
 
+from shared import clock
 from shared.settings import Settings
 
 PRESENCE_PREFIX = "arena:worker:"  # + the worker's name: its announcement, expiring
@@ -57,7 +57,7 @@ class Announcement:
 
 
 def announcement_body(queues: list[str], *, idle_since: float | None, identity: WorkerIdentity | None) -> str:
-    fields: dict = {"queues": sorted(queues), "seen": time.time(), "idle_since": idle_since}
+    fields: dict = {"queues": sorted(queues), "seen": clock.now(), "idle_since": idle_since}
     if identity is not None:
         fields["identity"] = asdict(identity)
     return json.dumps(fields)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import redis
 
+from shared import clock
 from shared.job_store import JobStore
 from shared.process_tree import descendants
 from shared.settings import Settings
@@ -80,7 +81,7 @@ class WorkerBackground:
         self.queues = sorted(queues)
         self.client = redis_client(settings)
         self.sweeper = Sweeper(settings, send=send, announcements=lambda: announcements(self.client, settings))
-        self.idle_since: float | None = time.time()  # set by the task signals (workers/celery_app.py)
+        self.idle_since: float | None = clock.now()  # set by the task signals (workers/celery_app.py)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = None
@@ -106,7 +107,7 @@ class WorkerBackground:
         self.idle_since = None
 
     def task_finished(self) -> None:
-        self.idle_since = time.time()
+        self.idle_since = clock.now()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -117,6 +118,7 @@ class WorkerBackground:
         """One heartbeat, and a sweep when one is due and this worker leads."""
         self.watchdog()
         try:
+            clock.sync(self.client)  # the offset to Redis' clock, fresh for this beat's times and the sweep
             announce(
                 self.client, self.settings, self.worker, self.queues, idle_since=self.idle_since,
                 identity=self.identity,
@@ -142,7 +144,7 @@ class WorkerBackground:
         """
         step = running_step()
         grace = self.settings.HARD_STOP_GRACE_S if step is None or step.grace_s is None else step.grace_s
-        if step is None or time.time() < step.deadline + grace:
+        if step is None or clock.now() < step.deadline + grace:
             return False
         if step.job_id is None:  # a score task: no job record to fail, the gateway stopped waiting long ago
             log.error(

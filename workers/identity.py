@@ -27,6 +27,7 @@ from pathlib import Path
 
 import redis
 
+from shared import clock as one_clock
 from shared.artifacts import JOBS_DIR_NAME
 from shared.settings import Settings
 from shared.storage import atomic_creator
@@ -166,7 +167,7 @@ def claim_worker_name(
         WorkerStartError: another live process announces itself under this name.
     """
     key = presence_key(settings, worker)
-    body = announcement_body(queues, idle_since=time.time(), identity=identity)
+    body = announcement_body(queues, idle_since=one_clock.now(), identity=identity)
     ttl_ms = int(settings.worker_gone_s * 1000)
     deadline = clock() + settings.worker_gone_s + settings.WORKER_HEARTBEAT_S
     first_seen: float | None = None
@@ -195,7 +196,7 @@ def claim_worker_name(
         if clock() > deadline:
             break
         sleep(min(1.0, settings.WORKER_HEARTBEAT_S / 2))
-    announce(client, settings, worker, queues, idle_since=time.time(), identity=identity)
+    announce(client, settings, worker, queues, idle_since=one_clock.now(), identity=identity)
 
 
 def _duplicate_message(worker: str, where: str) -> str:
@@ -241,6 +242,7 @@ def check_worker_start(
     give_up = time.monotonic() + redis_wait_s
     while True:
         try:
+            one_clock.sync(client)  # before the first announcement: its times are on Redis' clock
             warning = check_shared_storage(client, settings, worker=worker, storage=identity.storage)
             claim_worker_name(client, settings, worker=worker, queues=queues, identity=identity)
             return identity, warning

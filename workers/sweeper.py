@@ -26,12 +26,12 @@ read-modify-write of the record, so a worker finishing the same step meanwhile a
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared import clock as one_clock
 from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.names import LEADERBOARD_TASK, PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, SYNTH_TASK, TRAIN_TASK
@@ -67,7 +67,8 @@ class Sweeper:
         settings: SHARED_DIR, DISPATCH_GRACE_S, JOB_MAX_ATTEMPTS and the heartbeat are read.
         send: sends one task (raises when the broker is down; the record then still says "not sent").
         announcements: worker name → its announcement (queues, idle since), of the workers alive now.
-        clock: seconds since the epoch (tests pass their own).
+        clock: seconds since the epoch on the one clock every host writes records with (shared/clock.py: Redis'
+            time); tests pass their own.
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class Sweeper:
         *,
         send: Send,
         announcements: Callable[[], dict[str, Announcement]],
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = one_clock.now,
     ) -> None:
         self.settings = settings
         self.store = JobStore(settings.SHARED_DIR)

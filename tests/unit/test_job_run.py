@@ -1,7 +1,6 @@
 """JobRun: the one record / progress / cancel / deadline protocol of the predict, train and synth job steps."""
 
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -47,7 +46,7 @@ def test_past_its_deadline_a_chunk_fails_itself_and_the_job(settings, monkeypatc
         run.start(attempts=1)  # the job's first chunk: the job starts now, its deadline is 1 s away
         run.report(1, 4)
         started = time.time()
-        monkeypatch.setattr("workers.jobs.run.time", SimpleNamespace(time=lambda: started + 5))
+        monkeypatch.setattr("shared.clock.local_time", lambda: started + 5)
         with pytest.raises(JobCancelledError, match="longer than its time limit of 1s"):
             run.report(2, 4)
     record = store.read("c" * 32)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from shared import clock
 from shared.job_store import JobStore
 from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
@@ -81,7 +81,7 @@ def watched_task(*, task_id: str | None, time_limit_s: float) -> Iterator[Runnin
     never returns, since the solo pool ignores Celery's own time limits.
     """
     global _running_step
-    step = RunningStep(None, None, task_id, time.time() + time_limit_s, time_limit_s, grace_s=0.0)
+    step = RunningStep(None, None, task_id, clock.now() + time_limit_s, time_limit_s, grace_s=0.0)
     _running_step = step
     # The watchdog is a Python thread: a single C call that holds the GIL (a regex, a tokenizer) starves it. This
     # backstop is faulthandler's own C thread, which needs no GIL: it prints every thread's stack and exits the
@@ -276,7 +276,7 @@ class JobRun:
             else:
                 # A train or synth job: from this attempt's start, not the job's first started_at. Re-queued after
                 # its worker died (minutes or hours later) it would otherwise arrive past its deadline and fail.
-                self.deadline = time.time() + self.time_limit_s
+                self.deadline = clock.now() + self.time_limit_s
             global _running_step
             _running_step = RunningStep(self.job_id, self.chunk_index, self.task_id, self.deadline, self.time_limit_s)
         return self.record
@@ -331,7 +331,7 @@ class JobRun:
         if record.terminal:
             raise JobCancelledError(f"job {self.job_id} was {record.state} {self._where(record, progress)}")
         self._check_current(record)
-        if past_deadline_counts and self.deadline is not None and time.time() > self.deadline:
+        if past_deadline_counts and self.deadline is not None and clock.now() > self.deadline:
             reason = (
                 f"the job ran longer than its time limit of {self.time_limit_s}s and was stopped"
                 f" {self._where(record, progress)}; {self.deadline_hint}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from shared import clock
 from shared.arena_csv import ArenaDataset, Pair, clean_text, normalise_probabilities
 from shared.settings import Settings
 from workers.jobs.run import watched_task
@@ -18,7 +19,7 @@ def expired(payload: dict, *, now: float | None = None) -> dict | None:
     """The answer to a score request whose gateway stopped waiting (its `deadline`, epoch seconds, has passed),
     or None while it is still wanted. A request without a deadline (an older gateway) is always wanted."""
     deadline = payload.get("deadline")
-    now = time.time() if now is None else now
+    now = clock.now() if now is None else now
     if deadline is None or now <= float(deadline):
         return None
     return {"expired": True, "error": f"the gateway stopped waiting {now - float(deadline):.0f}s ago; not judged"}
