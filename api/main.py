@@ -18,6 +18,7 @@ from api.tenants import TenantDirectory
 from shared.celery_config import make_celery
 from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
+from shared.log_format import configure_root_logging, log_context, use_log_format
 from shared.settings import Settings, get_settings
 from shared.storage import ensure_layout
 from shared.worker_presence import redis_client
@@ -61,7 +62,8 @@ class ApiKeyGate:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["tenant"] = outcome  # read by require_api_key (request.state): once a request
-        await self.app(scope, receive, send)
+        with log_context(tenant=outcome.name):  # on each line the request logs, its access line included
+            await self.app(scope, receive, send)
 
 
 # Routes whose body is a dataset file (MAX_UPLOAD_BYTES); every other body gets MAX_REQUEST_BYTES.
@@ -120,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         MissingApiKeyError: neither API_KEY nor API_KEYS_FILE is set; the gateway never runs without a key.
     """
     settings = settings or get_settings()
+    configure_root_logging(settings.LOG_FORMAT)
+    use_log_format(settings.LOG_FORMAT, ("uvicorn", "uvicorn.access"))  # uvicorn's own handlers, set up already
     if not settings.API_KEY and settings.API_KEYS_FILE is None:
         raise MissingApiKeyError(
             "API_KEY is not set: export API_KEY=<a long random string> (scripts/stack.sh generates one for the"

@@ -251,6 +251,12 @@ class Settings(BaseSettings):
     BROKER_RESTORE_INTERVAL_S: int = Field(
         default=60, ge=1, description="How often idle workers look for tasks whose worker died (see above)."
     )
+    LOG_FORMAT: Literal["text", "json"] = Field(
+        default="text",
+        description="json: the gateway and the workers log one JSON object per line (time, level, logger, message,"
+        " exception) with job_id, chunk, tenant and worker on every line (null where unknown), for a log shipper."
+        " text: lines for people.",
+    )
     WORKER_METRICS_PORT: int = Field(
         default=0,
         ge=0,

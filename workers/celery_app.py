@@ -12,9 +12,24 @@ shared/celery_config.py, which the gateway's client shares.
 
 from __future__ import annotations
 
-from celery.signals import celeryd_init, task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_init,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 
 from shared.celery_config import make_celery
+from shared.log_format import (
+    configure_root_logging,
+    pop_log_fields,
+    push_log_fields,
+    set_process_log_fields,
+    use_log_format,
+)
 from shared.settings import get_settings
 from workers.common.hardware import prepare_process_environment
 
@@ -22,16 +37,31 @@ prepare_process_environment()  # before any task imports torch (OpenMP waits, th
 app = make_celery(get_settings(), include=("workers.tasks",))
 _background = None
 _identity = None
+_task_log_fields: dict[str, object] = {}  # task id -> what its task_prerun pushed, popped by its task_postrun
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def format_logs(logger, **_kwargs) -> None:
+    """LOG_FORMAT=json: Celery's handlers (the root's and the task logger's) write JSON lines."""
+    use_log_format(get_settings().LOG_FORMAT, (logger,))
 
 
 @celeryd_init.connect
-def check_start(sender, options=None, **_kwargs) -> None:
+def check_start(sender, instance=None, options=None, **_kwargs) -> None:
     """Refuse to start under a name another live worker uses, or on a SHARED_DIR that is not the shared one."""
     global _identity
     import logging
 
     from workers.identity import WorkerStartError, check_worker_start
 
+    set_process_log_fields(worker=str(sender))  # on every line, its heartbeat and sweeper threads' too
+    if get_settings().LOG_FORMAT == "json":
+        # What Celery says before its own logging starts (a warning when run as root) as JSON lines too; and no
+        # start banner (many lines of text), as with `celery -q`.
+        configure_root_logging("json")
+        if instance is not None:
+            instance.quiet = True
     queues = (options or {}).get("queues") or []
     queues = queues.split(",") if isinstance(queues, str) else list(queues)
     try:
@@ -62,15 +92,31 @@ def start_background(sender, **_kwargs) -> None:
 
 
 @task_prerun.connect
-def mark_busy(**_kwargs) -> None:
+def mark_busy(task_id=None, kwargs=None, **_kwargs) -> None:
     if _background is not None:
         _background.task_started()
+    # A job's task names its job and tenant on every line, Celery's own ("Task ... raised") included.
+    if kwargs and "job_id" in kwargs:
+        chunk = kwargs.get("chunk_index", kwargs.get("shard_index"))
+        _task_log_fields[task_id] = push_log_fields(job_id=kwargs["job_id"], chunk=chunk, tenant=_tenant_of(kwargs))
+
+
+def _tenant_of(kwargs: dict) -> str | None:
+    from shared.job_store import JobStore
+
+    try:
+        return JobStore(get_settings().SHARED_DIR).read(str(kwargs["job_id"])).tenant
+    except Exception:  # a deleted job or a malformed id: the task itself says so
+        return None
 
 
 @task_postrun.connect
-def mark_idle(**_kwargs) -> None:
+def mark_idle(task_id=None, **_kwargs) -> None:
     if _background is not None:
         _background.task_finished()
+    token = _task_log_fields.pop(task_id, None)
+    if token is not None:
+        pop_log_fields(token)
 
 
 @worker_shutdown.connect

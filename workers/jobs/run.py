@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shared import clock
 from shared.job_store import JobStore
+from shared.log_format import pop_log_fields, push_log_fields
 from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.settings import Settings
 from workers.common.hardware import cuda_peak_memory, reset_cuda_peak_memory
@@ -181,17 +182,31 @@ class JobRun:
         self.deadline: float | None = None
 
     def __enter__(self) -> JobRun:
-        self.record = self.store.read(self.job_id)
-        if self.record.terminal:
-            raise JobCancelledError(f"job {self.job_id} is already {self.record.state}")
-        self._check_current(self.record)
+        # Every line logged during the step names its job, chunk, tenant and worker (LOG_FORMAT=json).
+        self._log_fields = push_log_fields(job_id=self.job_id, chunk=self.chunk_index, worker=self.worker)
+        try:
+            self.record = self.store.read(self.job_id)
+            self._log_fields_with_tenant = push_log_fields(tenant=self.record.tenant)
+            if self.record.terminal:
+                raise JobCancelledError(f"job {self.job_id} is already {self.record.state}")
+            self._check_current(self.record)
+        except BaseException:
+            self._pop_log_fields()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
         global _running_step
         if _running_step is not None and _running_step.job_id == self.job_id:
             _running_step = None
+        self._pop_log_fields()
         return None
+
+    def _pop_log_fields(self) -> None:
+        for name in ("_log_fields_with_tenant", "_log_fields"):  # the inner one first
+            token = self.__dict__.pop(name, None)
+            if token is not None:
+                pop_log_fields(token)
 
     @property
     def params(self) -> dict:
