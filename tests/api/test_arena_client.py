@@ -253,3 +253,21 @@ def test_scripts_arena_remote_dispatches_to_the_client():
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "ARENA_URL": "http://127.0.0.1:9"},
     )  # fmt: skip
     assert result.returncode == 1 and "cannot connect to http://127.0.0.1:9" in result.stderr, result.stderr
+
+
+def test_train_sends_a_text_only_fit_and_passes_a_422_through(tmp_path):
+    bodies: list[dict] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/datasets":
+            return httpx.Response(201, json={"id": DATASET_ID, "rows": 2})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(422, json={"detail": "text_only: not supported by this server"})
+
+    recorder = Recorder(gateway)
+    (tmp_path / "labelled.csv").write_text("id\n")
+    err = io.StringIO()
+    argv = ["train", "--text-only", "--input", str(tmp_path / "labelled.csv"), "--adapter-name", "mine"]
+    code = main([*argv, "--include-shipped-data"], environ={}, make_client=recorder.make_client, err=err)
+    assert code == 2 and err.getvalue().endswith("arena remote train: 422: text_only: not supported by this server\n")
+    assert bodies == [{"dataset": DATASET_ID, "text_only": True, "adapter_name": "mine", "include_shipped_data": True}]
