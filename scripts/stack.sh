@@ -85,8 +85,46 @@ start() {  # name, command...
   say "started $name (pid $!, log $RUN_DIR/$name.log)"
 }
 
-redis_answers() {
-  "$PY_API" -c "import redis,sys; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()" "$REDIS_URL" 2>/dev/null
+redis_answers() {  # [url]
+  "$PY_API" -c "import redis,sys; redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()" "${1:-$REDIS_URL}" 2>/dev/null
+}
+
+secret_file() {  # path what: a random secret made once (mode 600), printed
+  if [ ! -s "$1" ]; then
+    (umask 077; "$PY_API" -c "import secrets; print(secrets.token_urlsafe(32))" >"$1")
+    say "generated $2 into $1"
+  fi
+  cat "$1"
+}
+
+with_password() {  # url password: the URL with the password, unless it carries one already
+  "$PY_API" -c "
+import sys
+from urllib.parse import quote, urlsplit, urlunsplit
+url, password = sys.argv[1:]
+parts = urlsplit(url)
+if parts.password is None:
+    parts = parts._replace(netloc=':' + quote(password, safe='') + '@' + parts.netloc.rpartition('@')[2])
+print(urlunsplit(parts))" "$1" "$2"
+}
+
+warn_without_persistence() {  # a reused Redis that loses queued tasks and announcements on restart
+  "$PY_API" -c "
+import redis, sys
+client = redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1, decode_responses=True)
+try:
+    aof = client.config_get('appendonly').get('appendonly')
+    save = client.config_get('save').get('save')
+except redis.RedisError as exc:
+    print(f'stack: could not read the Redis persistence settings ({type(exc).__name__}); make sure it persists')
+    sys.exit()
+if aof != 'yes' and not save:
+    print('stack: WARNING: the Redis at REDIS_URL has no persistence (appendonly no, save \"\"): a restart of it'
+          ' loses queued tasks (the sweeper sends them again, after DISPATCH_GRACE_S). Turn on appendonly yes')
+elif aof != 'yes':
+    print('stack: note: the Redis at REDIS_URL persists by snapshots only (save ' + save + '); appendonly yes'
+          ' loses less on a crash')
+" "$REDIS_URL" >&2 || true
 }
 
 port_free() {  # port
@@ -128,11 +166,23 @@ up() {
   fi
   export API_KEY
 
-  if redis_answers; then
-    say "using the Redis that answers at $REDIS_URL"
+  # Our own Redis requires a password generated once, like the API key; REDIS_URL carries it (redis://:PW@host).
+  local redis_password own_url
+  redis_password="$(secret_file "$RUN_DIR/redis_password" "a Redis password")"
+  own_url="$(with_password "$REDIS_URL" "$redis_password")"
+  if redis_answers "$own_url" && [ "$own_url" != "$REDIS_URL" ] && ! redis_answers; then
+    export REDIS_URL="$own_url"  # our own Redis of an earlier `make up`, still running
+    say "using this stack's own Redis at $(sed 's#//[^@]*@#//***@#' <<<"$REDIS_URL")"
+  elif redis_answers; then
+    say "using the Redis that answers at $(sed 's#//[^@]*@#//***@#' <<<"$REDIS_URL")"
+    warn_without_persistence
   elif command -v redis-server >/dev/null; then
     local port; port="$("$PY_API" -c "from urllib.parse import urlparse; import sys; print(urlparse(sys.argv[1]).port or 6379)" "$REDIS_URL")"
-    start redis redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly yes --dir "$RUN_DIR"
+    # The password in a config file of mode 600, never on the command line (ps shows that to every user).
+    (umask 077; echo "requirepass $redis_password" >"$RUN_DIR/redis.conf")
+    start redis redis-server "$RUN_DIR/redis.conf" --bind 127.0.0.1 --port "$port" --save "" --appendonly yes \
+      --dir "$RUN_DIR"
+    export REDIS_URL="$own_url"
     for _ in $(seq 50); do redis_answers && break; sleep 0.2; done
     redis_answers || { say "redis-server did not come up; see $RUN_DIR/redis.log"; exit 1; }
   else
@@ -182,7 +232,9 @@ up() {
     start api "$PY_API" -m uvicorn --factory api.main:create_app --host "$API_HOST" --port "$API_PORT" \
       "${UVICORN_LIMITS[@]}"
   fi
-  start flower "$PY_API" -m celery -A shared.celery_client flower --address=127.0.0.1 --port="$FLOWER_PORT"
+  # Flower shows every task's arguments and can revoke tasks: a login, even on 127.0.0.1 (Flower reads FLOWER_*).
+  FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-admin:$(secret_file "$RUN_DIR/flower_password" "Flower's password")}" \
+    start flower "$PY_API" -m celery -A shared.celery_client flower --address=127.0.0.1 --port="$FLOWER_PORT"
 
   say "waiting for the gateway and a worker (GET /readyz)"
   local deadline=$(( SECONDS + READY_TIMEOUT_S ))
@@ -194,7 +246,7 @@ up() {
     sleep 1
   done
   say "up: gateway http://$API_HOST:$API_PORT (docs /docs), Flower http://127.0.0.1:$FLOWER_PORT"
-  say "API key: export API_KEY=\$(cat $RUN_DIR/api_key)"
+  say "API key: export API_KEY=\$(cat $RUN_DIR/api_key); Flower's login: admin / \$(cat $RUN_DIR/flower_password)"
 }
 
 # From /proc (procps may be missing): state, parent, process group and session follow the command's name.

@@ -142,3 +142,25 @@ def test_the_storage_probe_passes_on_a_local_folder_and_names_what_fails(tmp_pat
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.raises(WorkerStartError, match="failed locking a file with flock: No locks available"):
         probe_shared_storage(tmp_path / "shared")
+
+
+def test_two_stacks_on_one_redis_do_not_cross_under_their_own_key_prefixes(client, settings, tmp_path):
+    """Two stacks, one Redis: each REDIS_KEY_PREFIX is a namespace (announcements, the storage id, Celery's keys),
+    so a second stack on its own SHARED_DIR starts beside the first; on the same prefix it is refused (above)."""
+    first = storage_id(settings.SHARED_DIR)
+    assert check_shared_storage(client, settings, worker="cpu@a", storage=first) is None
+    announce(client, settings, "cpu@a", ["cpu"], identity=identity(storage=first))
+    other = Settings(
+        SHARED_DIR=tmp_path / "other-stack", REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=f"other-{uuid.uuid4().hex}:",
+        WORKER_HEARTBEAT_S=1, _env_file=None,
+    )  # fmt: skip
+    try:
+        second = storage_id(other.SHARED_DIR)
+        assert second != first
+        assert check_shared_storage(client, other, worker="cpu@a", storage=second) is None  # not refused
+        assert announcements(client, other) == {}  # it does not see the first stack's worker
+        announce(client, other, "cpu@a", ["cpu"], identity=identity(storage=second))
+        assert announcements(client, settings)["cpu@a"].identity.storage == first  # nor the first the second's
+    finally:
+        for key in client.scan_iter(match=f"{other.REDIS_KEY_PREFIX}*"):
+            client.delete(key)
