@@ -233,11 +233,66 @@ def vllm_device_options(
     return options
 
 
+# How long closing an engine waits for its processes to be gone, after vLLM's own 5 s grace and SIGKILL.
+ENGINE_EXIT_WAIT_S = 30.0
+
+
 def shutdown_vllm(llm) -> None:
-    """Stop vLLM's engine process; without it the interpreter aborts at exit (rc 134)."""
+    """Stop vLLM's engine processes and wait until they are gone; without it the interpreter aborts at exit (rc 134).
+
+    vLLM's shutdown sends SIGTERM, then SIGKILL after 5 s, and returns without waiting: the engine core and its
+    worker could still be exiting, and on a GPU still hold their memory, when training or the next engine starts
+    (measured here: the engine core was still running when the next job began).
+    """
     engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if engine_core is not None:
-        engine_core.shutdown()
+    if engine_core is None:
+        return
+    processes = _engine_process_tree(engine_core)
+    engine_core.shutdown()
+    _wait_gone(processes, timeout_s=ENGINE_EXIT_WAIT_S)
+
+
+def _engine_process_tree(engine_core) -> list:
+    """psutil handles of the engine core processes and their descendants (vLLM's workers)."""
+    manager = getattr(getattr(engine_core, "resources", None), "engine_manager", None)
+    pids = [proc.pid for proc in getattr(manager, "processes", []) if proc.pid is not None]
+    if not pids:
+        return []
+    import psutil  # a vLLM dependency
+
+    tree = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            tree += [process, *process.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return tree
+
+
+def _wait_gone(processes: list, *, timeout_s: float) -> None:
+    """Wait until each process has exited (a zombie counts as gone: it holds no memory)."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for process in processes:
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except psutil.NoSuchProcess:
+                continue
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            log.warning(
+                "vLLM engine processes %s still running %.0f s after shutdown", [p.pid for p in alive], timeout_s
+            )
+            return
+        time.sleep(0.05)
 
 
 def _normalise(logprobs: np.ndarray) -> np.ndarray:
