@@ -206,7 +206,7 @@ def send_predict_job(celery: Celery, record: JobRecord) -> list[str]:
     The chunks wait on their device class's queue, and each worker consuming it takes the next one when it is free
     (prefetch 1, acknowledged after the task ran). The chunk that completes the set assembles the submission.
     Called after the record is stored: a gateway that dies before it leaves a `queued` record, which the workers'
-    sweeper sends (workers/sweeper.py).
+    sweeper sends (workers/sweeper/).
     """
     with celery.producer_or_acquire() as producer:  # one connection for every chunk of the job
         for chunk in record.chunks:

@@ -1,5 +1,5 @@
 """A worker's background thread: announce the worker in Redis every heartbeat and, when it holds the sweeper's
-lock, run the sweeper (workers/sweeper.py).
+lock, run the sweeper (workers/sweeper/).
 
 A thread, not a Celery task: a solo-pool worker busy with a chunk for an hour runs no other task, but its threads
 keep running (the judge's compute releases the GIL). Every worker runs one; a lock in Redis (expiring after three

@@ -1,63 +1,25 @@
-"""The sweeper: reconciles job records (the source of truth) with the queues, so that no job stays stuck.
-
-One pass over every unfinished record (no Celery in here: sending is a callable the caller provides):
-- **outbox**: a job recorded but never sent (the gateway died between the record and the send) is sent after
-  DISPATCH_GRACE_S, under the task ids the record holds, so a late send of the gateway's own counts once;
-- **dead or hung steps**: a running chunk, train or synth job whose worker stopped announcing itself
-  (WORKER_HEARTBEAT_S, gone after three missed beats), whose worker name announces another process instance than
-  the one that claimed it (restarted: gone at once), or whose lease (LEASE_S, renewed by every batch) expired is
-  re-queued under a fresh task id; the old delivery, should Redis hand it out again, is stale and stops at once.
-  After JOB_MAX_ATTEMPTS starts the job fails with the reason instead;
-- **stranded tasks**: a queued chunk or job whose queue no live worker consumes is sent again to one that does;
-  one whose queue has a worker idle for a whole grace period was lost (a Redis without persistence restarted)
-  and is sent again under the same id;
-- **assembly**: a predict job whose chunks all succeeded but whose assembler never ran or is gone (dead or restarted,
-  as above) gets an assembly task (claiming it again is safe: the claim is under the record's lock, files are
-  published once).
-
-- **retention** (at most once an hour): finished jobs RETENTION_DAYS after they finished are deleted (record,
-  files, Idempotency-Key), and datasets that old that no unfinished job reads.
-
-Unfinished jobs come from the index of active jobs (shared/job_store.py), not from every record ever written.
-Only one sweeper acts at a time (workers/background.py holds a lock in Redis); every change is a locked
-read-modify-write of the record, so a worker finishing the same step meanwhile always wins over the sweeper.
-"""
+"""The Sweeper: one reconciliation pass over the active jobs, and the actions it takes (see the package's docstring)."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared import clock as one_clock
-from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
-from shared.names import LEADERBOARD_TASK, PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK, SYNTH_TASK, TRAIN_TASK
+from shared.names import PREDICT_ASSEMBLE_TASK, PREDICT_CHUNK_TASK
 from shared.routing import job_queue
 from shared.schemas import ACTIVE_STATES, ChunkRecord, JobRecord
 from shared.settings import Settings
 from shared.worker_presence import Announcement
 from workers.jobs.run import fail_after_max_attempts
+from workers.sweeper.liveness import WorkerLiveness
+from workers.sweeper.messages import WHOLE_JOB_TASKS, Send, TaskMessage
+from workers.sweeper.retention import RETENTION_INTERVAL_S, delete_expired
 
 log = logging.getLogger(__name__)
-
-RETENTION_INTERVAL_S = 3600.0
-WHOLE_JOB_TASKS = {"train": TRAIN_TASK, "synth": SYNTH_TASK, "leaderboard": LEADERBOARD_TASK}
-
-
-@dataclass(frozen=True)
-class TaskMessage:
-    """One task to send: by name, to a queue, under a fixed id."""
-
-    name: str
-    kwargs: dict
-    queue: str
-    task_id: str
-
-
-Send = Callable[[TaskMessage], None]
 
 
 class Sweeper:
@@ -84,18 +46,15 @@ class Sweeper:
         self.send = send
         self.announcements = announcements
         self.clock = clock
-        # When each worker named by a record was first found missing; a worker counts as gone only after missing
-        # for worker_gone_s, so a Redis restart (which forgets every announcement) does not look like deaths.
-        self._missing_since: dict[str, float] = {}
+        self.liveness = WorkerLiveness(settings)
         self._unassembled: dict[str, float] = {}
         self._idle_queues: set[str] = set()
-        self._announced: dict[str, Announcement] = {}
         self._last_retention: float | None = None
 
     def sweep(self) -> list[str]:
         """One pass; returns what it did, one line per action (for the log and the tests)."""
         announced = self.announcements()
-        self._announced = announced
+        self.liveness.observe(announced)
         workers = {name: announcement.queues for name, announcement in announced.items()}
         now = self.clock()
         # Queues a worker has been idle on for a whole grace period: a task sent there and still not started was
@@ -106,9 +65,6 @@ class Sweeper:
             if announcement.idle_since is not None and now - announcement.idle_since >= self.settings.DISPATCH_GRACE_S
             for queue in announcement.queues
         }
-        for name in list(self._missing_since):
-            if name in workers:
-                del self._missing_since[name]
         live_queues = {queue for queues in workers.values() for queue in queues}
         actions: list[str] = []
         for record in self.store.active():
@@ -133,30 +89,7 @@ class Sweeper:
 
     def retain(self) -> list[str]:
         """Delete finished jobs and unused datasets older than RETENTION_DAYS; returns what it deleted."""
-        cutoff = self.clock() - self.settings.RETENTION_DAYS * 86400
-        actions = []
-        # A record is written last when its job ends, so its mtime is a cheap first filter: only records not
-        # touched since the cutoff are read at all.
-        for path in self.store.jobs_dir.glob("*.json"):
-            try:
-                if path.stat().st_mtime >= cutoff:
-                    continue
-                record = self.store.read(path.stem)
-            except (OSError, ValueError, KeyError):
-                continue
-            ended = record.finished_at or record.created_at
-            if record.terminal and ended.timestamp() < cutoff:
-                self.store.delete(record.id)
-                actions.append(
-                    f"job {record.id} ({record.kind}, {record.state}) deleted: finished over RETENTION_DAYS ago"
-                )
-        datasets = DatasetStore(self.settings.SHARED_DIR, max_bytes=self.settings.MAX_UPLOAD_BYTES)
-        in_use, _ = self.store.inputs_in_use()
-        for info in datasets.list():
-            if info.created_at.timestamp() < cutoff and info.id not in in_use:
-                datasets.delete(info.id)
-                actions.append(f"dataset {info.id} deleted: older than RETENTION_DAYS and no unfinished job reads it")
-        return actions
+        return delete_expired(self.settings, self.store, now=self.clock())
 
     # --- per record --------------------------------------------------------------------------------------
 
@@ -171,7 +104,7 @@ class Sweeper:
         queue = job_queue(workers, fallback=self.settings.FALLBACK_QUEUE)
         for chunk in record.chunks:
             if chunk.state == "running":
-                why = self._why_dead(chunk.worker, chunk.lease_until, chunk.worker_instance, workers=workers, now=now)
+                why = self.liveness.why_dead(chunk.worker, chunk.lease_until, chunk.worker_instance, now=now)
                 if why is not None:
                     actions.append(self._requeue_chunk(record.id, chunk.index, why, queue=queue))
             elif chunk.state == "queued":
@@ -190,7 +123,7 @@ class Sweeper:
         if record.terminal or not record.chunks or any(chunk.state != "succeeded" for chunk in record.chunks):
             return []
         if record.assembler is not None:
-            why = self._why_dead(record.assembler, None, record.assembler_instance, workers=workers, now=now)
+            why = self.liveness.why_dead(record.assembler, None, record.assembler_instance, now=now)
             if why is None:
                 return []
             cleared = False
@@ -220,7 +153,7 @@ class Sweeper:
                 return [self._send_whole_job(record, reason="its task was recorded but never sent")]
             return []
         if record.state == "running":
-            why = self._why_dead(record.worker, record.lease_until, record.worker_instance, workers=workers, now=now)
+            why = self.liveness.why_dead(record.worker, record.lease_until, record.worker_instance, now=now)
             if why is not None:
                 return [self._requeue_whole_job(record.id, why, workers=workers)]
         waited = (
@@ -296,28 +229,6 @@ class Sweeper:
         self.send(TaskMessage(WHOLE_JOB_TASKS[record.kind], {"job_id": record.id}, queue, record.task_ids[-1]))
         self.store.mark_sent(record.id, task_ids=[record.task_ids[-1]], at=self._now())
         return f"job {record.id}: sent to {queue}, {reason}" if reason else ""
-
-    # --- liveness ----------------------------------------------------------------------------------------
-
-    def _why_dead(
-        self, worker: str | None, lease_until: datetime | None, instance: str | None, *, workers, now: float
-    ) -> str | None:
-        """Why a step held by `worker` (process `instance`, when the claim recorded it) counts as dead now, or None
-        while it may still be running."""
-        if lease_until is not None and lease_until.timestamp() < now:
-            return f"its lease expired at {lease_until:%H:%M:%S} UTC (no progress for LEASE_S={self.settings.LEASE_S}s)"
-        announced = self._announced.get(worker) if worker is not None else None
-        if instance is not None and announced is not None and announced.identity is not None:
-            if announced.identity.instance != instance:
-                # The name is back, from another process (a restart loop, make down && make up, compose restart,
-                # OOM): no process holds the claim any more. Dead at once, not after worker_gone_s or the lease.
-                return f"its worker {worker} restarted (the process that claimed it is gone; a new one uses the name)"
-        if worker is None or worker in workers:
-            return None
-        missing_since = self._missing_since.setdefault(worker, now)
-        if now - missing_since >= self.settings.worker_gone_s:
-            return f"its worker {worker} stopped answering (no heartbeat for {self.settings.worker_gone_s:.0f}s)"
-        return None
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
