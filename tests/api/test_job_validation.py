@@ -394,3 +394,17 @@ def test_a_name_held_by_a_file_or_an_adapter_made_by_hand_is_409(client, setting
         response = client.post("/v1/jobs/train", json={"dataset": labelled, "adapter_name": name})
         assert_refused(response, 409, f"adapters/{name} exists already", "choose another adapter_name")
     assert client.get("/v1/jobs").json() == []
+
+
+def test_a_teacher_across_gpus_is_refused_at_submit_with_the_reason(settings, labelled):
+    # Every worker sees one GPU (one worker per GPU): a teacher split over several could never start its engine.
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.api.conftest import API_KEY
+
+    spread = settings.model_copy(update={"TEACHER_TENSOR_PARALLEL": 2})
+    with TestClient(create_app(spread), headers={"X-API-Key": API_KEY}) as client:
+        response = client.post("/v1/jobs/synth", json={"dataset": labelled})
+        assert_refused(response, 422, "TEACHER_TENSOR_PARALLEL=2", "one GPU", "set TEACHER_TENSOR_PARALLEL=1")
+        assert client.get("/v1/jobs").json() == []

@@ -82,3 +82,12 @@ def test_the_synth_teacher_honours_gpu_memory_utilization(monkeypatch):
     assert engine_config.gpu_memory_utilization == 0.42
     assert (engine_config.kind, engine_config.tensor_parallel_size, engine_config.seed) == ("vllm", 2, 7)
     assert engine_config.max_model_len == config.max_model_len
+
+
+def test_a_synth_job_on_a_worker_set_for_a_teacher_across_gpus_fails_with_the_reason(tmp_path):
+    from workers.jobs.synth import synth_config_from_params
+    from workers.synth.labelling import SynthError
+
+    settings = Settings(_env_file=None, SHARED_DIR=tmp_path, TEACHER_TENSOR_PARALLEL=2)
+    with pytest.raises(SynthError, match="every worker sees exactly one GPU.*set TEACHER_TENSOR_PARALLEL=1"):
+        synth_config_from_params(settings, {"dataset": "d" * 32}, job_id="j" * 32)

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 def synth_config_from_params(settings: Settings, params: dict, *, job_id: str) -> SynthConfig:
     """SynthConfig from a stored SynthJobRequest (shared/schemas.py, the one source of the synth defaults)."""
     request = SynthJobRequest.model_validate(params)
+    if settings.teacher_parallel_refusal:  # the gateway refuses it too; this worker's own settings may differ
+        raise SynthError(settings.teacher_parallel_refusal)
     try:
         teacher, _, _ = resolve_judge_files(settings.SHARED_DIR, settings.judge_model_path, model=request.teacher_model)
     except FileNotFoundError as exc:
