@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
@@ -83,19 +82,25 @@ class WorkerBackground:
         self.sweeper = Sweeper(settings, send=send, announcements=lambda: announcements(self.client, settings))
         self.idle_since: float | None = clock.now()  # set by the task signals (workers/celery_app.py)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._first_beat_done = threading.Event()  # the sweeper starts once this worker has announced itself
         self._lock = None
-        self._last_sweep = 0.0
         self._owner = uuid.uuid4().hex
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="arena-heartbeat", daemon=True)
-        self._thread.start()
+        # The sweep has a thread of its own: a long pass (many active jobs, a retention pass over old records)
+        # must never delay the heartbeat, or this worker would look gone and its own chunks be re-queued.
+        self._threads = [
+            threading.Thread(target=self._run, name="arena-heartbeat", daemon=True),
+            threading.Thread(target=self._run_sweeps, name="arena-sweeper", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         try:
             withdraw(self.client, self.settings, self.worker)
             if self._lock is not None:
@@ -112,10 +117,20 @@ class WorkerBackground:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.beat()
+            self._first_beat_done.set()
             self._stop.wait(self.settings.WORKER_HEARTBEAT_S)
 
+    def _run_sweeps(self) -> None:
+        interval = self.settings.SWEEP_INTERVAL_S
+        if not interval:
+            return
+        self._first_beat_done.wait()
+        while not self._stop.is_set():
+            self.sweep_if_leading()
+            self._stop.wait(interval)
+
     def beat(self) -> None:
-        """One heartbeat, and a sweep when one is due and this worker leads."""
+        """One heartbeat: the watchdog, the offset to Redis' clock, this worker's announcement."""
         self.watchdog()
         try:
             clock.sync(self.client)  # the offset to Redis' clock, fresh for this beat's times and the sweep
@@ -124,15 +139,24 @@ class WorkerBackground:
                 identity=self.identity,
             )  # fmt: skip
             HEARTBEATS.inc()
-            interval = self.settings.SWEEP_INTERVAL_S
-            if interval and time.monotonic() - self._last_sweep >= interval and self._lead():
-                self._last_sweep = time.monotonic()
-                self.sweeper.sweep()
-        except redis.RedisError as exc:  # Redis down: announce again once it is back, the lock will have expired
+        except redis.RedisError as exc:  # Redis down: announce again once it is back
             log.warning("heartbeat: Redis does not answer (%s); retrying", type(exc).__name__)
+        except Exception:
+            log.exception("heartbeat failed; retrying at the next beat")
+
+    def sweep_if_leading(self) -> bool:
+        """One sweep when this worker holds (or takes) the sweeper's lock; returns whether it swept."""
+        try:
+            if not self._lead():
+                return False
+            self.sweeper.sweep()
+            return True
+        except redis.RedisError as exc:  # Redis down: the lock will have expired by the time it is back
+            log.warning("sweeper: Redis does not answer (%s); retrying", type(exc).__name__)
             self._lock = None
         except Exception:
-            log.exception("heartbeat or sweep failed; retrying at the next beat")
+            log.exception("sweep failed; retrying at the next one")
+        return False
 
     def watchdog(self) -> bool:
         """Stop the worker hard when its step is still inside one batch HARD_STOP_GRACE_S past its time limit, or
