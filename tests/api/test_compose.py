@@ -141,23 +141,55 @@ def test_the_compose_v2_schema_catches_a_bad_key(tmp_path, compose):
 
 def test_services_and_profiles(compose):
     services = compose["services"]
-    assert set(services) >= {"redis", "api", "proxy", "worker-gpu0", "worker-gpu1", "worker-cpu", "flower"}
+    gpu_workers = {f"worker-gpu{index}" for index in range(8)}
+    assert set(services) >= {"redis", "api", "proxy", "worker-cpu", "flower"} | gpu_workers
     assert "--appendonly" in services["redis"]["command"] and "healthcheck" in services["redis"]
     assert services["api"]["environment"]["API_KEY"].startswith("${API_KEY:?")
-    for name in ("api", "flower", "worker-gpu0", "worker-gpu1", "worker-cpu"):
+    for name in ("api", "flower", "worker-cpu", *gpu_workers):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
     assert services["worker-cpu"]["profiles"] == ["cpu"]
-    for index in (0, 1):
+    # The profiles of docker-compose.worker.yml: gpuN starts workers 0..N-1, one per GPU, each seeing only its own.
+    worker_file = yaml.safe_load(WORKER_COMPOSE_FILE.read_text())["services"]
+    for index in range(8):
         worker = services[f"worker-gpu{index}"]
-        assert worker["profiles"] == ["gpu"]
-        assert worker["command"][-1] == f"gpu.{index}"
+        assert worker["profiles"] == worker_file[f"worker-gpu{index}"]["profiles"]
+        assert worker["command"][-1] == f"gpu.{index}" and worker["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
         [device] = worker["deploy"]["resources"]["reservations"]["devices"]
         assert device["device_ids"] == [str(index)] and device["capabilities"] == ["gpu"]
+    for profile, count in (("gpu1", 1), ("gpu2", 2), ("gpu4", 4), ("gpu8", 8)):
+        started = sorted(name for name, service in services.items() if profile in service.get("profiles", []))
+        assert started == [f"worker-gpu{index}" for index in range(count)], profile
     # Flower on this host only (an SSH tunnel reaches it), and never without a password.
     assert services["flower"]["ports"] == ["127.0.0.1:${FLOWER_PORT:-5555}:5555"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     for name in ("api", "worker-gpu0", "worker-cpu"):
         assert "shared:/shared" in services[name]["volumes"]
+
+
+ENGINE_SETTINGS = ("MODEL_PATH", "JUDGE_ENGINE", "JUDGE_DTYPE", "MAX_MODEL_LEN", "GPU_MEMORY_UTILIZATION")
+
+
+def test_a_dotenv_carries_the_model_and_engine_settings_into_every_worker(tmp_path, compose):
+    workers = [name for name in compose["services"] if name.startswith("worker-")]
+    for name in workers:
+        environment = compose["services"][name]["environment"]
+        for setting in ENGINE_SETTINGS:
+            default = Settings.model_fields[setting].default
+            assert environment[setting] == f"${{{setting}:-{'' if default is None else default}}}", (name, setting)
+    # compose reads .env beside the compose file; podman-compose interpolates it the same way.
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE.read_text().replace("../", str(REPO_ROOT) + "/"))
+    (tmp_path / ".env").write_text("MODEL_PATH=/shared/models/llama-3.1-8b\nGPU_MEMORY_UTILIZATION=0.7\n")
+    result = subprocess.run(
+        [compose_v2_tool("podman-compose"), "--dry-run", "-f", str(tmp_path / "docker-compose.yml"), "--profile",
+         "gpu2", "config"],
+        capture_output=True, text=True, cwd=tmp_path, env=without_api_key(API_KEY="k", FLOWER_BASIC_AUTH="admin:pw"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert sorted(name for name in services if name.startswith("worker-")) == ["worker-gpu0", "worker-gpu1"]
+    for name in ("worker-gpu0", "worker-gpu1"):
+        assert services[name]["environment"]["MODEL_PATH"] == "/shared/models/llama-3.1-8b", name
+        assert str(services[name]["environment"]["GPU_MEMORY_UTILIZATION"]) == "0.7", name
 
 
 def test_dockerfiles_and_start_scripts():
