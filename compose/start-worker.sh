@@ -4,6 +4,14 @@
 # on first start.
 set -euo pipefail
 QUEUE="${1:?usage: start-worker.sh gpu.N|cpu}"
+# A gpu.N worker that sees no GPU (no NVIDIA container toolkit, a device_ids beyond the host's GPUs) would take GPU
+# work and run it on the CPU, or fail each job: it stops here with the reason instead (probed through NVML,
+# without initialising CUDA).
+if [[ "$QUEUE" == gpu.* ]] && ! python -c 'import sys; from workers.common.hardware import cuda_available; sys.exit(not cuda_available())'; then
+  echo "start-worker: $QUEUE sees no GPU (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}): install the NVIDIA container" \
+    "toolkit, give the container a GPU (device_ids) that exists, or start a cpu worker instead" >&2
+  exit 1
+fi
 cd /app
 # Several workers start at once (--scale, a host with 8 GPUs, several hosts): one of them sets up the shared models
 # while the others wait on this lock (flock, which the shared storage must give across hosts), then find them done.
