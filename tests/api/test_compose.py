@@ -35,7 +35,9 @@ def compose_v2_tool(name: str) -> str:
 
 
 def without_api_key(**env: str) -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key != "API_KEY"} | env
+    """This process's environment without the required secrets, plus `env`; REDIS_PASSWORD is set unless given."""
+    base = {key: value for key, value in os.environ.items() if key not in ("API_KEY", "REDIS_PASSWORD")}
+    return base | {"REDIS_PASSWORD": "pw"} | env
 
 
 def run_config(compose_file: Path, **env: str) -> subprocess.CompletedProcess:
@@ -86,6 +88,12 @@ def test_compose_fails_fast_without_flower_credentials():
     result = run_config(COMPOSE_FILE, API_KEY="k")
     assert result.returncode != 0
     assert "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_compose_fails_fast_without_a_redis_password():
+    result = run_config(COMPOSE_FILE, API_KEY="k", FLOWER_BASIC_AUTH="admin:pw", REDIS_PASSWORD="")
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD" in result.stderr
 
 
 def test_flower_refuses_to_start_without_credentials(tmp_path):
@@ -143,7 +151,13 @@ def test_services_and_profiles(compose):
     services = compose["services"]
     gpu_workers = {f"worker-gpu{index}" for index in range(8)}
     assert set(services) >= {"redis", "api", "proxy", "worker-cpu", "flower"} | gpu_workers
-    assert "--appendonly" in services["redis"]["command"] and "healthcheck" in services["redis"]
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "healthcheck" in services["redis"]
+    # A password, from a file inside the container (never on a command line), and every client's URL carries it.
+    assert "requirepass" in redis_command and "$$REDIS_PASSWORD" in redis_command
+    assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
+    for name in ("api", "flower", "worker-cpu", "worker-gpu0"):
+        assert services[name]["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?"), name
     assert services["api"]["environment"]["API_KEY"].startswith("${API_KEY:?")
     for name in ("api", "flower", "worker-cpu", *gpu_workers):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
