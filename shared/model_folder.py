@@ -223,6 +223,26 @@ def resolve_base_model(shared_dir: Path, default_model_path: str, name: str | No
         raise ModelFolderError(f"{field}: {exc}") from None
 
 
+# Models that fuse projections (Phi-3: qkv_proj, gate_up_proj) have no q_proj or up_proj: a request for the usual
+# names means their fused module.
+FUSED_MODULES = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
+                 "up_proj": "gate_up_proj"}  # fmt: skip
+
+
+def fused_target_modules(target_modules: Sequence[str], modules: Iterable[str]) -> list[str]:
+    """`target_modules` with each entry the model lacks replaced by its fused module when the model has that one
+    (q_proj, k_proj, v_proj → qkv_proj; gate_proj, up_proj → gate_up_proj), duplicates dropped, order kept."""
+    modules = list(modules)
+    resolved: list[str] = []
+    for entry in target_modules:
+        fused = FUSED_MODULES.get(entry)
+        if fused is not None and not target_module_matches(entry, modules) and target_module_matches(fused, modules):
+            entry = fused
+        if entry not in resolved:
+            resolved.append(entry)
+    return resolved
+
+
 def target_module_matches(entry: str, modules: Iterable[str]) -> list[str]:
     """The modules a `target_modules` entry selects, as PEFT matches a list: the full name, or a dotted suffix."""
     return [module for module in modules if module == entry or module.endswith(f".{entry}")]
@@ -255,7 +275,7 @@ def check_lora_options(
     if model.modules is None:
         return
     top = range(layers - lora_top_layers, layers) if lora_top_layers is not None and layers is not None else None
-    for entry in target_modules:
+    for entry in fused_target_modules(target_modules, model.modules):
         if entry == ALL_LINEAR:
             raise ModelFolderError(
                 f"target_modules: {ALL_LINEAR!r} is not supported here; list the modules, e.g."

@@ -15,8 +15,10 @@ from workers.training.data import Rows
 from workers.training.precision import DeviceCapabilities, TrainingPlan, plan_training
 
 
-def _lora_config(config: TrainConfig, n_layers: int):
+def _lora_config(config: TrainConfig, n_layers: int, module_names: Sequence[str] = ()):
     from peft import LoraConfig, TaskType
+
+    from shared.model_folder import fused_target_modules
 
     layers = None
     if config.lora_top_layers is not None:
@@ -28,7 +30,7 @@ def _lora_config(config: TrainConfig, n_layers: int):
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
+        target_modules=fused_target_modules(config.target_modules, module_names),
         layers_to_transform=layers,
         modules_to_save=["score"],
     )
@@ -109,7 +111,8 @@ def prepare_lora_model(base, config: TrainConfig, plan: TrainingPlan):
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_options)
         base.enable_input_require_grads()
     try:
-        model = get_peft_model(base, _lora_config(config, base.config.num_hidden_layers))
+        module_names = [name for name, _ in base.named_modules()]
+        model = get_peft_model(base, _lora_config(config, base.config.num_hidden_layers, module_names))
     except ValueError as exc:
         raise TrainingError(f"LoRA settings do not fit this model ({exc}); check --target-modules") from None
     for parameter in model.parameters():
