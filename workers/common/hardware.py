@@ -50,6 +50,48 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+# NVML's return code for success; any other code (no driver, no such device) means "unknown".
+_NVML_SUCCESS = 0
+
+
+@functools.cache
+def cuda_compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of the first GPU this process sees, read through NVML so that CUDA is not initialised
+    (torch.cuda.get_device_capability would initialise it, see cuda_available); None without a GPU or a driver.
+
+    The first visible device: CUDA_VISIBLE_DEVICES' first entry (an index or a GPU-/MIG- UUID), else device 0.
+    """
+    import ctypes
+
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != _NVML_SUCCESS:
+        return None
+    try:
+        handle = ctypes.c_void_p()
+        first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+        if first.isdigit():
+            found = nvml.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(int(first)), ctypes.byref(handle))
+        else:
+            found = nvml.nvmlDeviceGetHandleByUUID(first.encode(), ctypes.byref(handle))
+        if found != _NVML_SUCCESS:
+            return None
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        if nvml.nvmlDeviceGetCudaComputeCapability(handle, ctypes.byref(major), ctypes.byref(minor)) != _NVML_SUCCESS:
+            return None
+        return major.value, minor.value
+    finally:
+        nvml.nvmlShutdown()
+
+
+def gpu_has_bf16(capability: tuple[int, int] | None) -> bool:
+    """bf16 in hardware from compute capability 8.0 (Ampere) on; a T4 (7.5) or V100 (7.0) takes fp16. Unknown
+    (NVML unreadable): assume a current card."""
+    return capability is None or capability >= (8, 0)
+
+
 @functools.cache
 def _cpu_flags() -> str:
     try:

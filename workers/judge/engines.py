@@ -22,7 +22,7 @@ import numpy as np
 from shared.artifacts import ADAPTER_CONFIG_NAME
 from shared.errors import UserError
 from shared.settings import Settings
-from workers.common.hardware import cpu_has_fast_bf16, cuda_available
+from workers.common.hardware import cpu_has_fast_bf16, cuda_available, cuda_compute_capability, gpu_has_bf16
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,8 @@ def load_tokenizer(model_path: str | Path):
 
 
 def resolve_dtype(dtype: str, *, device: str | None = None) -> str:
-    """The engine dtype for "auto": bf16 on a GPU or a CPU with bf16 hardware, else fp32; others as given.
+    """The engine dtype for "auto": bf16 on a GPU with bf16 hardware (compute capability 8.0+, read through NVML)
+    or a CPU with it; fp16 on an older GPU (a T4); else fp32. Others as given.
 
     Args:
         dtype: JUDGE_DTYPE.
@@ -166,8 +167,12 @@ def resolve_dtype(dtype: str, *, device: str | None = None) -> str:
                 "bfloat16 is emulated on this CPU (no AMX or AVX512-BF16) and runs several times slower than"
                 " float32; set JUDGE_DTYPE=auto or float32"
             )
+        if dtype == "bfloat16" and on_gpu and not gpu_has_bf16(cuda_compute_capability()):
+            log.warning("this GPU has no bf16 hardware (compute capability below 8.0); set JUDGE_DTYPE=auto (float16)")
         return dtype
-    return "bfloat16" if on_gpu or cpu_has_fast_bf16() else "float32"
+    if on_gpu:
+        return "bfloat16" if gpu_has_bf16(cuda_compute_capability()) else "float16"
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
 def usable_cores() -> list[int]:
