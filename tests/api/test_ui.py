@@ -50,8 +50,9 @@ def test_the_page_runs_no_inline_code_and_fetches_nothing_from_elsewhere(anonymo
     assert '<link rel="stylesheet" href="ui/style.css">' in html
     # The key's field has no name: even a form submitted without the script (refused anyway: form-action
     # 'none') could not put the key in a URL.
-    [key_input] = re.findall(r"<input\b[^>]*>", html)
-    assert 'type="password"' in key_input and "name=" not in key_input
+    inputs = re.findall(r"<input\b[^>]*>", html)
+    [key_input] = [field for field in inputs if 'id="api-key"' in field]
+    assert 'type="password"' in key_input and not [field for field in inputs if "name=" in field]
     for path in PAGE_FILES:
         body = anonymous.get(path).text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
         assert re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", body, flags=re.I) is None, path  # no CDN, no host
@@ -60,9 +61,13 @@ def test_the_page_runs_no_inline_code_and_fetches_nothing_from_elsewhere(anonymo
 def test_the_script_sends_the_key_in_a_header_only_and_inserts_text_not_html(anonymous):
     script = anonymous.get("/ui/app.js").text
     # Relative API paths (behind a proxy under any prefix); no leading slash, no host.
-    paths = re.findall(r"""api\(\s*[`"']([^`"']+)""", script)
-    assert paths and all(path.startswith("v1/") for path in paths), paths
-    assert "Authorization: `Bearer ${key}`" in script
+    # Reads (api), actions (request) and the upload (XMLHttpRequest.open).
+    paths = re.findall(r"""(?:api\(|request\("[A-Z]+",|\.open\("[A-Z]+",)\s*[`"']([^`"']+)""", script)
+    assert len(paths) > 10 and all(path.startswith("v1/") for path in paths), paths
+    assert "return `Bearer ${key}`;" in script  # one place makes the header's value...
+    assert script.count("authorization()") == 3  # ...used by fetch, by the upload, and defined once
+    assert "headers = { Authorization: authorization() }" in script
+    assert 'xhr.setRequestHeader("Authorization", authorization())' in script
     assert re.search(r"[?&](api_?key|key|token)=", script, flags=re.I) is None
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in script, sink

@@ -154,6 +154,25 @@ class Browser:
         for event in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=event, x=box["x"], y=box["y"], button="left", clickCount=1)
 
+    def choose_files(self, selector: str, paths: list[Path]) -> None:
+        """What a person's file picker does: the files go into the `<input type=file>`, which fires its change event."""
+        root = self.send("DOM.getDocument", depth=0)["root"]["nodeId"]
+        node = self.send("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        if not node:
+            raise BrowserError(f"nothing on the page matches {selector!r}")
+        self.send("DOM.setFileInputFiles", files=[str(path) for path in paths], nodeId=node)
+
+    def select(self, selector: str, value: str) -> None:
+        """Pick an option of a `<select>` as a person would (a headless browser draws no drop-down to click)."""
+        chosen = self.evaluate(
+            f"(() => {{ const node = document.querySelector({json.dumps(selector)});"
+            f" if (!node || ![...node.options].some((option) => option.value === {json.dumps(value)})) return false;"
+            f" node.value = {json.dumps(value)}; node.dispatchEvent(new Event('input', {{bubbles: true}}));"
+            " node.dispatchEvent(new Event('change', {bubbles: true})); return true; })()"
+        )
+        if not chosen:
+            raise BrowserError(f"{selector!r} has no option {value!r}")
+
     def allow_downloads(self, folder: Path) -> None:
         """Files the page offers for download are saved into `folder` under their own names."""
         folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -213,8 +214,9 @@ def test_a_person_follows_a_job_to_its_report_in_a_real_browser(served, browser,
     assert browser.evaluate("document.cookie") == "" and browser.evaluate("localStorage.length") == 0
     proxy_log = served.proxy_log.read_text(errors="replace")
     assert API_KEY not in proxy_log and API_KEY not in served.gateway_log.read_text(errors="replace")
-    for path in ("/ui", "/ui/app.js", "/ui/style.css", f"/v1/jobs/{job_id}"):
-        assert f'"GET {path} HTTP/1.1" 200' in proxy_log, path  # through the proxy, within its limits
+    # Through the proxy, within its limits (its log leaves out the successful polls: the job and the lists).
+    for path in ("/ui", "/ui/app.js", "/ui/style.css", f"/v1/jobs/{job_id}/artifacts/reliability.png"):
+        assert f'"GET {path} HTTP/1.1" 200' in proxy_log, path
     errors = [error for error in browser.console_errors if "status of 401" not in error]
     assert errors == [] and len(browser.console_errors) == 1  # the one 401: the wrong key typed first
 
@@ -223,3 +225,173 @@ def test_a_person_follows_a_job_to_its_report_in_a_real_browser(served, browser,
     browser.wait_for("!document.querySelector('#key-view').hidden")
     assert browser.evaluate("sessionStorage.length") == 0
     print(f"\nscreenshots: {list_shot} {report_shot} ({time.monotonic() - started:.1f} s in the browser)")
+
+
+def job_state(stack, job_id: str) -> str | None:
+    response = stack.client.get(f"/v1/jobs/{job_id}")
+    return response.json()["state"] if response.status_code == 200 else None
+
+
+def click_when_there(browser: Browser, selector: str) -> None:
+    """Click once the element is on the page: a row appears at the list's next poll after the action that made it."""
+    browser.wait_for(f"document.querySelector({json.dumps(selector)}) !== null")
+    browser.click(selector)
+
+
+def report_of(browser: Browser, job_id: str, *, timeout: float = 30) -> None:
+    """Wait until the page shows this job's report, finished: the previous report stays in the (hidden) view until
+    the hash change is handled, and it may say succeeded too."""
+    browser.wait_for(
+        f"location.hash === '#/jobs/{job_id}' && document.querySelector('#job-id').textContent === '{job_id}'"
+        " && !document.querySelector('#job-view').hidden"
+        " && document.querySelector('#job-summary').innerText.includes('succeeded')",
+        timeout=timeout,
+    )
+
+
+def started_job_id(browser: Browser, kind: str) -> str:
+    """The id of the job the page just started, from the link its message gives to the report."""
+    href = browser.wait_for(
+        f"(() => {{ const message = document.querySelector('#action-message');"
+        f" return message.innerText.startsWith('Started {kind} job') ? message.querySelector('a')?.hash : null; }})()"
+    )
+    return href.removeprefix("#/jobs/")
+
+
+def test_a_person_uploads_starts_cancels_and_deletes_from_the_page(served, browser, tmp_path):
+    stack = served.stack
+    started = time.monotonic()
+    # An adapter folder as a finished train job leaves it (config + metrics; no weights: nothing predicts with it
+    # here): the page offers it for predict jobs and deletes it. Training a real one would take minutes.
+    adapter = stack.settings.SHARED_DIR / "adapters" / "page-adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"task_type": "SEQ_CLS"}))
+    (adapter / "metrics.json").write_text(json.dumps({"validation": {"log_loss": 1.01, "rows": 12}}))
+    browser.open(served.url)
+    browser.wait_for("!document.querySelector('#key-view').hidden")
+    browser.type_into("#api-key", API_KEY)
+    browser.click("#key-form button")
+    browser.wait_for("!document.querySelector('#list-view').hidden")
+
+    # Upload through the file input: the progress bar fills, the page reports the rows and picks the new dataset.
+    rows = 6
+    csv_path = tmp_path / "from-the-page.csv"
+    csv_path.write_bytes(arena_csv_with_models(rows))
+    browser.choose_files("#upload-file", [csv_path])
+    browser.click("#upload-button")
+    assert (
+        browser.wait_for(
+            "document.querySelector('#upload-status').innerText.includes('rows')"
+            " && document.querySelector('#upload-status').innerText"
+        )
+        == f"from-the-page.csv: {rows} rows, labelled"
+    )
+    assert browser.evaluate(
+        "(() => { const bar = document.querySelector('#upload-progress'); return bar.value === bar.max; })()"
+    )
+    mine = [entry for entry in stack.client.get("/v1/datasets").json() if entry["name"] == "from-the-page.csv"]
+    assert len(mine) == 1 and mine[0]["rows"] == rows and mine[0]["labelled"]
+    dataset_id = mine[0]["id"]
+    assert browser.wait_for(f"document.querySelector('#job-dataset').value === '{dataset_id}'")
+    assert browser.wait_for(f"document.querySelector('tr[data-dataset=\"{dataset_id}\"]') !== null")
+
+    # A predict job with the default predictor (adapters come from GET /v1/adapters; none chosen here).
+    browser.select("#job-kind", "predict")
+    adapters = browser.wait_for(
+        "(() => { const names = [...document.querySelector('#job-adapter').options].map((option) => option.innerText);"
+        " return names.length > 1 ? names : null; })()"
+    )
+    assert adapters == ["default predictor", "page-adapter (lora)"]
+    browser.click("#job-submit")
+    predict_id = started_job_id(browser, "predict")
+    assert stack.client.get(f"/v1/jobs/{predict_id}").json()["params"]["dataset"] == dataset_id
+
+    # The dataset is read by that job: its delete (armed, then confirmed) is refused and the page says why.
+    click_when_there(browser, f'tr[data-dataset="{dataset_id}"] button[data-action="delete"]')
+    browser.wait_for(
+        f'document.querySelector(\'tr[data-dataset="{dataset_id}"] button[data-action="delete"]\')'
+        ".innerText === 'really delete?'"
+    )
+    browser.screenshot(SCREENSHOTS / "ui-actions.png")
+    browser.click(f'tr[data-dataset="{dataset_id}"] button[data-action="delete"]')
+    refused = browser.wait_for(
+        "document.querySelector('#action-message.error')?.innerText.includes('deleting dataset') "
+        "&& document.querySelector('#action-message').innerText"
+    )
+    assert "409" in refused and "unfinished job" in refused, refused
+    assert stack.client.get(f"/v1/datasets/{dataset_id}").status_code == 200
+
+    # A bad text fit is the API's 422, shown with its detail; a good one starts, is cancelled, then deleted.
+    browser.select("#job-kind", "text-fit")
+    assert browser.evaluate("!document.querySelector('#job-adapter-name').hidden")
+    browser.type_into("#job-adapter-name", "no spaces allowed")
+    browser.click("#job-submit")
+    invalid = browser.wait_for(
+        "document.querySelector('#action-message.error')?.innerText.includes('not started')"
+        " && document.querySelector('#action-message').innerText"
+    )
+    assert "422" in invalid and "adapter_name" in invalid, invalid
+    browser.evaluate("document.querySelector('#job-adapter-name').value = ''")
+    browser.type_into("#job-adapter-name", "from-the-page")
+    browser.click("#job-submit")
+    fit_id = started_job_id(browser, "train")
+    fit = stack.client.get(f"/v1/jobs/{fit_id}").json()
+    assert fit["params"]["text_only"] is True and fit["params"]["adapter_name"] == "from-the-page"
+    click_when_there(browser, f'tr[data-job="{fit_id}"] button[data-action="cancel"]')
+    browser.wait_for(f"document.querySelector('tr[data-job=\"{fit_id}\"]')?.dataset.state === 'cancelled'")
+    assert job_state(stack, fit_id) == "cancelled"
+    browser.click(f'tr[data-job="{fit_id}"] button[data-action="delete"]')
+    assert job_state(stack, fit_id) == "cancelled"  # one click only arms the button
+    browser.click(f'tr[data-job="{fit_id}"] button[data-action="delete"]')
+    browser.wait_for(f"document.querySelector('tr[data-job=\"{fit_id}\"]') === null")
+    assert job_state(stack, fit_id) is None
+
+    # The predict job runs to the end; its report has the page's own cancel hidden and its log loss shown.
+    click_when_there(browser, f'tr[data-job="{predict_id}"] a')
+    report_of(browser, predict_id, timeout=120)
+    assert browser.evaluate("document.querySelector('#job-cancel').hidden")
+    assert browser.wait_for("document.querySelector('[data-metric=\"log_loss\"] .card-value')?.innerText")
+
+    # A leaderboard of the human votes, started from the list, runs; deleted from its own report.
+    browser.click("a.brand")
+    browser.wait_for("!document.querySelector('#list-view').hidden")
+    browser.select("#job-kind", "leaderboard")
+    browser.select("#job-dataset", dataset_id)
+    browser.click("#job-submit")
+    board_id = started_job_id(browser, "leaderboard")
+    assert stack.wait_finished(board_id, timeout=60)["state"] == "succeeded"
+    click_when_there(browser, f'tr[data-job="{board_id}"] a')
+    report_of(browser, board_id)
+    browser.click("#job-delete")
+    assert browser.text("#job-delete") == "really delete?" and job_state(stack, board_id) == "succeeded"
+    browser.click("#job-delete")
+    browser.wait_for("location.hash === '#/' && !document.querySelector('#list-view').hidden")
+    assert job_state(stack, board_id) is None
+
+    # With no job reading it, the dataset goes after its confirmation.
+    browser.click(f'tr[data-dataset="{dataset_id}"] button[data-action="delete"]')
+    browser.click(f'tr[data-dataset="{dataset_id}"] button[data-action="delete"]')
+    browser.wait_for(f"document.querySelector('tr[data-dataset=\"{dataset_id}\"]') === null")
+    assert stack.client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+    assert "deleted" in browser.text("#action-message")
+
+    # So does the adapter, after its confirmation; the predict form no longer offers it.
+    browser.click('tr[data-adapter="page-adapter"] button[data-action="delete"]')
+    browser.click('tr[data-adapter="page-adapter"] button[data-action="delete"]')
+    browser.wait_for("document.querySelector('tr[data-adapter=\"page-adapter\"]') === null")
+    assert stack.client.get("/v1/adapters/page-adapter").status_code == 404 and not adapter.exists()
+    assert browser.evaluate("[...document.querySelector('#job-adapter').options].map((option) => option.value)") == [
+        ""
+    ] + [entry["name"] for entry in stack.client.get("/v1/adapters").json() if entry["complete"]]
+    shot = browser.screenshot(SCREENSHOTS / "ui-actions-done.png")
+
+    # The key was in no URL and no log; the console shows only the refusals the test asked for.
+    browser.evaluate("1")
+    requested = browser.requested_urls + browser.evaluate("performance.getEntries().map((entry) => entry.name)")
+    assert any(url.endswith("/v1/datasets") for url in requested)
+    assert not [url for url in requested if API_KEY in url]
+    assert API_KEY not in served.proxy_log.read_text(errors="replace")
+    assert API_KEY not in served.gateway_log.read_text(errors="replace")
+    errors = [error for error in browser.console_errors if not re.search(r"status of (409|422)", error)]
+    assert errors == [], errors
+    print(f"\nscreenshot: {shot} ({time.monotonic() - started:.1f} s in the browser)")

@@ -1,6 +1,8 @@
-// The results page: reads the gateway's REST API with the key the person typed (sessionStorage, this tab only),
-// sent as `Authorization: Bearer` and never in a URL. Every URL is relative (works behind the proxy, under any
-// prefix). Data goes into the page as text nodes only (textContent), never as HTML. Routes: #/ and #/jobs/<id>.
+// The results page: reads and drives the gateway's REST API with the key the person typed (sessionStorage, this tab
+// only), sent as `Authorization: Bearer` and never in a URL. Every URL is relative (works behind the proxy, under
+// any prefix). Data goes into the page as text nodes only (textContent), never as HTML. Routes: #/ and #/jobs/<id>.
+// It uploads datasets (XMLHttpRequest: the only browser API with upload progress), starts predict, text-fit and
+// leaderboard jobs, cancels, and deletes after a second click on the same button.
 "use strict";
 
 (() => {
@@ -16,40 +18,97 @@
   const LABEL_NAMES = { winner_model_a: "A wins", winner_model_b: "B wins", winner_tie: "tie" };
   // Figures of result shown elsewhere on the report than its cards.
   const NOT_A_CARD = new Set(["submission_path"]);
+  // A delete button's first click arms it ("really delete?"); a second click within this long deletes.
+  const CONFIRM_MS = 5000;
 
   const $ = (selector) => document.querySelector(selector);
   let generation = 0; // bumped on every route change: a poll of the previous view stops and renders nothing
   let timer = null;
   let objectUrls = [];
+  let pendingDatasetChoice = null; // a dataset just uploaded: chosen in the job form once the list holds it
   const datasetNames = new Map(); // dataset id -> its file name, from the last datasets list
+
+  const actionCells = new Map(); // "job:<id>", "dataset:<id>", "adapter:<name>" -> {signature, cell}: buttons survive the polls' redraws
 
   class AuthError extends Error {}
   class NotFoundError extends Error {}
 
   // --- the REST API ------------------------------------------------------------------------------------------
 
-  async function api(path, as = "json") {
+  function authorization() {
     const key = sessionStorage.getItem(KEY_STORAGE);
     if (!key) throw new AuthError("");
+    return `Bearer ${key}`;
+  }
+
+  // The API's `detail`: a sentence, or FastAPI's list of validation errors ({loc, msg}), as one line.
+  function detailText(detail) {
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail
+        .map((error) => {
+          if (!error || typeof error !== "object" || !("msg" in error)) return JSON.stringify(error);
+          const where = (Array.isArray(error.loc) ? error.loc : []).filter((part) => part !== "body").join(".");
+          return where ? `${where}: ${error.msg}` : String(error.msg);
+        })
+        .join("; ");
+    }
+    return JSON.stringify(detail);
+  }
+
+  function apiError(status, statusText, body) {
+    const detail = body && typeof body === "object" && "detail" in body ? detailText(body.detail) : statusText;
+    if (status === 401) return new AuthError("the gateway refused the key");
+    if (status === 404) return new NotFoundError(String(detail));
+    return new Error(`${status}: ${detail}`);
+  }
+
+  async function request(method, path, { json, as = "json" } = {}) {
+    const headers = { Authorization: authorization() };
+    if (json !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(path, {
-      headers: { Authorization: `Bearer ${key}` },
+      method,
+      headers,
+      body: json === undefined ? undefined : JSON.stringify(json),
       cache: "no-store",
       credentials: "omit",
     });
     if (!response.ok) {
-      let detail = response.statusText;
+      let body = null;
       try {
-        detail = (await response.json()).detail ?? detail;
+        body = await response.json();
       } catch {
-        // not JSON: keep the status text
+        // not JSON (e.g. the proxy's own page): the status text says it
       }
-      if (response.status === 401) throw new AuthError("the gateway refused the key");
-      if (response.status === 404) throw new NotFoundError(String(detail));
-      throw new Error(`${response.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+      throw apiError(response.status, response.statusText, body);
     }
+    if (response.status === 204) return null;
     if (as === "blob") return response.blob();
     if (as === "text") return response.text();
     return response.json();
+  }
+
+  const api = (path, as = "json") => request("GET", path, { as });
+
+  // POST /v1/datasets as multipart (field `file`), reporting (sent, total) bytes as the body goes out.
+  function uploadDataset(file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", "v1/datasets");
+      xhr.setRequestHeader("Authorization", authorization());
+      xhr.responseType = "json";
+      xhr.upload.addEventListener("progress", (event) => onProgress(event.loaded, event.lengthComputable ? event.total : file.size));
+      xhr.upload.addEventListener("load", () => onProgress(file.size, file.size));
+      xhr.addEventListener("load", () => {
+        if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
+        else reject(apiError(xhr.status, xhr.statusText, xhr.response));
+      });
+      // The proxy answers an over-size body before reading it and closes: the browser sees no answer at all.
+      xhr.addEventListener("error", () => reject(new Error("the upload did not reach the gateway (a file over the proxy's size cap is cut off)")));
+      const form = new FormData();
+      form.append("file", file, file.name);
+      xhr.send(form);
+    });
   }
 
   function artifactPath(jobId, name) {
@@ -147,6 +206,197 @@
     objectUrls = [];
   }
 
+  // --- actions: what the page asks the API to do ------------------------------------------------------------------
+
+  // The outcome of the last action, in both views; `link` (a job id) makes it a link to that job's report.
+  function say(text, { isError = false, jobId = null } = {}) {
+    const message = $("#action-message");
+    message.replaceChildren(text);
+    if (jobId) message.append(" ", el("a", { href: `#/jobs/${jobId}` }, el("code", {}, jobId)));
+    message.classList.toggle("error", isError);
+    message.hidden = !text;
+  }
+
+  // Runs one action; a refused key goes back to the key form, any other error is said with the API's detail.
+  async function act(button, failureText, work) {
+    if (button) button.disabled = true;
+    try {
+      await work();
+    } catch (error) {
+      if (error instanceof AuthError) forgetKey(error.message);
+      else say(`${failureText}: ${error.message}`, { isError: true });
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+
+  // A delete needs two clicks on the same button: the first arms it for CONFIRM_MS, the second runs `run`.
+  function confirmThen(button, run) {
+    if (button.dataset.armed !== "true") {
+      const label = button.textContent;
+      button.dataset.armed = "true";
+      button.textContent = "really delete?";
+      const disarm = () => {
+        delete button.dataset.armed;
+        button.textContent = label;
+      };
+      const timeout = setTimeout(disarm, CONFIRM_MS);
+      button.disarm = () => {
+        clearTimeout(timeout);
+        disarm();
+      };
+      return;
+    }
+    button.disarm();
+    run();
+  }
+
+  function cancelJob(button, jobId) {
+    return act(button, `cancelling job ${jobId.slice(0, 8)} failed`, async () => {
+      const job = await request("POST", `v1/jobs/${jobId}/cancel`);
+      say(`Job ${jobId.slice(0, 8)} is ${job.state}.`);
+      refresh();
+    });
+  }
+
+  function deleteJob(button, jobId, { afterwards = refresh } = {}) {
+    return act(button, `deleting job ${jobId.slice(0, 8)} failed`, async () => {
+      await request("DELETE", `v1/jobs/${jobId}`);
+      say(`Job ${jobId.slice(0, 8)} deleted, with its files.`);
+      afterwards();
+    });
+  }
+
+  function deleteDataset(button, dataset) {
+    return act(button, `deleting dataset ${dataset.name} failed`, async () => {
+      await request("DELETE", `v1/datasets/${encodeURIComponent(dataset.id)}`);
+      datasetNames.delete(dataset.id);
+      say(`Dataset ${dataset.name} (${dataset.id.slice(0, 8)}) deleted.`);
+      refresh();
+    });
+  }
+
+  function deleteAdapter(button, name) {
+    return act(button, `deleting adapter ${name} failed`, async () => {
+      await request("DELETE", `v1/adapters/${encodeURIComponent(name)}`);
+      say(`Adapter ${name} deleted.`);
+      refresh();
+    });
+  }
+
+  function actionButton(label, action, onClick, className) {
+    const button = el("button", { type: "button", class: className, data: { action } }, label);
+    button.addEventListener("click", () => onClick(button));
+    return button;
+  }
+
+  // The same cell (and buttons) while `signature` holds: a poll's redraw between a press and a release, or between
+  // the two clicks of a delete, would otherwise swallow the click or the armed state.
+  function actionCell(key, signature, build) {
+    const cached = actionCells.get(key);
+    if (cached && cached.signature === signature) return cached.cell;
+    const cell = el("td", { class: "actions-cell" }, ...build());
+    actionCells.set(key, { signature, cell });
+    return cell;
+  }
+
+  function jobActions(job) {
+    const running = !TERMINAL.has(job.state);
+    return actionCell(`job:${job.id}`, running ? "running" : "finished", () => [
+      running ? actionButton("Cancel", "cancel", (button) => cancelJob(button, job.id)) : null,
+      actionButton("Delete", "delete", (button) => confirmThen(button, () => deleteJob(button, job.id)), "danger"),
+    ]);
+  }
+
+  function datasetActions(dataset) {
+    return actionCell(`dataset:${dataset.id}`, "", () => [
+      actionButton("Delete", "delete", (button) => confirmThen(button, () => deleteDataset(button, dataset)), "danger"),
+    ]);
+  }
+
+  function adapterActions(adapter) {
+    return actionCell(`adapter:${adapter.name}`, "", () => [
+      actionButton("Delete", "delete", (button) => confirmThen(button, () => deleteAdapter(button, adapter.name)), "danger"),
+    ]);
+  }
+
+  // Keeps a select's choice across redraws (when that option is still there).
+  function fillSelect(select, options) {
+    const chosen = select.value;
+    select.replaceChildren(...options.map(([value, label]) => el("option", { value }, label)));
+    if (options.some(([value]) => value === chosen)) select.value = chosen;
+  }
+
+  function showJobFormFields() {
+    const kind = $("#job-kind").value;
+    for (const node of document.querySelectorAll("#job-form [data-for-kind]")) node.hidden = node.dataset.forKind !== kind;
+  }
+
+  // The request body of the job the form describes, and the route it goes to.
+  function jobRequest() {
+    const kind = $("#job-kind").value;
+    const dataset = $("#job-dataset").value;
+    if (kind === "predict") {
+      const adapter = $("#job-adapter").value;
+      return ["v1/jobs/predict", adapter ? { dataset, adapter } : { dataset }];
+    }
+    if (kind === "text-fit") {
+      const name = $("#job-adapter-name").value.trim();
+      return ["v1/jobs/train", name ? { dataset, text_only: true, adapter_name: name } : { dataset, text_only: true }];
+    }
+    return ["v1/jobs/leaderboard", { dataset }];
+  }
+
+  async function submitJob(event) {
+    event.preventDefault();
+    const status = $("#job-form-status");
+    if (!$("#job-dataset").value) {
+      status.textContent = "Upload a dataset first.";
+      return;
+    }
+    const [path, body] = jobRequest();
+    status.textContent = "starting…";
+    await act($("#job-submit"), "the job was not started", async () => {
+      const created = await request("POST", path, { json: body });
+      say(`Started ${created.kind} job`, { jobId: created.job_id });
+      refresh();
+    });
+    status.textContent = "";
+  }
+
+  async function submitUpload(event) {
+    event.preventDefault();
+    const file = $("#upload-file").files[0];
+    const bar = $("#upload-progress");
+    const status = $("#upload-status");
+    if (!file) {
+      status.textContent = "Choose a CSV file first.";
+      return;
+    }
+    bar.max = Math.max(file.size, 1);
+    bar.value = 0;
+    status.classList.remove("error");
+    await act($("#upload-button"), `uploading ${file.name} failed`, async () => {
+      try {
+        const dataset = await uploadDataset(file, (sent, total) => {
+          bar.max = Math.max(total, 1);
+          bar.value = Math.min(sent, bar.max);
+          status.textContent = sent < total ? `${bytes(sent)} of ${bytes(total)} sent` : `${bytes(total)} sent; the gateway checks it…`;
+        });
+        status.textContent = `${dataset.name}: ${count(dataset.rows)} rows${dataset.labelled ? ", labelled" : ""}`;
+        datasetNames.set(dataset.id, dataset.name);
+        $("#upload-file").value = "";
+        pendingDatasetChoice = dataset.id; // the next job most likely runs on what was just uploaded
+        say(`Uploaded ${dataset.name} as dataset ${dataset.id.slice(0, 8)}.`);
+        refresh();
+      } catch (error) {
+        status.textContent = "not uploaded";
+        status.classList.add("error");
+        throw error;
+      }
+    });
+  }
+
   // --- polling -------------------------------------------------------------------------------------------------
 
   // Runs `step(alive)` now and every `intervalMs` while it returns true and the route has not changed.
@@ -195,6 +445,7 @@
       el("td", {}, when(job.created_at)),
       el("td", {}, duration(runSeconds(job))),
       el("td", {}, number(job.result?.log_loss)),
+      jobActions(job),
     );
   }
 
@@ -212,21 +463,34 @@
     for (const dataset of datasets) datasetNames.set(dataset.id, dataset.name);
     $("#datasets-empty").hidden = datasets.length > 0;
     $("#datasets tbody").replaceChildren(
-      ...datasets.map((dataset) =>
-        row(el("code", { title: dataset.id }, dataset.id.slice(0, 8)), dataset.name, count(dataset.rows),
-          dataset.labelled ? "yes" : "no", bytes(dataset.bytes), when(dataset.created_at)),
-      ),
+      ...datasets.map((dataset) => {
+        const tr = row(el("code", { title: dataset.id }, dataset.id.slice(0, 8)), dataset.name, count(dataset.rows),
+          dataset.labelled ? "yes" : "no", bytes(dataset.bytes), when(dataset.created_at), datasetActions(dataset));
+        tr.dataset.dataset = dataset.id;
+        return tr;
+      }),
     );
+    const select = $("#job-dataset");
+    fillSelect(select, datasets.map((dataset) => [dataset.id,
+      `${dataset.name} · ${count(dataset.rows)} rows${dataset.labelled ? ", labelled" : ""} · ${dataset.id.slice(0, 8)}`]));
+    if (pendingDatasetChoice && datasets.some((dataset) => dataset.id === pendingDatasetChoice)) {
+      select.value = pendingDatasetChoice;
+      pendingDatasetChoice = null;
+    }
   }
 
   function renderAdapters(adapters) {
     $("#adapters-empty").hidden = adapters.length > 0;
+    fillSelect($("#job-adapter"), [["", "default predictor"],
+      ...adapters.filter((adapter) => adapter.complete).map((adapter) => [adapter.name, `${adapter.name} (${adapter.kind})`])]);
     $("#adapters tbody").replaceChildren(
-      ...adapters.map((adapter) =>
-        row(adapter.name, adapter.kind, adapter.base_model, adapter.complete ? "yes" : "training",
+      ...adapters.map((adapter) => {
+        const tr = row(adapter.name, adapter.kind, adapter.base_model, adapter.complete ? "yes" : "training",
           number(adapter.val_log_loss), number(adapter.calibrated_val_log_loss), count(adapter.val_rows),
-          when(adapter.modified_at)),
-      ),
+          when(adapter.modified_at), adapterActions(adapter));
+        tr.dataset.adapter = adapter.name;
+        return tr;
+      }),
     );
   }
 
@@ -281,6 +545,7 @@
     $("#job-progress-text").textContent = `${count(done)} / ${count(total)}${percent}`;
     $("#job-error").hidden = !job.error;
     $("#job-error").textContent = job.error ?? "";
+    $("#job-cancel").hidden = TERMINAL.has(job.state);
   }
 
   function renderChunks(job) {
@@ -454,6 +719,8 @@
   function showJob(jobId) {
     show("#job-view");
     $("#job-id").textContent = jobId;
+    $("#job-cancel").hidden = true;
+    $("#job-delete").disarm?.();
     for (const id of ["#job-metrics", "#job-per-source", "#job-confusion", "#job-leaderboard", "#job-figures", "#job-workers"]) {
       $(id).hidden = true;
     }
@@ -507,8 +774,15 @@
   function forgetKey(reason = "") {
     $("#tenant").textContent = "";
     sessionStorage.removeItem(KEY_STORAGE);
+    say("");
+    actionCells.clear();
     route();
     $("#key-error").textContent = reason ? `${reason}; enter it again.` : "";
+  }
+
+  // Redraws the view now (after an action); the action's message stays.
+  function refresh() {
+    route();
   }
 
   function route() {
@@ -546,6 +820,16 @@
     route();
   });
   $("#forget-key").addEventListener("click", () => forgetKey());
+  $("#upload-form").addEventListener("submit", submitUpload);
+  $("#job-form").addEventListener("submit", submitJob);
+  $("#job-kind").addEventListener("change", showJobFormFields);
+  showJobFormFields();
+  $("#job-cancel").addEventListener("click", (event) => cancelJob(event.currentTarget, $("#job-id").textContent));
+  $("#job-delete").addEventListener("click", (event) => {
+    const button = event.currentTarget;
+    const jobId = $("#job-id").textContent;
+    confirmThen(button, () => deleteJob(button, jobId, { afterwards: () => (location.hash = "#/") }));
+  });
   window.addEventListener("hashchange", route);
   route();
 })();
