@@ -131,11 +131,14 @@ port_free() {  # port
   ! "$PY_API" -c "import socket,sys; s=socket.socket(); s.settimeout(0.5); sys.exit(0 if s.connect_ex(('127.0.0.1', int(sys.argv[1]))) == 0 else 1)" "$1"
 }
 
+# The GPUs (or MIG instances) this host's workers get, as CUDA_VISIBLE_DEVICES names them (scripts/gpu_devices.sh).
+mapfile -t GPU_DEVICES < <("$ROOT/scripts/gpu_devices.sh")
+
 worker_queues() {
   if [ -n "${STACK_WORKERS:-}" ]; then
     echo "$STACK_WORKERS"
-  elif command -v nvidia-smi >/dev/null && [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -gt 0 ]; then
-    seq 0 $(( $(nvidia-smi -L | wc -l) - 1 )) | sed 's/^/gpu./' | tr '\n' ' '
+  elif [ "${#GPU_DEVICES[@]}" -gt 0 ]; then
+    seq 0 $(( ${#GPU_DEVICES[@]} - 1 )) | sed 's/^/gpu./' | tr '\n' ' '
   else
     echo cpu
   fi
@@ -203,7 +206,9 @@ up() {
   for queue in $all_queues; do
     case "$queue" in
       cpu) index=""; consumes=cpu ;;
-      gpu.[0-9]*) index="${queue#gpu.}"; consumes="$queue,gpu" ;;  # its own GPU's queue and the shared one
+      # Its own GPU's queue and the shared one; pinned to the Nth device found (a MIG instance's UUID, or a GPU
+      # index), or to index N when none was found (STACK_WORKERS' CPU stand-ins).
+      gpu.[0-9]*) index="${queue#gpu.}"; index="${GPU_DEVICES[$index]:-$index}"; consumes="$queue,gpu" ;;
       *) say "STACK_WORKERS: '$queue' is not a queue; use cpu or gpu.N (e.g. STACK_WORKERS=\"cpu cpu\")"; exit 2 ;;
     esac
     # Names are unique per host: a queue listed more than once gets -1, -2, ... (STACK_WORKERS="cpu cpu cpu").
