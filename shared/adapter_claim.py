@@ -156,3 +156,28 @@ def release_adapter_name(shared_dir: Path, name: str, job_id: str) -> None:
             (folder / TRAIN_JOB_OWNER_NAME).unlink()
         with contextlib.suppress(OSError):
             folder.rmdir()
+
+
+def discard_unfinished_adapter(shared_dir: Path, record: JobRecord) -> bool:
+    """Remove adapters/<name>/ of a train job that is being deleted, when that job claimed it and finished nothing
+    there (a claim, checkpoints): with its record gone the folder would stay listed as training and its name taken
+    for good. A finished adapter outlives its job (DELETE /v1/adapters/{name} removes it). Returns whether it did.
+    """
+    if record.kind != "train":
+        return False
+    name = record.params.get("adapter_name") or record.id
+    adapters_dir = Path(shared_dir) / ADAPTERS_DIR_NAME
+    try:
+        folder = resolve_inside(adapters_dir, name)
+    except ValueError:
+        return False
+    with file_lock(adapters_dir / ".locks" / f"{name}.lock"):
+        if not folder.is_dir() or claim_owner(folder) != record.id:
+            return False
+        if any((folder / marker).exists() for marker in FINISHED_MARKERS):
+            return False
+        # One rename first, so a listing or a new claim never sees a half-deleted folder.
+        aside = adapters_dir / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
+        folder.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        return True

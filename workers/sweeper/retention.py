@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.adapter_claim import discard_unfinished_adapter
 from shared.dataset_store import DatasetStore
 from shared.job_store import JobStore
 from shared.settings import Settings
@@ -25,6 +26,7 @@ def delete_expired(settings: Settings, store: JobStore, *, now: float) -> list[s
             continue
         ended = record.finished_at or record.created_at
         if record.terminal and ended.timestamp() < cutoff:
+            discard_unfinished_adapter(settings.SHARED_DIR, record)  # a finished adapter outlives its job
             store.delete(record.id)
             actions.append(f"job {record.id} ({record.kind}, {record.state}) deleted: finished over RETENTION_DAYS ago")
     datasets = DatasetStore(settings.SHARED_DIR, max_bytes=settings.MAX_UPLOAD_BYTES)
