@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from shared.storage import redact_host_paths
 
@@ -86,6 +87,21 @@ def _public_detail(detail, settings):
     return clip(detail, DETAIL_BYTES)
 
 
+def allowed_methods(request: Request) -> str | None:
+    """Every documented method of the request's path, for a 405's Allow header; None for an undocumented path.
+
+    Starlette's own 405 names the methods of the first route whose path matched: with GET and DELETE as two routes
+    on one path, its Allow said GET only (RFC 9110 asks for all of them). Literal paths first, as the router's
+    (/v1/jobs/predict is not /v1/jobs/{job_id}).
+    """
+    paths = request.app.openapi()["paths"]
+    for template in sorted(paths, key=lambda path: (path.count("{"), -len(path))):
+        if compile_path(template)[0].match(request.scope["path"]):
+            methods = {method.upper() for method in paths[template]}
+            return ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))  # Starlette serves HEAD
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """The app's handlers for invalid requests (422), HTTP errors (routes, FastAPI, Starlette) and any other
     exception (500)."""
@@ -102,7 +118,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if not is_body_allowed_for_status_code(exc.status_code):
             return Response(status_code=exc.status_code, headers=exc.headers)
         detail = _public_detail(exc.detail, getattr(request.app.state, "settings", None))
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and (allowed := allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allowed}
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def hide_internal_errors(request: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,7 @@ from api.dispatch import ScoreCapacity, WorkerDirectory
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyStore
 from api.metrics import GatewayMetrics, MetricsMiddleware
+from api.openapi import install_openapi
 from api.routes.main import api_router
 from api.tenants import TenantDirectory
 from shared.celery_config import make_celery
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Pairwise preference judge (A / B / tie) as jobs: upload a Kaggle arena CSV, predict, download.",
         version="0.1.0",
     )
+    install_openapi(app)  # one error shape in the document (api/openapi.py)
     celery = make_celery(settings, name="arena-gateway")
     app.state.settings = settings
     app.state.celery = celery

@@ -29,16 +29,20 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if cursor is None:
         return None
     match = _CURSOR.match(cursor)
+    hint = "not a cursor; pass the X-Next-Cursor header of the previous page unchanged"
     if match is None:
-        raise ValueError("not a cursor; pass the X-Next-Cursor header of the previous page unchanged")
-    return EPOCH + timedelta(microseconds=int(match.group(1), 16)), match.group(2)
+        raise ValueError(hint)
+    try:
+        return EPOCH + timedelta(microseconds=int(match.group(1), 16)), match.group(2)
+    except OverflowError:  # 16 hex digits hold more microseconds than a datetime reaches (year 9999)
+        raise ValueError(hint) from None
 
 
 PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Items per page (at most {MAX_PAGE}).")]
 # One query value, validated into a position (created_at, id) before the route runs.
 PageAfter = Annotated[
     str | None,
-    Query(description="The X-Next-Cursor header of the previous page."),
+    Query(description="The X-Next-Cursor header of the previous page.", pattern=_CURSOR.pattern, max_length=49),
     AfterValidator(decode_cursor),
 ]
 

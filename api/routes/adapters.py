@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from api.deps import JobStoreDep, SettingsDep, TenantDep
+from api.openapi import ITEM_CHANGE_RESPONSES, ITEM_RESPONSES
 from shared.adapter_store import AdapterNotFoundError, list_adapters, read_adapter
 from shared.artifacts import ADAPTERS_DIR_NAME
 from shared.schemas import NAME_PATTERN, AdapterInfo
@@ -23,7 +24,7 @@ def read_adapters(settings: SettingsDep, tenant: TenantDep) -> list[AdapterInfo]
     return [info for info in list_adapters(settings.SHARED_DIR) if tenant.owns(info.tenant)]
 
 
-@router.get("/{name}", response_model=AdapterInfo)
+@router.get("/{name}", response_model=AdapterInfo, responses=ITEM_RESPONSES)
 def read_adapter_info(name: AdapterName, settings: SettingsDep, tenant: TenantDep) -> AdapterInfo:
     try:
         info = read_adapter(settings.SHARED_DIR, name)
@@ -34,7 +35,7 @@ def read_adapter_info(name: AdapterName, settings: SettingsDep, tenant: TenantDe
     return info
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=ITEM_CHANGE_RESPONSES)
 def delete_adapter(name: AdapterName, settings: SettingsDep, jobs: JobStoreDep, tenant: TenantDep) -> Response:
     """Delete an adapter folder; 409 while an unfinished job trains it or predicts with it."""
     read_adapter_info(name, settings, tenant)  # 404 when missing or another tenant's

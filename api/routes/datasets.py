@@ -3,21 +3,23 @@
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Path, Request, Response, UploadFile, status
 
 from api.deps import DatasetStoreDep, FreeSpaceDep, JobStoreDep, TenantDep
+from api.openapi import ITEM_CHANGE_RESPONSES, ITEM_RESPONSES, PAGE_HEADERS, UPLOAD_RESPONSES
 from api.paging import PageAfter, PageLimit, page_headers
 from api.routes.jobs import read_own_dataset
 from shared.dataset_store import UploadsBusyError, UploadTooLargeError
-from shared.schemas import DatasetInfo
+from shared.schemas import ID_PATTERN, DatasetInfo
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 # An upload at the caps validates in a few seconds: a refused one may come back after this long.
 UPLOAD_RETRY_AFTER_S = 5
+DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset id (32 hex digits).")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetInfo, responses=UPLOAD_RESPONSES)
 def create_dataset(
     file: UploadFile, datasets: DatasetStoreDep, tenant: TenantDep, _free_space: Annotated[None, FreeSpaceDep]
 ) -> DatasetInfo:
@@ -41,7 +43,7 @@ def create_dataset(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"not a Kaggle arena CSV: {exc}") from None
 
 
-@router.get("", response_model=list[DatasetInfo])
+@router.get("", response_model=list[DatasetInfo], responses=PAGE_HEADERS)
 def read_datasets(
     datasets: DatasetStoreDep,
     tenant: TenantDep,
@@ -57,8 +59,8 @@ def read_datasets(
     return page[:limit]
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: str, datasets: DatasetStoreDep, jobs: JobStoreDep, tenant: TenantDep) -> Response:
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ITEM_CHANGE_RESPONSES)
+def delete_dataset(dataset_id: DatasetId, datasets: DatasetStoreDep, jobs: JobStoreDep, tenant: TenantDep) -> Response:
     """Delete a dataset; 409 while an unfinished job reads it (cancel or delete that job first)."""
     read_own_dataset(datasets, dataset_id, tenant)
     in_use, _ = jobs.inputs_in_use()
@@ -73,6 +75,6 @@ def delete_dataset(dataset_id: str, datasets: DatasetStoreDep, jobs: JobStoreDep
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{dataset_id}", response_model=DatasetInfo)
-def read_dataset(dataset_id: str, datasets: DatasetStoreDep, tenant: TenantDep) -> DatasetInfo:
+@router.get("/{dataset_id}", response_model=DatasetInfo, responses=ITEM_RESPONSES)
+def read_dataset(dataset_id: DatasetId, datasets: DatasetStoreDep, tenant: TenantDep) -> DatasetInfo:
     return read_own_dataset(datasets, dataset_id, tenant)

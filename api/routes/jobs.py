@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from api.deps import (
     CeleryDep,
@@ -25,7 +26,8 @@ from api.dispatch import (
     send_placeholder_job,
     send_predict_job,
 )
-from api.idempotency import IdempotencyConflictError, IdempotencyKeyError
+from api.idempotency import KEY_PATTERN, IdempotencyConflictError, IdempotencyKeyError
+from api.openapi import CREATE_JOB_RESPONSES, ITEM_CHANGE_RESPONSES, ITEM_RESPONSES, PAGE_HEADERS
 from api.paging import PageAfter, PageLimit, page_headers
 from api.tenants import Tenant
 from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, claim_tenant, release_adapter_name
@@ -61,10 +63,24 @@ from shared.storage import (
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="A job id (32 hex digits).")]
+# The create routes' names: GET and DELETE /jobs/{job_id} never take one for a job id, so that GET /v1/jobs/predict is
+# a 405 naming POST (Starlette prefers a route whose path matches over one whose path and method would) rather than
+# a 422 for a malformed id. Any other malformed id still reaches the route and its pattern (422).
+CREATE_JOB_PATHS = ("predict", "train", "leaderboard", "synth")
+
+
+class JobIdConvertor(StringConvertor):
+    regex = f"(?!(?:{'|'.join(CREATE_JOB_PATHS)})$)[^/]+"
+
+
+register_url_convertor("job_id", JobIdConvertor())
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        pattern=KEY_PATTERN.pattern,
+        min_length=1,
+        max_length=255,
         description="Any unique value (e.g. a UUID): repeating the request with the same key returns the job it"
         " created (200) instead of creating another; the same key with a different request is a 409.",
     ),
@@ -359,7 +375,9 @@ class JobSubmission:
 SubmissionDep = Annotated[JobSubmission, Depends(JobSubmission)]
 
 
-@router.post("/predict", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+@router.post(
+    "/predict", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated, responses=CREATE_JOB_RESPONSES
+)
 def create_predict_job(
     request: PredictJobRequest,
     settings: SettingsDep,
@@ -408,7 +426,7 @@ def _adapter_name_claim(settings: Settings, name: str, tenant: Tenant) -> Callab
     return claim
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated, responses=CREATE_JOB_RESPONSES)
 def create_train_job(
     request: TrainJobRequest,
     settings: SettingsDep,
@@ -440,7 +458,9 @@ def create_train_job(
     return submission.whole_job("train", request, check=check, claim=claim)
 
 
-@router.post("/leaderboard", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+@router.post(
+    "/leaderboard", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated, responses=CREATE_JOB_RESPONSES
+)
 def create_leaderboard_job(
     request: LeaderboardJobRequest, datasets: DatasetStoreDep, submission: SubmissionDep
 ) -> JobCreated:
@@ -463,7 +483,7 @@ def create_leaderboard_job(
     return submission.whole_job("leaderboard", request)
 
 
-@router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated)
+@router.post("/synth", status_code=status.HTTP_202_ACCEPTED, response_model=JobCreated, responses=CREATE_JOB_RESPONSES)
 def create_synth_job(
     request: SynthJobRequest, settings: SettingsDep, datasets: DatasetStoreDep, submission: SubmissionDep
 ) -> JobCreated:
@@ -478,7 +498,7 @@ def create_synth_job(
     return submission.whole_job("synth", request)
 
 
-@router.get("", response_model=list[JobRecord])
+@router.get("", response_model=list[JobRecord], responses=PAGE_HEADERS)
 def read_jobs(
     jobs: JobStoreDep,
     tenant: TenantDep,
@@ -497,12 +517,12 @@ def read_jobs(
     return page[:limit]
 
 
-@router.get("/{job_id}", response_model=JobRecord)
+@router.get("/{job_id:job_id}", response_model=JobRecord, responses=ITEM_RESPONSES)
 def read_job(job_id: JobId, jobs: JobStoreDep, tenant: TenantDep) -> JobRecord:
     return _read_job(jobs, job_id, tenant)
 
 
-@router.post("/{job_id}/cancel", response_model=JobRecord)
+@router.post("/{job_id}/cancel", response_model=JobRecord, responses=ITEM_CHANGE_RESPONSES)
 def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: TenantDep) -> JobRecord:
     """Cancel a queued or running job: queued tasks are dropped, running chunks stop at their next chunk."""
     record = _read_job(jobs, job_id, tenant)
@@ -518,7 +538,7 @@ def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: Tena
     return record
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{job_id:job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ITEM_RESPONSES)
 def delete_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: TenantDep) -> Response:
     """Delete a job: cancel it if unfinished (its workers stop at their next batch: they find the record gone), then
     remove its record, its files and its Idempotency-Key."""
@@ -534,7 +554,7 @@ def delete_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: Tena
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse)
+@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse, responses=ITEM_RESPONSES)
 def read_job_artifact(
     job_id: JobId,
     name: Annotated[str, Path(pattern=NAME_PATTERN, description="An artefact name from the job's `artifacts`.")],

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep
+from api.openapi import error_responses
 
 router = APIRouter(tags=["health"])
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
@@ -27,7 +28,7 @@ def _may_scrape(request: Request, admin_key: str | None) -> bool:
     return client in LOOPBACK and "x-forwarded-for" not in headers
 
 
-@router.get("/metrics", response_class=Response, responses={401: {"description": "Neither the admin key nor loopback"}})
+@router.get("/metrics", response_class=Response, responses=error_responses(401))
 async def read_metrics(request: Request, settings: SettingsDep) -> Response:
     """Prometheus text format: requests, latency, refusals, score requests in flight, jobs, queue depths."""
     if not _may_scrape(request, settings.API_KEY):

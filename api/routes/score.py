@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.deps import CeleryDep, ScoreCapacityDep, SettingsDep, TenantDep, WorkersDep
 from api.dispatch import BrokerUnavailableError, ClientGoneError, ScoreCapacityError, WorkerDirectory, score_pairs
+from api.openapi import SCORE_RESPONSES
 from api.routes.jobs import check_judge_files
 from api.tenants import Tenant
 from shared.routing import job_queue
@@ -48,11 +49,7 @@ def _score_queue(settings: Settings, request: ScoreRequest, workers: WorkerDirec
     return job_queue(active, fallback=settings.FALLBACK_QUEUE)
 
 
-@router.post(
-    "",
-    response_model=ScoreResponse,
-    responses={429: {"description": "SCORE_MAX_IN_FLIGHT requests are waiting already; retry after Retry-After"}},
-)
+@router.post("", response_model=ScoreResponse, responses=SCORE_RESPONSES)
 async def score(
     request: ScoreRequest,
     http_request: Request,

@@ -83,7 +83,13 @@ def test_upload_without_a_file_field_is_422(client):
     assert "file" in json.dumps(response.json()["detail"])
 
 
-@pytest.mark.parametrize("dataset_id", ["0" * 32, "nope", "..%2F..%2Fjobs", "%2E%2E"])
+@pytest.mark.parametrize("dataset_id", ["0" * 32, "..%2F..%2Fjobs"])
 def test_unknown_dataset_is_404(client, dataset_id):
     response = client.get(f"/v1/datasets/{dataset_id}")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("dataset_id", ["nope", "%2E%2E"])
+def test_a_malformed_dataset_id_is_422_naming_its_pattern(client, dataset_id):
+    response = client.get(f"/v1/datasets/{dataset_id}")
+    assert response.status_code == 422 and "[0-9a-f]{32}" in response.json()["detail"][0]["msg"]
