@@ -30,7 +30,13 @@ from api.idempotency import KEY_PATTERN, IdempotencyConflictError, IdempotencyKe
 from api.openapi import CREATE_JOB_RESPONSES, ITEM_CHANGE_RESPONSES, ITEM_RESPONSES, PAGE_HEADERS
 from api.paging import PageAfter, PageLimit, page_headers
 from api.tenants import Tenant
-from shared.adapter_claim import AdapterNameTakenError, claim_adapter_name, claim_tenant, release_adapter_name
+from shared.adapter_claim import (
+    AdapterNameTakenError,
+    claim_adapter_name,
+    claim_tenant,
+    discard_unfinished_adapter,
+    release_adapter_name,
+)
 from shared.adapter_store import AdapterNotFoundError
 from shared.artifacts import ADAPTERS_DIR_NAME, CALIBRATION_NAME
 from shared.calibration_file import CalibrationFileError, applied_calibration, check_judge_calibration
@@ -539,9 +545,12 @@ def cancel_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: Tena
 
 
 @router.delete("/{job_id:job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ITEM_RESPONSES)
-def delete_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: TenantDep) -> Response:
+def delete_job(
+    job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, settings: SettingsDep, tenant: TenantDep
+) -> Response:
     """Delete a job: cancel it if unfinished (its workers stop at their next batch: they find the record gone), then
-    remove its record, its files and its Idempotency-Key."""
+    remove its record, its files and its Idempotency-Key. A train job's adapter goes too unless it finished (a
+    finished adapter outlives its job: DELETE /v1/adapters/{name})."""
     record = _read_job(jobs, job_id, tenant)
     if not record.terminal:
         jobs.cancel(job_id)
@@ -549,6 +558,7 @@ def delete_job(job_id: JobId, jobs: JobStoreDep, celery: CeleryDep, tenant: Tena
             revoke(celery, record.task_ids)
         except Exception:
             log.warning("could not revoke the tasks of job %s; its workers stop when they find it gone", job_id)
+    discard_unfinished_adapter(settings.SHARED_DIR, record)
     jobs.delete(job_id)
     log.info("job %s deleted by tenant %s", job_id, tenant.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -149,3 +149,14 @@ def test_below_min_free_bytes_uploads_and_new_jobs_get_507_with_the_reason(setti
         assert job.status_code == 507 and "MIN_FREE_BYTES" in job.json()["detail"]
         assert tight.get("/v1/jobs").json() == []  # nothing was recorded
         assert tight.get(f"/v1/datasets/{dataset}").status_code == 200  # reading still works
+
+
+def test_deleting_an_unfinished_train_job_frees_its_adapter_name(alice, settings):
+    dataset = upload(alice)
+    body = {"dataset": dataset, "adapter_name": "half-done", "epochs": 1}
+    job_id = alice.post("/v1/jobs/train", json=body).json()["job_id"]
+    assert [adapter["name"] for adapter in alice.get("/v1/adapters").json()] == ["half-done"]
+    assert alice.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert alice.get("/v1/adapters").json() == []
+    assert not (settings.SHARED_DIR / "adapters" / "half-done").exists()
+    assert alice.post("/v1/jobs/train", json=body).status_code == 202  # the name is free again
