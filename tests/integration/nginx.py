@@ -61,7 +61,7 @@ def stop(process: subprocess.Popen) -> None:
 def gateway_behind_proxy(env: dict[str, str], log_dir: Path) -> Iterator[str]:
     """A real gateway process (uvicorn, `env` on top of this process's environment: SHARED_DIR, REDIS_URL, API_KEY,
     ...) behind nginx with the project's config (compose/proxy-conf.sh, its default limits), as `make up` runs them;
-    yields the proxy's base URL, and stops both afterwards."""
+    yields the proxy's base URL, and stops both afterwards. Their output: `log_dir`/gateway.log and nginx.log."""
     repo_root = Path(__file__).resolve().parents[2]
     processes: list[subprocess.Popen] = []
     try:
@@ -80,7 +80,7 @@ def gateway_behind_proxy(env: dict[str, str], log_dir: Path) -> Iterator[str]:
         wait_for_port(gateway_port, processes[-1], gateway_log)
         state_dir = tempfile.mkdtemp(prefix="arena-proxy-")
         os.chmod(state_dir, 0o755)  # nginx's workers run as nobody when the test runs as root
-        proxy_port, proxy_log = free_port(), Path(state_dir) / "nginx.log"
+        proxy_port, proxy_log = free_port(), log_dir / "nginx.log"
         proxy_env = {
             **os.environ, "PROXY_LISTEN": f"127.0.0.1:{proxy_port}", "PROXY_UPSTREAM": f"127.0.0.1:{gateway_port}",
             "PROXY_STATE_DIR": state_dir,

@@ -13,11 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +24,7 @@ from tests.api.arena_rows import LABELS, PROMPTS
 from tests.api.conftest import API_KEY
 from tests.integration.browser import Browser
 from tests.integration.conftest import DEFAULT_PREDICTOR, make_stack
-from tests.integration.nginx import free_port, nginx_binary, stop, wait_for_port
+from tests.integration.nginx import gateway_behind_proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,43 +69,18 @@ def served(tmp_path_factory):
         tmp_path_factory, engine="transformers", worker_env={"CHUNK_EXTRA_DELAY_S": str(CHUNK_DELAY_S)},
         gateway_settings={"PREDICT_CHUNK_ROWS": CHUNK_ROWS},
     )  # fmt: skip
-    processes: list[subprocess.Popen] = []
     try:
         stack.start_worker("cpu")
         settings = stack.settings
-        gateway_port, gateway_log = free_port(), stack.root / "gateway.log"
         env = {
-            **os.environ, "PYTHONPATH": str(REPO_ROOT), "API_KEY": API_KEY, "SHARED_DIR": str(settings.SHARED_DIR),
-            "REDIS_URL": settings.REDIS_URL, "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "INSPECT_TIMEOUT_S": "0.5",
+            "API_KEY": API_KEY, "SHARED_DIR": str(settings.SHARED_DIR), "REDIS_URL": settings.REDIS_URL,
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX, "INSPECT_TIMEOUT_S": "0.5",
             "PREDICT_CHUNK_ROWS": str(CHUNK_ROWS),
         }  # fmt: skip
-        command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--port", str(gateway_port)]
-        with open(gateway_log, "wb") as log:
-            processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-        wait_for_port(gateway_port, processes[-1], gateway_log)
-
-        # The proxy `make up` and compose run, from the same template, with its default limits.
-        state_dir = tempfile.mkdtemp(prefix="arena-ui-proxy-")
-        os.chmod(state_dir, 0o755)  # nginx's workers run as nobody when the test runs as root
-        proxy_port, proxy_log = free_port(), Path(state_dir) / "nginx.log"
-        proxy_env = {
-            **os.environ, "PROXY_LISTEN": f"127.0.0.1:{proxy_port}", "PROXY_UPSTREAM": f"127.0.0.1:{gateway_port}",
-            "PROXY_STATE_DIR": state_dir,
-        }  # fmt: skip
-        rendered = subprocess.run(
-            ["bash", str(REPO_ROOT / "compose" / "proxy-conf.sh")], env=proxy_env, capture_output=True, text=True
-        )
-        assert rendered.returncode == 0, rendered.stderr
-        conf = Path(state_dir) / "nginx.conf"
-        conf.write_text(rendered.stdout)
-        command = [nginx_binary(), "-p", state_dir, "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
-        with open(proxy_log, "wb") as log:
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-        wait_for_port(proxy_port, processes[-1], proxy_log)
-        yield Served(stack, f"http://127.0.0.1:{proxy_port}/ui", gateway_log, proxy_log)
+        # The gateway behind the proxy `make up` and compose run, from the same template, with its default limits.
+        with gateway_behind_proxy(env, stack.root) as base_url:
+            yield Served(stack, f"{base_url}/ui", stack.root / "gateway.log", stack.root / "nginx.log")
     finally:
-        for process in reversed(processes):
-            stop(process)
         stack.stop()
 
 
