@@ -100,7 +100,8 @@ def temper(probabilities: np.ndarray, inverse_temperature: float) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_DATA, help="labelled Kaggle-format CSV with `source`")
-    parser.add_argument("--seeds", type=int, default=3, help="LightGBM/PCA seeds 0..N-1; figures are their mean")
+    parser.add_argument("--seeds", type=int, default=3, help="how many LightGBM/PCA seeds; figures are their mean")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument(
         "--variants", default="base", help=f"comma-separated model variants: {','.join(MODEL_VARIANTS)}"
     )
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict] = {}
     for variant in variants:
         per_seed = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             begun = time.perf_counter()
             outputs = fit_variant(variant, seed=seed, **context)
             per_seed.append(score_calibrations(outputs, dataset.labels, sources, tie_inputs))
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "input": str(args.input),
         "rows": len(dataset),
-        "seeds": args.seeds,
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "cpu": cpu_name(),
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
