@@ -151,21 +151,21 @@ def _are_turn_cells(cells: Iterable[str]) -> bool:
     return True
 
 
+def _existing_csv(source: Path | str) -> Path:
+    """The path of a CSV to read, refused with what to pass when it is missing or empty."""
+    path = Path(source)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: no such file; pass the path of a Kaggle-format CSV")
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+    return path
+
+
 def _read_frame(source: Path | str | bytes) -> pd.DataFrame:
     # Imported here: the gateway validates uploads with check_arena_csv and never needs pandas.
     import pandas as pd
 
-    if isinstance(source, bytes):
-        handle = io.BytesIO(source)
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise DataFormatError(f"{path}: no such file; pass the path of a Kaggle-format CSV")
-        if path.stat().st_size == 0:
-            raise DataFormatError(
-                f"{path}: the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}"
-            )
-        handle = path
+    handle = io.BytesIO(source) if isinstance(source, bytes) else _existing_csv(source)
     try:
         return pd.read_csv(handle, dtype=str, keep_default_na=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
@@ -546,14 +546,7 @@ def read_arena_csv(
         DataFormatError: the message names the row and column to fix.
     """
     if not isinstance(source, bytes):
-        path = Path(source)
-        if not path.is_file():
-            raise DataFormatError(f"{path}: no such file; pass the path of a Kaggle-format CSV")
-        if path.stat().st_size == 0:
-            raise DataFormatError(
-                f"{path}: the file is empty; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}"
-            )
-        source = path
+        source = _existing_csv(source)
     _set_field_limit(max_cell_bytes)
     with _open_text(source) as handle:
         rows = _arena_rows(
