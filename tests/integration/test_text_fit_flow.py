@@ -59,3 +59,11 @@ def test_a_text_only_fit_publishes_an_adapter_that_a_predict_job_uses(stack):
     submission = pd.read_csv(io.BytesIO(stack.client.get(f"/v1/jobs/{predict_id}/artifacts/submission.csv").content))
     assert submission["id"].tolist() == [4000, 4001, 4002]
     assert (submission.iloc[:, 1:].sum(axis=1) - 1).abs().max() < 1e-5
+    [chunk] = json.loads(stack.client.get(f"/v1/jobs/{predict_id}/artifacts/metrics.json").content)["chunks"]
+    assert chunk["judge"]["kind"] == "text model" and chunk["calibrated"] is True
+
+    pair = {"id": "p1", "prompt": "What is 2 + 2?", "response_a": "4", "response_b": "I cannot help with that."}
+    scored = stack.client.post("/v1/score", json={"pairs": [pair], "adapter": "it-text"})
+    assert scored.status_code == 200, scored.text
+    [row] = scored.json()["probabilities"]
+    assert abs(row["winner_model_a"] + row["winner_model_b"] + row["winner_tie"] - 1) < 1e-6
