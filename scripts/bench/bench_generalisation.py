@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
-    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
-    if not variants or set(variants) - set(MODEL_VARIANTS):
+    variants = [name.strip() for name in args.variants.split(",") if name.strip() and name.strip() != "none"]
+    if set(variants) - set(MODEL_VARIANTS):
         parser.error(f"--variants: choose from {', '.join(MODEL_VARIANTS)}")
     if args.seeds < 1:
         parser.error("--seeds: at least 1")
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         "encoder": encoder,
     }
 
+    domain = domain_statistics(embeddings, sources, context["groups"])
+    print(json.dumps({"prompt_nearest_cosine_median": domain}, indent=1), file=sys.stderr, flush=True)
     results: dict[str, dict] = {}
     for variant in variants:
         per_seed = []
@@ -158,11 +160,31 @@ def main(argv: list[str] | None = None) -> None:
         "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "cpu": cpu_name(),
         "date": time.strftime("%Y-%m-%d"),
+        "prompt_nearest_cosine_median": domain,
         "results": results,
     }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     print_table(results, sources, markdown=True)
+
+
+def domain_statistics(embeddings, sources: np.ndarray, groups: np.ndarray) -> dict:
+    """How like its training rows a scored set is: the median, over the set's rows, of the highest cosine between
+    the row's prompt embedding and any training prompt. Per left-out source (trained on the others) and per
+    in-domain fold (trained on the other prompt folds): the statistic a domain check would read."""
+    from sklearn.model_selection import GroupKFold
+
+    def median_nearest(scored: np.ndarray, reference: np.ndarray) -> float:
+        similarity = embeddings.prompt[scored] @ embeddings.prompt[reference].T
+        return round(float(np.median(similarity.max(axis=1))), 4)
+
+    left_out = {
+        source: median_nearest(np.nonzero(sources == source)[0], np.nonzero(sources != source)[0])
+        for source in sorted(set(sources))
+    }
+    folds = GroupKFold(n_splits=5).split(sources, groups=groups)
+    in_domain = [median_nearest(test, train) for train, test in folds]
+    return {"left_out": left_out, "in_domain_folds": in_domain}
 
 
 def fit_variant(variant: str, *, seed: int, pairs, labels, sources, groups, embeddings, encoder) -> Outputs:
