@@ -2,7 +2,8 @@
 real gateway app, a real Celery worker (transformers engine, the real small model).
 
 Score requests time out (504) while no worker takes them; the revoke the gateway sends then reaches nobody, so only
-what the message carries can stop them: its expiry, and the deadline in its payload.
+what the message carries can stop them: the deadline in its payload, on the one clock (shared/clock.py). The
+message's Celery expiry is only a backstop an hour later, since Celery compares it with each worker's own clock.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def test_score_requests_the_gateway_gave_up_on_are_skipped_by_a_worker_started_l
     fresh = stack.client.post("/v1/score", json=body)
     assert fresh.status_code == 200, fresh.text
 
-    # Dropped on arrival as expired, never judged: no result but REVOKED, and nothing left in the queue.
-    assert {AsyncResult(task_id, app=celery).state for task_id in stale} == {"REVOKED"}
+    # Answered on arrival as expired by its payload's deadline, never judged, and nothing left in the queue.
+    results = [AsyncResult(task_id, app=celery) for task_id in stale]
+    assert {result.state for result in results} == {"SUCCESS"}
+    assert all(result.result["expired"] is True and "not judged" in result.result["error"] for result in results)
     assert client.llen(queue_key) == 0
-    log = "\n".join(path.read_text(errors="replace") for path in stack.root.glob("worker-cpu*.log"))
-    assert all(task_id in log for task_id in stale) and log.count("Discarding revoked task") >= STALE
 
 
 def test_a_score_task_past_the_deadline_in_its_payload_is_answered_without_judging(stack):
