@@ -34,6 +34,7 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 CALIBRATION_NAME = "calibration.json"
 JUDGE_SETTINGS_NAME = "judge_settings.json"
 TEXT_MODEL_NAME = "text_model.json"
+DOMAIN_REFERENCE_NAME = "domain_reference.npz"  # text predictors: training prompts for the domain check
 TRAIN_JOB_OWNER_NAME = "train_job.json"
 CURVE_NAME = "learning_curve.png"
 VALIDATION_LOGITS_NAME = "validation_logits.npz"

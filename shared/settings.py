@@ -329,6 +329,15 @@ class Settings(BaseSettings):
         " shipped data together; more is refused before 202. Time and memory grow with the rows (docs/benchmarks.md,"
         ' "Generalisation": the Kaggle size, 55,000 rows, for scale).',
     )
+    DOMAIN_ALARM_COSINE: float = Field(
+        default=0.455,
+        ge=-1.0,
+        le=1.0,
+        description="A text-predictor predict job whose median, over its rows, of each prompt's highest embedding"
+        " cosine to the predictor's training prompts is below this is reported as unlike the training data (metrics"
+        ' `domain_check`, a warning on the results page). On the shipped data (docs/benchmarks.md, "Generalisation")'
+        " in-domain folds read 0.467–0.485 and left-out sources 0.389–0.439; the default is the midpoint.",
+    )
     # The reverse proxy in front of the gateway (compose/proxy-conf.sh renders them; the gateway does not read them).
     # The defaults are also in that script (a test keeps them in step); why these: docs/reliability.md, "The proxy".
     PROXY_CLIENT_HEADER_TIMEOUT_S: int = Field(

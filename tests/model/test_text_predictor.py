@@ -34,6 +34,7 @@ def test_a_text_predictor_beats_the_class_prior_on_unseen_prompts_and_is_symmetr
     )
     assert sorted(path.name for path in predictor_dir.iterdir()) == [
         "calibration.json",
+        "domain_reference.npz",
         "metrics.json",
         "text_model.json",
     ]

@@ -220,6 +220,9 @@ def _assemble(settings: Settings, store: JobStore, record, guard: AssemblyGuard)
     chunk_peaks = [summary.get(CUDA_PEAK_KEY) for summary in metrics["chunks"] if summary.get(CUDA_PEAK_KEY)]
     if chunk_peaks:
         metrics[CUDA_PEAK_KEY] = max(chunk_peaks)
+    domain = job_domain_check(settings, votes.prompt_nearest_cosine, metrics["chunks"])
+    if domain is not None:
+        metrics["domain_check"] = domain
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
         VOTES_NAME: lambda path: save_votes(path, votes),
@@ -366,6 +369,24 @@ def _report(
     if skipped:
         metrics["reports_skipped"] = skipped
     return metrics, writers
+
+
+def job_domain_check(settings: Settings, nearest: np.ndarray | None, chunk_summaries: list[dict]) -> dict | None:
+    """Whether the job's prompts are like its text predictor's training prompts (workers/predictor/domain.py).
+
+    Only a text predictor (the default one, or `arena train --text-only`) has this check: other judges get None.
+    One fitted before the check existed says so; a chunk without the values (judged before this version) leaves
+    the job without a check too, rather than judging on part of the rows.
+    """
+    from workers.predictor.domain import NO_REFERENCE_NOTE, domain_check
+
+    judges = [summary.get("judge") or {} for summary in chunk_summaries]
+    if not judges or any(judge.get("kind") != "text model" for judge in judges):
+        return None
+    figures = judges[0].get("domain_reference")
+    if figures is None or nearest is None:
+        return {"note": NO_REFERENCE_NOTE}
+    return domain_check(nearest, figures, setting=settings.DOMAIN_ALARM_COSINE)
 
 
 def worker_shares(record) -> dict[str, dict]:

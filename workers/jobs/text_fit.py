@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, METRICS_NAME, TEXT_MODEL_NAME
+from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, DOMAIN_REFERENCE_NAME, METRICS_NAME, TEXT_MODEL_NAME
 from shared.schemas import TrainJobRequest
 from shared.settings import Settings
 from shared.storage import atomic_write_text, dataset_csv_path, job_output_dir, redact_host_paths
@@ -80,7 +80,7 @@ def run_text_fit(settings: Settings, run: JobRun, *, name: str, output_dir: Path
         if metrics.get("learning_curve"):
             draw_learning_curve(metrics["learning_curve"], staging / "predictor" / CURVE_NAME, title=name)
         # metrics.json last: it marks the adapter finished (shared/adapter_claim.py).
-        for artifact in (TEXT_MODEL_NAME, CALIBRATION_NAME, CURVE_NAME, METRICS_NAME):
+        for artifact in (TEXT_MODEL_NAME, CALIBRATION_NAME, DOMAIN_REFERENCE_NAME, CURVE_NAME, METRICS_NAME):
             if (staging / "predictor" / artifact).is_file():
                 shutil.move(staging / "predictor" / artifact, output_dir / artifact)
     finally:

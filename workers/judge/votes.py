@@ -53,6 +53,9 @@ class JudgeResult:
     adapter_logits: np.ndarray | None = None
     # (n, 3) log-probabilities of the adapter's text model (text_features.py), when the adapter carries one.
     text_logprobs: np.ndarray | None = None
+    # (n,) each row's highest prompt-embedding cosine to the text predictor's training prompts (predictor/domain.py),
+    # when the predictor carries a domain reference.
+    prompt_nearest_cosine: np.ndarray | None = None
 
     @property
     def raw_probabilities(self) -> np.ndarray:
@@ -123,7 +126,7 @@ def judge_pairs(
 
 # --- the votes file: one reader, one writer (CLI --save-votes, a predict chunk, the job's votes.npz) -------------
 
-_OPTIONAL_ARRAYS = ("adapter_logits", "text_logprobs")
+_OPTIONAL_ARRAYS = ("adapter_logits", "text_logprobs", "prompt_nearest_cosine")
 
 
 def write_votes(handle: BinaryIO, result: JudgeResult, **extra: np.ndarray) -> None:

@@ -71,6 +71,7 @@ class Judge:
         classifier_builder: JudgePromptBuilder | None = None,
         text_model=None,
         text_encoder=None,
+        domain_reference=None,
     ):
         self.engine = engine
         self.prompt_builder = prompt_builder
@@ -80,6 +81,7 @@ class Judge:
         self.classifier_builder = classifier_builder
         self.text_model = text_model
         self.text_encoder = text_encoder
+        self.domain_reference = domain_reference
 
     @classmethod
     def open(
@@ -142,7 +144,11 @@ class Judge:
     @classmethod
     def open_text_predictor(cls, settings: Settings, predictor_dir: Path) -> Judge:
         """A judge that is only a text model (no LLM): the default predictor, or `arena train --text-only`."""
+        from shared.artifacts import DOMAIN_REFERENCE_NAME
+        from workers.predictor.domain import DomainReference
+
         text_model, text_encoder = _open_text_model(settings, predictor_dir)
+        domain_reference = DomainReference.load(predictor_dir / DOMAIN_REFERENCE_NAME)
         return cls(
             None,
             None,
@@ -153,9 +159,12 @@ class Judge:
                 "encoder": text_model.encoder,
                 "encoder_backend": text_model.encoder_backend,
                 "criterion_votes": False,
+                # The figures the job's domain check reports (None: fitted before the check existed).
+                "domain_reference": None if domain_reference is None else domain_reference.figures,
             },
             text_model=text_model,
             text_encoder=text_encoder,
+            domain_reference=domain_reference,
         )
 
     def _open_classifier(self, settings: Settings, tokenizer, *, model_path, adapter_dir, config: EngineConfig) -> None:
@@ -215,12 +224,17 @@ class Judge:
             result.prompt_tokens += prompt_tokens
         if self.text_model is not None:
             only_text = self.engine is None and self.classifier is None
-            result.text_logprobs = self._text_logprobs(pairs, on_progress=on_progress if only_text else None)
+            result.text_logprobs, result.prompt_nearest_cosine = self._text_logprobs(
+                pairs, on_progress=on_progress if only_text else None
+            )
         result.seconds = time.perf_counter() - started
         return result
 
-    def _text_logprobs(self, pairs: Sequence[Pair], *, on_progress: ProgressCallback | None) -> np.ndarray:
-        """The text model's (n, 3) log-probabilities.
+    def _text_logprobs(
+        self, pairs: Sequence[Pair], *, on_progress: ProgressCallback | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The text model's (n, 3) log-probabilities, and each row's nearest-training-prompt cosine when the
+        predictor carries a domain reference (else None).
 
         Every distinct text of the whole set is embedded once (not per chunk: arena files repeat prompts across
         rows), then features and the booster run in chunks. Progress counts pairs: embedding fills the first
@@ -243,7 +257,8 @@ class Judge:
             if on_progress is not None:
                 done = start + len(parts[-1])
                 on_progress(int(total * EMBEDDING_PROGRESS_SHARE + (1 - EMBEDDING_PROGRESS_SHARE) * done), total)
-        return np.vstack(parts) if parts else np.zeros((0, 3))
+        nearest = None if self.domain_reference is None else self.domain_reference.nearest_cosines(embeddings.prompt)
+        return (np.vstack(parts) if parts else np.zeros((0, 3))), nearest
 
     def close(self) -> None:
         for engine in (self.engine, self.classifier):

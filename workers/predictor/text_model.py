@@ -80,6 +80,11 @@ def _joined(turns: tuple[str, ...]) -> str:
     return "\n\n".join(turns)
 
 
+def prompt_text(pair: Pair) -> str:
+    """The text the encoder embeds for a pair's prompt (all turns joined)."""
+    return _joined(pair.prompt)
+
+
 def embed_pairs(
     pairs: Sequence[Pair], encoder: TextEncoder, *, on_progress: ProgressCallback | None = None
 ) -> PairEmbeddings:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.arena_csv import ArenaDataset, read_arena_csv
-from shared.artifacts import CALIBRATION_NAME, METRICS_NAME, TEXT_MODEL_NAME
+from shared.artifacts import CALIBRATION_NAME, DOMAIN_REFERENCE_NAME, METRICS_NAME, TEXT_MODEL_NAME
 from shared.storage import atomic_write_text, replace_folder
 
 log = logging.getLogger(__name__)
@@ -169,17 +169,47 @@ def fit_text_predictor(
             seed=seed,
             on_progress=stage("learning curve"),
         )
+    domain_reference = _domain_reference(dataset, embeddings, groups, metrics, seed=seed)
+    metrics["domain_reference"] = domain_reference.figures
     metrics["fit_seconds"] = round(time.perf_counter() - started, 1)
     output_dir = Path(output_dir)
 
     def fill(staging: Path) -> None:
         fit.model.save(staging / TEXT_MODEL_NAME)
         calibrator.save(staging / CALIBRATION_NAME)
+        domain_reference.save(staging / DOMAIN_REFERENCE_NAME)
         atomic_write_text(staging / METRICS_NAME, json.dumps(metrics, indent=1, default=str))
 
     replace_folder(output_dir, fill)
     log.info("text predictor %s: grouped-CV log loss %.4f", output_dir.name, metrics["out_of_fold"]["log_loss"])
     return metrics
+
+
+def _domain_reference(dataset: ArenaDataset, embeddings, groups: np.ndarray, metrics: dict, *, seed: int):
+    """The training prompts a predict job's domain check compares against (predictor/domain.py), and the figures
+    it reports: the check's statistic on the fit's own grouped folds and the log loss to expect in domain."""
+    from workers.predictor.domain import (
+        DOMAIN_REFERENCE_PROMPTS,
+        UNLIKE_DATA_LOG_LOSS,
+        DomainReference,
+        in_domain_statistics,
+        sample_distinct,
+    )
+    from workers.predictor.text_model import prompt_text
+
+    keys = [prompt_text(pair) for pair in dataset.pairs]
+    prompts = sample_distinct(embeddings.prompt, keys, limit=DOMAIN_REFERENCE_PROMPTS, seed=seed)
+    expected = metrics["calibrator_cv_log_loss"] or metrics["out_of_fold"]["log_loss"]
+    figures = {
+        "reference_prompts": len(prompts),
+        "in_domain_statistics": in_domain_statistics(
+            embeddings.prompt, keys, groups, limit=DOMAIN_REFERENCE_PROMPTS, seed=seed
+        ),
+        "expected_log_loss_in_domain": round(float(expected), 4),
+        # Measured by leaving each source of ../shared/data out (docs/benchmarks.md, "Generalisation").
+        "unlike_data_log_loss": UNLIKE_DATA_LOG_LOSS,
+    }
+    return DomainReference(prompts=prompts.astype(np.float16), figures=figures)
 
 
 LEARNING_CURVE_FRACTIONS = (0.25, 0.5, 1.0)
@@ -265,6 +295,8 @@ def text_predictor_is_current(
         return False
     if not (Path(predictor_dir) / CALIBRATION_NAME).is_file():
         return False
+    if not (Path(predictor_dir) / DOMAIN_REFERENCE_NAME).is_file():
+        return False  # fitted before the domain check: refit (same seed, same model) to write its reference
     if encoder_backend is not None and (
         model.encoder_backend != encoder_backend or model.fitted_on.get("embedding_version") != EMBEDDING_VERSION
     ):
