@@ -585,6 +585,7 @@
     $("#job-per-source").hidden = perSource.length === 0;
 
     renderConfusion(result.confusion_matrix);
+    renderDomainCheck(result.domain_check);
 
     const workers = result.workers && typeof result.workers === "object" ? Object.entries(result.workers) : [];
     $("#job-workers tbody").replaceChildren(
@@ -606,6 +607,14 @@
     }
     $("#leaderboard-note").textContent = notes.join(" ");
     if (notes.length) $("#job-leaderboard").hidden = false;
+  }
+
+  // A text predictor's job says whether its prompts are like the predictor's training prompts; only "unlike" is
+  // worth a person's attention: the log loss to expect is then the left-out-source figure, not the in-domain one.
+  function renderDomainCheck(check) {
+    const unlike = check && typeof check === "object" && check.like_training === false;
+    $("#job-domain-warning").hidden = !unlike;
+    $("#job-domain-warning").textContent = unlike ? `Unlike the training data. ${check.note ?? ""}` : "";
   }
 
   function renderConfusion(matrix) {
@@ -729,6 +738,7 @@
       $(id).replaceChildren();
     }
     $("#leaderboard-note").textContent = "";
+    $("#job-domain-warning").hidden = true;
     $("#downloads-empty").hidden = false;
     $("#submission-path").hidden = true;
     poll(async (alive) => {
