@@ -6,6 +6,12 @@ temporary SHARED_DIR holding the embedded models and the default predictor. Jobs
 default predictor), each with its own Idempotency-Key, retried with that key while the gateway answers 503.
 
     .venv-api/bin/python scripts/bench/bench_soak.py [--jobs 50] [--workers 2] [--kills 4] [--redis-restarts 2]
+    .venv-api/bin/python scripts/bench/bench_soak.py --flood   # two tenants: a quiet one beside one that floods
+
+With `--flood`, two tenants share the stack (API_KEYS_FILE): the quiet one submits `--jobs` jobs as above, while the
+other keeps as many jobs queued as MAX_ACTIVE_JOBS_PER_TENANT lets it (a 429 waits its Retry-After, at most 5 s);
+the report gives the quiet tenant's job latency (p50, p99) and the flood's counts. Run it once without `--flood`
+for the quiet tenant's latency alone.
 
 Prints one JSON object: submitted / succeeded / failed (with reasons) / stuck / duplicated / lost, and the
 longest wait (submission to a finished record). Target: 0 stuck, 0 duplicated, 0 lost.
@@ -80,6 +86,8 @@ class SoakStack:
         self.redis_port, self.api_port = free_port(), free_port()
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.api_key = uuid.uuid4().hex
+        self.tenant_keys = {"quiet": uuid.uuid4().hex, "flood": uuid.uuid4().hex}
+        (root / "api_keys").write_text("".join(f"{name} {key}\n" for name, key in self.tenant_keys.items()))
         self.redis: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}
         self.api: subprocess.Popen | None = None
@@ -92,6 +100,7 @@ class SoakStack:
             PYTHONPATH=str(ROOT), SHARED_DIR=str(self.shared), REDIS_URL=self.redis_url, API_KEY=self.api_key,
             OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", WORKER_HEARTBEAT_S="2", SWEEP_INTERVAL_S="2",
             DISPATCH_GRACE_S="5", CHUNK_RETRY_DELAY_S="1", INSPECT_TIMEOUT_S="0.5", PREDICT_CHUNK_ROWS="50",
+            API_KEYS_FILE=str(self.root / "api_keys"),
         )  # fmt: skip
         return env
 
@@ -203,6 +212,7 @@ def main() -> int:
     parser.add_argument("--finish-timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, records)")
+    parser.add_argument("--flood", action="store_true", help="a second tenant floods the stack meanwhile")
     args = parser.parse_args()
     for path in (WORKER_PYTHON, API_PYTHON, MODELS / "default" / "text_model.json"):
         if not path.exists():
@@ -222,7 +232,7 @@ def main() -> int:
             stack.start_worker()
         stack.start_api()
         base = f"http://127.0.0.1:{stack.api_port}"
-        client = httpx.Client(base_url=base, headers={"X-API-Key": stack.api_key}, timeout=30)
+        client = httpx.Client(base_url=base, headers={"X-API-Key": stack.tenant_keys["quiet"]}, timeout=30)
         started = time.monotonic()
         while True:
             try:
@@ -260,6 +270,30 @@ def main() -> int:
         chaos_thread.start()
 
         submitted: dict[str, dict] = {}  # idempotency key → {"job_ids": {...}, "submitted_at": ...}
+        flooded: dict[str, dict] = {}
+        flood_counts = {"accepted": 0, "refused_429": 0}
+        quiet_refused = [0]  # 429s the quiet tenant waited out
+        quiet_done = threading.Event()
+
+        def flood() -> None:
+            flooder = httpx.Client(base_url=base, headers={"X-API-Key": stack.tenant_keys["flood"]}, timeout=30)
+            upload = request_with_retries(flooder, "POST", "/v1/datasets", deadline=time.monotonic() + 120,
+                                          files={"file": ("flood.csv", small_dataset(args.rows, 10_000))})  # fmt: skip
+            while not quiet_done.is_set():
+                key = uuid.uuid4().hex
+                response = request_with_retries(flooder, "POST", "/v1/jobs/predict", deadline=time.monotonic() + 60,
+                                                json={"dataset": upload.json()["id"]},
+                                                headers={"Idempotency-Key": key})  # fmt: skip
+                if response.status_code == 429:
+                    flood_counts["refused_429"] += 1
+                    quiet_done.wait(min(5.0, float(response.headers.get("Retry-After", "1"))))
+                elif response.status_code in (200, 202):
+                    flood_counts["accepted"] += 1
+                    flooded[key] = {"job_ids": {response.json()["job_id"]}, "submitted_at": time.time()}
+
+        flood_thread = threading.Thread(target=flood, daemon=True)
+        if args.flood:
+            flood_thread.start()
         for index in range(args.jobs):
             deadline = time.monotonic() + 120
             files = {"file": (f"soak-{index}.csv", small_dataset(args.rows, index))}
@@ -271,30 +305,40 @@ def main() -> int:
             entry = submitted.setdefault(key, {"job_ids": set(), "submitted_at": time.time()})
             # Submitted twice with its key (a client retrying after a timeout): must stay one job.
             for _ in range(2):
-                response = request_with_retries(client, "POST", "/v1/jobs/predict", deadline=deadline,
-                                                json={"dataset": upload.json()["id"]},
-                                                headers={"Idempotency-Key": key})  # fmt: skip
+                while True:  # a client that honours the per-tenant cap: waits its Retry-After (at most 5 s) and retries
+                    response = request_with_retries(client, "POST", "/v1/jobs/predict", deadline=deadline,
+                                                    json={"dataset": upload.json()["id"]},
+                                                    headers={"Idempotency-Key": key})  # fmt: skip
+                    if response.status_code != 429 or time.monotonic() > deadline:
+                        break
+                    quiet_refused[0] += 1
+                    time.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))
                 if response.status_code in (200, 202):
                     entry["job_ids"].add(response.json()["job_id"])
                 else:
                     events.append(f"job {index} refused: {response.status_code} {response.text[:200]}")
             time.sleep(args.submit_every)
         chaos_thread.join()
+        quiet_done.set()
+        if args.flood:
+            flood_thread.join()
 
         finish_by = time.monotonic() + args.finish_timeout
         records: dict[str, dict] = {}
         while time.monotonic() < finish_by:
-            pending = [job_id for entry in submitted.values() for job_id in entry["job_ids"]
+            pending = [job_id for entry in [*submitted.values(), *flooded.values()] for job_id in entry["job_ids"]
                        if records.get(job_id, {}).get("state") not in FINAL]  # fmt: skip
             if not pending:
                 break
+            admin = httpx.Client(base_url=base, headers={"X-API-Key": stack.api_key}, timeout=30)
             for job_id in pending:
-                response = request_with_retries(client, "GET", f"/v1/jobs/{job_id}", deadline=finish_by)
+                response = request_with_retries(admin, "GET", f"/v1/jobs/{job_id}", deadline=finish_by)
                 records[job_id] = response.json() if response.status_code == 200 else {"state": "lost"}
             time.sleep(2)
 
         report = {"submitted": 0, "succeeded": 0, "failed": 0, "stuck": 0, "duplicated": 0, "lost": 0,
                   "failed_reasons": [], "longest_wait_s": 0.0}  # fmt: skip
+        latencies = []
         for entry in submitted.values():
             if not entry["job_ids"]:
                 continue
@@ -319,6 +363,7 @@ def main() -> int:
                     continue
                 report["succeeded"] += 1
                 report["longest_wait_s"] = max(report["longest_wait_s"], job["timings"]["total_seconds"] or 0.0)
+                latencies.append(job["timings"]["total_seconds"] or 0.0)
             elif state in ("failed", "cancelled"):
                 report["failed"] += 1
                 report["failed_reasons"].append(job.get("error"))
@@ -327,12 +372,35 @@ def main() -> int:
             else:
                 report["stuck"] += 1
         report["longest_wait_s"] = round(report["longest_wait_s"], 1)
+        if latencies:
+            ordered = sorted(latencies)
+            report["quiet_latency_p50_s"] = round(ordered[len(ordered) // 2], 1)
+            report["quiet_latency_p99_s"] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1)
+        if args.flood:
+            flood_states = [records.get(job_id, {"state": "lost"})["state"] for entry in flooded.values()
+                            for job_id in entry["job_ids"]]  # fmt: skip
+            report["flood"] = (
+                flood_counts
+                | {state: flood_states.count(state) for state in ("succeeded", "failed", "cancelled", "lost")}
+                | {"stuck": sum(state not in (*FINAL, "lost") for state in flood_states)}
+            )
+            # Each tenant sees its own work only.
+            seen_by_quiet = {job["id"] for job in client.get("/v1/jobs", params={"limit": 500}).json()}
+            report["flood_jobs_seen_by_quiet"] = len(
+                seen_by_quiet & {j for e in flooded.values() for j in e["job_ids"]}
+            )
+        report["quiet_refused_429"] = quiet_refused[0]
         report["events"] = events
         report["requeued_chunks"] = sum(
             1 for job in records.values() for chunk in job.get("chunks", []) if chunk.get("attempts", 0) > 1
         )
         print(json.dumps(report, indent=1))
         healthy = report["stuck"] == report["duplicated"] == report["lost"] == 0
+        if args.flood:
+            flood_report = report["flood"]
+            healthy = (
+                healthy and flood_report["lost"] == flood_report["stuck"] == report["flood_jobs_seen_by_quiet"] == 0
+            )
         return 0 if healthy else 1
     finally:
         stack.stop()
