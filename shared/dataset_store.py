@@ -12,15 +12,21 @@ import hashlib
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from shared.artifacts import DATASET_CSV_NAME, DATASET_META_NAME, DATASETS_DIR_NAME
+from shared.creation_index import CreationIndex
 from shared.schemas import ID_PATTERN, DatasetInfo, utc_now
 from shared.storage import atomic_write_text, dataset_csv_path, dataset_dir, link_or_copy, new_id
 
 CHUNK_BYTES = 1 << 20
+# The index of creation order (shared/creation_index.py): GET /v1/datasets reads only the datasets of its page. Kept
+# outside datasets/, where a dot-folder is an upload's staging or a deletion in progress.
+INDEX_DIR_NAME = ".index"
+BY_CREATED_DIR_NAME = "datasets-by-created"
 
 
 class UploadTooLargeError(ValueError):
@@ -65,6 +71,10 @@ class DatasetStore:
         self.max_name_chars = max_name_chars
         self.max_concurrent_uploads = max_concurrent_uploads
         self.upload_slots = threading.BoundedSemaphore(max_concurrent_uploads) if max_concurrent_uploads else None
+        index_dir = self.shared_dir / INDEX_DIR_NAME
+        self.created = CreationIndex(
+            index_dir / BY_CREATED_DIR_NAME, lock=index_dir / ".locks" / f"{BY_CREATED_DIR_NAME}.lock", scan=self._scan
+        )
 
     def save_upload(self, source: BinaryIO, *, filename: str | None, tenant: str | None = None) -> DatasetInfo:
         """Copy, validate and store an uploaded CSV as `tenant`'s.
@@ -186,7 +196,12 @@ class DatasetStore:
             tenant=tenant,
         )
         atomic_write_text(staging / DATASET_META_NAME, info.model_dump_json(indent=1))
-        staging.rename(dataset_dir(self.shared_dir, dataset_id))
+        self.created.add(info)  # indexed first: a dataset in place is never unlisted
+        try:
+            staging.rename(dataset_dir(self.shared_dir, dataset_id))
+        except OSError:  # the id is taken (a concurrent registration of it): that one keeps its own marker
+            self.created.remove(info)
+            raise
         return info
 
     def read(self, dataset_id: str) -> DatasetInfo:
@@ -203,28 +218,40 @@ class DatasetStore:
         return dataset_csv_path(self.shared_dir, dataset_id)
 
     def delete(self, dataset_id: str) -> None:
-        """Remove datasets/<id>/: renamed aside first, so it is never listed half-deleted."""
+        """Remove datasets/<id>/: renamed aside first, so it is never listed half-deleted; then its marker in the
+        index of creation order."""
         folder = dataset_dir(self.shared_dir, dataset_id)
         aside = self.root / f".deleted-{dataset_id}"
         try:
             folder.rename(aside)
         except FileNotFoundError:
             return
+        try:
+            self.created.remove(DatasetInfo.model_validate_json((aside / DATASET_META_NAME).read_text()))
+        except (OSError, ValueError):
+            self.created.remove_id(dataset_id)
         shutil.rmtree(aside, ignore_errors=True)
 
     def list(
         self, *, tenant: str | None = None, after: tuple[datetime, str] | None = None, limit: int | None = None
     ) -> list[DatasetInfo]:
         """Newest first; with `tenant`, only that tenant's datasets (None: everyone's); with `after` (created_at, id)
-        of a dataset, only older ones; at most `limit`."""
-        infos = []
-        for meta_path in self.root.glob("*/meta.json"):
+        of a dataset, only older ones; at most `limit`. Reads the datasets of the page, not every meta.json: they
+        come newest first from the index of creation order."""
+        infos: list[DatasetInfo] = []
+        if limit is not None and limit <= 0:
+            return infos
+        for info in self.created.newest_first(self.read, tenant=tenant, after=after):
+            infos.append(info)
+            if limit is not None and len(infos) >= limit:
+                break
+        return infos
+
+    def _scan(self) -> Iterator[DatasetInfo]:
+        for meta_path in self.root.glob(f"*/{DATASET_META_NAME}"):
+            if meta_path.parent.name.startswith("."):  # staged or being deleted: not a dataset
+                continue
             try:
-                info = DatasetInfo.model_validate_json(meta_path.read_text())
+                yield DatasetInfo.model_validate_json(meta_path.read_text())
             except (OSError, ValueError):
                 continue
-            if after is not None and (info.created_at, info.id) >= after:
-                continue
-            if tenant is None or info.tenant == tenant:
-                infos.append(info)
-        return sorted(infos, key=lambda info: (info.created_at, info.id), reverse=True)[:limit]

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from shared.artifacts import JOBS_DIR_NAME, SYNTH_DIR_NAME
+from shared.creation_index import NO_TENANT, CreationIndex
 from shared.schemas import ChunkRecord, JobRecord, utc_now
 from shared.storage import atomic_write_text, file_lock, job_output_dir, job_record_path, redact_host_paths
 
@@ -24,7 +25,8 @@ IDEMPOTENCY_DIR_NAME = ".idempotency"
 # The index of unfinished jobs: .active/<tenant>/<job id>, one empty file each, made with the record and removed when
 # it turns terminal. The sweeper and the per-tenant cap read it instead of every record ever written.
 ACTIVE_DIR_NAME = ".active"
-_NO_TENANT = "_none"  # records made before tenants; not a tenant name (those start with a letter or digit)
+# The index of creation order (shared/creation_index.py): GET /v1/jobs reads only the records of its page.
+BY_CREATED_DIR_NAME = ".by_created"
 _INDEX_BUILT = ".built"
 
 
@@ -47,6 +49,9 @@ class JobStore:
     def __init__(self, shared_dir: Path) -> None:
         self.shared_dir = Path(shared_dir)
         self.jobs_dir = self.shared_dir / JOBS_DIR_NAME
+        self.created = CreationIndex(
+            self.jobs_dir / BY_CREATED_DIR_NAME, lock=self.jobs_dir / ".locks" / "created-index.lock", scan=self._scan
+        )
 
     def _lock_path(self, job_id: str) -> Path:
         return self.jobs_dir / ".locks" / f"{job_id}.lock"
@@ -55,9 +60,16 @@ class JobStore:
         path = job_record_path(self.shared_dir, record.id)
         if path.exists():
             raise FileExistsError(f"job {record.id} exists already")
-        if not record.terminal:  # indexed first: a record is never unfinished without its marker
+        # Indexed first: a record is never unlisted, nor unfinished without its marker.
+        self.created.add(record)
+        if not record.terminal:
             self._mark_active(record)
-        atomic_write_text(path, record.model_dump_json(indent=1))
+        try:
+            atomic_write_text(path, record.model_dump_json(indent=1))
+        except OSError:  # a full disk, say: no marker stays behind without its record
+            self._unmark_active(record.tenant, record.id)
+            self.created.remove(record)
+            raise
         return record
 
     # --- the index of unfinished jobs ----------------------------------------------------------------------
@@ -80,7 +92,7 @@ class JobStore:
             (root / _INDEX_BUILT).touch()
 
     def _marker(self, tenant: str | None, job_id: str, *, root: Path | None = None) -> Path:
-        folder = (root or self.jobs_dir / ACTIVE_DIR_NAME) / (tenant or _NO_TENANT)
+        folder = (root or self.jobs_dir / ACTIVE_DIR_NAME) / (tenant or NO_TENANT)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / job_id
 
@@ -115,7 +127,7 @@ class JobStore:
 
     def active_lock(self, tenant: str | None):
         """Held while a tenant's unfinished jobs are counted and one is added (MAX_ACTIVE_JOBS_PER_TENANT)."""
-        return file_lock(self.jobs_dir / ".locks" / f"active-{tenant or _NO_TENANT}.lock")
+        return file_lock(self.jobs_dir / ".locks" / f"active-{tenant or NO_TENANT}.lock")
 
     def inputs_in_use(self) -> tuple[set[str], set[str]]:
         """Dataset ids and adapter names that unfinished jobs read or write (DELETE answers 409 for those)."""
@@ -148,6 +160,9 @@ class JobStore:
                 job_record_path(self.shared_dir, job_id).unlink()
         if record is not None:
             self._unmark_active(record.tenant, job_id)
+            self.created.remove(record)
+        else:
+            self.created.remove_id(job_id)
         for folder in (job_output_dir(self.shared_dir, job_id), self.shared_dir / SYNTH_DIR_NAME / job_id):
             if folder.exists():
                 aside = folder.with_name(f".deleted-{folder.name}")
@@ -186,17 +201,17 @@ class JobStore:
         after: tuple[datetime, str] | None = None,
     ) -> list[JobRecord]:
         """Newest first; with `tenant`, only that tenant's jobs (None: everyone's, as the admin sees them); with
-        `after` (created_at, id) of a job, only those older than it (the next page)."""
-        records = []
-        for record in self._scan():
-            if after is not None and (record.created_at, record.id) >= after:
-                continue
-            if tenant is not None and record.tenant != tenant:
-                continue
+        `after` (created_at, id) of a job, only those older than it (the next page). Reads the records of the page
+        (and those a filter skips), not every record: they come newest first from the index of creation order."""
+        records: list[JobRecord] = []
+        if limit <= 0:
+            return records
+        for record in self.created.newest_first(self.read, tenant=tenant, after=after):
             if (kind is None or record.kind == kind) and (state is None or record.state == state):
                 records.append(record)
-        records.sort(key=lambda record: (record.created_at, record.id), reverse=True)
-        return records[:limit]
+                if len(records) >= limit:
+                    break
+        return records
 
     def update(self, job_id: str, change: Callable[[JobRecord], None]) -> JobRecord:
         """Apply `change` to the record in place and store it; a no-op on a terminal record."""
