@@ -1,12 +1,16 @@
-"""`make down` stops every process `make up` started, even a worker stuck inside a task.
+"""`make down` stops every process `make up` started, even a worker stuck inside a task, and `make down && make up`
+mid-job loses no row and judges none twice.
 
 The real `scripts/stack.sh up` (proxy, gateway, Flower, one CPU worker; the test's Redis and key prefix, free ports, a
 temporary RUN_DIR), a predict job on the LLM judge that keeps the worker busy for minutes, then `scripts/stack.sh down`
 while the chunk runs. On TERM the restart loop (bash) dies at once, but Celery's warm shutdown waits for the task:
-`down` must wait for every process of each session it started and KILL what is left after STACK_STOP_GRACE_S."""
+`down` must wait for every process of each session it started and KILL what is left after STACK_STOP_GRACE_S.
+(`make up` is `make setup`, then `stack.sh up`; `make down` is `stack.sh down`.)"""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import signal
@@ -73,9 +77,9 @@ class NativeStack:
         self.started.update(found)
         return found
 
-    def log(self, name: str) -> str:
+    def log(self, name: str, chars: int = 3000) -> str:
         path = self.run_dir / f"{name}.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
 @pytest.fixture
@@ -162,3 +166,53 @@ def test_down_stops_every_process_up_started_even_a_worker_inside_a_task(native_
     assert not list(native_stack.run_dir.glob("*.pid"))
     with socket.socket() as probe:  # nothing listens on the public port any more
         assert probe.connect_ex(("127.0.0.1", int(native_stack.env["API_PORT"]))) != 0
+
+
+def test_down_and_up_mid_job_loses_no_row_and_judges_none_twice(native_stack):
+    # Chunks of 2 rows, each followed by 12 s "on a slow device" (CHUNK_EXTRA_DELAY_S): a chunk caught as it starts
+    # outlasts `down`'s grace (5 s), so the worker is killed inside it. A fast sweeper, as in the other integration
+    # tests; LEASE_S stays at 900 s: the killed chunk must come back because `up` starts cpu@HOST again under another
+    # process instance (the sweeper sees the restart), not because of its lease.
+    rows = 6
+    native_stack.env.update(
+        PREDICT_CHUNK_ROWS="2", CHUNK_EXTRA_DELAY_S="12", WORKER_HEARTBEAT_S="1", SWEEP_INTERVAL_S="1"
+    )
+    up = native_stack.run("up", timeout=300)
+    assert up.returncode == 0, f"{up.stderr}\n{native_stack.log('worker-cpu')}\n{native_stack.log('api')}"
+    native_stack.sessions()
+    upload = native_stack.client.post("/v1/datasets", files={"file": ("pairs.csv", arena_csv(rows, labelled=False))})
+    assert upload.status_code == 201, upload.text
+    submitted = native_stack.client.post("/v1/jobs/predict", json={"dataset": upload.json()["id"], "raw": True})
+    assert submitted.status_code == 202, submitted.text
+    job_url = f"/v1/jobs/{submitted.json()['job_id']}"
+
+    def job_until(done, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = native_stack.client.get(job_url).json()
+            if done(job):
+                return job
+            assert time.monotonic() < deadline, f"{job}\n{native_stack.log('worker-cpu', 6000)}"
+            time.sleep(0.25)
+
+    # Mid-job: the first chunk published, the second just started, the third still queued.
+    job = job_until(lambda job: [chunk["state"] for chunk in job["chunks"]][:2] == ["succeeded", "running"], 240)
+    assert len(job["chunks"]) == 3 and job["chunks"][2]["state"] == "queued", job
+
+    down = native_stack.run("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert "worker-cpu: " in down.stderr and "killing them" in down.stderr, down.stderr  # killed inside chunk 1
+    up = native_stack.run("up", timeout=300)
+    assert up.returncode == 0, f"{up.stderr}\n{native_stack.log('worker-cpu')}"
+    native_stack.sessions()
+
+    job = job_until(lambda job: job["state"] in ("succeeded", "failed", "cancelled"), 240)
+    assert job["state"] == "succeeded", job
+    # Nothing judged twice: only the killed chunk ran again; nothing lost: every row once, in order.
+    assert [chunk["attempts"] for chunk in job["chunks"]] == [1, 2, 1], job
+    submission = native_stack.client.get(f"{job_url}/artifacts/submission.csv")
+    assert submission.status_code == 200, submission.text
+    ids = [row["id"] for row in csv.DictReader(io.StringIO(submission.text))]
+    assert ids == [str(1000 + index) for index in range(rows)]
+    worker = job["chunks"][1]["worker"]
+    assert f"chunk 1: re-queued on cpu, its worker {worker} restarted" in native_stack.log("worker-cpu", 10**6)
