@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from fastapi import FastAPI, HTTPException, status
@@ -17,7 +18,7 @@ from api.openapi import install_openapi
 from api.routes.main import api_router
 from api.tenants import TenantDirectory
 from shared.celery_config import make_celery
-from shared.dataset_store import DatasetStore
+from shared.dataset_store import DatasetStore, UploadsBusyError
 from shared.job_store import JobStore
 from shared.log_format import configure_root_logging, log_context, use_log_format
 from shared.settings import Settings, get_settings
@@ -67,6 +68,8 @@ class ApiKeyGate:
             await self.app(scope, receive, send)
 
 
+# An upload at the caps validates in a few seconds: one refused for want of a slot may come back after this long.
+UPLOAD_RETRY_AFTER_S = 5
 # Routes whose body is a dataset file (MAX_UPLOAD_BYTES); every other body gets MAX_REQUEST_BYTES.
 UPLOAD_ROUTES = frozenset({("POST", "/v1/datasets")})
 
@@ -116,6 +119,37 @@ class BodySizeLimit:
         await self.app(scope, counted_receive, send)
 
 
+class UploadSlots:
+    """Take one of MAX_CONCURRENT_UPLOADS upload slots before an upload's body is read; hold it to the answer.
+
+    FastAPI reads and stages a multipart body before the route runs, so a slot taken in the route came after the
+    gateway had received the whole file: uploads past the cap still cost their bytes. Here one more upload gets
+    503 with Retry-After before a byte of its body is read. It sits inside the key gate: a caller without a valid
+    key never takes a slot.
+    """
+
+    def __init__(self, app: ASGIApp, *, datasets: DatasetStore) -> None:
+        self.app = app
+        self.datasets = datasets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"].rstrip("/")) not in UPLOAD_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.datasets.upload_slot())
+            except UploadsBusyError as exc:
+                response = JSONResponse(
+                    {"detail": str(exc)},
+                    status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                    headers={"Retry-After": str(UPLOAD_RETRY_AFTER_S)},
+                )
+                await response(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway: routes under /v1 (API key), /healthz, /docs and the results page /ui (open; it holds no data).
 
@@ -156,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.idempotency = IdempotencyStore(settings.SHARED_DIR)
     app.state.tenants = TenantDirectory(admin_key=settings.API_KEY, keys_file=settings.API_KEYS_FILE)
 
+    app.add_middleware(UploadSlots, datasets=app.state.dataset_store)  # innermost: after the key and the size cap
     app.add_middleware(BodySizeLimit, upload_bytes=settings.MAX_UPLOAD_BYTES, request_bytes=settings.MAX_REQUEST_BYTES)
     # Added after (so outside) the body cap: a caller without the key learns nothing, not even the cap.
     app.add_middleware(ApiKeyGate, tenants=app.state.tenants)

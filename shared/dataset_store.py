@@ -76,28 +76,35 @@ class DatasetStore:
             index_dir / BY_CREATED_DIR_NAME, lock=index_dir / ".locks" / f"{BY_CREATED_DIR_NAME}.lock", scan=self._scan
         )
 
-    def save_upload(self, source: BinaryIO, *, filename: str | None, tenant: str | None = None) -> DatasetInfo:
-        """Copy, validate and store an uploaded CSV as `tenant`'s.
+    @contextlib.contextmanager
+    def upload_slot(self) -> Iterator[None]:
+        """Hold one of `max_concurrent_uploads` slots while an upload is received, validated and stored.
 
         Raises:
-            UploadsBusyError: `max_concurrent_uploads` uploads are in progress already (nothing was read).
-            UploadTooLargeError: more than `max_bytes`.
-            CsvLimitError: more rows or columns than `max_rows` or `max_columns` (a DataFormatError).
-            DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
+            UploadsBusyError: every slot is taken (nothing was read).
         """
         if self.upload_slots is None:
-            return self._save_upload(source, filename=filename, tenant=tenant)
+            yield
+            return
         if not self.upload_slots.acquire(blocking=False):
             raise UploadsBusyError(
                 f"{self.max_concurrent_uploads} upload(s) are being validated already (MAX_CONCURRENT_UPLOADS);"
                 " retry in a few seconds"
             )
         try:
-            return self._save_upload(source, filename=filename, tenant=tenant)
+            yield
         finally:
             self.upload_slots.release()
 
-    def _save_upload(self, source: BinaryIO, *, filename: str | None, tenant: str | None) -> DatasetInfo:
+    def save_upload(self, source: BinaryIO, *, filename: str | None, tenant: str | None = None) -> DatasetInfo:
+        """Copy, validate and store an uploaded CSV as `tenant`'s. The gateway holds an upload_slot around the
+        whole request (api/main.py UploadSlots), from before its body is read.
+
+        Raises:
+            UploadTooLargeError: more than `max_bytes`.
+            CsvLimitError: more rows or columns than `max_rows` or `max_columns` (a DataFormatError).
+            DataFormatError: not a Kaggle arena CSV (the message names the row and column to fix).
+        """
         display_name = Path(filename or DATASET_CSV_NAME).name[:200]
         dataset_id = new_id()
         staging = self.root / f".upload-{dataset_id}"

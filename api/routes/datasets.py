@@ -9,13 +9,11 @@ from api.deps import DatasetStoreDep, FreeSpaceDep, JobStoreDep, TenantDep
 from api.openapi import ITEM_CHANGE_RESPONSES, ITEM_RESPONSES, PAGE_HEADERS, UPLOAD_RESPONSES
 from api.paging import PageAfter, PageLimit, page_headers
 from api.routes.jobs import read_own_dataset
-from shared.dataset_store import UploadsBusyError, UploadTooLargeError
+from shared.dataset_store import UploadTooLargeError
 from shared.schemas import ID_PATTERN, DatasetInfo
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"])
-# An upload at the caps validates in a few seconds: a refused one may come back after this long.
-UPLOAD_RETRY_AFTER_S = 5
 DatasetId = Annotated[str, Path(pattern=ID_PATTERN, description="A dataset id (32 hex digits).")]
 
 
@@ -26,17 +24,14 @@ def create_dataset(
     """Upload a Kaggle arena CSV (multipart field `file`); it is validated before anything is stored.
 
     A sync route (a thread of the pool): validation streams the staged file with row, column and cell caps
-    (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS, MAX_CELL_BYTES), so it holds the thread for seconds at most, and at
-    most MAX_CONCURRENT_UPLOADS threads do so at once: one more upload gets 503 with Retry-After.
+    (MAX_UPLOAD_ROWS, MAX_UPLOAD_COLUMNS, MAX_CELL_BYTES), so it holds the thread for seconds at most. At most
+    MAX_CONCURRENT_UPLOADS uploads are received and checked at once: one more gets 503 with Retry-After before its
+    body is read (api/main.py UploadSlots).
     """
     from shared.arena_csv import CsvLimitError, DataFormatError
 
     try:
         return datasets.save_upload(file.file, filename=file.filename, tenant=tenant.name)
-    except UploadsBusyError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": str(UPLOAD_RETRY_AFTER_S)}
-        ) from None
     except (UploadTooLargeError, CsvLimitError) as exc:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=str(exc)) from None
     except DataFormatError as exc:

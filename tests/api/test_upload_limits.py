@@ -5,6 +5,8 @@ The bounded time and memory of a maximal upload are measured by scripts/bench/be
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -153,3 +155,42 @@ def test_bytes_that_are_not_utf8_are_422_naming_the_row(client, settings):
     assert response.status_code == 422, response.text
     assert "row 2, column 6: bytes that are not UTF-8" in response.json()["detail"]
     assert snapshot(settings.SHARED_DIR) == before
+
+
+def test_an_upload_past_the_slots_is_refused_before_a_byte_of_its_body_is_read(settings):
+    """The slot was taken in the route, after FastAPI had received and staged the whole multipart body."""
+    app = create_app(settings.model_copy(update={"MAX_CONCURRENT_UPLOADS": 1}))
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/datasets", "raw_path": b"/v1/datasets", "query_string": b"",
+        "root_path": "", "scheme": "http", "http_version": "1.1", "server": ("testserver", 80),
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"x-api-key", API_KEY.encode()), (b"content-type", b"multipart/form-data; boundary=b"),
+            (b"content-length", b"3072"),
+        ],
+    }  # fmt: skip
+
+    def send_upload() -> tuple[int, int]:
+        """The answer's status and how many body pieces the gateway read."""
+        reads, answers = [], []
+
+        async def receive() -> dict:
+            reads.append(1)
+            return {"type": "http.request", "body": b"x" * 1024, "more_body": len(reads) < 3}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                answers.append(message["status"])
+
+        asyncio.run(app(scope, receive, send))
+        return answers[0], len(reads)
+
+    slots = app.state.dataset_store.upload_slots
+    assert slots.acquire(blocking=False)  # an upload in progress
+    try:
+        busy = send_upload()
+    finally:
+        slots.release()
+    assert busy == (503, 0)
+    status, reads = send_upload()  # a free slot: the gateway reads the (malformed) body and refuses it
+    assert status in (400, 422) and reads >= 1
