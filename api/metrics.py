@@ -3,8 +3,8 @@
 Names follow `arena_<what>_<unit>` (`_total` counters, `_seconds` durations). Labels stay bounded: the route is the
 path template (`/v1/jobs/{job_id}`), never the raw path; a refusal's reason is one of REFUSAL_REASONS; jobs are
 counted by kind, state and tenant (tenants come from API_KEYS_FILE, a short list). Jobs and queue depths are read
-at scrape time (a Prometheus scrape every 15 s costs one pass over the job records and one LLEN per queue), so
-nothing is counted twice across gateway restarts.
+at scrape time (a scrape lists the index of job records, reads only the records of unfinished jobs and of jobs it has
+not seen finished, and does one LLEN per queue), so nothing is counted twice across gateway restarts.
 
 One registry per app, not the process-wide default: tests build many apps in one process.
 """
@@ -18,6 +18,8 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,7 +44,7 @@ REFUSAL_REASONS = (
     ("no worker is up", "no_worker"),
     ("Redis", "broker_unavailable"),
 )
-JOBS_CACHE_S = 10.0  # one pass over the job records per this long, however often it is scraped
+JOBS_CACHE_S = 10.0  # one count of the jobs per this long, however often it is scraped
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -54,6 +56,18 @@ def refusal_reason(path: str, detail: str) -> str:
         if marker in detail:
             return reason
     return "other"
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What the job gauge needs of a record, and what the creation index checks a record against."""
+
+    id: str
+    created_at: datetime
+    tenant: str | None
+    kind: str
+    state: str
+    finished: bool
 
 
 class StackCollector(Collector):
@@ -68,16 +82,25 @@ class StackCollector(Collector):
         self.client = client
         self.queues = [CPU_QUEUE, GPU_QUEUE, *settings.gpu_queues]
         self._jobs_seen: tuple[float, Tally] = (float("-inf"), Tally())
+        self._finished: dict[str, JobSummary] = {}
         self._lock = threading.Lock()
 
     def _job_tally(self) -> Tally:
         with self._lock:
             at, tally = self._jobs_seen
             if time.monotonic() - at >= self.cache_s:
-                records = self.jobs.list(limit=1_000_000)
-                tally = Tally((r.kind, r.state, getattr(r, "tenant", None) or "none") for r in records)
+                summaries = list(self.jobs.created.newest_first(self._summary, tenant=None))
+                # A finished record never changes again: it is read once; one deleted since drops out here.
+                self._finished = {summary.id: summary for summary in summaries if summary.finished}
+                tally = Tally((summary.kind, summary.state, summary.tenant or "none") for summary in summaries)
                 self._jobs_seen = (time.monotonic(), tally)
             return tally
+
+    def _summary(self, job_id: str) -> JobSummary:
+        if (known := self._finished.get(job_id)) is not None:
+            return known
+        record = self.jobs.read(job_id)
+        return JobSummary(record.id, record.created_at, record.tenant, record.kind, record.state, record.terminal)
 
     def collect(self) -> Iterable[Metric]:
         jobs = GaugeMetricFamily(

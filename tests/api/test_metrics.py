@@ -96,3 +96,23 @@ def test_a_scrape_with_redis_down_still_answers(settings):
     with TestClient(create_app(settings.model_copy(update={"REDIS_URL": "redis://127.0.0.1:1/0"}))) as client:
         samples = scrape(client)
     assert value(samples, "arena_redis_up") == 0
+
+
+def test_the_job_gauge_reads_a_finished_record_once_and_drops_a_deleted_one(client, settings, monkeypatch):
+    """Each scrape read every record ever written (jobs.list over all of them); a finished one never changes."""
+    stack = client.app.state.metrics.stack
+    stack.cache_s = 0
+    dataset = client.post("/v1/datasets", files={"file": ("pairs.csv", arena_csv(3), "text/csv")}).json()["id"]
+    ids = [client.post("/v1/jobs/predict", json={"dataset": dataset}).json()["job_id"] for _ in range(3)]
+    store = client.app.state.job_store
+    store.update(ids[0], lambda record: setattr(record, "state", "succeeded"))
+    scrape(client)  # reads all three: the finished one for the last time
+    reads = []
+    real_read = store.read
+    monkeypatch.setattr(store, "read", lambda job_id: reads.append(job_id) or real_read(job_id))
+    jobs = {dict(labels)["state"]: count for (name, labels), count in scrape(client).items() if name == "arena_jobs"}
+    assert sorted(reads) == sorted(ids[1:]), "only unfinished records are read again"
+    assert jobs["succeeded"] == 1 and sum(jobs.values()) == 3, jobs
+    assert client.delete(f"/v1/jobs/{ids[0]}").status_code in (200, 204)
+    jobs = {labels: count for (name, labels), count in scrape(client).items() if name == "arena_jobs"}
+    assert sum(jobs.values()) == 2 and all(dict(labels)["state"] != "succeeded" for labels in jobs), jobs
