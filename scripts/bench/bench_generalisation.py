@@ -8,12 +8,18 @@ mean over --seeds LightGBM/PCA seeds.
 
 Levers (issue 32), each a row of the table:
 - model variants (refitted): `balanced` weights every source equally in total; `drop-GROUP` holds a feature group
-  at zero (length, semantic, style, similarity, pca-diff, pca-sum, pca-prompt).
+  at zero (length, semantic, style, similarity, pca-sum, pca-prompt); `with-pca-diff` adds back the 32-component
+  projection of the response difference that recipe 1 had.
 - calibrators on a model's outputs (no refit), each chosen on source-held-out outputs: for left-out S, on the
   left-out outputs of the *other* sources (S's labels choose nothing); in domain, on all sources' left-out outputs.
   `temperature` (one temperature on the shipped output), `shrink` (mix toward the training rows' class prior),
   `loso-lr` (the multinomial LR calibrator fitted on left-out outputs instead of prompt-grouped ones), `tie-lr`
-  (that LR with how alike A and B are as inputs too: the tie signal).
+  (that LR with how alike A and B are as inputs too: the tie signal), `near-shrink` (a shrink toward the prior
+  whose weight falls with the row's nearest training-prompt cosine, sigmoid(a + b (cosine - 0.45)): fitted for
+  each source S on the other sources' in-domain and left-out outputs together, and applied to S's rows on both
+  sides, so S's labels choose nothing and the same function serves data like and unlike the training data).
+- a bound, not a recipe: `oracle-shrink` mixes the left-out output with S's own class prior at the weight that fits
+  S's labels best. It uses S's labels, so no calibrator can do better on S without better A-vs-B signal.
 
     PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_generalisation.py --seeds 3 --variants base,balanced
 """
@@ -42,11 +48,11 @@ MODEL_VARIANTS = (
     "drop-semantic",
     "drop-style",
     "drop-similarity",
-    "drop-pca-diff",
+    "with-pca-diff",
     "drop-pca-sum",
     "drop-pca-prompt",
 )
-CALIBRATIONS = ("shipped", "temperature", "shrink", "loso-lr", "tie-lr")
+CALIBRATIONS = ("shipped", "temperature", "shrink", "loso-lr", "tie-lr", "near-shrink", "oracle-shrink")
 # How alike the two responses are (symmetric in A and B): the tie-lr calibrator's extra inputs.
 TIE_COLUMNS = (
     "cos_a_b",
@@ -58,6 +64,9 @@ TIE_COLUMNS = (
 )
 _INVERSE_TEMPERATURES = np.linspace(0.2, 1.5, 131)
 _SHRINKS = np.linspace(0.0, 0.9, 91)
+_ORACLE_SHRINKS = np.linspace(0.0, 1.0, 101)  # up to the prior alone
+_NEAR_SHRINK_OFFSETS = np.linspace(-6.0, 4.0, 41)
+_NEAR_SHRINK_SLOPES = np.linspace(-80.0, 0.0, 33)
 
 
 @dataclass
@@ -141,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     domain = domain_statistics(embeddings, sources, context["groups"])
+    nearest = row_nearest_cosines(embeddings, sources, context["groups"])
     print(json.dumps({"prompt_nearest_cosine_median": domain}, indent=1), file=sys.stderr, flush=True)
     results: dict[str, dict] = {}
     for variant in variants:
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             begun = time.perf_counter()
             outputs = fit_variant(variant, seed=seed, **context)
-            per_seed.append(score_calibrations(outputs, dataset.labels, sources, tie_inputs))
+            per_seed.append(score_calibrations(outputs, dataset.labels, sources, tie_inputs, nearest))
             print(f"{variant} seed {seed}: {time.perf_counter() - begun:.0f}s", file=sys.stderr, flush=True)
         for calibration in per_seed[0]:
             results[f"{variant} / {calibration}"] = mean_over_seeds([seed[calibration] for seed in per_seed])
@@ -187,9 +197,43 @@ def domain_statistics(embeddings, sources: np.ndarray, groups: np.ndarray) -> di
     return {"left_out": left_out, "in_domain_folds": in_domain}
 
 
+def row_nearest_cosines(embeddings, sources: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """Each row's highest prompt cosine to the rows its model trained on: in domain, the other prompt folds (the
+    folds fit_text_model's CV uses); left out, the other sources."""
+    from sklearn.model_selection import GroupKFold
+
+    from workers.predictor.domain import nearest_cosines
+
+    in_domain = np.zeros(len(sources))
+    for train, test in GroupKFold(n_splits=5).split(sources, groups=groups):
+        in_domain[test] = nearest_cosines(embeddings.prompt[test], embeddings.prompt[train])
+    left_out = np.zeros(len(sources))
+    for source in sorted(set(sources)):
+        test, train = np.nonzero(sources == source)[0], np.nonzero(sources != source)[0]
+        left_out[test] = nearest_cosines(embeddings.prompt[test], embeddings.prompt[train])
+    return {"in_domain": in_domain, "left_out": left_out}
+
+
+def fit_near_shrink(probabilities: np.ndarray, nearest: np.ndarray, labels: np.ndarray, prior: np.ndarray):
+    """The (offset, slope) of shrink weight sigmoid(offset + slope (nearest - 0.45)) that fits these rows best."""
+    from workers.common.soft_labels import multiclass_log_loss
+
+    best = (np.inf, 0.0, 0.0)
+    for offset in _NEAR_SHRINK_OFFSETS:
+        for slope in _NEAR_SHRINK_SLOPES:
+            loss = multiclass_log_loss(labels, near_shrink(probabilities, nearest, prior, offset, slope))
+            best = min(best, (loss, float(offset), float(slope)))
+    return best[1], best[2]
+
+
+def near_shrink(probabilities, nearest, prior, offset: float, slope: float) -> np.ndarray:
+    weight = 1.0 / (1.0 + np.exp(-(offset + slope * (nearest - 0.45))))
+    return (1 - weight[:, None]) * probabilities + weight[:, None] * prior
+
+
 def fit_variant(variant: str, *, seed: int, pairs, labels, sources, groups, embeddings, encoder) -> Outputs:
     """Fit the recipe on all rows (in domain) and once per left-out source; return every row's outputs."""
-    from workers.predictor.text_model import PairEmbeddings, fit_text_model
+    from workers.predictor.text_model import PROJECTION_SIZES, PairEmbeddings, fit_text_model
 
     def subset(rows: np.ndarray) -> PairEmbeddings:
         return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
@@ -208,6 +252,7 @@ def fit_variant(variant: str, *, seed: int, pairs, labels, sources, groups, embe
             subset(rows),
             groups=groups[rows],
             weights=weights,
+            projection_sizes={**PROJECTION_SIZES, "diff": 32} if variant == "with-pca-diff" else None,
             excluded_features=excluded,
             seed=seed,
             encoder=encoder.name,
@@ -276,7 +321,9 @@ def fit_lr(raw: np.ndarray, extra: np.ndarray | None, labels: np.ndarray):
     return predict
 
 
-def score_calibrations(outputs: Outputs, labels: np.ndarray, sources: np.ndarray, tie_inputs: np.ndarray) -> dict:
+def score_calibrations(
+    outputs: Outputs, labels: np.ndarray, sources: np.ndarray, tie_inputs: np.ndarray, nearest: dict[str, np.ndarray]
+) -> dict:
     """Per calibration: in-domain and left-out log loss, per source and row-weighted."""
     from workers.common.soft_labels import multiclass_log_loss
 
@@ -299,6 +346,8 @@ def score_calibrations(outputs: Outputs, labels: np.ndarray, sources: np.ndarray
     everything = np.arange(len(labels))
     left_out = {name: np.zeros_like(labels, dtype=float) for name in CALIBRATIONS}
     left_out["shipped"] = outputs.left_out_shipped
+    near_in_domain = np.zeros_like(labels, dtype=float)
+    near_chosen: dict[str, tuple[float, float]] = {}
     for source in sorted(set(sources)):
         test, others = np.nonzero(sources == source)[0], np.nonzero(sources != source)[0]
         inverse_t, weight = choose(others)
@@ -308,6 +357,26 @@ def score_calibrations(outputs: Outputs, labels: np.ndarray, sources: np.ndarray
         left_out["loso-lr"][test] = lr(outputs.left_out_raw[test], None)
         tie_lr = fit_lr(outputs.left_out_raw[others], tie_inputs[others], labels[others])
         left_out["tie-lr"][test] = tie_lr(outputs.left_out_raw[test], tie_inputs[test])
+        both = np.concatenate([others, others])
+        prior = labels[others].mean(axis=0)
+        offset, slope = fit_near_shrink(
+            np.vstack([outputs.in_domain_shipped[others], outputs.left_out_shipped[others]]),
+            np.concatenate([nearest["in_domain"][others], nearest["left_out"][others]]),
+            labels[both],
+            prior,
+        )
+        near_chosen[source] = (offset, slope)
+        left_out["near-shrink"][test] = near_shrink(
+            outputs.left_out_shipped[test], nearest["left_out"][test], prior, offset, slope
+        )
+        own_prior = labels[test].mean(axis=0)
+        best_weight = min(
+            _ORACLE_SHRINKS, key=lambda value: loss_of(shrink(outputs.left_out_shipped[test], value, own_prior), test)
+        )
+        left_out["oracle-shrink"][test] = shrink(outputs.left_out_shipped[test], best_weight, own_prior)
+        near_in_domain[test] = near_shrink(
+            outputs.in_domain_shipped[test], nearest["in_domain"][test], prior, offset, slope
+        )
 
     # In domain the same calibrators are chosen on every source's left-out outputs (as shipping them would).
     inverse_t, weight = choose(everything)
@@ -317,6 +386,9 @@ def score_calibrations(outputs: Outputs, labels: np.ndarray, sources: np.ndarray
         "shrink": shrink(outputs.in_domain_shipped, weight, labels.mean(axis=0)),
         "loso-lr": fit_lr(outputs.left_out_raw, None, labels)(outputs.in_domain_raw, None),
         "tie-lr": fit_lr(outputs.left_out_raw, tie_inputs, labels)(outputs.in_domain_raw, tie_inputs),
+        # Per source, the function fitted without that source (above): in domain it meets the same rule.
+        "near-shrink": near_in_domain,
+        "oracle-shrink": outputs.in_domain_shipped,  # in domain the shipped output is already fitted to the labels
     }
     scores = {}
     for name in CALIBRATIONS:
@@ -328,7 +400,7 @@ def score_calibrations(outputs: Outputs, labels: np.ndarray, sources: np.ndarray
             },
             "left_out_by_source": {s: loss(left_out[name], np.nonzero(sources == s)[0]) for s in sorted(set(sources))},
             # What the in-domain calibrator chose on all left-out outputs (1 / temperature, weight of the prior).
-            "chosen": {"temperature": float(inverse_t), "shrink": float(weight)}.get(name),
+            "chosen": {"temperature": float(inverse_t), "shrink": float(weight), "near-shrink": near_chosen}.get(name),
         }
     return scores
 
