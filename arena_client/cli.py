@@ -81,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--input", type=Path, required=True, help="a labelled CSV (winner_* columns)")
     train.add_argument("--adapter-name", required=True, help="the adapter's name, for predict --adapter")
-    train.add_argument("--include-shipped-data", action="store_true", help="fit on the server's shipped rows too")
+    shipped = train.add_mutually_exclusive_group()
+    shipped.add_argument(
+        "--include-shipped-data", action="store_true", help="fit on the server's shipped rows too (its default)"
+    )
+    shipped.add_argument("--no-shipped-data", action="store_true", help="fit on your rows alone")
     train.add_argument("--detach", action="store_true", help="print the job id and return without waiting")
 
     board = commands.add_parser("leaderboard", help="rank a labelled CSV's models; downloads leaderboard.csv")
@@ -166,8 +170,8 @@ class Commands:
 
     def train(self) -> int:
         body: dict = {"dataset": self._upload_input()["id"], "text_only": True, "adapter_name": self.args.adapter_name}
-        if self.args.include_shipped_data:
-            body["include_shipped_data"] = True
+        if self.args.include_shipped_data or self.args.no_shipped_data:
+            body["include_shipped_data"] = bool(self.args.include_shipped_data)
         return self.submit_and_follow("train", body)
 
     def leaderboard(self) -> int:

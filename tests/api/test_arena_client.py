@@ -271,3 +271,7 @@ def test_train_sends_a_text_only_fit_and_passes_a_422_through(tmp_path):
     code = main([*argv, "--include-shipped-data"], environ={}, make_client=recorder.make_client, err=err)
     assert code == 2 and err.getvalue().endswith("arena remote train: 422: text_only: not supported by this server\n")
     assert bodies == [{"dataset": DATASET_ID, "text_only": True, "adapter_name": "mine", "include_shipped_data": True}]
+    assert main([*argv, "--no-shipped-data"], environ={}, make_client=recorder.make_client, err=err) == 2
+    assert bodies[-1]["include_shipped_data"] is False
+    assert main(argv, environ={}, make_client=recorder.make_client, err=err) == 2
+    assert "include_shipped_data" not in bodies[-1]  # the server's default

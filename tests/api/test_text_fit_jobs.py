@@ -28,7 +28,7 @@ REFUSED = [
     ({"text_only": True, "epochs": 1}, ["epochs", "LoRA options do not apply", "drop text_only"]),
     ({"text_only": True, "lora_rank": 8, "batch_size": 2}, ["batch_size, lora_rank"]),
     ({"text_only": True, "validation_dataset": "DATASET"}, ["validation_dataset"]),
-    ({"text_only": True, "shipped_data_weight": 2.0}, ["include_shipped_data: true"]),
+    ({"text_only": True, "include_shipped_data": False, "shipped_data_weight": 2.0}, ["include_shipped_data: true"]),
     ({"include_shipped_data": True}, ["include_shipped_data", "text_only: true"]),
     ({"shipped_data_weight": 0.5}, ["shipped_data_weight", "text_only: true"]),
     ({"text_only": True, "include_shipped_data": True, "shipped_data_weight": 0}, ["shipped_data_weight"]),

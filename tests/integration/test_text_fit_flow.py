@@ -30,6 +30,7 @@ def test_a_text_only_fit_publishes_an_adapter_that_a_predict_job_uses(stack):
             "dataset": dataset["id"],
             "text_only": True,
             "extra_datasets": [{"dataset": extra["id"], "weight": 0.5}],
+            "include_shipped_data": False,  # the default mixes in ../shared/data: minutes more (tests/unit covers it)
             "adapter_name": "it-text",
         },
     )

@@ -11,7 +11,8 @@ from shared.arena_csv import read_arena_csv
 from workers.common.soft_labels import multiclass_log_loss
 from workers.judge.outcomes import unswap_classes
 from workers.predictor.predictor import Predictor, PredictRequest
-from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
+from workers.predictor.text_model import TEXT_RECIPE_VERSION
+from workers.training.text_predictor import MIN_CALIBRATION_ROWS, fit_text_predictor, text_predictor_is_current
 
 pytestmark = pytest.mark.model
 
@@ -101,3 +102,25 @@ def test_more_rows_than_max_rows_are_refused_before_anything_is_embedded(split, 
             max_rows=100,
         )
     assert not (tmp_path / "predictor").exists()
+
+
+def test_the_calibrator_is_fitted_on_the_users_rows_when_other_rows_are_mixed_in(split, tmp_path, model_settings):
+    """calibration_inputs (the REST fit mixing in the shipped data): the calibrator sees the first inputs' rows."""
+    train_rows = len(read_arena_csv(split / "train.csv", require_labels=True))
+    metrics = fit_text_predictor(
+        inputs=[split / "train.csv", split / "holdout.csv"],
+        output_dir=tmp_path / "predictor",
+        text_encoder=model_settings.text_encoder_path,
+        input_names=["mine", "shipped"],
+        input_weights=[1.0, 0.1],
+        calibration_inputs=1,
+    )
+    assert train_rows >= MIN_CALIBRATION_ROWS and metrics["calibrator_rows"] == train_rows < metrics["rows"]
+    assert metrics["recipe_version"] == TEXT_RECIPE_VERSION
+    calibration = json.loads((tmp_path / "predictor" / "calibration.json").read_text())
+    assert calibration["fitted_on"]["rows"] == train_rows
+    inputs = [split / "train.csv", split / "holdout.csv"]
+    assert text_predictor_is_current(tmp_path / "predictor", inputs=inputs)
+    stored = json.loads((tmp_path / "predictor" / "metrics.json").read_text())
+    (tmp_path / "predictor" / "metrics.json").write_text(json.dumps({**stored, "recipe_version": 1}))
+    assert not text_predictor_is_current(tmp_path / "predictor", inputs=inputs)  # set-up refits an older recipe

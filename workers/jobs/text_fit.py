@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.artifacts import CALIBRATION_NAME, CURVE_NAME, DOMAIN_REFERENCE_NAME, METRICS_NAME, TEXT_MODEL_NAME
@@ -31,25 +32,63 @@ SHIPPED_DATA_NAME = "shipped data"
 _STAGES = ("embedding", "fitting", "learning curve")
 
 
-def text_fit_inputs(settings: Settings, request: TrainJobRequest) -> tuple[list[Path], list[float], list[str]]:
-    """The CSVs to fit on, a weight and a name each: the user's dataset first (the learning curve's rows)."""
-    paths, weights, names = [], [], []
+@dataclass
+class TextFitInputs:
+    """The CSVs a text-only fit reads, a weight and a name each, the user's first."""
+
+    paths: list[Path] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    user_inputs: int = 0  # the first this many are the user's: the learning curve's and the calibrator's rows
+    notes: list[str] = field(default_factory=list)
+
+
+def text_fit_inputs(settings: Settings, request: TrainJobRequest) -> TextFitInputs:
+    """The user's dataset and extra datasets, then the shipped data when the request includes it.
+
+    The shipped data is included by default (the measured best mix); left out with a note when that default meets a
+    server without it or a fit past TEXT_FIT_MAX_ROWS. Asked for explicitly, its absence fails the job.
+    """
+    inputs = TextFitInputs()
     for dataset_id, weight in [(request.dataset, 1.0)] + [(e.dataset, e.weight) for e in request.extra_datasets]:
         path = dataset_csv_path(settings.SHARED_DIR, dataset_id)
         if not path.is_file():
             raise TrainingError(f"dataset {dataset_id} is missing from shared storage; upload it again")
-        paths.append(path)
-        weights.append(weight)
-        names.append(f"dataset {dataset_id}")
-    if request.include_shipped_data:
-        if not Path(settings.DEFAULT_TRAIN_CSV).is_file():
+        inputs.paths.append(path)
+        inputs.weights.append(weight)
+        inputs.names.append(f"dataset {dataset_id}")
+    inputs.user_inputs = len(inputs.paths)
+    if not request.include_shipped_data:
+        return inputs
+    asked = "include_shipped_data" in request.model_fields_set
+    shipped = Path(settings.DEFAULT_TRAIN_CSV)
+    if not shipped.is_file():
+        if asked:
             raise TrainingError(
                 "include_shipped_data: this server has no shipped data (DEFAULT_TRAIN_CSV is missing); fit without it"
             )
-        paths.append(Path(settings.DEFAULT_TRAIN_CSV))
-        weights.append(request.shipped_data_weight)
-        names.append(SHIPPED_DATA_NAME)
-    return paths, weights, names
+        inputs.notes.append("shipped data left out: this server has none (DEFAULT_TRAIN_CSV is missing)")
+        return inputs
+    if not asked:
+        rows = sum(csv_rows(path) for path in inputs.paths) + csv_rows(shipped)
+        if rows > settings.TEXT_FIT_MAX_ROWS:
+            inputs.notes.append(
+                f"shipped data left out: your rows and it make {rows:,}, over TEXT_FIT_MAX_ROWS"
+                f" ({settings.TEXT_FIT_MAX_ROWS:,})"
+            )
+            return inputs
+    inputs.paths.append(shipped)
+    inputs.weights.append(request.shipped_data_weight)
+    inputs.names.append(SHIPPED_DATA_NAME)
+    return inputs
+
+
+def csv_rows(path: Path) -> int:
+    """Rows of an arena CSV, without parsing its cells (a quoted cell may hold newlines: csv counts records)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return max(0, sum(1 for _ in csv.reader(handle)) - 1)
 
 
 def run_text_fit(settings: Settings, run: JobRun, *, name: str, output_dir: Path) -> dict:
@@ -57,7 +96,7 @@ def run_text_fit(settings: Settings, run: JobRun, *, name: str, output_dir: Path
     from workers.training.text_predictor import fit_text_predictor
 
     request = TrainJobRequest.model_validate(run.params)
-    paths, weights, names = text_fit_inputs(settings, request)
+    inputs = text_fit_inputs(settings, request)
     run.start()  # bounded by the job's time limit, as a predict job
 
     def on_stage(stage: str, done: int, total: int) -> None:
@@ -67,16 +106,20 @@ def run_text_fit(settings: Settings, run: JobRun, *, name: str, output_dir: Path
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.fit-", dir=output_dir.parent))
     try:
         metrics = fit_text_predictor(
-            inputs=paths,
+            inputs=inputs.paths,
             output_dir=staging / "predictor",
             text_encoder=settings.text_encoder_path,
             seed=request.seed,
             on_stage=on_stage,
-            input_weights=weights,
-            input_names=names,
+            input_weights=inputs.weights,
+            input_names=inputs.names,
             max_rows=settings.TEXT_FIT_MAX_ROWS,
             learning_curve_inputs=1,
+            calibration_inputs=inputs.user_inputs,
         )
+        if inputs.notes:  # in the folder's metrics.json too, which the adapter listing and the report read
+            metrics["notes"] = inputs.notes
+            atomic_write_text(staging / "predictor" / METRICS_NAME, json.dumps(metrics, indent=1, default=str))
         if metrics.get("learning_curve"):
             draw_learning_curve(metrics["learning_curve"], staging / "predictor" / CURVE_NAME, title=name)
         # metrics.json last: it marks the adapter finished (shared/adapter_claim.py).
@@ -134,6 +177,8 @@ def _publish(settings: Settings, run: JobRun, *, name: str, output_dir: Path, me
         "per_source": metrics["out_of_fold"].get("per_source"),
         "expected_gain_from_twice_the_rows": curve.get("expected_gain_from_twice_the_rows"),
         "fit_seconds": metrics.get("fit_seconds"),
+        "calibrator_rows": metrics.get("calibrator_rows"),
+        "notes": metrics.get("notes", []),
     }
     run.succeed(artifacts=artifacts, result=result)
     return {"job_id": run.job_id, "state": "succeeded", "adapter": name}

@@ -25,6 +25,10 @@ from shared.storage import atomic_write_text, replace_folder
 log = logging.getLogger(__name__)
 
 TEXT_PREDICTOR_KIND = "text"
+# Fewest of the user's rows the calibrator is fitted on alone when other rows (the shipped data) are mixed in:
+# from 200 rows up, a calibrator on the user's rows scored better on their held-out rows than one on every row
+# (scripts/bench/bench_user_mixing.py, docs/benchmarks.md "Mixing"); fewer were not measured.
+MIN_CALIBRATION_ROWS = 200
 
 
 def read_training_csvs(paths: Sequence[Path], *, names: Sequence[str] | None = None) -> tuple[ArenaDataset, list[int]]:
@@ -74,6 +78,7 @@ def fit_text_predictor(
     input_names: Sequence[str] | None = None,
     max_rows: int | None = None,
     learning_curve_inputs: int = 0,
+    calibration_inputs: int | None = None,
 ) -> dict:
     """Fit the text model and its calibrator on labelled CSVs and publish them as one folder.
 
@@ -89,6 +94,9 @@ def fit_text_predictor(
         max_rows: refuse more rows than this in all (memory and time grow with the rows).
         learning_curve_inputs: when > 0, the first that many inputs are "the user's rows": the metrics get a
             learning curve (see learning_curve) of those rows' grouped CV at 25, 50 and 100% of them.
+        calibration_inputs: when given, the calibrator is fitted on the out-of-fold outputs of the first that many
+            inputs' rows only (the user's, not the shipped data mixed in), if they are at least
+            MIN_CALIBRATION_ROWS; else (and by default) on every row.
 
     Returns:
         The predictor's metrics (also written to metrics.json): grouped-CV log loss of the text model and of the
@@ -99,7 +107,7 @@ def fit_text_predictor(
     from workers.common.soft_labels import multiclass_log_loss
     from workers.predictor.calibration import fit_calibrator
     from workers.predictor.sentence_encoder import open_text_encoder
-    from workers.predictor.text_model import TextModelError, embed_pairs, fit_text_model
+    from workers.predictor.text_model import TEXT_RECIPE_VERSION, TextModelError, embed_pairs, fit_text_model
     from workers.reports.evaluate import score_predictions
 
     def stage(name: str) -> Callable[[int, int], None] | None:
@@ -129,18 +137,22 @@ def fit_text_predictor(
         on_progress=stage("fitting"),
     )
     out_of_fold_logprobs = np.log(np.clip(fit.out_of_fold, 1e-12, 1.0))
+    calibration_rows = np.arange(len(dataset))
+    if calibration_inputs is not None and sum(sizes[:calibration_inputs]) >= MIN_CALIBRATION_ROWS:
+        calibration_rows = np.arange(sum(sizes[:calibration_inputs]))
     calibrator = fit_calibrator(
         None,
-        dataset.pairs,
-        dataset.labels,
-        text_logprobs=out_of_fold_logprobs,
+        [dataset.pairs[row] for row in calibration_rows],
+        dataset.labels[calibration_rows],
+        text_logprobs=out_of_fold_logprobs[calibration_rows],
         with_length=False,
-        fitted_on={"predictor": output_dir.name, "kind": TEXT_PREDICTOR_KIND},
+        fitted_on={"predictor": output_dir.name, "kind": TEXT_PREDICTOR_KIND, "rows": len(calibration_rows)},
     )
     calibrated = calibrator.predict(None, dataset.pairs, text_logprobs=out_of_fold_logprobs)
     cv_by_regularisation = calibrator.fitted_on.get("cv_log_loss_by_regularisation") or {}
     metrics = {
         "kind": TEXT_PREDICTOR_KIND,
+        "recipe_version": TEXT_RECIPE_VERSION,
         "encoder": encoder.name,
         "encoder_backend": encoder.backend,
         "rows": len(dataset),
@@ -149,8 +161,9 @@ def fit_text_predictor(
         "boosting_rounds": fit.model.fitted_on["rounds"],
         # Each row predicted by fold models that never saw its prompt (5 folds grouped by prompt).
         "text_model_cv_log_loss": multiclass_log_loss(dataset.labels, fit.out_of_fold),
-        # The calibrated output's own grouped CV: the unbiased figure of what ships.
+        # The calibrated output's own grouped CV (on the rows it was fitted on): the unbiased figure of what ships.
         "calibrator_cv_log_loss": min(cv_by_regularisation.values()) if cv_by_regularisation else None,
+        "calibrator_rows": len(calibration_rows),
         # Per source; the calibrator was fitted on these rows, so this is a little optimistic (see the line above).
         "out_of_fold": score_predictions(dataset.labels, calibrated, dataset.sources),
         "embed_seconds": round(embed_seconds, 1),
@@ -283,10 +296,11 @@ def learning_curve(
 def text_predictor_is_current(
     predictor_dir: Path, *, inputs: Sequence[Path], encoder_backend: str | None = None
 ) -> bool:
-    """Whether `predictor_dir` holds a predictor this version can load, fitted on exactly these CSVs (and with
-    `encoder_backend`, when given: a predictor fitted on torch embeddings is refitted for the faster backend)."""
+    """Whether `predictor_dir` holds a predictor this version can load, fitted by today's recipe on exactly these
+    CSVs (and with `encoder_backend`, when given: a predictor fitted on torch embeddings is refitted for the faster
+    backend)."""
     from workers.predictor.sentence_encoder import EMBEDDING_VERSION
-    from workers.predictor.text_model import TextModel, TextModelError
+    from workers.predictor.text_model import TEXT_RECIPE_VERSION, TextModel, TextModelError
 
     try:
         model = TextModel.load(Path(predictor_dir) / TEXT_MODEL_NAME)
@@ -294,6 +308,8 @@ def text_predictor_is_current(
     except (TextModelError, OSError, ValueError):
         return False
     if not (Path(predictor_dir) / CALIBRATION_NAME).is_file():
+        return False
+    if metrics.get("recipe_version", 1) != TEXT_RECIPE_VERSION:
         return False
     if not (Path(predictor_dir) / DOMAIN_REFERENCE_NAME).is_file():
         return False  # fitted before the domain check: refit (same seed, same model) to write its reference
