@@ -18,6 +18,7 @@ from workers.jobs import predict as jobs
 from workers.predictor.domain import (
     NO_REFERENCE_NOTE,
     UNLIKE_DATA_LOG_LOSS,
+    UNLIKE_DATA_SHRUNK_LOG_LOSS,
     DomainReference,
     alarm_threshold,
     domain_check,
@@ -109,7 +110,7 @@ def assembled_job(settings: Settings, job_id: str, *, judge: dict, nearest: list
             np.savez(
                 handle,
                 ids=np.array([str(1000 + row) for row in range(chunk.start, chunk.stop)]),
-                probabilities=np.full((2, 3), 1 / 3),
+                probabilities=np.tile([0.6, 0.3, 0.1], (2, 1)),
                 vote_logprobs=np.zeros((2, 1, 0, 4)),
                 truncated=np.zeros(2, dtype=bool),
                 text_logprobs=np.log(np.full((2, 3), 1 / 3)),
@@ -119,6 +120,13 @@ def assembled_job(settings: Settings, job_id: str, *, judge: dict, nearest: list
     record = store.read(job_id)
     assert record.state == "succeeded"
     return record.result
+
+
+def submitted(settings: Settings, job_id: str) -> np.ndarray:
+    import pandas as pd
+
+    frame = pd.read_csv(jobs.job_output_dir(settings.SHARED_DIR, job_id) / "submission.csv")
+    return frame[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
 
 
 TEXT_JUDGE = {"predictor": "default", "kind": "text model", "domain_reference": SHIPPED}
@@ -137,3 +145,29 @@ def test_an_older_text_predictor_says_it_has_no_reference_and_other_judges_have_
     assert assembled_job(settings, "c" * 32, judge=older, nearest=None)["domain_check"] == {"note": NO_REFERENCE_NOTE}
     llm = {"model": "models/SmolLM2-135M-Instruct", "adapter": None, "engine": "vllm"}
     assert "domain_check" not in assembled_job(settings, "e" * 32, judge=llm, nearest=None)
+
+
+PRIOR = [0.4, 0.4, 0.2]
+
+
+def test_an_unlike_job_of_enough_rows_is_shrunk_toward_the_training_prior(settings):
+    """DOMAIN_SHRINK_WEIGHT: on sources the predictor never saw, its output mixed with the prior scored better."""
+    judge = {**TEXT_JUDGE, "domain_reference": {**SHIPPED, "class_prior": PRIOR}}
+    shrinking = settings.model_copy(update={"DOMAIN_SHRINK_WEIGHT": 0.5, "DOMAIN_SHRINK_MIN_ROWS": 4})
+    unlike = assembled_job(shrinking, "a" * 32, judge=judge, nearest=[0.40, 0.42, 0.38, 0.50])
+    check = unlike["domain_check"]
+    assert check["shrink"] == {"weight": 0.5, "prior": PRIOR}
+    assert check["expected_log_loss"] == UNLIKE_DATA_SHRUNK_LOG_LOSS and "weight 0.5" in check["note"]
+    np.testing.assert_allclose(submitted(shrinking, "a" * 32), np.tile([0.5, 0.35, 0.15], (4, 1)), atol=1e-6)
+
+    # Like data, too few rows for the check to be sure, the setting at 0 or an older predictor: left as judged.
+    like = assembled_job(shrinking, "b" * 32, judge=judge, nearest=[0.50, 0.48, 0.70, 0.30])
+    few = assembled_job(settings.model_copy(update={"DOMAIN_SHRINK_MIN_ROWS": 5}), "c" * 32, judge=judge,
+                        nearest=[0.40, 0.42, 0.38, 0.50])  # fmt: skip
+    off = assembled_job(settings.model_copy(update={"DOMAIN_SHRINK_WEIGHT": 0.0, "DOMAIN_SHRINK_MIN_ROWS": 4}),
+                        "e" * 32, judge=judge, nearest=[0.40, 0.42, 0.38, 0.50])  # fmt: skip
+    older = assembled_job(shrinking, "f" * 32, judge=TEXT_JUDGE, nearest=[0.40, 0.42, 0.38, 0.50])
+    for job_id, result in (("b", like), ("c", few), ("e", off), ("f", older)):
+        assert "shrink" not in result["domain_check"], job_id
+        np.testing.assert_allclose(submitted(settings, job_id * 32), np.tile([0.6, 0.3, 0.1], (4, 1)), atol=1e-6)
+    assert few["domain_check"]["expected_log_loss"] == UNLIKE_DATA_LOG_LOSS

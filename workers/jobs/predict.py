@@ -223,6 +223,10 @@ def _assemble(settings: Settings, store: JobStore, record, guard: AssemblyGuard)
     domain = job_domain_check(settings, votes.prompt_nearest_cosine, metrics["chunks"])
     if domain is not None:
         metrics["domain_check"] = domain
+        if "shrink" in domain:  # unlike the training data: less sure, as measured on sources it never saw
+            from workers.predictor.domain import shrink_toward_prior
+
+            probabilities = shrink_toward_prior(probabilities, domain["shrink"])
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
         VOTES_NAME: lambda path: save_votes(path, votes),
@@ -386,7 +390,13 @@ def job_domain_check(settings: Settings, nearest: np.ndarray | None, chunk_summa
     figures = judges[0].get("domain_reference")
     if figures is None or nearest is None:
         return {"note": NO_REFERENCE_NOTE}
-    return domain_check(nearest, figures, setting=settings.DOMAIN_ALARM_COSINE)
+    return domain_check(
+        nearest,
+        figures,
+        setting=settings.DOMAIN_ALARM_COSINE,
+        shrink_weight=settings.DOMAIN_SHRINK_WEIGHT,
+        shrink_min_rows=settings.DOMAIN_SHRINK_MIN_ROWS,
+    )
 
 
 def worker_shares(record) -> dict[str, dict]:

@@ -182,7 +182,8 @@ def fit_text_predictor(
             seed=seed,
             on_progress=stage("learning curve"),
         )
-    domain_reference = _domain_reference(dataset, embeddings, groups, metrics, seed=seed)
+    class_prior = dataset.labels[calibration_rows].mean(axis=0)
+    domain_reference = _domain_reference(dataset, embeddings, groups, metrics, class_prior=class_prior, seed=seed)
     metrics["domain_reference"] = domain_reference.figures
     metrics["fit_seconds"] = round(time.perf_counter() - started, 1)
     output_dir = Path(output_dir)
@@ -198,9 +199,12 @@ def fit_text_predictor(
     return metrics
 
 
-def _domain_reference(dataset: ArenaDataset, embeddings, groups: np.ndarray, metrics: dict, *, seed: int):
+def _domain_reference(
+    dataset: ArenaDataset, embeddings, groups: np.ndarray, metrics: dict, *, class_prior: np.ndarray, seed: int
+):
     """The training prompts a predict job's domain check compares against (predictor/domain.py), and the figures
-    it reports: the check's statistic on the fit's own grouped folds and the log loss to expect in domain."""
+    it reports: the check's statistic on the fit's own grouped folds, the log loss to expect in domain, and the
+    class prior (of the calibrator's rows) an unlike job is shrunk toward."""
     from workers.predictor.domain import (
         DOMAIN_REFERENCE_PROMPTS,
         UNLIKE_DATA_LOG_LOSS,
@@ -221,6 +225,7 @@ def _domain_reference(dataset: ArenaDataset, embeddings, groups: np.ndarray, met
         "expected_log_loss_in_domain": round(float(expected), 4),
         # Measured by leaving each source of ../shared/data out (docs/benchmarks.md, "Generalisation").
         "unlike_data_log_loss": UNLIKE_DATA_LOG_LOSS,
+        "class_prior": [round(float(value), 6) for value in class_prior],
     }
     return DomainReference(prompts=prompts.astype(np.float16), figures=figures)
 
