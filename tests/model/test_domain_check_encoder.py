@@ -2,19 +2,24 @@
 prompts of those sources are like its training data, and that a source it never saw and code snippets are not."""
 
 import json
+import os
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shared.arena_csv import read_arena_csv
+from shared.arena_csv import read_arena_csv, read_submission
 from shared.artifacts import DOMAIN_REFERENCE_NAME
 from workers.predictor.domain import DomainReference, domain_check
 from workers.predictor.predictor import Predictor, PredictRequest
 from workers.training.text_predictor import fit_text_predictor, text_predictor_is_current
 
 pytestmark = pytest.mark.model
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TRAINING_SOURCES = ["llmeval2", "autoj_pairwise_test"]
 CODE_SNIPPETS = [
@@ -44,6 +49,29 @@ def fitted(data_csv, tmp_path_factory, model_settings):
         inputs=[folder / "train.csv"], output_dir=folder / "predictor", text_encoder=model_settings.text_encoder_path
     )
     return folder, metrics
+
+
+def test_arena_predict_shrinks_an_unlike_set_as_a_predict_job_does(fitted, model_settings):
+    """Runs before the test below, which removes the reference file. 120 left-out rows: the floor is lowered to 100."""
+    folder, metrics = fitted
+    predictor_dir, prior = folder / "predictor", np.array(metrics["domain_reference"]["class_prior"])
+    assert prior.sum() == pytest.approx(1.0, abs=1e-5)
+    predictor = Predictor.open(model_settings, PredictRequest.from_cli(model_settings, adapter=predictor_dir))
+    for name, shrunk in (("left_out", True), ("like", False)):
+        dataset = read_arena_csv(folder / f"{name}.csv")
+        judged = predictor.predict(dataset).probabilities
+        run = subprocess.run(
+            [str(REPO_ROOT / "scripts" / "arena"), "predict", "--input", str(folder / f"{name}.csv"), "--output",
+             str(folder / f"{name}-submission.csv"), "--adapter", str(predictor_dir)],
+            capture_output=True, text=True, timeout=600,
+            env=dict(os.environ, DOMAIN_SHRINK_MIN_ROWS="100", ARENA_WORKER_PYTHON=sys.executable),
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        check = json.loads(run.stdout)["domain_check"]
+        written = read_submission(folder / f"{name}-submission.csv", expected_ids=dataset.ids)
+        assert ("shrink" in check) is shrunk, (name, check)
+        expected = 0.5 * judged + 0.5 * prior / prior.sum() if shrunk else judged
+        np.testing.assert_allclose(written, expected, atol=2e-3)
 
 
 def test_prompts_of_the_training_sources_pass_and_unlike_ones_raise_the_alarm(fitted, model_settings):

@@ -49,7 +49,15 @@ def command_predict(args, settings) -> dict:
     )
     prediction, predictor = _predict(args, settings, dataset, request)
     result, description = prediction.judge_result, predictor.description
-    write_submission(args.output, dataset.ids, prediction.probabilities, floor=settings.PROB_FLOOR)
+    probabilities, domain = prediction.probabilities, None
+    figures = (description or {}).get("domain_reference")
+    if figures is not None and result.prompt_nearest_cosine is not None:  # as a predict job's assembly does
+        from workers.predictor.domain import checked_probabilities
+
+        probabilities, domain = checked_probabilities(
+            probabilities, result.prompt_nearest_cosine, figures, settings=settings
+        )
+    write_submission(args.output, dataset.ids, probabilities, floor=settings.PROB_FLOOR)
     if args.save_votes:
         save_votes(args.save_votes, result)
     summary = {
@@ -58,6 +66,8 @@ def command_predict(args, settings) -> dict:
         "calibration": str(request.calibration_path) if request.calibration_path else None,
         "judge": description,
     }
+    if domain is not None:
+        summary["domain_check"] = domain
     if result.truncated.any():
         budget = f"MAX_MODEL_LEN={settings.MAX_MODEL_LEN}"
         if description is None:  # loaded with --votes: the judge that wrote the file set the budget

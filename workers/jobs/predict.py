@@ -220,13 +220,9 @@ def _assemble(settings: Settings, store: JobStore, record, guard: AssemblyGuard)
     chunk_peaks = [summary.get(CUDA_PEAK_KEY) for summary in metrics["chunks"] if summary.get(CUDA_PEAK_KEY)]
     if chunk_peaks:
         metrics[CUDA_PEAK_KEY] = max(chunk_peaks)
-    domain = job_domain_check(settings, votes.prompt_nearest_cosine, metrics["chunks"])
+    probabilities, domain = job_domain_check(settings, probabilities, votes.prompt_nearest_cosine, metrics["chunks"])
     if domain is not None:
         metrics["domain_check"] = domain
-        if "shrink" in domain:  # unlike the training data: less sure, as measured on sources it never saw
-            from workers.predictor.domain import shrink_toward_prior
-
-            probabilities = shrink_toward_prior(probabilities, domain["shrink"])
     writers = {
         SUBMISSION_NAME: lambda path: write_submission(path, ids, probabilities, floor=settings.PROB_FLOOR),
         VOTES_NAME: lambda path: save_votes(path, votes),
@@ -375,28 +371,25 @@ def _report(
     return metrics, writers
 
 
-def job_domain_check(settings: Settings, nearest: np.ndarray | None, chunk_summaries: list[dict]) -> dict | None:
-    """Whether the job's prompts are like its text predictor's training prompts (workers/predictor/domain.py).
+def job_domain_check(
+    settings: Settings, probabilities: np.ndarray, nearest: np.ndarray | None, chunk_summaries: list[dict]
+) -> tuple[np.ndarray, dict | None]:
+    """Whether the job's prompts are like its text predictor's training data (workers/predictor/domain.py), and
+    its probabilities after the check (shrunk toward the training prior when unlike).
 
     Only a text predictor (the default one, or `arena train --text-only`) has this check: other judges get None.
     One fitted before the check existed says so; a chunk without the values (judged before this version) leaves
     the job without a check too, rather than judging on part of the rows.
     """
-    from workers.predictor.domain import NO_REFERENCE_NOTE, domain_check
+    from workers.predictor.domain import NO_REFERENCE_NOTE, checked_probabilities
 
     judges = [summary.get("judge") or {} for summary in chunk_summaries]
     if not judges or any(judge.get("kind") != "text model" for judge in judges):
-        return None
+        return probabilities, None
     figures = judges[0].get("domain_reference")
     if figures is None or nearest is None:
-        return {"note": NO_REFERENCE_NOTE}
-    return domain_check(
-        nearest,
-        figures,
-        setting=settings.DOMAIN_ALARM_COSINE,
-        shrink_weight=settings.DOMAIN_SHRINK_WEIGHT,
-        shrink_min_rows=settings.DOMAIN_SHRINK_MIN_ROWS,
-    )
+        return probabilities, {"note": NO_REFERENCE_NOTE}
+    return checked_probabilities(probabilities, nearest, figures, settings=settings)
 
 
 def worker_shares(record) -> dict[str, dict]:

@@ -172,6 +172,23 @@ def domain_check(
     return verdict
 
 
+def checked_probabilities(
+    probabilities: np.ndarray, nearest: np.ndarray, figures: dict, *, settings
+) -> tuple[np.ndarray, dict]:
+    """A prediction's domain check with the settings' threshold and shrink, and its probabilities after it: the one
+    place a predict job's assembly and `arena predict` apply it."""
+    verdict = domain_check(
+        nearest,
+        figures,
+        setting=settings.DOMAIN_ALARM_COSINE,
+        shrink_weight=settings.DOMAIN_SHRINK_WEIGHT,
+        shrink_min_rows=settings.DOMAIN_SHRINK_MIN_ROWS,
+    )
+    if "shrink" in verdict:  # unlike the training data: less sure, as measured on sources it never saw
+        probabilities = shrink_toward_prior(probabilities, verdict["shrink"])
+    return probabilities, verdict
+
+
 def shrink_toward_prior(probabilities: np.ndarray, shrink: dict) -> np.ndarray:
     """(1 - weight) * probabilities + weight * prior, rows still summing to 1."""
     weight, prior = shrink["weight"], np.asarray(shrink["prior"], dtype=float)
