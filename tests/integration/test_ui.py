@@ -54,6 +54,22 @@ def arena_csv_with_models(rows: int) -> bytes:
     return buffer.getvalue().encode()
 
 
+CODE_SNIPPETS = (
+    "SELECT user_id, COUNT(*) FROM orders o JOIN users u ON u.id = o.user_id GROUP BY user_id HAVING COUNT(*) > 5;",
+    "for i in $(seq 1 10); do grep -c ERROR /var/log/app.$i.log >> counts.txt; done && sort -n counts.txt | tail -1",
+)
+
+
+def code_prompts_csv() -> bytes:
+    """Two unlabelled rows whose prompts are code, nothing like the shipped data's questions."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "prompt", "response_a", "response_b"])
+    for index, snippet in enumerate(CODE_SNIPPETS):
+        writer.writerow([3000 + index, json.dumps([snippet]), json.dumps(["It counts rows."]), json.dumps(["No."])])
+    return buffer.getvalue().encode()
+
+
 class Served:
     """The stack (worker + REST client), and the page's address behind the proxy, with both access logs."""
 
@@ -136,6 +152,9 @@ def test_a_person_follows_a_job_to_its_report_in_a_real_browser(served, browser,
     shown_log_loss = browser.wait_for("document.querySelector('[data-metric=\"log_loss\"] .card-value')?.innerText")
     assert shown_log_loss == f"{result['log_loss']:.4f}"
     assert browser.text('[data-metric="accuracy"] .card-value') == f"{result['accuracy']:.4f}"
+    # Everyday questions read like the shipped data (median nearest cosine ~0.55): no domain warning.
+    assert result["domain_check"]["like_training"] is True, result["domain_check"]
+    assert browser.evaluate("document.querySelector('#job-domain-warning').hidden") is True
     per_source = browser.text("#job-per-source tbody")
     assert all(source in per_source for source in SOURCES) and not browser.evaluate(
         "document.querySelector('#job-per-source').hidden"
@@ -165,6 +184,20 @@ def test_a_person_follows_a_job_to_its_report_in_a_real_browser(served, browser,
     assert sorted(board) == sorted({model for pair in MODELS for model in pair})
     assert browser.evaluate("document.querySelectorAll('#downloads button').length") == len(job["artifacts"])
     report_shot = browser.screenshot(SCREENSHOTS / "ui-report.png")
+
+    # Code snippets are unlike it: that job's report shows the domain check's warning, its note in full.
+    code = stack.upload(code_prompts_csv(), name="code.csv")
+    response = stack.client.post("/v1/jobs/predict", json={"dataset": code["id"]})  # the default predictor
+    assert response.status_code == 202, response.text
+    unlike_id = response.json()["job_id"]
+    check = stack.wait_finished(unlike_id, timeout=120)["result"]["domain_check"]
+    assert check["like_training"] is False and "shrink" not in check, check  # under DOMAIN_SHRINK_MIN_ROWS
+    browser.evaluate(f"location.hash = '#/jobs/{unlike_id}'")
+    report_of(browser, unlike_id)
+    browser.wait_for("!document.querySelector('#job-domain-warning').hidden")
+    assert browser.text("#job-domain-warning") == f"Unlike the training data. {check['note']}"
+    browser.evaluate(f"location.hash = '#/jobs/{job_id}'")
+    report_of(browser, job_id)
 
     # A download is the job's own file, fetched with the key in a header and handed over as a blob.
     downloads = tmp_path / "downloads"
