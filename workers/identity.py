@@ -208,13 +208,17 @@ def _duplicate_message(worker: str, where: str) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs: a killed worker whose parent has not reaped it yet (a PID 1 that never reaps, in a
+    container or a sandbox) is a zombie that signal 0 still reaches, and it holds no name."""
+    from shared.process_tree import is_zombie
+
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process, alive
-    return True
+        pass  # someone else's process: alive, unless it is a zombie
+    return not is_zombie(pid)
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -88,6 +89,28 @@ def test_a_dead_predecessor_on_this_machine_gives_its_name_back_at_once(client, 
     me, time = identity(), FakeTime()
     claim_worker_name(client, settings, worker="cpu@a", queues=["cpu"], identity=me, sleep=time.sleep, clock=time.clock)
     assert time.sleeps == 0 and announcements(client, settings)["cpu@a"].identity == me
+
+
+def test_a_killed_predecessor_left_a_zombie_gives_its_name_back_at_once(client, settings):
+    """Its parent never reaped it (a PID 1 that does not reap): signal 0 still reaches it, yet it holds no name.
+    `make down && make up` under such a PID 1 used to refuse the new worker for ever."""
+    from shared.process_tree import is_zombie
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # exited, not reaped: no wait() until the end
+            if is_zombie(child.pid):
+                break
+            time.sleep(0.02)
+        assert is_zombie(child.pid)
+        os.kill(child.pid, 0)  # still "there" to signal 0
+        announce(client, settings, "cpu@z", ["cpu"], identity=identity(pid=child.pid))
+        me = identity()
+        claim_worker_name(client, settings, worker="cpu@z", queues=["cpu"], identity=me)
+        assert announcements(client, settings)["cpu@z"].identity == me
+    finally:
+        child.wait()
+    assert not is_zombie(child.pid)
 
 
 def test_a_name_still_announced_from_another_machine_is_refused(client, settings):
