@@ -185,20 +185,6 @@ def test_a_person_follows_a_job_to_its_report_in_a_real_browser(served, browser,
     assert browser.evaluate("document.querySelectorAll('#downloads button').length") == len(job["artifacts"])
     report_shot = browser.screenshot(SCREENSHOTS / "ui-report.png")
 
-    # Code snippets are unlike it: that job's report shows the domain check's warning, its note in full.
-    code = stack.upload(code_prompts_csv(), name="code.csv")
-    response = stack.client.post("/v1/jobs/predict", json={"dataset": code["id"]})  # the default predictor
-    assert response.status_code == 202, response.text
-    unlike_id = response.json()["job_id"]
-    check = stack.wait_finished(unlike_id, timeout=120)["result"]["domain_check"]
-    assert check["like_training"] is False and "shrink" not in check, check  # under DOMAIN_SHRINK_MIN_ROWS
-    browser.evaluate(f"location.hash = '#/jobs/{unlike_id}'")
-    report_of(browser, unlike_id)
-    browser.wait_for("!document.querySelector('#job-domain-warning').hidden")
-    assert browser.text("#job-domain-warning") == f"Unlike the training data. {check['note']}"
-    browser.evaluate(f"location.hash = '#/jobs/{job_id}'")
-    report_of(browser, job_id)
-
     # A download is the job's own file, fetched with the key in a header and handed over as a blob.
     downloads = tmp_path / "downloads"
     browser.allow_downloads(downloads)
@@ -223,6 +209,18 @@ def test_a_person_follows_a_job_to_its_report_in_a_real_browser(served, browser,
         assert f'"GET {path} HTTP/1.1" 200' in proxy_log, path
     errors = [error for error in browser.console_errors if "status of 401" not in error]
     assert errors == [] and len(browser.console_errors) == 1  # the one 401: the wrong key typed first
+
+    # Code snippets are unlike it: that job's report shows the domain check's warning, its note in full.
+    code = stack.upload(code_prompts_csv(), name="code.csv")
+    response = stack.client.post("/v1/jobs/predict", json={"dataset": code["id"]})  # the default predictor
+    assert response.status_code == 202, response.text
+    unlike_id = response.json()["job_id"]
+    check = stack.wait_finished(unlike_id, timeout=120)["result"]["domain_check"]
+    assert check["like_training"] is False and "shrink" not in check, check  # under DOMAIN_SHRINK_MIN_ROWS
+    browser.evaluate(f"location.hash = '#/jobs/{unlike_id}'")
+    report_of(browser, unlike_id)
+    browser.wait_for("!document.querySelector('#job-domain-warning').hidden")
+    assert browser.text("#job-domain-warning") == f"Unlike the training data. {check['note']}"
 
     # Forgetting the key leaves the page with nothing but the key form.
     browser.click("#forget-key")
