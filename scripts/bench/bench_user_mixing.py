@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", type=Path, default=DEFAULT_DATA, help="labelled Kaggle-format CSV with `source`")
     parser.add_argument("--sources", default="llmeval2,autoj_pairwise_test", help="comma-separated target sources")
     parser.add_argument("--sizes", default="200,800,3000", help="user rows per arm (capped at what the source has)")
+    parser.add_argument(
+        "--weights", default=",".join(f"{w:g}" for w in SHIPPED_WEIGHTS), help="comma-separated shipped-row weights"
+    )
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(targets) - set(sources):
         parser.error(f"--sources: {', '.join(sorted(unknown))} not in {args.input.name}")
     sizes = sorted({int(size) for size in args.sizes.split(",")})
+    weights = tuple(float(weight) for weight in args.weights.split(",") if weight.strip())
+    if not weights or min(weights) <= 0:
+        parser.error("--weights: one or more positive numbers, for example 0.1,0.05")
     settings = get_settings()
     encoder = open_text_encoder(settings, settings.text_encoder_path)
     started = time.perf_counter()
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         per_seed: list[dict[str, float]] = []
         for seed in range(args.seeds):
             begun = time.perf_counter()
-            per_seed.append(score_target(target, sizes, seed=seed, sources=sources, **context))
+            per_seed.append(score_target(target, sizes, weights, seed=seed, sources=sources, **context))
             print(f"{target} seed {seed}: {time.perf_counter() - begun:.0f}s", file=sys.stderr, flush=True)
             print(json.dumps(per_seed[-1], indent=1), file=sys.stderr, flush=True)
         results[target] = {
@@ -93,7 +99,19 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(json.dumps(summary, indent=1))
 
 
-def score_target(target: str, sizes: list[int], *, seed: int, sources, pairs, labels, groups, embeddings, encoder):
+def score_target(
+    target: str,
+    sizes: list[int],
+    shipped_weights: tuple[float, ...],
+    *,
+    seed: int,
+    sources,
+    pairs,
+    labels,
+    groups,
+    embeddings,
+    encoder,
+):
     """Every arm's log loss on the target's held-out prompts, for one seed."""
     from workers.common.soft_labels import multiclass_log_loss
     from workers.predictor.text_model import PairEmbeddings, fit_text_model
@@ -148,7 +166,7 @@ def score_target(target: str, sizes: list[int], *, seed: int, sources, pairs, la
             label = "all"
             scores["all: user rows"] = float(len(user))
         scores[f"{label} / user only"] = fit(user, None, np.arange(len(user)))["cal all"]
-        for weight in SHIPPED_WEIGHTS:
+        for weight in shipped_weights:
             rows = np.concatenate([user, ours])
             weights = np.concatenate([np.ones(len(user)), np.full(len(ours), weight)])
             figures = fit(rows, weights, np.arange(len(user)))
