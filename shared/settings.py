@@ -343,14 +343,22 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="A predict job the domain check finds unlike its text predictor's training data (and of at least"
-        " DOMAIN_SHRINK_MIN_ROWS rows) gets its probabilities mixed with the training rows' class prior at this weight"
-        ' (0: never). Chosen on left-out sources (docs/benchmarks.md, "Generalisation"): 1.056 -> 1.026 there;'
+        " DOMAIN_SHRINK_MIN_ROWS rows) that no transfer model answers (DOMAIN_TRANSFER_MODEL off, or a predictor"
+        " fitted before transfer models) gets its probabilities mixed with the training rows' class prior at this"
+        ' weight (0: never). Chosen on left-out sources (docs/benchmarks.md, "Generalisation"): 1.056 -> 1.026 there;'
         " data like the training data is left alone (but for the check's false alarms, see DOMAIN_SHRINK_MIN_ROWS).",
+    )
+    DOMAIN_TRANSFER_MODEL: bool = Field(
+        default=True,
+        description="A predict job the domain check finds unlike its text predictor's training data (and of at least"
+        " DOMAIN_SHRINK_MIN_ROWS rows) is answered by the predictor's transfer model, a small linear model of length"
+        ' and style that carried over best to sources it never saw (docs/benchmarks.md, "Generalisation": 1.056 ->'
+        " 1.005 there). False, or a predictor fitted before it existed: the shrink of DOMAIN_SHRINK_WEIGHT instead.",
     )
     DOMAIN_SHRINK_MIN_ROWS: int = Field(
         default=200,
         ge=1,
-        description="Fewest rows a predict job needs for the domain check to shrink its probabilities: on smaller"
+        description="Fewest rows a predict job needs for the domain check to act (transfer model or shrink): on smaller"
         " sets of the training data's own kind the check raises false alarms (15% at 50 rows, 9% at 100, 3% at 200).",
     )
     # The reverse proxy in front of the gateway (compose/proxy-conf.sh renders them; the gateway does not read them).

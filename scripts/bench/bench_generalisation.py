@@ -18,8 +18,14 @@ Levers (issue 32), each a row of the table:
   whose weight falls with the row's nearest training-prompt cosine, sigmoid(a + b (cosine - 0.45)): fitted for
   each source S on the other sources' in-domain and left-out outputs together, and applied to S's rows on both
   sides, so S's labels choose nothing and the same function serves data like and unlike the training data).
-- a bound, not a recipe: `oracle-shrink` mixes the left-out output with S's own class prior at the weight that fits
-  S's labels best. It uses S's labels, so no calibrator can do better on S without better A-vs-B signal.
+- `transfer`: the text model's transfer model (workers/predictor/transfer_model.py) on every left-out source.
+- what the domain check ships, on whole sets: `flagged: transfer (shipped)` answers each left-out source that the
+  check flags (median nearest cosine under DOMAIN_ALARM_COSINE, DOMAIN_SHRINK_MIN_ROWS rows or more) with the
+  transfer model and leaves the rest as shipped; `flagged: shrink` does the same with the shrink (before recipe 3).
+  In domain both are the shipped output (no in-domain fold is flagged; the script warns if one is).
+- figures that use S's labels, so no recipe without them can reach them: `oracle-shrink` mixes the left-out output
+  with S's own class prior at the weight that fits S's labels best; `oracle-lr` is the LR calibrator fitted on S's
+  own left-out outputs and labels, cross-fitted over S's prompt folds (what a calibrator on a user's labels gives).
 
     PYTHONPATH=. .venv-worker/bin/python scripts/bench/bench_generalisation.py --seeds 3 --variants base,balanced
 """
@@ -52,7 +58,19 @@ MODEL_VARIANTS = (
     "drop-pca-sum",
     "drop-pca-prompt",
 )
-CALIBRATIONS = ("shipped", "temperature", "shrink", "loso-lr", "tie-lr", "near-shrink", "oracle-shrink")
+CALIBRATIONS = (
+    "shipped",
+    "temperature",
+    "shrink",
+    "loso-lr",
+    "tie-lr",
+    "near-shrink",
+    "transfer",
+    "flagged: shrink",
+    "flagged: transfer (shipped)",
+    "oracle-shrink",
+    "oracle-lr",
+)
 # How alike the two responses are (symmetric in A and B): the tie-lr calibrator's extra inputs.
 TIE_COLUMNS = (
     "cos_a_b",
@@ -77,6 +95,7 @@ class Outputs:
     in_domain_shipped: np.ndarray
     left_out_raw: np.ndarray
     left_out_shipped: np.ndarray
+    left_out_transfer: np.ndarray  # the transfer model's (transfer_model.py), what a flagged job gets
 
 
 def feature_groups(pairs, embeddings) -> dict[str, list[str]]:
@@ -115,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
         "--variants", default="base", help=f"comma-separated model variants: {','.join(MODEL_VARIANTS)}"
     )
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--save-outputs", type=Path, help="also write each variant's and seed's outputs here (.npz) for later study"
+    )
     args = parser.parse_args(argv)
     variants = [name.strip() for name in args.variants.split(",") if name.strip() and name.strip() != "none"]
     if set(variants) - set(MODEL_VARIANTS):
@@ -152,13 +174,29 @@ def main(argv: list[str] | None = None) -> None:
     domain = domain_statistics(embeddings, sources, context["groups"])
     nearest = row_nearest_cosines(embeddings, sources, context["groups"])
     print(json.dumps({"prompt_nearest_cosine_median": domain}, indent=1), file=sys.stderr, flush=True)
+    # What the shipped check does with each whole set: acts on an unlike set of DOMAIN_SHRINK_MIN_ROWS or more rows.
+    flagged = {
+        source
+        for source, statistic in domain["left_out"].items()
+        if statistic < settings.DOMAIN_ALARM_COSINE and (sources == source).sum() >= settings.DOMAIN_SHRINK_MIN_ROWS
+    }
+    if min(domain["in_domain_folds"]) < settings.DOMAIN_ALARM_COSINE:
+        print("warning: an in-domain fold reads as unlike; the flagged rows leave it as shipped", file=sys.stderr)
+    print(f"flagged left-out sources: {sorted(flagged)}", file=sys.stderr, flush=True)
     results: dict[str, dict] = {}
+    saved: dict[str, np.ndarray] = {"labels": dataset.labels, "sources": sources}
     for variant in variants:
         per_seed = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             begun = time.perf_counter()
             outputs = fit_variant(variant, seed=seed, **context)
-            per_seed.append(score_calibrations(outputs, dataset.labels, sources, tie_inputs, nearest))
+            for field, values in vars(outputs).items():
+                saved[f"{variant}/{seed}/{field}"] = values
+            per_seed.append(
+                score_calibrations(
+                    outputs, dataset.labels, sources, tie_inputs, nearest, groups=context["groups"], flagged=flagged
+                )
+            )
             print(f"{variant} seed {seed}: {time.perf_counter() - begun:.0f}s", file=sys.stderr, flush=True)
         for calibration in per_seed[0]:
             results[f"{variant} / {calibration}"] = mean_over_seeds([seed[calibration] for seed in per_seed])
@@ -175,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
+    if args.save_outputs:
+        np.savez_compressed(args.save_outputs, **saved)
     print_table(results, sources, markdown=True)
 
 
@@ -266,13 +306,14 @@ def fit_variant(variant: str, *, seed: int, pairs, labels, sources, groups, embe
     in_domain_shipped = cross_fitted_calibration([*pairs], labels, in_domain_raw, groups)
     left_out_raw = np.zeros_like(in_domain_raw)
     left_out_shipped = np.zeros_like(in_domain_raw)
+    left_out_transfer = np.zeros_like(in_domain_raw)
     for source in sorted(set(sources)):
         test = np.nonzero(sources == source)[0]
         fitted, calibrator = fit(np.nonzero(sources != source)[0])
         test_pairs = [pairs[row] for row in test]
-        left_out_raw[test] = fitted.model.probabilities(test_pairs, subset(test))
+        left_out_raw[test], left_out_transfer[test] = fitted.model.outputs(test_pairs, subset(test))
         left_out_shipped[test] = calibrator.predict(None, test_pairs, text_logprobs=log(left_out_raw[test]))
-    return Outputs(in_domain_raw, in_domain_shipped, left_out_raw, left_out_shipped)
+    return Outputs(in_domain_raw, in_domain_shipped, left_out_raw, left_out_shipped, left_out_transfer)
 
 
 def log(probabilities: np.ndarray) -> np.ndarray:
@@ -313,18 +354,33 @@ def fit_lr(raw: np.ndarray, extra: np.ndarray | None, labels: np.ndarray):
     rows_x, rows_y, weights, _ = soft_label_rows((x - mean) / scale, np.vstack([labels, unswap_classes(labels)]))
     model = LogisticRegression(C=0.1, max_iter=2000).fit(rows_x, rows_y, sample_weight=weights)
 
+    def probabilities_of(x: np.ndarray) -> np.ndarray:
+        full = np.full((len(x), 3), 1e-6)  # a class the labels never had (hhh has no ties) keeps a floor
+        full[:, model.classes_] = model.predict_proba(x)
+        return full / full.sum(axis=1, keepdims=True)
+
     def predict(probabilities: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
-        direct = model.predict_proba((features(probabilities, columns) - mean) / scale)
-        mirrored = model.predict_proba((features(unswap_classes(probabilities), columns) - mean) / scale)
+        direct = probabilities_of((features(probabilities, columns) - mean) / scale)
+        mirrored = probabilities_of((features(unswap_classes(probabilities), columns) - mean) / scale)
         return 0.5 * (direct + unswap_classes(mirrored))
 
     return predict
 
 
 def score_calibrations(
-    outputs: Outputs, labels: np.ndarray, sources: np.ndarray, tie_inputs: np.ndarray, nearest: dict[str, np.ndarray]
+    outputs: Outputs,
+    labels: np.ndarray,
+    sources: np.ndarray,
+    tie_inputs: np.ndarray,
+    nearest: dict[str, np.ndarray],
+    *,
+    groups: np.ndarray,
+    flagged: set[str],
 ) -> dict:
-    """Per calibration: in-domain and left-out log loss, per source and row-weighted."""
+    """Per calibration: in-domain and left-out log loss, per source and row-weighted. `flagged`: the left-out
+    sources the domain check flags as whole sets of enough rows (the `flagged: ...` rows act on those only)."""
+    from sklearn.model_selection import GroupKFold
+
     from workers.common.soft_labels import multiclass_log_loss
 
     def loss(probabilities: np.ndarray, rows: np.ndarray) -> float:
@@ -374,6 +430,16 @@ def score_calibrations(
             _ORACLE_SHRINKS, key=lambda value: loss_of(shrink(outputs.left_out_shipped[test], value, own_prior), test)
         )
         left_out["oracle-shrink"][test] = shrink(outputs.left_out_shipped[test], best_weight, own_prior)
+        # S's own labels, cross-fitted over S's prompt folds: what a calibrator on a user's labels could give.
+        for train, held in GroupKFold(n_splits=5).split(test, groups=groups[test]):
+            own_lr = fit_lr(outputs.left_out_raw[test[train]], None, labels[test[train]])
+            left_out["oracle-lr"][test[held]] = own_lr(outputs.left_out_raw[test[held]], None)
+        left_out["transfer"][test] = outputs.left_out_transfer[test]
+        acted = source in flagged
+        left_out["flagged: shrink"][test] = left_out["shrink"][test] if acted else outputs.left_out_shipped[test]
+        left_out["flagged: transfer (shipped)"][test] = (
+            outputs.left_out_transfer[test] if acted else outputs.left_out_shipped[test]
+        )
         near_in_domain[test] = near_shrink(
             outputs.in_domain_shipped[test], nearest["in_domain"][test], prior, offset, slope
         )
@@ -389,6 +455,10 @@ def score_calibrations(
         # Per source, the function fitted without that source (above): in domain it meets the same rule.
         "near-shrink": near_in_domain,
         "oracle-shrink": outputs.in_domain_shipped,  # in domain the shipped output is already fitted to the labels
+        "oracle-lr": outputs.in_domain_shipped,
+        "transfer": outputs.in_domain_shipped,  # (not measured in domain: the check never flags an in-domain fold)
+        "flagged: shrink": outputs.in_domain_shipped,
+        "flagged: transfer (shipped)": outputs.in_domain_shipped,
     }
     scores = {}
     for name in CALIBRATIONS:

@@ -51,27 +51,35 @@ def fitted(data_csv, tmp_path_factory, model_settings):
     return folder, metrics
 
 
-def test_arena_predict_shrinks_an_unlike_set_as_a_predict_job_does(fitted, model_settings):
-    """Runs before the test below, which removes the reference file. 120 left-out rows: the floor is lowered to 100."""
+def test_arena_predict_acts_on_an_unlike_set_as_a_predict_job_does(fitted, model_settings):
+    """Runs before the test below, which removes the reference file. 120 left-out rows: the floor is lowered to 100.
+    An unlike set is answered by the transfer model, or shrunk toward the prior with DOMAIN_TRANSFER_MODEL off; a
+    like set is left as judged."""
     folder, metrics = fitted
     predictor_dir, prior = folder / "predictor", np.array(metrics["domain_reference"]["class_prior"])
     assert prior.sum() == pytest.approx(1.0, abs=1e-5)
     predictor = Predictor.open(model_settings, PredictRequest.from_cli(model_settings, adapter=predictor_dir))
-    for name, shrunk in (("left_out", True), ("like", False)):
+    for name, transfer_model, action in (("left_out", "true", "transfer"), ("left_out", "false", "shrink"),
+                                         ("like", "true", None)):  # fmt: skip
         dataset = read_arena_csv(folder / f"{name}.csv")
-        judged = predictor.predict(dataset).probabilities
+        prediction = predictor.predict(dataset)
+        judged, transfer = prediction.probabilities, np.exp(prediction.judge_result.transfer_logprobs)
         run = subprocess.run(
             [str(REPO_ROOT / "scripts" / "arena"), "predict", "--input", str(folder / f"{name}.csv"), "--output",
              str(folder / f"{name}-submission.csv"), "--adapter", str(predictor_dir)],
             capture_output=True, text=True, timeout=600,
-            env=dict(os.environ, DOMAIN_SHRINK_MIN_ROWS="100", ARENA_WORKER_PYTHON=sys.executable),
+            env=dict(os.environ, DOMAIN_SHRINK_MIN_ROWS="100", DOMAIN_TRANSFER_MODEL=transfer_model,
+                     ARENA_WORKER_PYTHON=sys.executable),
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-3000:]
         check = json.loads(run.stdout)["domain_check"]
         written = read_submission(folder / f"{name}-submission.csv", expected_ids=dataset.ids)
-        assert ("shrink" in check) is shrunk, (name, check)
-        expected = 0.5 * judged + 0.5 * prior / prior.sum() if shrunk else judged
+        assert ("shrink" in check) is (action == "shrink"), (name, check)
+        assert (check.get("answered_by") == "transfer model") is (action == "transfer"), (name, check)
+        expected = {"shrink": 0.5 * judged + 0.5 * prior / prior.sum(), "transfer": transfer, None: judged}[action]
         np.testing.assert_allclose(written, expected, atol=2e-3)
+    # The transfer model is its own answer, not the text model's output in another guise.
+    assert np.abs(transfer - judged).max() > 0.05
 
 
 def test_prompts_of_the_training_sources_pass_and_unlike_ones_raise_the_alarm(fitted, model_settings):

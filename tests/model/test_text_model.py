@@ -58,8 +58,18 @@ def test_text_model_beats_the_prior_is_symmetric_and_round_trips(encoder, real_r
     assert model.fitted_on["cv_log_loss"] == pytest.approx(multiclass_log_loss(labels[train], fit.out_of_fold))
     in_sample = model.probabilities(pairs[train], _rows(embeddings, train))
     assert multiclass_log_loss(labels[train], in_sample) < model.fitted_on["cv_log_loss"]
+    # The transfer model beside it (what the domain check answers unlike data with): also symmetric, better than the
+    # prior here, and weaker than the booster in domain.
+    same, transfer = model.outputs(pairs[test], _rows(embeddings, test))
+    np.testing.assert_allclose(same, probabilities)
+    np.testing.assert_allclose(transfer.sum(axis=1), 1.0, atol=1e-9)
+    _, transfer_swapped = model.outputs([pair.swapped() for pair in pairs[test]], _rows(embeddings, test).swapped())
+    np.testing.assert_allclose(transfer_swapped[:, [1, 0, 2]], transfer, atol=1e-9)
+    transfer_loss = multiclass_log_loss(labels[test], transfer)
+    assert multiclass_log_loss(labels[test], probabilities) < transfer_loss < multiclass_log_loss(labels[test], prior)
     loaded = TextModel.load(model.save(tmp_path / "text_model.json"))
     np.testing.assert_allclose(loaded.probabilities(pairs[test], _rows(embeddings, test)), probabilities)
+    np.testing.assert_allclose(loaded.outputs(pairs[test], _rows(embeddings, test))[1], transfer)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(TextModelError, match="not an arena-pref text model"):
         TextModel.load(tmp_path / "bad.json")

@@ -55,7 +55,11 @@ def command_predict(args, settings) -> dict:
         from workers.predictor.domain import checked_probabilities
 
         probabilities, domain = checked_probabilities(
-            probabilities, result.prompt_nearest_cosine, figures, settings=settings
+            probabilities,
+            result.prompt_nearest_cosine,
+            figures,
+            settings=settings,
+            transfer_logprobs=result.transfer_logprobs,
         )
     write_submission(args.output, dataset.ids, probabilities, floor=settings.PROB_FLOOR)
     if args.save_votes:

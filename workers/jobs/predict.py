@@ -40,7 +40,7 @@ from shared.storage import atomic_creator, dataset_csv_path, job_output_dir, red
 from workers.common.hardware import CUDA_PEAK_KEY, cuda_peak_memory
 from workers.identity import process_instance
 from workers.jobs.run import ArtifactWriteError, JobCancelledError, JobRun, publish_together
-from workers.judge.votes import concatenate_results, load_votes, save_votes, write_votes
+from workers.judge.votes import JudgeResult, concatenate_results, load_votes, save_votes, write_votes
 from workers.predictor.predictor import Predictor, PredictRequest
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def _assemble(settings: Settings, store: JobStore, record, guard: AssemblyGuard)
     chunk_peaks = [summary.get(CUDA_PEAK_KEY) for summary in metrics["chunks"] if summary.get(CUDA_PEAK_KEY)]
     if chunk_peaks:
         metrics[CUDA_PEAK_KEY] = max(chunk_peaks)
-    probabilities, domain = job_domain_check(settings, probabilities, votes.prompt_nearest_cosine, metrics["chunks"])
+    probabilities, domain = job_domain_check(settings, probabilities, votes, metrics["chunks"])
     if domain is not None:
         metrics["domain_check"] = domain
     writers = {
@@ -372,10 +372,10 @@ def _report(
 
 
 def job_domain_check(
-    settings: Settings, probabilities: np.ndarray, nearest: np.ndarray | None, chunk_summaries: list[dict]
+    settings: Settings, probabilities: np.ndarray, votes: JudgeResult, chunk_summaries: list[dict]
 ) -> tuple[np.ndarray, dict | None]:
     """Whether the job's prompts are like its text predictor's training data (workers/predictor/domain.py), and
-    its probabilities after the check (shrunk toward the training prior when unlike).
+    its probabilities after the check (when unlike: its transfer model's, or shrunk toward the training prior).
 
     Only a text predictor (the default one, or `arena train --text-only`) has this check: other judges get None.
     One fitted before the check existed says so; a chunk without the values (judged before this version) leaves
@@ -387,9 +387,15 @@ def job_domain_check(
     if not judges or any(judge.get("kind") != "text model" for judge in judges):
         return probabilities, None
     figures = judges[0].get("domain_reference")
-    if figures is None or nearest is None:
+    if figures is None or votes.prompt_nearest_cosine is None:
         return probabilities, {"note": NO_REFERENCE_NOTE}
-    return checked_probabilities(probabilities, nearest, figures, settings=settings)
+    return checked_probabilities(
+        probabilities,
+        votes.prompt_nearest_cosine,
+        figures,
+        settings=settings,
+        transfer_logprobs=votes.transfer_logprobs,
+    )
 
 
 def worker_shares(record) -> dict[str, dict]:

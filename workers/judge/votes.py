@@ -56,6 +56,9 @@ class JudgeResult:
     # (n,) each row's highest prompt-embedding cosine to the text predictor's training prompts (predictor/domain.py),
     # when the predictor carries a domain reference.
     prompt_nearest_cosine: np.ndarray | None = None
+    # (n, 3) log-probabilities of the text predictor's transfer model (predictor/transfer_model.py), when it has one:
+    # what the domain check answers with for a set unlike the training data.
+    transfer_logprobs: np.ndarray | None = None
 
     @property
     def raw_probabilities(self) -> np.ndarray:
@@ -126,7 +129,7 @@ def judge_pairs(
 
 # --- the votes file: one reader, one writer (CLI --save-votes, a predict chunk, the job's votes.npz) -------------
 
-_OPTIONAL_ARRAYS = ("adapter_logits", "text_logprobs", "prompt_nearest_cosine")
+_OPTIONAL_ARRAYS = ("adapter_logits", "text_logprobs", "prompt_nearest_cosine", "transfer_logprobs")
 
 
 def write_votes(handle: BinaryIO, result: JudgeResult, **extra: np.ndarray) -> None:

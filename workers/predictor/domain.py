@@ -7,6 +7,10 @@ scripts/bench/bench_generalisation.py (docs/benchmarks.md, "Generalisation"): 0.
 loss there was ~0.88 in domain and ~1.06 on left-out sources (uniform: 1.0986), so a low statistic says "expect
 about 1.06". The alarm threshold (DOMAIN_ALARM_COSINE, default 0.455) is the midpoint between the two ranges.
 
+What the check does about it (checked_probabilities): a set of DOMAIN_SHRINK_MIN_ROWS or more unlike rows is
+answered by the predictor's transfer model (transfer_model.py), which scored 1.005 there against 1.056; a predictor
+without one gets the shrink toward the training prior (1.025).
+
 A text predictor folder carries the reference (`domain_reference.npz`): unit-length float16 embeddings of up to
 DOMAIN_REFERENCE_PROMPTS distinct training prompts (a random sample with the fit's seed), plus the figures measured
 at fit time. A folder fitted before the check existed has none: its jobs say "no reference".
@@ -32,6 +36,9 @@ UNLIKE_DATA_LOG_LOSS = 1.06  # recipe 2, mean of 5 seeds (recipe 1: 1.07)
 # The same left-out figure once the shipped output is mixed with the training prior at DOMAIN_SHRINK_WEIGHT 0.5
 # (recipe 2, seeds 0 and 1: 1.0258): what a shrunk job should expect.
 UNLIKE_DATA_SHRUNK_LOG_LOSS = 1.03
+# The same left-out figure from the transfer model (transfer_model.py) on the sources the check flags (recipe 3,
+# seeds 0 and 1; 1.008 when its regularisation is chosen for each left-out source on the other four alone).
+UNLIKE_DATA_TRANSFER_LOG_LOSS = 1.01
 NO_REFERENCE_NOTE = "no reference: refit to get a domain check"
 # Half the measured gap between the lowest in-domain fold (0.467) and the highest left-out source (0.439). The
 # statistic falls with fewer reference prompts (a predictor fitted on 372 prompts reads 0.36–0.39 on its own
@@ -113,14 +120,21 @@ def in_domain_statistics(
 
 
 def domain_check(
-    nearest: np.ndarray, figures: dict, *, setting: float, shrink_weight: float = 0.0, shrink_min_rows: int = 1
+    nearest: np.ndarray,
+    figures: dict,
+    *,
+    setting: float,
+    shrink_weight: float = 0.0,
+    shrink_min_rows: int = 1,
+    transfer_available: bool = False,
 ) -> dict:
     """The job's verdict from its rows' nearest-prompt cosines: the statistic, the decision and what to expect.
 
     `setting` is DOMAIN_ALARM_COSINE; the threshold applied is alarm_threshold's. An unlike set of at least
-    `shrink_min_rows` rows (DOMAIN_SHRINK_MIN_ROWS), with `shrink_weight` (DOMAIN_SHRINK_WEIGHT) above 0 and a
-    predictor that recorded its training class prior, gets `shrink`: the weight and prior to mix its probabilities
-    with (shrink_toward_prior); the caller applies it.
+    `shrink_min_rows` rows (DOMAIN_SHRINK_MIN_ROWS) is answered by the transfer model when one is available
+    (`answered_by`: "transfer model"); else, with `shrink_weight` (DOMAIN_SHRINK_WEIGHT) above 0 and a predictor that
+    recorded its training class prior, it gets `shrink`: the weight and prior to mix its probabilities with
+    (shrink_toward_prior). The caller applies either.
     """
     threshold = alarm_threshold(figures, setting=setting)
     values = np.asarray(nearest, dtype=float)
@@ -132,7 +146,7 @@ def domain_check(
     in_domain = figures.get("expected_log_loss_in_domain")
     unlike = figures.get("unlike_data_log_loss", UNLIKE_DATA_LOG_LOSS)
     expected = in_domain if like_training else unlike
-    shrink = False
+    shrink = transfer = False
     if like_training:
         note = (
             f"Prompts are like the predictor's training prompts (median nearest cosine {statistic:.3f}, alarm below"
@@ -142,19 +156,27 @@ def domain_check(
         )
     else:
         prior = figures.get("class_prior")
-        shrink = shrink_weight > 0 and prior is not None and len(values) >= shrink_min_rows
-        if shrink:
+        large_enough = len(values) >= shrink_min_rows
+        transfer = transfer_available and large_enough
+        shrink = not transfer and shrink_weight > 0 and prior is not None and large_enough
+        acted = ""
+        if transfer:
+            expected = UNLIKE_DATA_TRANSFER_LOG_LOSS
+            acted = (
+                " Its probabilities are its transfer model's (a small linear model of length and style, which carried"
+                f" over best to sources it never saw; the text model's own scored {unlike:.2f} there)."
+            )
+        elif shrink:
             expected = UNLIKE_DATA_SHRUNK_LOG_LOSS
+            acted = (
+                f" Its probabilities were mixed with the training prior at weight {shrink_weight:g}, which scored"
+                f" better there ({unlike:.2f} without)."
+            )
         note = (
             f"These prompts are unlike the predictor's training data (median nearest cosine {statistic:.3f}, below"
             f" {threshold:.3f}): expect a log loss near {expected:.2f}, as measured on sources it never saw (uniform"
             " guessing: 1.099), not its in-domain figure."
-            + (
-                f" Its probabilities were mixed with the training prior at weight {shrink_weight:g}, which scored"
-                f" better there ({unlike:.2f} without)."
-                if shrink
-                else ""
-            )
+            + acted
             + " Fit a predictor on labelled rows of this kind to do better."
         )
     verdict = {
@@ -167,24 +189,37 @@ def domain_check(
         "reference_prompts": figures.get("reference_prompts"),
         "note": note,
     }
-    if shrink:
+    if not like_training and transfer:
+        verdict["answered_by"] = "transfer model"
+    elif not like_training and shrink:
         verdict["shrink"] = {"weight": float(shrink_weight), "prior": [float(value) for value in prior]}
     return verdict
 
 
 def checked_probabilities(
-    probabilities: np.ndarray, nearest: np.ndarray, figures: dict, *, settings
+    probabilities: np.ndarray,
+    nearest: np.ndarray,
+    figures: dict,
+    *,
+    settings,
+    transfer_logprobs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """A prediction's domain check with the settings' threshold and shrink, and its probabilities after it: the one
-    place a predict job's assembly and `arena predict` apply it."""
+    """A prediction's domain check with the settings' threshold, transfer model and shrink, and its probabilities
+    after it: the one place a predict job's assembly and `arena predict` apply it. `transfer_logprobs` are the
+    transfer model's outputs for the same rows (None: the predictor has none)."""
     verdict = domain_check(
         nearest,
         figures,
         setting=settings.DOMAIN_ALARM_COSINE,
         shrink_weight=settings.DOMAIN_SHRINK_WEIGHT,
         shrink_min_rows=settings.DOMAIN_SHRINK_MIN_ROWS,
+        transfer_available=settings.DOMAIN_TRANSFER_MODEL and transfer_logprobs is not None,
     )
-    if "shrink" in verdict:  # unlike the training data: less sure, as measured on sources it never saw
+    # Unlike the training data: answered as measured best on sources the predictor never saw.
+    if verdict.get("answered_by") == "transfer model":
+        probabilities = np.exp(np.asarray(transfer_logprobs, dtype=float))
+        probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    elif "shrink" in verdict:
         probabilities = shrink_toward_prior(probabilities, verdict["shrink"])
     return probabilities, verdict
 

@@ -224,7 +224,7 @@ class Judge:
             result.prompt_tokens += prompt_tokens
         if self.text_model is not None:
             only_text = self.engine is None and self.classifier is None
-            result.text_logprobs, result.prompt_nearest_cosine = self._text_logprobs(
+            result.text_logprobs, result.transfer_logprobs, result.prompt_nearest_cosine = self._text_logprobs(
                 pairs, on_progress=on_progress if only_text else None
             )
         result.seconds = time.perf_counter() - started
@@ -232,9 +232,9 @@ class Judge:
 
     def _text_logprobs(
         self, pairs: Sequence[Pair], *, on_progress: ProgressCallback | None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The text model's (n, 3) log-probabilities, and each row's nearest-training-prompt cosine when the
-        predictor carries a domain reference (else None).
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The text model's (n, 3) log-probabilities, its transfer model's (None when it has none), and each row's
+        nearest-training-prompt cosine when the predictor carries a domain reference (else None).
 
         Every distinct text of the whole set is embedded once (not per chunk: arena files repeat prompts across
         rows), then features and the booster run in chunks. Progress counts pairs: embedding fills the first
@@ -249,16 +249,21 @@ class Judge:
                 on_progress(int(total * EMBEDDING_PROGRESS_SHARE * done / texts), total)
 
         embeddings = embed_pairs(pairs, self.text_encoder, on_progress=embedded)
-        parts = []
+        parts, transfer_parts = [], []
         for start in range(0, total, TEXT_CHUNK_PAIRS):
             rows = slice(start, start + TEXT_CHUNK_PAIRS)
             chunk = PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
-            parts.append(self.text_model.log_probabilities(pairs[rows], chunk))
+            probabilities, transfer = self.text_model.outputs(pairs[rows], chunk)
+            parts.append(probabilities)
+            transfer_parts.append(transfer)
             if on_progress is not None:
                 done = start + len(parts[-1])
                 on_progress(int(total * EMBEDDING_PROGRESS_SHARE + (1 - EMBEDDING_PROGRESS_SHARE) * done), total)
         nearest = None if self.domain_reference is None else self.domain_reference.nearest_cosines(embeddings.prompt)
-        return (np.vstack(parts) if parts else np.zeros((0, 3))), nearest
+        transfer = None
+        if parts and self.text_model.transfer is not None:
+            transfer = _clipped_log(np.vstack(transfer_parts))
+        return (_clipped_log(np.vstack(parts)) if parts else np.zeros((0, 3))), transfer, nearest
 
     def close(self) -> None:
         for engine in (self.engine, self.classifier):
@@ -270,6 +275,10 @@ class Judge:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _clipped_log(probabilities: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probabilities, 1e-12, 1.0))
 
 
 def _open_text_model(settings: Settings, adapter_dir: str | Path):

@@ -287,8 +287,9 @@ def _style_feature_names() -> list[str]:
 # (scripts/bench/bench_generalisation.py, docs/benchmarks.md "Generalisation"); the difference still enters through
 # the cosines and the style block. A model fitted with it keeps and applies its stored projection.
 PROJECTION_SIZES = {"sum": 8, "prompt": 8}
-# Which recipe a fit followed; set-up refits a default predictor fitted by an earlier one.
-TEXT_RECIPE_VERSION = 2
+# Which recipe a fit followed; set-up refits a default predictor fitted by an earlier one. 3: a transfer model
+# (workers/predictor/transfer_model.py) is fitted beside the booster.
+TEXT_RECIPE_VERSION = 3
 
 
 def _projection_inputs(embeddings: PairEmbeddings) -> dict[str, np.ndarray]:
@@ -332,6 +333,8 @@ class TextModel:
     booster: str  # LightGBM's own text format
     encoder: str
     fitted_on: dict = field(default_factory=dict)
+    # The transfer model's parameters (transfer_model.py); None in a model fitted before recipe 3.
+    transfer: dict | None = None
 
     @property
     def encoder_backend(self) -> str:
@@ -350,20 +353,30 @@ class TextModel:
             self._loaded_booster = lightgbm.Booster(model_str=self.booster)
         return self._loaded_booster
 
-    def _predict_one_side(self, pairs: Sequence[Pair], embeddings: PairEmbeddings, style: np.ndarray) -> np.ndarray:
+    def _one_side_features(self, pairs: Sequence[Pair], embeddings: PairEmbeddings, style: np.ndarray) -> np.ndarray:
         features, names = _features(pairs, embeddings, self.projections, style)
         if names != self.feature_names:
             raise TextModelError("text model features do not match this version; retrain the adapter")
-        return self._booster().predict(features)
+        return features
+
+    def outputs(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, 3) probabilities of (A, B, tie), and the transfer model's (None when the model has none): one pass
+        over the features for both."""
+        from workers.predictor.transfer_model import transfer_probabilities
+
+        style, _ = style_features(pairs)
+        direct = self._one_side_features(pairs, embeddings, style)
+        mirrored = self._one_side_features(
+            [pair.swapped() for pair in pairs], embeddings.swapped(), mirrored_style(style)
+        )
+        booster = self._booster()
+        probabilities = 0.5 * (booster.predict(direct) + unswap_classes(booster.predict(mirrored)))
+        transfer = None if self.transfer is None else transfer_probabilities(self.transfer, direct, mirrored)
+        return probabilities, transfer
 
     def probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
         """(n, 3) probabilities of (A, B, tie)."""
-        style, _ = style_features(pairs)
-        direct = self._predict_one_side(pairs, embeddings, style)
-        mirrored = self._predict_one_side(
-            [pair.swapped() for pair in pairs], embeddings.swapped(), mirrored_style(style)
-        )
-        return 0.5 * (direct + unswap_classes(mirrored))
+        return self.outputs(pairs, embeddings)[0]
 
     def log_probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
         return np.log(np.clip(self.probabilities(pairs, embeddings), 1e-12, 1.0))
@@ -435,6 +448,7 @@ def fit_text_model(
     from sklearn.model_selection import GroupKFold
 
     from workers.common.soft_labels import multiclass_log_loss, soft_label_rows
+    from workers.predictor.transfer_model import fit_transfer_model
 
     weights = np.ones(len(pairs)) if weights is None else np.asarray(weights, dtype=float)
     n_splits = min(5, len(np.unique(groups)))
@@ -503,6 +517,9 @@ def fit_text_model(
         mirrored_probabilities = booster.predict(features[test_pairs + len(pairs)], num_iteration=rounds)
         out_of_fold[test_pairs] = 0.5 * (direct_probabilities + unswap_classes(mirrored_probabilities))
     final = lightgbm.train(params, dataset(np.arange(len(features))), num_boost_round=rounds)
+    transfer = fit_transfer_model(
+        direct, mirrored, labels, weights, columns=[names.index(name) for name in _transfer_feature_names()]
+    )
     progress(n_splits + 1)
     model = TextModel(
         feature_names=names,
@@ -516,5 +533,14 @@ def fit_text_model(
             "encoder_backend": encoder_backend,
             "embedding_version": EMBEDDING_VERSION,
         },
+        transfer=transfer,
     )
     return TextModelFit(model, out_of_fold)
+
+
+def _transfer_feature_names() -> list[str]:
+    """The transfer model's inputs: the length and style blocks (the features that carry over between sources)."""
+    from workers.common.pairs import length_features
+
+    empty = Pair(id="", prompt=("",), response_a=("",), response_b=("",))
+    return length_features([empty])[1] + _style_feature_names()
