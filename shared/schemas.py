@@ -150,7 +150,7 @@ class TrainJobRequest(StrictModel):
     include_shipped_data: bool = Field(
         default=True,
         description="text_only: fit on the server's shipped labelled data (DEFAULT_TRAIN_CSV) too, each row weighing"
-        " shipped_data_weight against 1 for yours; the calibrator is fitted on your rows (200 or more). By default"
+        " shipped_data_weight against 1 for yours; the calibrator is fitted on your rows (100 or more). By default"
         " it is left out, with a note in the report, when the server has none or your rows plus it pass"
         " TEXT_FIT_MAX_ROWS; false: your rows alone.",
     )

@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 
 TEXT_PREDICTOR_KIND = "text"
 # Fewest of the user's rows the calibrator is fitted on alone when other rows (the shipped data) are mixed in:
-# from 200 rows up, a calibrator on the user's rows scored better on their held-out rows than one on every row
-# (scripts/bench/bench_user_mixing.py, docs/benchmarks.md "Mixing"); fewer were not measured.
-MIN_CALIBRATION_ROWS = 200
+# from 100 rows up (100, 200, 800, all), a calibrator on the user's rows scored better on their held-out rows than
+# one on every row, on both sources measured (scripts/bench/bench_user_mixing.py, docs/benchmarks.md "Mixing");
+# fewer were not measured.
+MIN_CALIBRATION_ROWS = 100
 
 
 def read_training_csvs(paths: Sequence[Path], *, names: Sequence[str] | None = None) -> tuple[ArenaDataset, list[int]]:
