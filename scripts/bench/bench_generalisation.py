@@ -271,12 +271,35 @@ def near_shrink(probabilities, nearest, prior, offset: float, slope: float) -> n
     return (1 - weight[:, None]) * probabilities + weight[:, None] * prior
 
 
+def embeddings_of(embeddings, rows: np.ndarray):
+    """The PairEmbeddings of these rows."""
+    from workers.predictor.text_model import PairEmbeddings
+
+    return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
+
+
+def fit_rows(rows: np.ndarray, *, seed: int, pairs, labels, groups, embeddings, encoder, **options):
+    """The text model's recipe fitted on these rows of the labelled set (`options` go to fit_text_model)."""
+    from workers.predictor.text_model import fit_text_model
+
+    return fit_text_model(
+        [pairs[row] for row in rows],
+        labels[rows],
+        embeddings_of(embeddings, rows),
+        groups=groups[rows],
+        seed=seed,
+        encoder=encoder.name,
+        encoder_backend=encoder.backend,
+        **options,
+    )
+
+
 def fit_variant(variant: str, *, seed: int, pairs, labels, sources, groups, embeddings, encoder) -> Outputs:
     """Fit the recipe on all rows (in domain) and once per left-out source; return every row's outputs."""
-    from workers.predictor.text_model import PROJECTION_SIZES, PairEmbeddings, fit_text_model
+    from workers.predictor.text_model import PROJECTION_SIZES
 
-    def subset(rows: np.ndarray) -> PairEmbeddings:
-        return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
+    def subset(rows: np.ndarray):
+        return embeddings_of(embeddings, rows)
 
     def fit(rows: np.ndarray):
         weights = None
@@ -286,17 +309,17 @@ def fit_variant(variant: str, *, seed: int, pairs, labels, sources, groups, embe
         excluded = []
         if variant.startswith("drop-"):
             excluded = feature_groups(pairs, embeddings)[variant.removeprefix("drop-")]
-        fitted = fit_text_model(
-            [pairs[row] for row in rows],
-            labels[rows],
-            subset(rows),
-            groups=groups[rows],
+        fitted = fit_rows(
+            rows,
+            seed=seed,
+            pairs=pairs,
+            labels=labels,
+            groups=groups,
+            embeddings=embeddings,
+            encoder=encoder,
             weights=weights,
             projection_sizes={**PROJECTION_SIZES, "diff": 32} if variant == "with-pca-diff" else None,
             excluded_features=excluded,
-            seed=seed,
-            encoder=encoder.name,
-            encoder_backend=encoder.backend,
         )
         return fitted, shipped_calibrator([pairs[row] for row in rows], labels[rows], fitted.out_of_fold)
 

@@ -28,7 +28,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generalisation import DEFAULT_DATA, cpu_name, log, shipped_calibrator  # noqa: E402  (path above)
+from bench_generalisation import (  # noqa: E402  (the path above first)
+    DEFAULT_DATA,
+    cpu_name,
+    embeddings_of,
+    fit_rows,
+    log,
+    shipped_calibrator,
+)
 
 SHIPPED_WEIGHTS = (1.0, 0.3, 0.1)
 TEST_FRACTION = 0.3
@@ -114,7 +121,6 @@ def score_target(
 ):
     """Every arm's log loss on the target's held-out prompts, for one seed."""
     from workers.common.soft_labels import multiclass_log_loss
-    from workers.predictor.text_model import PairEmbeddings, fit_text_model
 
     rng = np.random.default_rng(seed)
     own = np.nonzero(sources == target)[0]
@@ -126,22 +132,13 @@ def score_target(
     pool_rows = {prompt: [row for row in own if groups[row] == prompt] for prompt in pool_prompts}
     test_pairs = [pairs[row] for row in test]
 
-    def subset(rows: np.ndarray) -> PairEmbeddings:
-        return PairEmbeddings(embeddings.prompt[rows], embeddings.response_a[rows], embeddings.response_b[rows])
-
     def fit(rows: np.ndarray, weights: np.ndarray | None, calibrate_on: np.ndarray) -> dict[str, float]:
         """The recipe on `rows`; the held-out log loss with the calibrator on all rows and on `calibrate_on` only."""
-        fitted = fit_text_model(
-            [pairs[row] for row in rows],
-            labels[rows],
-            subset(rows),
-            groups=groups[rows],
+        fitted = fit_rows(
+            rows, seed=seed, pairs=pairs, labels=labels, groups=groups, embeddings=embeddings, encoder=encoder,
             weights=weights,
-            seed=seed,
-            encoder=encoder.name,
-            encoder_backend=encoder.backend,
-        )
-        raw = log(fitted.model.probabilities(test_pairs, subset(test)))
+        )  # fmt: skip
+        raw = log(fitted.model.probabilities(test_pairs, embeddings_of(embeddings, test)))
         figures = {}
         for name, chosen in (("cal all", np.arange(len(rows))), ("cal user", calibrate_on)):
             if len(chosen) == 0:
