@@ -137,7 +137,8 @@ def test_a_cancelled_job_is_not_assembled(settings):
 
 
 def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
-    """The job's votes.npz used to drop `adapter_logits` (and `text_logprobs`) that `--save-votes` keeps."""
+    """The job's votes.npz used to drop `adapter_logits` (and `text_logprobs`) that `--save-votes` keeps; the
+    transfer model's outputs travel from the chunks to it too."""
     from workers.judge.votes import JudgeResult, load_votes, write_votes
 
     job_id = "9" * 32
@@ -154,6 +155,7 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
             prompt_tokens=10,
             adapter_logits=rng.normal(size=(rows, 2, 3)),
             text_logprobs=np.log(np.full((rows, 3), 1 / 3)),
+            transfer_logprobs=np.log(rng.dirichlet(np.ones(3), size=rows)),
         )
         written.append(result)
         with open(jobs.chunk_path(settings.SHARED_DIR, job_id, chunk.index), "wb") as handle:
@@ -165,6 +167,8 @@ def test_the_jobs_votes_keep_the_classifier_logits_and_text_model(settings):
     assert votes.ids == [str(1000 + row) for row in range(4)]
     np.testing.assert_array_equal(votes.adapter_logits, np.concatenate([part.adapter_logits for part in written]))
     np.testing.assert_array_equal(votes.text_logprobs, np.concatenate([part.text_logprobs for part in written]))
+    transfer = np.concatenate([part.transfer_logprobs for part in written])
+    np.testing.assert_array_equal(votes.transfer_logprobs, transfer)
     assert votes.vote_logprobs.shape == (4, 2, 0, 4)
 
 
