@@ -179,5 +179,10 @@ def test_excluded_features_are_never_split_on_and_unknown_names_are_refused(enco
     booster = lightgbm.Booster(model_str=fit.model.booster)
     importance = dict(zip(fit.model.feature_names, booster.feature_importance("split"), strict=True))
     assert all(importance[name] == 0 for name in excluded) and sum(importance.values()) > 0
+    transfer = fit.model.transfer  # the transfer model gives them no weight either
+    weights = {fit.model.feature_names[column]: index for index, column in enumerate(transfer["columns"])}
+    coefficients = np.asarray(transfer["coefficients"])
+    assert all(np.all(coefficients[:, weights[name]] == 0) for name in excluded if name in weights)
+    assert "log_chars_diff" in weights and np.abs(coefficients).sum() > 0
     with pytest.raises(TextModelError, match="unknown text-model features"):
         fit_text_model(pairs, labels, embeddings, groups=prompt_groups(pairs), excluded_features=["no_such_column"])

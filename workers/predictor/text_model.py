@@ -467,13 +467,16 @@ def fit_text_model(
     mirrored, _ = _features(
         [pair.swapped() for pair in pairs], embeddings.swapped(), projections, mirrored_style(style)
     )
-    features = np.vstack([direct, mirrored])
     if excluded_features:
         unknown = sorted(set(excluded_features) - set(names))
         if unknown:
             raise TextModelError(f"unknown text-model features {unknown}; choose from the model's feature names")
         # A constant column is never split on, so the booster ignores it when applied too: the format is unchanged.
-        features[:, [names.index(name) for name in excluded_features]] = 0.0
+        # The transfer model gives it a zero weight for the same reason.
+        excluded = [names.index(name) for name in excluded_features]
+        direct[:, excluded] = 0.0
+        mirrored[:, excluded] = 0.0
+    features = np.vstack([direct, mirrored])
     both_labels = np.vstack([labels, unswap_classes(labels)])
     both_weights = np.concatenate([weights, weights])
     both_groups = np.concatenate([groups, groups])
