@@ -240,7 +240,7 @@ class Judge:
         rows), then features and the booster run in chunks. Progress counts pairs: embedding fills the first
         EMBEDDING_PROGRESS_SHARE of the bar, by distinct texts done.
         """
-        from workers.predictor.text_model import PairEmbeddings, embed_pairs
+        from workers.predictor.text_model import PairEmbeddings, clipped_log, embed_pairs
 
         total = len(pairs)
 
@@ -262,8 +262,8 @@ class Judge:
         nearest = None if self.domain_reference is None else self.domain_reference.nearest_cosines(embeddings.prompt)
         transfer = None
         if parts and self.text_model.transfer is not None:
-            transfer = _clipped_log(np.vstack(transfer_parts))
-        return (_clipped_log(np.vstack(parts)) if parts else np.zeros((0, 3))), transfer, nearest
+            transfer = clipped_log(np.vstack(transfer_parts))
+        return (clipped_log(np.vstack(parts)) if parts else np.zeros((0, 3))), transfer, nearest
 
     def close(self) -> None:
         for engine in (self.engine, self.classifier):
@@ -275,10 +275,6 @@ class Judge:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def _clipped_log(probabilities: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probabilities, 1e-12, 1.0))
 
 
 def _open_text_model(settings: Settings, adapter_dir: str | Path):

@@ -324,6 +324,11 @@ def _features(
     return np.column_stack([block for block, _ in blocks]), [name for _, names in blocks for name in names]
 
 
+def clipped_log(probabilities: np.ndarray) -> np.ndarray:
+    """Log-probabilities that stay finite where a probability is 0."""
+    return np.log(np.clip(probabilities, 1e-12, 1.0))
+
+
 @dataclass
 class TextModel:
     """A fitted text model; symmetric: predictions average the pair and its mirror."""
@@ -379,7 +384,7 @@ class TextModel:
         return self.outputs(pairs, embeddings)[0]
 
     def log_probabilities(self, pairs: Sequence[Pair], embeddings: PairEmbeddings) -> np.ndarray:
-        return np.log(np.clip(self.probabilities(pairs, embeddings), 1e-12, 1.0))
+        return clipped_log(self.probabilities(pairs, embeddings))
 
     def save(self, path: Path) -> Path:
         data = {"format": TEXT_MODEL_FORMAT, **asdict(self)}
